@@ -1,0 +1,1 @@
+"""The REST API (FastAPI), its schemas, the HTTP client and the ``knowhub`` command line."""

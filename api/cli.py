@@ -1,0 +1,241 @@
+"""The ``knowhub`` command line.
+
+``knowhub node`` runs a node; the other commands talk to a running node over HTTP (``--url``,
+default ``$KNOWHUB_URL`` or http://127.0.0.1:8700). Heavy imports (torch, FAISS) happen
+only in ``node``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from api.client import DEFAULT_URL, NodeClient, NodeError
+
+log = logging.getLogger("knowhub")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="knowhub", description="knowhub: a peer node of a decentralized vector knowledge hub"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_url(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--url",
+            default=os.environ.get("KNOWHUB_URL", DEFAULT_URL),
+            help="node URL (default: $KNOWHUB_URL or %(default)s)",
+        )
+        return p
+
+    node = sub.add_parser("node", help="run a node (REST API on --host/--port)")
+    node.add_argument("--data-dir", type=Path, help="data directory (KNOWHUB_DATA_DIR)")
+    node.add_argument("--host", help="listen address (KNOWHUB_HOST, default 127.0.0.1)")
+    node.add_argument("--port", type=int, help="listen port (KNOWHUB_PORT, default 8700)")
+    node.add_argument("--log-level", help="debug, info, warning (KNOWHUB_LOG_LEVEL)")
+
+    add = with_url(sub.add_parser("add", help="contribute one fact"))
+    add.add_argument("text")
+    add.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="string metadata; repeat for more keys",
+    )
+    add.add_argument(
+        "--meta-json",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help='typed metadata, e.g. year=2020, tags=["a","b"], open=true',
+    )
+
+    imp = with_url(sub.add_parser("import", help="contribute facts from a JSON Lines file"))
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--batch-size", type=int, default=256)
+    imp.add_argument(
+        "--beir",
+        action="store_true",
+        help='lines are BEIR docs {"_id","title","text"}: text = title + " " + '
+        "text, metadata.doc_id = _id",
+    )
+    imp.add_argument("--restart", action="store_true", help="ignore the saved progress")
+    imp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    query = with_url(sub.add_parser("query", help="retrieve ranked facts"))
+    query.add_argument("text")
+    query.add_argument("-k", type=int, default=5)
+    query.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="hybrid")
+    query.add_argument("--filter", type=json.loads, help='JSON, e.g. {"lang": "en"}')
+    query.add_argument("--json", action="store_true", help="print the raw JSON answer")
+
+    with_url(sub.add_parser("status", help="show the node's status"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "node":
+        return _run_node(args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with NodeClient(args.url) as client:
+            handler = {"add": _add, "import": _import, "query": _query, "status": _status}
+            return handler[args.command](client, args)
+    except NodeError as exc:
+        sys.stderr.write(f"knowhub: {exc}\n")
+        return 1
+
+
+def _run_node(args: argparse.Namespace) -> int:
+    from api.server import serve
+    from node.settings import Settings
+
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "data_dir": args.data_dir,
+            "host": args.host,
+            "port": args.port,
+            "log_level": args.log_level,
+        }.items()
+        if value is not None
+    }
+    settings = Settings(**overrides)
+    return serve(settings)
+
+
+def _parse_meta(pairs: list[str], typed: list[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise NodeError(0, "usage", f"--meta wants KEY=VALUE, got {pair!r}")
+        meta[key] = value
+    for pair in typed:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise NodeError(0, "usage", f"--meta-json wants KEY=JSON, got {pair!r}")
+        try:
+            meta[key] = json.loads(value)
+        except ValueError as exc:
+            raise NodeError(0, "usage", f"--meta-json {key}: not JSON: {value!r}") from exc
+    return meta
+
+
+def _add(client: NodeClient, args: argparse.Namespace) -> int:
+    result = client.add(args.text, _parse_meta(args.meta, args.meta_json))
+    _out(f"{result['cid']} {result['status']}")
+    return 0
+
+
+def _query(client: NodeClient, args: argparse.Namespace) -> int:
+    result = client.query(args.text, k=args.k, mode=args.mode, filter=args.filter)
+    if args.json:
+        _out(json.dumps(result, indent=2, ensure_ascii=False))
+        return 0
+    for n, hit in enumerate(result["results"], start=1):
+        _out(f"[{n}] {hit['score']:.4f} {hit['cid']}\n    {hit['text'][:300]}")
+    if not result["results"]:
+        _out("no results")
+    return 0
+
+
+def _status(client: NodeClient, args: argparse.Namespace) -> int:
+    _out(json.dumps(client.status(), indent=2))
+    return 0
+
+
+def _import(client: NodeClient, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    path: Path = args.file
+    if not path.is_file():
+        raise NodeError(0, "usage", f"no such file: {path}")
+    checkpoint = Checkpoint(path, args.url)
+    done = 0 if args.restart else checkpoint.load()
+    total = sum(1 for _ in path.open("rb"))
+    counts = {"created": 0, "exists": 0, "error": 0}
+    with tqdm(
+        total=total, initial=done, unit="fact", disable=args.no_progress, file=sys.stderr
+    ) as bar:
+        for line_no, batch in _batches(path, args.batch_size, skip=done, beir=args.beir):
+            result = client.add_batch([item for _, item in batch])
+            for (n, _), item in zip(batch, result["results"], strict=True):
+                counts[item["status"]] += 1
+                if item["status"] == "error":
+                    sys.stderr.write(f"line {n}: {item['error']['message']}\n")
+            checkpoint.save(line_no)
+            bar.update(len(batch))
+    _out(
+        f"created {counts['created']}, already stored {counts['exists']}, "
+        f"failed {counts['error']}" + (f" (resumed after line {done})" if done else "")
+    )
+    return 1 if counts["error"] else 0
+
+
+def _batches(
+    path: Path, size: int, *, skip: int, beir: bool
+) -> Iterator[tuple[int, list[tuple[int, Any]]]]:
+    """Yield (lines consumed so far, [(line number, submission)]) per batch."""
+    batch: list[tuple[int, Any]] = []
+    line_no = 0
+    with path.open("r", encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            if line_no <= skip or not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = {"text": None, "_error": "line is not JSON"}
+            if beir and isinstance(obj, dict) and "_id" in obj:
+                title = str(obj.get("title") or "").strip()
+                obj = {
+                    "text": f"{title} {obj.get('text', '')}".strip(),
+                    "metadata": {"doc_id": str(obj["_id"])},
+                }
+            batch.append((line_no, obj))
+            if len(batch) >= size:
+                yield line_no, batch
+                batch = []
+    if batch:
+        yield line_no, batch
+
+
+class Checkpoint:
+    """Lines of FILE acknowledged by the node, in FILE.knowhub-progress (atomic writes)."""
+
+    def __init__(self, path: Path, url: str) -> None:
+        self.file = path.with_name(path.name + ".knowhub-progress")
+        stat = path.stat()
+        self.key = {"url": url, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def load(self) -> int:
+        try:
+            saved = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return 0
+        if not isinstance(saved, dict) or saved.get("key") != self.key:
+            return 0  # another file version or node: start over (re-posting is idempotent)
+        return int(saved.get("lines", 0))
+
+    def save(self, lines: int) -> None:
+        tmp = self.file.with_name(self.file.name + ".tmp")
+        tmp.write_text(json.dumps({"key": self.key, "lines": lines}))
+        os.replace(tmp, self.file)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""A small synchronous HTTP client for a knowhub node (used by the CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+
+
+class NodeError(Exception):
+    """The node answered with an error body, or could not be reached."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}" if status else message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class NodeClient:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        timeout: float = 300.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+        self.url = url
+
+    def __enter__(self) -> NodeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, json: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=json)
+        except httpx.HTTPError as exc:
+            raise NodeError(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                err = response.json()["error"]
+                code, message = str(err["code"]), str(err["message"])
+            except (ValueError, KeyError, TypeError):
+                code, message = "http_error", response.text[:500]
+            raise NodeError(response.status_code, code, message)
+        return response.json()
+
+    def add(self, text: str, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": text}
+        if metadata:
+            body["metadata"] = dict(metadata)
+        result: dict[str, Any] = self._call("POST", "/v1/facts", body)
+        return result
+
+    def add_batch(self, facts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/facts/batch", {"facts": list(facts)})
+        return result
+
+    def get(self, cid: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/facts/{cid}")
+        return result
+
+    def query(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        mode: str = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
+        if filter:
+            body["filter"] = dict(filter)
+        if min_score is not None:
+            body["min_score"] = min_score
+        result: dict[str, Any] = self._call("POST", "/v1/query", body)
+        return result
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/v1/status")
+        return result

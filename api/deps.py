@@ -1,0 +1,20 @@
+"""FastAPI dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from node.errors import Unavailable
+from node.service import KnowledgeNode
+
+
+def get_node(request: Request) -> KnowledgeNode:
+    node: KnowledgeNode | None = getattr(request.app.state, "node", None)
+    if node is None:
+        raise Unavailable("the node is not running")
+    return node
+
+
+NodeDep = Annotated[KnowledgeNode, Depends(get_node)]

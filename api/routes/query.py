@@ -1,0 +1,46 @@
+"""Retrieval for people and LLM agents."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from api.deps import NodeDep
+from api.schemas import ErrorBody, QueryHit, QueryIn, QueryOut
+from node.filters import parse_filter
+from node.search import Query
+
+router = APIRouter(prefix="/v1", tags=["query"])
+
+
+@router.post(
+    "/query",
+    response_model=QueryOut,
+    responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
+)
+async def query(body: QueryIn, node: NodeDep, response: Response) -> QueryOut:
+    """Ranked facts and a cited context block. ``Server-Timing`` splits embed and search time."""
+    result = await node.query(
+        Query(
+            text=body.query,
+            k=body.k,
+            mode=body.mode,
+            filter=parse_filter(body.filter),
+            min_score=body.min_score,
+        )
+    )
+    response.headers["Server-Timing"] = (
+        f"embed;dur={result.embed_ms:.3f}, search;dur={result.search_ms:.3f}"
+    )
+    return QueryOut(
+        results=[
+            QueryHit(
+                cid=r.fact.cid,
+                text=r.fact.text,
+                score=r.score,
+                metadata=r.fact.metadata,
+                contributor=r.fact.contributor,
+            )
+            for r in result.results
+        ],
+        context=result.context,
+    )

@@ -1,0 +1,340 @@
+"""The SQLite catalog: the node's source of truth.
+
+One database in WAL mode with ``synchronous=FULL``: a contribution is acknowledged only after
+its transaction is on disk, so it survives ``kill -9`` and power loss. It holds each fact's
+canonical block, its metadata (also exploded into ``fact_meta`` for exact filters), its
+embedding (so the vector index can always be rebuilt without the model) and an FTS5 table
+(porter stemmer) for BM25 keyword search.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from node.errors import StorageError
+from node.facts import metadata_json_string, metadata_to_json
+from node.filters import MetadataFilter, encode_scalar
+from node.ports import Ids, NewFact, StoredFact, Vectors
+from node.search import Hit
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS facts (
+    id INTEGER PRIMARY KEY,
+    cid TEXT NOT NULL UNIQUE,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    contributor TEXT,
+    block BLOB NOT NULL,
+    vector BLOB NOT NULL,
+    stored_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fact_meta (
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    fact_id INTEGER NOT NULL REFERENCES facts(id) ON DELETE CASCADE,
+    PRIMARY KEY (key, value, fact_id)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
+    text, content='facts', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
+);
+"""
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+#: Words too common to help BM25 rank; dropping them keeps OR queries cheap.
+STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "been",
+        "but",
+        "by",
+        "can",
+        "did",
+        "do",
+        "does",
+        "for",
+        "from",
+        "had",
+        "has",
+        "have",
+        "how",
+        "i",
+        "if",
+        "in",
+        "into",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "our",
+        "she",
+        "so",
+        "than",
+        "that",
+        "the",
+        "their",
+        "them",
+        "then",
+        "there",
+        "these",
+        "they",
+        "this",
+        "those",
+        "to",
+        "was",
+        "we",
+        "were",
+        "what",
+        "when",
+        "where",
+        "which",
+        "while",
+        "who",
+        "whom",
+        "why",
+        "will",
+        "with",
+        "would",
+        "you",
+        "your",
+    ]
+)
+_SQLITE_MAX_VARS = 30_000
+
+
+def fts_query(text: str) -> str | None:
+    """Free text as an FTS5 query: each distinct non-stopword term quoted, ORed."""
+    terms: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if word not in STOPWORDS and word not in terms:
+            terms.append(word)
+    if not terms:
+        return None
+    return " OR ".join(f'"{t}"' for t in terms[:64])
+
+
+class SqliteCatalog:
+    def __init__(self, path: Path | str) -> None:
+        self._path = str(path)
+        try:
+            if self._path != ":memory:":
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
+        self._lock = threading.RLock()
+        version = self.get_setting("schema_version")
+        if version is None:
+            self.set_setting("schema_version", SCHEMA_VERSION)
+        elif version != SCHEMA_VERSION:
+            raise StorageError(
+                f"catalog {self._path} has schema {version}, this node reads {SCHEMA_VERSION}"
+            )
+
+    @contextmanager
+    def _cursor(self, write: bool = False) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cur = self._db.cursor()
+            try:
+                if write:
+                    cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                if write:
+                    cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if write and self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"catalog error: {exc}") from exc
+            finally:
+                cur.close()
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def insert(self, facts: Sequence[NewFact]) -> list[tuple[int, bool]]:
+        out: list[tuple[int, bool]] = []
+        now = time.time()
+        with self._cursor(write=True) as cur:
+            for item in facts:
+                fact = item.fact
+                vector = np.ascontiguousarray(item.vector, dtype=np.float32)
+                cur.execute(
+                    "INSERT OR IGNORE INTO facts "
+                    "(cid, text, metadata, contributor, block, vector, stored_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        fact.cid,
+                        fact.text,
+                        metadata_json_string(fact.metadata),
+                        fact.contributor,
+                        fact.block,
+                        vector.tobytes(),
+                        now,
+                    ),
+                )
+                if cur.rowcount == 0:
+                    row = cur.execute("SELECT id FROM facts WHERE cid = ?", (fact.cid,)).fetchone()
+                    out.append((int(row[0]), False))
+                    continue
+                fact_id = int(cur.lastrowid or 0)
+                cur.execute(
+                    "INSERT INTO facts_fts (rowid, text) VALUES (?, ?)", (fact_id, fact.text)
+                )
+                cur.executemany(
+                    "INSERT OR IGNORE INTO fact_meta (key, value, fact_id) VALUES (?, ?, ?)",
+                    [
+                        (key, encode_scalar(v), fact_id)
+                        for key, value in metadata_to_json(fact.metadata).items()
+                        for v in (value if isinstance(value, list) else [value])
+                    ],
+                )
+                out.append((fact_id, True))
+        return out
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._cursor(write=True) as cur:
+            cur.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        with self._cursor() as cur:
+            row = cur.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def existing(self, cids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        with self._cursor() as cur:
+            for chunk in _chunks(list(cids)):
+                marks = ",".join("?" * len(chunk))
+                for cid, fact_id in cur.execute(
+                    f"SELECT cid, id FROM facts WHERE cid IN ({marks})", chunk
+                ):
+                    found[cid] = int(fact_id)
+        return found
+
+    def get(self, cid: str) -> StoredFact | None:
+        with self._cursor() as cur:
+            row = cur.execute(
+                "SELECT id, cid, text, metadata, contributor, stored_at FROM facts WHERE cid = ?",
+                (cid,),
+            ).fetchone()
+        return None if row is None else _row(row)
+
+    def get_by_ids(self, ids: Sequence[int]) -> dict[int, StoredFact]:
+        out: dict[int, StoredFact] = {}
+        with self._cursor() as cur:
+            for chunk in _chunks(list(ids)):
+                marks = ",".join("?" * len(chunk))
+                for row in cur.execute(
+                    "SELECT id, cid, text, metadata, contributor, stored_at FROM facts "
+                    f"WHERE id IN ({marks})",
+                    chunk,
+                ):
+                    fact = _row(row)
+                    out[fact.id] = fact
+        return out
+
+    def keyword_search(self, text: str, limit: int, flt: MetadataFilter | None = None) -> list[Hit]:
+        match = fts_query(text)
+        if match is None:
+            return []
+        where, params = _filter_sql(flt, "facts_fts.rowid")
+        sql = (
+            "SELECT rowid, bm25(facts_fts) AS s FROM facts_fts "
+            f"WHERE facts_fts MATCH ? {where} ORDER BY s, rowid LIMIT ?"
+        )
+        with self._cursor() as cur:
+            rows = cur.execute(sql, [match, *params, limit]).fetchall()
+        # SQLite's bm25() is negated so that smaller is better; report the usual positive score.
+        return [Hit(int(r[0]), -float(r[1])) for r in rows]
+
+    def filter_ids(self, flt: MetadataFilter) -> Ids:
+        where, params = _filter_sql(flt, "facts.id")
+        with self._cursor() as cur:
+            rows = cur.execute(f"SELECT id FROM facts WHERE 1 {where} ORDER BY id", params)
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def ids(self) -> Ids:
+        with self._cursor() as cur:
+            rows = cur.execute("SELECT id FROM facts ORDER BY id")
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def vectors(self, ids: Ids) -> Vectors:
+        found: dict[int, bytes] = {}
+        with self._cursor() as cur:
+            for chunk in _chunks(ids.tolist()):
+                marks = ",".join("?" * len(chunk))
+                for fact_id, blob in cur.execute(
+                    f"SELECT id, vector FROM facts WHERE id IN ({marks})", chunk
+                ):
+                    found[int(fact_id)] = blob
+        missing = [i for i in ids.tolist() if i not in found]
+        if missing:
+            raise StorageError(f"catalog has no vectors for ids {missing[:5]}")
+        return np.stack([np.frombuffer(found[i], dtype=np.float32) for i in ids.tolist()])
+
+    def count(self) -> int:
+        with self._cursor() as cur:
+            return int(cur.execute("SELECT count(*) FROM facts").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _row(row: tuple[object, ...]) -> StoredFact:
+    fact_id, cid, text, metadata, contributor, stored_at = row
+    return StoredFact(
+        id=int(fact_id),  # type: ignore[call-overload]
+        cid=str(cid),
+        text=str(text),
+        metadata=json.loads(str(metadata)),
+        contributor=None if contributor is None else str(contributor),
+        stored_at=float(stored_at),  # type: ignore[arg-type]
+    )
+
+
+def _filter_sql(flt: MetadataFilter | None, id_column: str) -> tuple[str, list[object]]:
+    if flt is None:
+        return "", []
+    clauses: list[str] = []
+    params: list[object] = []
+    for cond in flt.conditions:
+        marks = ",".join("?" * len(cond.values))
+        clauses.append(
+            f"AND {id_column} IN (SELECT fact_id FROM fact_meta WHERE key = ? "
+            f"AND value IN ({marks}))"
+        )
+        params += [cond.key, *(encode_scalar(v) for v in cond.values)]
+    return " ".join(clauses), params
+
+
+def _chunks(items: list[object] | list[int] | list[str]) -> Iterator[list[object]]:
+    for start in range(0, len(items), _SQLITE_MAX_VARS):
+        yield list(items[start : start + _SQLITE_MAX_VARS])

@@ -1,0 +1,59 @@
+"""Content identifiers exactly as IPFS computes them (CIDv1, sha2-256, base32)."""
+
+from __future__ import annotations
+
+from multiformats import CID, multihash
+
+from node.errors import InvalidCid
+
+DAG_CBOR = "dag-cbor"
+RAW = "raw"
+
+#: Longest CID string the node will even try to parse (a sha2-512 CIDv1 in base32 is ~120).
+MAX_CID_STRING = 200
+
+
+def cid_for(data: bytes, codec: str) -> CID:
+    """The CIDv1 of ``data`` with the given codec and a sha2-256 multihash, base32 by default."""
+    return CID("base32", 1, codec, multihash.digest(data, "sha2-256"))
+
+
+def dag_cbor_cid(data: bytes) -> str:
+    """The ``bafyrei...`` string of a DAG-CBOR block."""
+    return str(cid_for(data, DAG_CBOR))
+
+
+def raw_cid(data: bytes) -> str:
+    """The ``bafkrei...`` string of a raw block.
+
+    Equal to what ``ipfs add --cid-version=1 --raw-leaves`` prints for content <= 256 KiB.
+    """
+    return str(cid_for(data, RAW))
+
+
+def parse_cid(text: str) -> CID:
+    """Parse a CID in any multibase (or a base58 CIDv0); raise ``InvalidCid`` with the reason."""
+    if not text or len(text) > MAX_CID_STRING:
+        raise InvalidCid(f"not a CID: expected 1-{MAX_CID_STRING} characters, got {len(text)}")
+    try:
+        return CID.decode(text)
+    except (ValueError, KeyError) as exc:
+        raise InvalidCid(f"not a CID: {text[:80]!r} ({exc})") from exc
+
+
+def canonical_cid_string(text: str) -> str:
+    """A CID string in the node's canonical form: CIDv1 in base32 (CIDv0 stays base58btc)."""
+    cid = parse_cid(text)
+    if cid.version == 0:
+        return str(cid)
+    return str(cid.set(base="base32"))
+
+
+def verify_block(cid: CID | str, data: bytes) -> bool:
+    """True when ``data`` hashes to the multihash inside ``cid``."""
+    parsed = parse_cid(cid) if isinstance(cid, str) else cid
+    try:
+        fn = multihash.get(parsed.hashfun.name)
+    except KeyError:
+        return False
+    return bool(fn.digest(data) == parsed.digest)

@@ -1,0 +1,62 @@
+"""One error tree for the whole node.
+
+Adapters map library errors into these at their boundary (``raise ... from exc``); the API
+maps these to HTTP status codes in exactly one place (``api.errors``).
+"""
+
+from __future__ import annotations
+
+
+class KnowhubError(Exception):
+    """Base of every error the node raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(KnowhubError):
+    """The caller sent something the node will not accept."""
+
+    code = "invalid_input"
+
+
+class InvalidFact(InvalidInput):
+    code = "invalid_fact"
+
+
+class InvalidCid(InvalidInput):
+    code = "invalid_cid"
+
+
+class InvalidQuery(InvalidInput):
+    code = "invalid_query"
+
+
+class InvalidFilter(InvalidQuery):
+    code = "invalid_filter"
+
+
+class NotFound(KnowhubError):
+    code = "not_found"
+
+
+class StorageError(KnowhubError):
+    """The catalog, index or block store failed; the request was not acknowledged."""
+
+    code = "storage_error"
+
+
+class IncompatibleDataDir(StorageError):
+    """The data directory was written with another model or schema than this node runs."""
+
+    code = "incompatible_data_dir"
+
+
+class Unavailable(KnowhubError):
+    """The node is starting or shutting down."""
+
+    code = "unavailable"

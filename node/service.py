@@ -1,0 +1,310 @@
+"""The node's use cases: contribute facts, read them back, and retrieve ranked context.
+
+``KnowledgeNode`` owns no technology: it drives the ports. The catalog is the source of
+truth and is written (and fsynced) before a contribution is acknowledged; the vector index is
+a rebuildable cache of it that is reconciled on every start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import anyio.to_thread
+import numpy as np
+
+from node import __version__
+from node.cid import DAG_CBOR, parse_cid
+from node.errors import IncompatibleDataDir, InvalidFact, InvalidQuery, KnowhubError, NotFound
+from node.facts import MAX_TEXT_BYTES, Fact, make_fact
+from node.ports import Catalog, Embedder, NewFact, StoredFact, VectorIndex
+from node.search import Hit, Query, SearchMode, format_context, reciprocal_rank_fusion
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MAX_K = 100
+MAX_BATCH = 1000
+SUBMISSION_KEYS = frozenset({"text", "metadata"})
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    cid: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredFact:
+    fact: StoredFact
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    results: list[ScoredFact]
+    context: str
+    embed_ms: float
+    search_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    version: str
+    facts: int
+    index_kind: str
+    index_size: int
+    model: str
+    dimension: int
+    data_dir: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    """Tuning knobs of the service (the adapters take their own in their constructors)."""
+
+    data_dir: Path
+    #: Candidates taken from each ranker before fusion / de-duplication.
+    candidate_pool: int = 100
+    #: Seconds between background saves of a changed vector index.
+    index_flush_interval: float = 30.0
+
+
+def parse_submission(item: Any) -> Fact:
+    """A REST/CLI submission ``{"text", "metadata"?}`` as a validated fact."""
+    if not isinstance(item, Mapping):
+        raise InvalidFact("each fact must be an object with 'text' and optional 'metadata'")
+    unknown = set(item) - SUBMISSION_KEYS
+    if unknown:
+        raise InvalidFact(f"unknown field(s) {sorted(unknown)}; allowed: text, metadata")
+    if "text" not in item:
+        raise InvalidFact("missing field 'text'", field="text")
+    return make_fact(item["text"], item.get("metadata"), None)
+
+
+class KnowledgeNode:
+    def __init__(
+        self,
+        catalog: Catalog,
+        index: VectorIndex,
+        embedder: Embedder,
+        options: NodeOptions,
+    ) -> None:
+        self._catalog = catalog
+        self._index = index
+        self._embedder = embedder
+        self._options = options
+        self._embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._write_lock = asyncio.Lock()
+        self._dirty = False
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._in_thread(self._check_model)
+        await self._in_thread(self.reconcile)
+        self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flush")
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        async with self._write_lock:
+            await self._in_thread(self._index.save)
+            self._catalog.close()
+        self._embed_pool.shutdown(wait=True)
+
+    def _check_model(self) -> None:
+        want = {
+            "embedding_model": self._embedder.model_name,
+            "embedding_dimension": str(self._embedder.dimension),
+        }
+        for key, value in want.items():
+            have = self._catalog.get_setting(key)
+            if have is None:
+                self._catalog.set_setting(key, value)
+            elif have != value:
+                raise IncompatibleDataDir(
+                    f"data dir {self._options.data_dir} was built with {key}={have!r}, "
+                    f"this node runs {value!r}; use another data dir or re-import the facts"
+                )
+
+    def reconcile(self) -> tuple[int, int]:
+        """Make the index hold exactly the catalog's ids; return (added, removed)."""
+        catalog_ids = self._catalog.ids()
+        index_ids = self._index.ids()
+        extra = np.setdiff1d(index_ids, catalog_ids, assume_unique=True)
+        missing = np.setdiff1d(catalog_ids, index_ids, assume_unique=True)
+        if len(extra):
+            self._index.remove(extra)
+        for start in range(0, len(missing), 4096):
+            chunk = missing[start : start + 4096]
+            self._index.add(chunk, self._catalog.vectors(chunk))
+        if len(extra) or len(missing):
+            log.info(
+                "index reconciled with catalog: added %d, removed %d", len(missing), len(extra)
+            )
+            self._index.save()
+        return len(missing), len(extra)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.index_flush_interval)
+            if self._dirty:
+                async with self._write_lock:
+                    self._dirty = False
+                    await self._in_thread(self._index.save)
+
+    # -- contribute --------------------------------------------------------------------------
+
+    async def contribute(self, fact: Fact) -> Contribution:
+        (result,) = await self.contribute_many([fact])
+        if isinstance(result, KnowhubError):
+            raise result
+        return result
+
+    async def contribute_many(
+        self, facts: Sequence[Fact | KnowhubError]
+    ) -> list[Contribution | KnowhubError]:
+        """Store valid facts (errors pass through in place); durable when this returns."""
+        valid = [f for f in facts if isinstance(f, Fact)]
+        known = await self._in_thread(self._catalog.existing, [f.cid for f in valid])
+        fresh: dict[str, Fact] = {}
+        for fact in valid:
+            if fact.cid not in known:
+                fresh.setdefault(fact.cid, fact)
+        created: set[str] = set()
+        if fresh:
+            todo = list(fresh.values())
+            vectors = await self._embed([f.text for f in todo])
+            async with self._write_lock:
+                created = await self._in_thread(self._store, todo, vectors)
+        results: list[Contribution | KnowhubError] = []
+        for item in facts:
+            if isinstance(item, Fact):
+                results.append(Contribution(item.cid, item.cid in created))
+                created.discard(item.cid)  # a repeat inside one batch is not created twice
+            else:
+                results.append(item)
+        return results
+
+    def _store(self, facts: list[Fact], vectors: np.ndarray) -> set[str]:
+        rows = self._catalog.insert([NewFact(f, v) for f, v in zip(facts, vectors, strict=True)])
+        new = [(row_id, i) for i, (row_id, was_created) in enumerate(rows) if was_created]
+        if new:
+            ids = np.array([row_id for row_id, _ in new], dtype=np.int64)
+            self._index.add(ids, vectors[[i for _, i in new]])
+            self._dirty = True
+            log.debug("stored %d new facts", len(new))
+        return {facts[i].cid for _, i in new}
+
+    # -- read --------------------------------------------------------------------------------
+
+    async def get_fact(self, cid: str) -> StoredFact:
+        parsed = parse_cid(cid)
+        if parsed.version != 1 or parsed.codec.name != DAG_CBOR:
+            raise NotFound(f"no fact {cid}: facts are CIDv1 dag-cbor")
+        canonical = str(parsed.set(base="base32"))
+        stored = await self._in_thread(self._catalog.get, canonical)
+        if stored is None:
+            raise NotFound(f"no fact {canonical}")
+        return stored
+
+    async def query(self, query: Query) -> QueryResult:
+        _check_query(query)
+        embed_ms = 0.0
+        vector: np.ndarray | None = None
+        if query.mode is not SearchMode.KEYWORD:
+            t0 = time.perf_counter()
+            vector = (await self._embed([query.text]))[0]
+            embed_ms = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        results = await self._in_thread(self._rank, query, vector)
+        search_ms = (time.perf_counter() - t1) * 1000
+        context = format_context(query.text, [(r.fact.cid, r.fact.text) for r in results])
+        return QueryResult(results, context, embed_ms, search_ms)
+
+    def _rank(self, query: Query, vector: np.ndarray | None) -> list[ScoredFact]:
+        pool = max(self._options.candidate_pool, 2 * query.k)
+        total = self._catalog.count()
+        while True:
+            hits = self._candidates(query, vector, pool)
+            results = self._materialize(hits, query)
+            if len(results) >= query.k or len(hits) < pool or pool >= total:
+                return results[: query.k]
+            pool *= 4  # identical texts or min_score ate the pool; look deeper
+
+    def _candidates(self, query: Query, vector: np.ndarray | None, pool: int) -> list[Hit]:
+        keyword: list[Hit] = []
+        dense: list[Hit] = []
+        if query.mode is not SearchMode.DENSE:
+            keyword = self._catalog.keyword_search(query.text, pool, query.filter)
+        if vector is not None:
+            allowed = None
+            if query.filter is not None:
+                allowed = self._catalog.filter_ids(query.filter)
+                if len(allowed) == 0:
+                    return []
+            dense = self._index.search(vector, pool, allowed)
+        if query.mode is SearchMode.HYBRID:
+            return reciprocal_rank_fusion([dense, keyword])
+        return dense if query.mode is SearchMode.DENSE else keyword
+
+    def _materialize(self, hits: list[Hit], query: Query) -> list[ScoredFact]:
+        rows = self._catalog.get_by_ids([h.id for h in hits])
+        seen: set[str] = set()
+        out: list[ScoredFact] = []
+        for hit in hits:
+            row = rows.get(hit.id)
+            if row is None or row.text in seen:
+                continue
+            if query.min_score is not None and hit.score < query.min_score:
+                continue
+            seen.add(row.text)
+            out.append(ScoredFact(row, hit.score))
+        return out
+
+    def status(self) -> NodeStatus:
+        return NodeStatus(
+            version=__version__,
+            facts=self._catalog.count(),
+            index_kind=self._index.kind,
+            index_size=len(self._index),
+            model=self._embedder.model_name,
+            dimension=self._embedder.dimension,
+            data_dir=str(self._options.data_dir),
+        )
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._embed_pool, self._embedder.embed, texts)
+
+    @staticmethod
+    async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+def _check_query(query: Query) -> None:
+    if not isinstance(query.text, str) or not query.text.strip():
+        raise InvalidQuery("query must be a non-empty string")
+    try:
+        size = len(query.text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidQuery("query is not valid Unicode (lone surrogate)") from exc
+    if size > MAX_TEXT_BYTES:
+        raise InvalidQuery(f"query is {size} bytes, over the limit of {MAX_TEXT_BYTES}")
+    if not 1 <= query.k <= MAX_K:
+        raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {query.k}")

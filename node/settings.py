@@ -1,0 +1,35 @@
+"""Node settings, read once at the entry point from ``KNOWHUB_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KNOWHUB_", extra="forbid")
+
+    data_dir: Path = Field(Path(".knowhub"), description="Where catalog, index and keys live.")
+    host: str = Field("127.0.0.1", description="REST listen address.")
+    port: int = Field(8700, ge=0, le=65535, description="REST listen port (0: any free port).")
+    log_level: str = Field("info", description="Python logging level name.")
+
+    embed_batch_size: int = Field(64, ge=1, le=1024, description="Texts per model forward pass.")
+    torch_threads: int = Field(0, ge=0, description="Torch CPU threads; 0 keeps torch's default.")
+
+    hnsw_threshold: int = Field(
+        20_000, ge=1, description="Above this many vectors the flat index becomes HNSW."
+    )
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
+    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build beam width.")
+    hnsw_ef_search: int = Field(128, ge=8, description="HNSW query beam width (recall knob).")
+    exact_filter_limit: int = Field(
+        20_000, ge=0, description="Filtered dense search is brute force up to this many matches."
+    )
+    candidate_pool: int = Field(100, ge=10, le=10_000, description="Candidates per ranker.")
+    index_flush_interval: float = Field(30.0, gt=0, description="Seconds between index saves.")
+
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
+    body_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send a body.")
