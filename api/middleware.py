@@ -106,7 +106,9 @@ class BodyGuard:
 
 
 async def _reject(send: Send, status: int, code: str, message: str) -> None:
-    payload = json.dumps({"error": {"code": code, "message": message, "field": None}}).encode()
+    payload = json.dumps(
+        {"error": {"code": code, "message": message, "field": None}}, separators=(",", ":")
+    ).encode()
     await send(
         {
             "type": "http.response.start",

@@ -73,7 +73,8 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
 
     def stop(self, timeout: float = 60.0) -> int:
-        """Graceful: SIGTERM and wait (the node flushes its index)."""
+        """Graceful: SIGTERM and wait (the node flushes its index). uvicorn re-raises the
+        signal after a clean shutdown, so the exit status is -15; read the log for success."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=timeout)
