@@ -25,7 +25,8 @@ FACTORIES: dict[str, Factory] = {
 
 def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     x = rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    out: np.ndarray = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
 
 
 @pytest.fixture(params=sorted(FACTORIES))
@@ -114,7 +115,8 @@ def embedding_like(
     test runs on SciFact embeddings in tests/integration/test_embedder.py."""
     z = latent[rng.integers(0, len(latent), n)] + 0.5 * rng.standard_normal((n, latent.shape[1]))
     x = z @ projection + 0.5 * rng.standard_normal((n, projection.shape[1]))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    out: np.ndarray = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return out
 
 
 def test_hnsw_recall_at_10_against_exact_search(tmp_path: Path) -> None:

@@ -1,0 +1,115 @@
+"""The knowhub command line against a real node process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT, SHARED
+from tests.helpers import NodeProcess, free_port
+
+
+def knowhub(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_add_and_query(node: NodeProcess) -> None:
+    first = knowhub(
+        "add",
+        "Honey never spoils when sealed.",
+        "--meta",
+        "source=cli",
+        "--meta-json",
+        "year=2024",
+        "--meta-json",
+        'tags=["food"]',
+        "--url",
+        node.url,
+    )
+    assert first.returncode == 0, first.stderr
+    cid, status = first.stdout.split()
+    assert cid.startswith("bafyrei") and status == "created"
+    again = knowhub(
+        "add",
+        "Honey never spoils when sealed.",
+        "--meta",
+        "source=cli",
+        "--meta-json",
+        "year=2024",
+        "--meta-json",
+        'tags=["food"]',
+        "--url",
+        node.url,
+    )
+    assert again.stdout.split() == [cid, "exists"]
+    found = knowhub("query", "does honey go bad?", "-k", "3", "--mode", "dense", "--url", node.url)
+    assert found.returncode == 0
+    assert cid in found.stdout and "Honey never spoils" in found.stdout
+    as_json = json.loads(
+        knowhub("query", "honey", "--json", "--filter", '{"year": 2024}', "--url", node.url).stdout
+    )
+    assert [r["cid"] for r in as_json["results"]] == [cid]
+    status = json.loads(knowhub("status", "--url", node.url).stdout)
+    assert status["facts"] >= 1
+
+
+def test_add_reports_node_errors(node: NodeProcess) -> None:
+    bad = knowhub("add", "   ", "--url", node.url)
+    assert bad.returncode == 1
+    assert "400 invalid_fact" in bad.stderr
+    unreachable = knowhub("status", "--url", f"http://127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 1
+    assert "cannot reach node" in unreachable.stderr
+
+
+def test_import_is_resumable(node: NodeProcess, tmp_path: Path) -> None:
+    path = tmp_path / "facts.jsonl"
+    lines = [
+        json.dumps({"text": f"Imported fact number {i} about rivers.", "metadata": {"i": i}})
+        for i in range(30)
+    ]
+    lines.insert(7, "this line is not json")
+    path.write_text("\n".join(lines) + "\n")
+    first = knowhub("import", str(path), "--batch-size", "8", "--url", node.url)
+    assert first.returncode == 1  # one bad line is reported, the rest are stored
+    assert "line 8: " in first.stderr
+    assert "created 30, already stored 0, failed 1" in first.stdout
+    assert "fact/s" in first.stderr or "%" in first.stderr  # the progress bar
+    resumed = knowhub("import", str(path), "--url", node.url)
+    assert resumed.returncode == 0
+    assert "created 0, already stored 0, failed 0 (resumed after line 31)" in resumed.stdout
+    restarted = knowhub("import", str(path), "--restart", "--url", node.url)
+    assert "created 0, already stored 30, failed 1" in restarted.stdout
+
+
+def test_import_beir_corpus(node: NodeProcess, tmp_path: Path) -> None:
+    source = SHARED / "datasets" / "scifact" / "corpus.jsonl"
+    path = tmp_path / "scifact-head.jsonl"
+    head = source.read_text().splitlines()[:12]
+    path.write_text("\n".join(head) + "\n")
+    result = knowhub("import", str(path), "--beir", "--no-progress", "--url", node.url)
+    assert result.returncode == 0, result.stderr
+    assert "created 12" in result.stdout
+    doc = json.loads(head[3])
+    found = json.loads(
+        knowhub(
+            "query",
+            doc["title"],
+            "--json",
+            "-k",
+            "1",
+            "--filter",
+            json.dumps({"doc_id": doc["_id"]}),
+            "--url",
+            node.url,
+        ).stdout
+    )
+    assert found["results"][0]["text"] == f"{doc['title']} {doc['text']}"
