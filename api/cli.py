@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_node(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from api.server import serve
     from node.settings import Settings
 
@@ -113,7 +115,13 @@ def _run_node(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = "KNOWHUB_" + "_".join(str(p) for p in err["loc"]).upper()
+            sys.stderr.write(f"knowhub: invalid setting {name} ({err['msg']})\n")
+        return 2
     return serve(settings)
 
 

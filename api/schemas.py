@@ -93,6 +93,12 @@ class QueryIn(BaseModel):
     min_score: float | None = Field(
         None, description="Drop results scoring below this (scale depends on the mode)."
     )
+    vector: list[float] | None = Field(
+        None,
+        max_length=4096,
+        description="Optional query embedding made with the node's model (see /v1/status); "
+        "used instead of embedding `query` for the dense ranking.",
+    )
 
 
 class QueryHit(BaseModel):

@@ -25,6 +25,9 @@ class Query:
     mode: SearchMode = SearchMode.HYBRID
     filter: MetadataFilter | None = None
     min_score: float | None = None
+    #: A query embedding computed by the caller with the node's model; replaces embedding
+    #: ``text`` for the dense ranking (``text`` still drives keyword search and the context).
+    vector: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,7 +225,9 @@ class KnowledgeNode:
         _check_query(query)
         embed_ms = 0.0
         vector: np.ndarray | None = None
-        if query.mode is not SearchMode.KEYWORD:
+        if query.vector is not None and query.mode is not SearchMode.KEYWORD:
+            vector = self._query_vector(query.vector)
+        elif query.mode is not SearchMode.KEYWORD:
             t0 = time.perf_counter()
             vector = (await self._embed([query.text]))[0]
             embed_ms = (time.perf_counter() - t0) * 1000
@@ -235,15 +237,33 @@ class KnowledgeNode:
         context = format_context(query.text, [(r.fact.cid, r.fact.text) for r in results])
         return QueryResult(results, context, embed_ms, search_ms)
 
+    def _query_vector(self, values: tuple[float, ...]) -> np.ndarray:
+        vector = np.asarray(values, dtype=np.float32)
+        if vector.shape != (self._embedder.dimension,):
+            raise InvalidQuery(
+                f"vector must have {self._embedder.dimension} numbers "
+                f"(the node's model is {self._embedder.model_name}), got {len(values)}"
+            )
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(vector).all() or norm == 0.0:
+            raise InvalidQuery("vector must be finite and not all zero")
+        result: np.ndarray = vector / norm
+        return result
+
     def _rank(self, query: Query, vector: np.ndarray | None) -> list[ScoredFact]:
-        pool = max(self._options.candidate_pool, 2 * query.k)
-        total = self._catalog.count()
+        # Fusion needs a deep pool from each ranker; a single ranker needs only a margin for
+        # identical texts, and searches deeper when de-duplication eats it.
+        if query.mode is SearchMode.HYBRID:
+            pool = max(self._options.candidate_pool, 2 * query.k)
+        else:
+            pool = 2 * query.k + 10
+        total = len(self._index)
         while True:
             hits = self._candidates(query, vector, pool)
-            results = self._materialize(hits, query)
-            if len(results) >= query.k or len(hits) < pool or pool >= total:
-                return results[: query.k]
-            pool *= 4  # identical texts or min_score ate the pool; look deeper
+            results, below_min_score = self._materialize(hits, query)
+            if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
+                return results
+            pool *= 4
 
     def _candidates(self, query: Query, vector: np.ndarray | None, pool: int) -> list[Hit]:
         keyword: list[Hit] = []
@@ -261,19 +281,26 @@ class KnowledgeNode:
             return reciprocal_rank_fusion([dense, keyword])
         return dense if query.mode is SearchMode.DENSE else keyword
 
-    def _materialize(self, hits: list[Hit], query: Query) -> list[ScoredFact]:
-        rows = self._catalog.get_by_ids([h.id for h in hits])
+    def _materialize(self, hits: list[Hit], query: Query) -> tuple[list[ScoredFact], bool]:
+        """The first k distinct texts among ``hits`` (rows fetched a chunk at a time), and
+        whether the scores fell below ``min_score`` (nothing deeper can qualify then)."""
         seen: set[str] = set()
         out: list[ScoredFact] = []
-        for hit in hits:
-            row = rows.get(hit.id)
-            if row is None or row.text in seen:
-                continue
-            if query.min_score is not None and hit.score < query.min_score:
-                continue
-            seen.add(row.text)
-            out.append(ScoredFact(row, hit.score))
-        return out
+        step = max(2 * query.k, 10)
+        for start in range(0, len(hits), step):
+            chunk = hits[start : start + step]
+            rows = self._catalog.get_by_ids([h.id for h in chunk])
+            for hit in chunk:
+                if query.min_score is not None and hit.score < query.min_score:
+                    return out, True
+                row = rows.get(hit.id)
+                if row is None or row.text in seen:
+                    continue
+                seen.add(row.text)
+                out.append(ScoredFact(row, hit.score))
+                if len(out) == query.k:
+                    return out, False
+        return out, False
 
     def status(self) -> NodeStatus:
         return NodeStatus(

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 from tests.conftest import ROOT, SHARED
 from tests.helpers import NodeProcess, free_port
@@ -113,3 +117,49 @@ def test_import_beir_corpus(node: NodeProcess, tmp_path: Path) -> None:
         ).stdout
     )
     assert found["results"][0]["text"] == f"{doc['title']} {doc['text']}"
+
+
+def test_node_reads_its_settings_from_the_environment(tmp_path: Path) -> None:
+    port = free_port()
+    node = NodeProcess(tmp_path / "env-data", port=port)
+    env = {
+        "KNOWHUB_DATA_DIR": str(tmp_path / "from-env"),
+        "KNOWHUB_PORT": str(port),
+        "KNOWHUB_URL": "http://ignored-by-the-node",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "node"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = httpx.get(f"{node.url}/v1/status", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert status is not None, "node did not start from environment settings"
+        assert status["data_dir"] == str(tmp_path / "from-env")
+        assert (tmp_path / "from-env" / "catalog.sqlite3").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_node_refuses_bad_settings(tmp_path: Path) -> None:
+    env = {**os.environ, "KNOWHUB_PORT": "not-a-port", "KNOWHUB_DATA_DIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "node"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "port" in result.stderr

