@@ -60,15 +60,24 @@ def timing(header: str) -> dict[str, float]:
 
 
 def node_queries(
-    url: str, queries: list[str], mode: str, cid_to_id: dict[str, int]
+    url: str,
+    queries: list[str],
+    mode: str,
+    cid_to_id: dict[str, int],
+    vectors: np.ndarray | None = None,
 ) -> dict[str, Any]:
+    """One query at a time; with ``vectors``, the client sends the query embeddings."""
     total, embed, search, found = [], [], [], []
+    bodies: list[dict[str, Any]] = [{"query": q, "k": 10, "mode": mode} for q in queries]
+    if vectors is not None:
+        for body, v in zip(bodies, vectors, strict=True):
+            body["vector"] = v.tolist()
     with httpx.Client(base_url=url, timeout=60) as client:
-        for q in queries[:30]:
-            client.post("/v1/query", json={"query": q, "k": 10, "mode": mode})
-        for q in queries:
+        for body in bodies[:30]:
+            client.post("/v1/query", json=body)
+        for body in bodies:
             t0 = time.perf_counter()
-            response = client.post("/v1/query", json={"query": q, "k": 10, "mode": mode})
+            response = client.post("/v1/query", json=body)
             total.append((time.perf_counter() - t0) * 1000)
             response.raise_for_status()
             t = timing(response.headers["server-timing"])
