@@ -162,4 +162,4 @@ def test_node_refuses_bad_settings(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode != 0
-    assert "port" in result.stderr
+    assert "invalid setting KNOWHUB_PORT" in result.stderr
