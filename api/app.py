@@ -5,23 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI
 
 from api import errors
 from api.middleware import BodyGuard
-from api.routes import facts, query, system
+from api.options import ApiOptions
+from api.routes import facts, ipfs, query, system
 from node import __version__
 from node.service import KnowledgeNode
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ApiOptions:
-    max_body_bytes: int = 2 * 1024 * 1024
-    body_timeout: float = 30.0
 
 
 def create_app(
@@ -53,5 +47,12 @@ def create_app(
     app.include_router(facts.router)
     app.include_router(query.router)
     app.include_router(system.router)
-    app.add_middleware(BodyGuard, max_bytes=opts.max_body_bytes, timeout=opts.body_timeout)
+    app.include_router(ipfs.router)
+    app.state.options = opts
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=opts.max_body_bytes,
+        timeout=opts.body_timeout,
+        stream_paths=("/v1/snapshots/import",),
+    )
     return app

@@ -82,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
     with_url(sub.add_parser("status", help="show the node's status"))
+
+    exp = with_url(sub.add_parser("export", help="write every fact as one CARv1 snapshot"))
+    exp.add_argument("file", type=Path)
+    exp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    imp_car = with_url(sub.add_parser("import-car", help="import a CAR snapshot (verified)"))
+    imp_car.add_argument("file", type=Path)
+    imp_car.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -92,7 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         with NodeClient(args.url) as client:
-            handler = {"add": _add, "import": _import, "query": _query, "status": _status}
+            handler = {
+                "add": _add,
+                "import": _import,
+                "query": _query,
+                "status": _status,
+                "export": _export,
+                "import-car": _import_car,
+            }
             return handler[args.command](client, args)
     except NodeError as exc:
         sys.stderr.write(f"knowhub: {exc}\n")
@@ -163,6 +178,43 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
 
 def _status(client: NodeClient, args: argparse.Namespace) -> int:
     _out(json.dumps(client.status(), indent=2))
+    return 0
+
+
+def _export(client: NodeClient, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    snap = client.snapshot()
+    with tqdm(
+        unit="B",
+        unit_scale=True,
+        disable=args.no_progress,
+        file=sys.stderr,
+        desc=f"{snap['facts']} facts",
+    ) as bar:
+        size = client.download(snap["car_url"], args.file, bar.update)
+    _out(f"{args.file}: {snap['facts']} facts, {size} bytes, root {snap['root']}")
+    return 0
+
+
+def _import_car(client: NodeClient, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    if not args.file.is_file():
+        raise NodeError(0, "usage", f"no such file: {args.file}")
+    with tqdm(
+        total=args.file.stat().st_size,
+        unit="B",
+        unit_scale=True,
+        disable=args.no_progress,
+        file=sys.stderr,
+        desc="upload + verify",
+    ) as bar:
+        result = client.import_car(args.file, bar.update)
+    _out(
+        f"imported {result['facts']} facts (created {result['created']}, already stored "
+        f"{result['existing']}), roots {' '.join(result['roots'])}"
+    )
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,6 +47,10 @@ class NodeClient:
             response = self._http.request(method, path, json=json)
         except httpx.HTTPError as exc:
             raise NodeError(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
+        return self._check(response)
+
+    @staticmethod
+    def _check(response: httpx.Response) -> Any:
         if response.status_code >= 400:
             try:
                 err = response.json()["error"]
@@ -84,6 +90,48 @@ class NodeClient:
         if min_score is not None:
             body["min_score"] = min_score
         result: dict[str, Any] = self._call("POST", "/v1/query", body)
+        return result
+
+    def snapshot(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", "/v1/snapshots")
+        return result
+
+    def download(self, path: str, target: Path, progress: Callable[[int], object]) -> int:
+        """Stream ``path`` (e.g. a CAR URL) into ``target`` atomically; return bytes written."""
+        tmp = target.with_name(target.name + ".part")
+        size = 0
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise NodeError(response.status_code, "download_failed", response.text[:300])
+                with tmp.open("wb") as fh:
+                    for chunk in response.iter_bytes():
+                        fh.write(chunk)
+                        size += len(chunk)
+                        progress(len(chunk))
+        except httpx.HTTPError as exc:
+            tmp.unlink(missing_ok=True)
+            raise NodeError(0, "unreachable", f"download from {self.url} failed: {exc}") from exc
+        os.replace(tmp, target)
+        return size
+
+    def import_car(self, source: Path, progress: Callable[[int], object]) -> dict[str, Any]:
+        def chunks() -> Iterator[bytes]:
+            with source.open("rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    progress(len(chunk))
+                    yield chunk
+
+        try:
+            response = self._http.post(
+                "/v1/snapshots/import",
+                content=chunks(),
+                headers={"content-type": "application/vnd.ipld.car"},
+            )
+        except httpx.HTTPError as exc:
+            raise NodeError(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
+        result: dict[str, Any] = self._check(response)
         return result
 
     def status(self) -> dict[str, Any]:

@@ -31,20 +31,27 @@ class BodyGuard:
         max_bytes: int,
         timeout: float,
         json_prefixes: tuple[str, ...] = ("/v1/",),
+        stream_paths: tuple[str, ...] = (),
     ) -> None:
+        self.stream_paths = stream_paths
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.json_prefixes = json_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in _BODY_METHODS
+            or scope["path"] in self.stream_paths  # these routes stream and limit themselves
+        ):
             await self.app(scope, receive, send)
             return
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
-        if scope["path"].startswith(self.json_prefixes):
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        if has_body and scope["path"].startswith(self.json_prefixes):
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 await _reject(

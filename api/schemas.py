@@ -124,11 +124,18 @@ class ModelStatus(BaseModel):
     dimension: int
 
 
+class IpfsStatus(BaseModel):
+    store: str = Field(description="embedded (blockstore in the data dir) or kubo")
+    publication_backlog: int = Field(description="Fact blocks not yet in the content store.")
+    error: str | None = Field(None, description="Last content store error, while it lasts.")
+
+
 class StatusOut(BaseModel):
     version: str
     facts: int
     index: IndexStatus
     model: ModelStatus
+    ipfs: IpfsStatus
     data_dir: str
 
 

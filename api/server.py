@@ -6,7 +6,8 @@ import logging
 
 import uvicorn
 
-from api.app import ApiOptions, create_app
+from api.app import create_app
+from api.options import ApiOptions
 from node.bootstrap import build_node
 from node.settings import Settings
 
@@ -20,7 +21,11 @@ def serve(settings: Settings) -> int:
     )
     app = create_app(
         lambda: build_node(settings),
-        ApiOptions(max_body_bytes=settings.max_body_bytes, body_timeout=settings.body_timeout),
+        ApiOptions(
+            max_body_bytes=settings.max_body_bytes,
+            body_timeout=settings.body_timeout,
+            max_car_bytes=settings.max_car_bytes,
+        ),
     )
     config = uvicorn.Config(
         app,

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS fact_meta (
     fact_id INTEGER NOT NULL REFERENCES facts(id) ON DELETE CASCADE,
     PRIMARY KEY (key, value, fact_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS publish_queue (fact_id INTEGER PRIMARY KEY REFERENCES facts(id));
 CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
     text, content='facts', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2'
 );
@@ -149,6 +150,11 @@ class SqliteCatalog:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
         self._lock = threading.RLock()
+        if self.get_setting("publish_queue_seeded") is None:
+            # catalogs written before the content store existed: publish every fact once
+            with self._cursor(write=True) as cur:
+                cur.execute("INSERT OR IGNORE INTO publish_queue (fact_id) SELECT id FROM facts")
+                cur.execute("INSERT OR REPLACE INTO settings VALUES ('publish_queue_seeded', '1')")
         version = self.get_setting("schema_version")
         if version is None:
             self.set_setting("schema_version", SCHEMA_VERSION)
@@ -202,6 +208,7 @@ class SqliteCatalog:
                     out.append((int(row[0]), False))
                     continue
                 fact_id = int(cur.lastrowid or 0)
+                cur.execute("INSERT INTO publish_queue (fact_id) VALUES (?)", (fact_id,))
                 cur.execute(
                     "INSERT INTO facts_fts (rowid, text) VALUES (?, ?)", (fact_id, fact.text)
                 )
@@ -298,6 +305,38 @@ class SqliteCatalog:
         if missing:
             raise StorageError(f"catalog has no vectors for ids {missing[:5]}")
         return np.stack([np.frombuffer(found[i], dtype=np.float32) for i in ids.tolist()])
+
+    def block(self, cid: str) -> bytes | None:
+        with self._cursor() as cur:
+            row = cur.execute("SELECT block FROM facts WHERE cid = ?", (cid,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def cids(self) -> list[str]:
+        with self._cursor() as cur:
+            return [r[0] for r in cur.execute("SELECT cid FROM facts ORDER BY cid")]
+
+    def pending_publication(self, limit: int) -> list[tuple[str, bytes]]:
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT f.cid, f.block FROM publish_queue q JOIN facts f ON f.id = q.fact_id "
+                "ORDER BY q.fact_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(str(cid), bytes(block)) for cid, block in rows]
+
+    def mark_published(self, cids: Sequence[str]) -> None:
+        with self._cursor(write=True) as cur:
+            for chunk in _chunks(list(cids)):
+                marks = ",".join("?" * len(chunk))
+                cur.execute(
+                    "DELETE FROM publish_queue WHERE fact_id IN "
+                    f"(SELECT id FROM facts WHERE cid IN ({marks}))",
+                    chunk,
+                )
+
+    def publication_backlog(self) -> int:
+        with self._cursor() as cur:
+            return int(cur.execute("SELECT count(*) FROM publish_queue").fetchone()[0])
 
     def count(self) -> int:
         with self._cursor() as cur:

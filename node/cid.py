@@ -49,6 +49,11 @@ def canonical_cid_string(text: str) -> str:
     return str(cid.set(base="base32"))
 
 
+def cid_string(cid: CID) -> str:
+    """The canonical text of a parsed CID: base32 for CIDv1, base58btc for CIDv0."""
+    return str(cid.set(base="base32")) if cid.version == 1 else str(cid)
+
+
 def verify_block(cid: CID | str, data: bytes) -> bool:
     """True when ``data`` hashes to the multihash inside ``cid``."""
     parsed = parse_cid(cid) if isinstance(cid, str) else cid

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from node.cid import parse_cid, verify_block
+from node.errors import InvalidInput, NotFound
 from node.ports import Ids, Vectors
 from node.search import Hit
 
@@ -92,4 +94,43 @@ class MemoryVectorIndex:
         return np.array(sorted(self._vectors), dtype=np.int64)
 
     def save(self) -> None:
+        return None
+
+
+class MemoryContentStore:
+    """Blocks in a dict, verified on the way in and out, like the real stores."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, bytes] = {}
+        self.pins: set[str] = set()
+
+    @property
+    def kind(self) -> str:
+        return "memory"
+
+    @staticmethod
+    def _key(cid: str) -> str:
+        parsed = parse_cid(cid)
+        return str(parsed.set(base="base32")) if parsed.version == 1 else str(parsed)
+
+    async def put(self, cid: str, data: bytes) -> None:
+        if not verify_block(cid, data):
+            raise InvalidInput(f"block does not match its CID {cid}")
+        self.blocks[self._key(cid)] = data
+
+    async def get(self, cid: str) -> bytes:
+        try:
+            return self.blocks[self._key(cid)]
+        except KeyError as exc:
+            raise NotFound(f"block {cid} is not in the store") from exc
+
+    async def has(self, cid: str) -> bool:
+        return self._key(cid) in self.blocks
+
+    async def pin(self, cid: str) -> None:
+        if not await self.has(cid):
+            raise NotFound(f"cannot pin {cid}: not in the store")
+        self.pins.add(self._key(cid))
+
+    async def close(self) -> None:
         return None

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +19,15 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio.to_thread
 import numpy as np
+from multiformats import CID
 
 from node import __version__
-from node.cid import DAG_CBOR, parse_cid
+from node.cid import DAG_CBOR, cid_string, parse_cid
+from node.content import BlockService, DagScope, load_car
 from node.errors import IncompatibleDataDir, InvalidFact, InvalidQuery, KnowhubError, NotFound
 from node.facts import MAX_TEXT_BYTES, Fact, make_fact
-from node.ports import Catalog, Embedder, NewFact, StoredFact, VectorIndex
+from node.manifest import Block
+from node.ports import Catalog, ContentStore, Embedder, NewFact, StoredFact, VectorIndex
 from node.search import Hit, Query, SearchMode, format_context, reciprocal_rank_fusion
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,17 @@ class NodeStatus:
     model: str
     dimension: int
     data_dir: str
+    content_store: str
+    publication_backlog: int
+    content_store_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CarImport:
+    roots: list[str]
+    facts: int
+    created: int
+    existing: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +111,12 @@ class KnowledgeNode:
         catalog: Catalog,
         index: VectorIndex,
         embedder: Embedder,
+        store: ContentStore,
         options: NodeOptions,
     ) -> None:
+        self._store = store
+        self._blocks = BlockService(store, catalog)
+        self._publisher: asyncio.Task[None] | None = None
         self._catalog = catalog
         self._index = index
         self._embedder = embedder
@@ -114,12 +132,17 @@ class KnowledgeNode:
         await self._in_thread(self._check_model)
         await self._in_thread(self.reconcile)
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flush")
+        self._publisher = asyncio.create_task(self._blocks.run_publisher(), name="publisher")
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+        for task in (self._flusher, self._publisher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(KnowhubError, TimeoutError):  # the queue survives restarts
+            await asyncio.wait_for(self._blocks.publish_pending(), timeout=5.0)
+        await self._store.close()
         async with self._write_lock:
             await self._in_thread(self._index.save)
             self._catalog.close()
@@ -189,7 +212,8 @@ class KnowledgeNode:
             todo = list(fresh.values())
             vectors = await self._embed([f.text for f in todo])
             async with self._write_lock:
-                created = await self._in_thread(self._store, todo, vectors)
+                created = await self._in_thread(self._store_facts, todo, vectors)
+            self._blocks.wake.set()
         results: list[Contribution | KnowhubError] = []
         for item in facts:
             if isinstance(item, Fact):
@@ -199,7 +223,7 @@ class KnowledgeNode:
                 results.append(item)
         return results
 
-    def _store(self, facts: list[Fact], vectors: np.ndarray) -> set[str]:
+    def _store_facts(self, facts: list[Fact], vectors: np.ndarray) -> set[str]:
         rows = self._catalog.insert([NewFact(f, v) for f, v in zip(facts, vectors, strict=True)])
         new = [(row_id, i) for i, (row_id, was_created) in enumerate(rows) if was_created]
         if new:
@@ -311,7 +335,41 @@ class KnowledgeNode:
             model=self._embedder.model_name,
             dimension=self._embedder.dimension,
             data_dir=str(self._options.data_dir),
+            content_store=self._store.kind,
+            publication_backlog=self._catalog.publication_backlog(),
+            content_store_error=self._blocks.last_error,
         )
+
+    @property
+    def data_dir(self) -> Path:
+        return self._options.data_dir
+
+    # -- IPFS --------------------------------------------------------------------------------
+
+    async def get_block(self, cid: str) -> bytes:
+        """A block by CID (any codec this node stores), verified against the CID."""
+        return await self._blocks.get_block(parse_cid(cid))
+
+    def walk(self, cid: str, scope: DagScope = DagScope.ALL) -> AsyncIterator[tuple[CID, bytes]]:
+        return self._blocks.walk(parse_cid(cid), scope)
+
+    async def snapshot(self) -> tuple[Block, int]:
+        return await self._blocks.snapshot()
+
+    async def import_car(self, path: Path) -> CarImport:
+        """Verify a snapshot CAR completely, then store its facts and manifests."""
+        roots, facts, manifests = await self._in_thread(load_car, path)
+        created = existing = 0
+        for start in range(0, len(facts), MAX_BATCH):
+            for outcome in await self.contribute_many(facts[start : start + MAX_BATCH]):
+                if isinstance(outcome, Contribution):
+                    created += outcome.created
+                    existing += not outcome.created
+        for block in manifests:
+            await self._store.put(cid_string(block.cid), block.data)
+        for root in roots:
+            await self._store.pin(cid_string(root))
+        return CarImport([cid_string(r) for r in roots], len(facts), created, existing)
 
     # -- helpers -----------------------------------------------------------------------------
 

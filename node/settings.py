@@ -31,5 +31,15 @@ class Settings(BaseSettings):
     candidate_pool: int = Field(100, ge=10, le=10_000, description="Candidates per ranker.")
     index_flush_interval: float = Field(30.0, gt=0, description="Seconds between index saves.")
 
+    ipfs_api: str | None = Field(
+        None,
+        description="Kubo RPC endpoint (multiaddr /ip4/127.0.0.1/tcp/5001 or URL); unset: the "
+        "embedded blockstore in the data directory.",
+    )
+    ipfs_timeout: float = Field(30.0, gt=0, description="Seconds per Kubo RPC call.")
+    max_car_bytes: int = Field(
+        1024**3, ge=1024, description="Largest snapshot CAR accepted by POST /v1/snapshots/import."
+    )
+
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
     body_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send a body.")

@@ -75,7 +75,8 @@ def scifact_test_queries() -> tuple[dict[str, str], dict[str, dict[str, int]]]:
 
 
 def synthetic_facts(n: int) -> list[dict[str, Any]]:
-    """n distinct realistic sentences: SciFact abstract sentences, then pairs of them."""
+    """n distinct realistic texts: SciFact abstract sentences, then clauses of them (split at
+    commas, semicolons and colons), deterministic for a given n."""
     sentences: list[str] = []
     seen: set[str] = set()
     for doc in scifact_docs():
@@ -83,14 +84,17 @@ def synthetic_facts(n: int) -> list[dict[str, Any]]:
             if len(sent) > 30 and sent not in seen:
                 seen.add(sent)
                 sentences.append(sent)
-    rng = np.random.default_rng(42)
-    texts = list(sentences[:n])
-    while len(texts) < n:
-        a, b = rng.integers(0, len(sentences), 2)
-        pair = f"{sentences[a]} {sentences[b]}"
-        if pair not in seen:
-            seen.add(pair)
-            texts.append(pair)
+    texts = sentences[:n]
+    for sent in sentences:
+        if len(texts) >= n:
+            break
+        for clause in re.split(r"[,;:]\s+", sent):
+            clause = clause.strip(" .")
+            if len(clause) > 25 and clause not in seen and len(texts) < n:
+                seen.add(clause)
+                texts.append(clause)
+    if len(texts) < n:
+        raise ValueError(f"only {len(texts)} distinct synthetic texts available")
     return [{"text": t, "metadata": {"n": i}} for i, t in enumerate(texts)]
 
 

@@ -196,12 +196,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", choices=["scifact", "synthetic"], default="scifact")
     parser.add_argument("--n", type=int, default=100_000, help="facts for --dataset synthetic")
+    parser.add_argument("--ingest-only", action="store_true", help="load the node and stop")
     args = parser.parse_args()
     if args.dataset == "scifact":
         facts, data_dir = scifact_facts(), OUT / "scifact"
     else:
         facts, data_dir = synthetic_facts(args.n), OUT / f"synthetic-{args.n}"
     queries = list(scifact_test_queries()[0].values())
+    if args.ingest_only:
+        with running_node(data_dir) as (url, _pid):
+            ingest(url, facts)
+        return
 
     empty_dir = OUT / "empty"
     shutil.rmtree(empty_dir, ignore_errors=True)

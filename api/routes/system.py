@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import NodeDep
-from api.schemas import Health, IndexStatus, ModelStatus, StatusOut
+from api.schemas import Health, IndexStatus, IpfsStatus, ModelStatus, StatusOut
 
 router = APIRouter(tags=["system"])
 
@@ -24,5 +24,10 @@ async def node_status(node: NodeDep) -> StatusOut:
         facts=s.facts,
         index=IndexStatus(kind=s.index_kind, size=s.index_size),
         model=ModelStatus(name=s.model, dimension=s.dimension),
+        ipfs=IpfsStatus(
+            store=s.content_store,
+            publication_backlog=s.publication_backlog,
+            error=s.content_store_error,
+        ),
         data_dir=s.data_dir,
     )

@@ -12,7 +12,7 @@ from index.sqlite_catalog import SqliteCatalog
 from node.errors import IncompatibleDataDir, InvalidFact, InvalidQuery, NotFound
 from node.facts import make_fact
 from node.filters import parse_filter
-from node.memory import HashEmbedder, MemoryVectorIndex
+from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.search import Query, SearchMode
 from node.service import Contribution, KnowledgeNode, NodeOptions, parse_submission
 
@@ -30,6 +30,7 @@ def build(tmp_path: Path, embedder: HashEmbedder | None = None) -> KnowledgeNode
         SqliteCatalog(tmp_path / "catalog.sqlite3"),
         MemoryVectorIndex(emb.dimension),
         emb,
+        MemoryContentStore(),
         NodeOptions(data_dir=tmp_path, candidate_pool=10),
     )
 
