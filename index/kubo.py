@@ -7,8 +7,9 @@ with ``{"Message", "Code", "Type"}``) and connection failures map to the node's 
 
 Kubo calls used: ``dag/put`` (store-codec/input-codec dag-cbor), ``block/put`` (cid-codec raw),
 ``block/get``, ``block/stat``, ``pin/add``, ``dag/import``, ``dag/export``. Reads pass
-``offline=true``: the node only reads blocks it pinned itself, and an online Kubo would otherwise
-search the network for a missing block until the timeout.
+``offline=true`` (Kubo answers "not found" at once for a block it lacks, where an online node
+would search the network) and a daemon-side ``timeout`` (js-ipfs ignores ``offline``): a read
+that the daemon times out is reported as not found.
 """
 
 from __future__ import annotations
@@ -49,9 +50,15 @@ def api_base_url(api: str) -> str:
 
 class KuboContentStore:
     def __init__(
-        self, api: str, *, timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        api: str,
+        *,
+        timeout: float = 30.0,
+        read_timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._base = api_base_url(api)
+        self._read_params = {"offline": "true", "timeout": f"{read_timeout:g}s"}
         self._http = httpx.AsyncClient(base_url=self._base, timeout=timeout, transport=transport)
 
     @property
@@ -76,7 +83,7 @@ class KuboContentStore:
         with contextlib.suppress(ValueError, AttributeError):
             message = str(response.json().get("Message", message))
         lowered = message.lower()
-        if "not found" in lowered or "no link named" in lowered or "blockservice: key" in lowered:
+        if any(m in lowered for m in ("not found", "deadline exceeded", "timed out", "aborted")):
             raise NotFound(f"IPFS daemon: {message}")
         raise StorageError(f"IPFS daemon {command} failed ({response.status_code}): {message}")
 
@@ -119,14 +126,14 @@ class KuboContentStore:
 
     async def get(self, cid: str) -> bytes:
         parsed = parse_cid(cid)
-        response = await self._rpc("block/get", {"arg": str(parsed), "offline": "true"})
+        response = await self._rpc("block/get", {"arg": str(parsed), **self._read_params})
         if not verify_block(parsed, response.content):
             raise StorageError(f"IPFS daemon returned a block that does not match {cid}")
         return response.content
 
     async def has(self, cid: str) -> bool:
         try:
-            await self._rpc("block/stat", {"arg": str(parse_cid(cid)), "offline": "true"})
+            await self._rpc("block/stat", {"arg": str(parse_cid(cid)), **self._read_params})
         except NotFound:
             return False
         return True

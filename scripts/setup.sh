@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
 # Create or refresh the project's virtual environment (.venv) with every pinned dependency.
-# Idempotent: does nothing when pyproject.toml and the constraints have not changed.
+# Idempotent: does nothing when pyproject.toml, the constraints and the npm lock are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${KNOWHUB_VENV:-.venv}"
 py="$(command -v python3.11 || command -v python3)"
 want="$(cat pyproject.toml requirements/constraints.txt | sha256sum | cut -c1-16)"
 stamp="$venv/.knowhub-setup"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-  exit 0
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setting up $venv (first run takes a minute or two)..." >&2
+  "$py" -m venv "$venv"
+  # torch is pinned to 2.13.0: on this platform pip takes the local CPU-only wheel for it;
+  # an unpinned torch would pull several GB of CUDA packages.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -c requirements/constraints.txt -e ".[dev]"
+  echo "$want" > "$stamp"
 fi
-echo "setting up $venv (first run takes a minute or two)..." >&2
-"$py" -m venv "$venv"
-# torch is pinned to 2.13.0: on this platform pip takes the local CPU-only wheel for it;
-# an unpinned torch would pull several GB of CUDA packages.
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -c requirements/constraints.txt -e ".[dev]"
-echo "$want" > "$stamp"
+
+# The only IPFS RPC daemon installable here (Kubo's npm package downloads a binary at install
+# time): js-ipfs 0.66.1 on Node 22, pinned by tests/jsipfs/package-lock.json. Tests only.
+if [ "${KNOWHUB_SKIP_JSIPFS:-}" != "1" ]; then
+  lock_hash="$(sha256sum tests/jsipfs/package-lock.json | cut -c1-16)"
+  js_stamp="tests/jsipfs/node_modules/.knowhub-setup"
+  if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$lock_hash" ]; then
+    echo "installing js-ipfs for the IPFS tests (npm install, a few minutes)..." >&2
+    (cd tests/jsipfs && npm install --no-audit --no-fund --loglevel=error >&2)
+    echo "$lock_hash" > "$js_stamp"
+  fi
+fi

