@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import dag_cbor
 import pytest
@@ -84,18 +85,20 @@ def test_manifest_is_deterministic_and_links_every_fact(monkeypatch: pytest.Monk
         stack += children
         found += [str(f.set(base="base32")) for f in facts]
     assert sorted(found) == sorted(cids)
-    assert dag_cbor.decode(root.data)["count"] == 10
+    decoded: Any = dag_cbor.decode(root.data)
+    assert decoded["count"] == 10
     assert set(links(root.data, "dag-cbor")) <= set(by_cid)
     assert build_manifest([])[0].cid == build_manifest([])[0].cid
 
 
 def test_parse_manifest_rejects_other_objects() -> None:
-    for obj in [
+    objects: list[Any] = [
         {"v": 1},
         {"v": 1, "type": "other"},
         [1, 2],
         {"v": 1, "type": "knowhub/manifest", "count": 1, "facts": ["not-a-link"]},
-    ]:
+    ]
+    for obj in objects:
         with pytest.raises(InvalidManifest):
             parse_manifest(dag_cbor.encode(obj))
     with pytest.raises(InvalidManifest):
