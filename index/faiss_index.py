@@ -1,7 +1,7 @@
 """FAISS vector index keyed by catalog row id, persisted atomically to the data directory.
 
 Small collections use exact search (``IndexFlatIP``); past ``hnsw_threshold`` vectors the
-index is rebuilt once as HNSW (M=32, efSearch 128 by default: recall@10 >= 0.95). Both sit
+index is rebuilt once as HNSW (M=32, efSearch 192 by default: recall@10 >= 0.95). Both sit
 in an ``IndexIDMap2`` so ids are the catalog's and vectors can be reconstructed.
 
 Deletion: the flat index removes ids outright. HNSW cannot, so removed ids become
@@ -47,7 +47,7 @@ class FaissIndex:
         hnsw_threshold: int = 20_000,
         hnsw_m: int = 32,
         ef_construction: int = 80,
-        ef_search: int = 128,
+        ef_search: int = 192,
         exact_filter_limit: int = 20_000,
     ) -> None:
         self._dimension = dimension

@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     )
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build beam width.")
-    hnsw_ef_search: int = Field(128, ge=8, description="HNSW query beam width (recall knob).")
+    hnsw_ef_search: int = Field(192, ge=8, description="HNSW query beam width (recall knob).")
     exact_filter_limit: int = Field(
         20_000, ge=0, description="Filtered dense search is brute force up to this many matches."
     )

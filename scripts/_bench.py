@@ -150,6 +150,9 @@ def running_node(data_dir: Path, **env: str) -> Iterator[tuple[str, int]]:
             if time.monotonic() > deadline:
                 raise RuntimeError("node did not start")
             time.sleep(0.2)
+        # measure a settled node: blocks queued for the content store are published first
+        while httpx.get(f"{url}/v1/status", timeout=10).json()["ipfs"]["publication_backlog"]:
+            time.sleep(1)
         yield url, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
