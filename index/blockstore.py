@@ -9,12 +9,11 @@ collected, so every stored block is pinned.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
 from pathlib import Path
-
-import anyio.to_thread
 
 from node.cid import canonical_cid_string, parse_cid, verify_block
 from node.errors import InvalidInput, NotFound, StorageError
@@ -42,7 +41,7 @@ class FilesystemBlockstore:
     async def put(self, cid: str, data: bytes) -> None:
         if not verify_block(cid, data):
             raise InvalidInput(f"block does not match its CID {cid}")
-        await anyio.to_thread.run_sync(self._write, self._path(cid), data)
+        await asyncio.to_thread(self._write, self._path(cid), data)
 
     def _write(self, path: Path, data: bytes) -> None:
         if path.exists():
@@ -70,7 +69,7 @@ class FilesystemBlockstore:
     async def get(self, cid: str) -> bytes:
         path = self._path(cid)
         try:
-            data = await anyio.to_thread.run_sync(path.read_bytes)
+            data = await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError as exc:
             raise NotFound(f"block {cid} is not in the store") from exc
         except OSError as exc:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from enum import StrEnum
 from pathlib import Path
 
-import anyio.to_thread
 from multiformats import CID
 
 from node.car import InvalidCar, read_car
@@ -54,13 +53,13 @@ class BlockService:
         """Write queued fact blocks to the content store and pin them; return how many."""
         done = 0
         while True:
-            batch = await anyio.to_thread.run_sync(self._catalog.pending_publication, PUBLISH_BATCH)
+            batch = await asyncio.to_thread(self._catalog.pending_publication, PUBLISH_BATCH)
             if not batch:
                 return done
             for cid, block in batch:
                 await self._store.put(cid, block)
                 await self._store.pin(cid)
-            await anyio.to_thread.run_sync(self._catalog.mark_published, [c for c, _ in batch])
+            await asyncio.to_thread(self._catalog.mark_published, [c for c, _ in batch])
             done += len(batch)
 
     async def run_publisher(self) -> None:
@@ -73,8 +72,11 @@ class BlockService:
                 self.last_error = None
                 backoff = 0.5
                 self.wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the awaited event fires (CPython gh-86296)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), timeout=5.0)
+                    async with asyncio.timeout(5.0):
+                        await self.wake.wait()
             except (Unavailable, StorageError) as exc:
                 self.last_error = exc.message
                 log.warning("content store: %s; retrying in %.1f s", exc.message, backoff)
@@ -92,7 +94,7 @@ class BlockService:
             pass
         except Unavailable as exc:
             log.info("content store unavailable (%s); reading %s from the catalog", exc, key)
-        data = await anyio.to_thread.run_sync(self._catalog.block, key)
+        data = await asyncio.to_thread(self._catalog.block, key)
         if data is None:
             raise NotFound(f"no block {key} on this node")
         if not verify_block(cid, data):
@@ -117,7 +119,7 @@ class BlockService:
 
     async def snapshot(self) -> tuple[Block, int]:
         """Store (and pin) the manifest tree of every fact; return its root and the count."""
-        cids = await anyio.to_thread.run_sync(self._catalog.cids)
+        cids = await asyncio.to_thread(self._catalog.cids)
         root, blocks = build_manifest(cids)
         for block in blocks:
             await self._store.put(cid_string(block.cid), block.data)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import anyio.to_thread
 import numpy as np
 from multiformats import CID
 
@@ -141,7 +140,8 @@ class KnowledgeNode:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(KnowhubError, TimeoutError):  # the queue survives restarts
-            await asyncio.wait_for(self._blocks.publish_pending(), timeout=5.0)
+            async with asyncio.timeout(5.0):
+                await self._blocks.publish_pending()
         await self._store.close()
         async with self._write_lock:
             await self._in_thread(self._index.save)
@@ -379,7 +379,9 @@ class KnowledgeNode:
 
     @staticmethod
     async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+        # asyncio.to_thread, not anyio: a cancelled task must stop waiting at once (anyio
+        # shields the wait and drops a native cancellation, which hung close()).
+        return await asyncio.to_thread(fn, *args, **kwargs)
 
 
 def _check_query(query: Query) -> None:

@@ -12,17 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import ROOT, SHARED
-from tests.helpers import NodeProcess, free_port
-
-
-def knowhub(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from tests.helpers import NodeProcess, free_port, knowhub
 
 
 def test_add_and_query(node: NodeProcess) -> None:

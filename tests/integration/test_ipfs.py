@@ -4,8 +4,6 @@ node publishing to a real IPFS RPC daemon that goes down and comes back."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,22 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import JsIpfsDaemon, NodeProcess, free_port
+from tests.helpers import JsIpfsDaemon, NodeProcess, free_port, knowhub
 from tests.verifying_client import cid_of, decode_cid, fetch_block, parse_car
 
 DAG_CBOR = 0x71
 RAW = 0x55
-
-
-def knowhub(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "api.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_verifying_client_agrees_with_real_ipfs_cids(ipfs_vectors: dict[str, Any]) -> None:
