@@ -28,3 +28,12 @@ if [ "${KNOWHUB_SKIP_JSIPFS:-}" != "1" ]; then
     echo "$lock_hash" > "$js_stamp"
   fi
 fi
+
+# Chain tools (npm, pinned by contracts/tools/package-lock.json): solc-js to build the contract
+# artifact, anvil for a local chain, OpenZeppelin's merkle-tree as the tests' reference.
+chain_hash="$(sha256sum contracts/tools/package-lock.json | cut -c1-16)"
+chain_stamp="contracts/tools/node_modules/.knowhub-setup"
+if [ ! -f "$chain_stamp" ] || [ "$(cat "$chain_stamp")" != "$chain_hash" ]; then
+  (cd contracts/tools && npm install --no-audit --no-fund --loglevel=error >&2)
+  echo "$chain_hash" > "$chain_stamp"
+fi
