@@ -43,10 +43,7 @@ def parse_cid(text: str) -> CID:
 
 def canonical_cid_string(text: str) -> str:
     """A CID string in the node's canonical form: CIDv1 in base32 (CIDv0 stays base58btc)."""
-    cid = parse_cid(text)
-    if cid.version == 0:
-        return str(cid)
-    return str(cid.set(base="base32"))
+    return cid_string(parse_cid(text))
 
 
 def cid_string(cid: CID) -> str:

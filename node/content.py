@@ -121,10 +121,15 @@ class BlockService:
         """Store (and pin) the manifest tree of every fact; return its root and the count."""
         cids = await asyncio.to_thread(self._catalog.cids)
         root, blocks = build_manifest(cids)
+        await self.store_dag(blocks, [root.cid])
+        return root, len(cids)
+
+    async def store_dag(self, blocks: list[Block], roots: list[CID]) -> None:
+        """Put manifest blocks into the content store, then pin the roots (recursively)."""
         for block in blocks:
             await self._store.put(cid_string(block.cid), block.data)
-        await self._store.pin(cid_string(root.cid))
-        return root, len(cids)
+        for root in roots:
+            await self._store.pin(cid_string(root))
 
 
 def load_car(path: Path) -> tuple[list[CID], list[Fact], list[Block]]:

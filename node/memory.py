@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from node.cid import parse_cid, verify_block
+from node.cid import canonical_cid_string, verify_block
 from node.errors import InvalidInput, NotFound
 from node.ports import Ids, Vectors
 from node.search import Hit
@@ -110,8 +110,7 @@ class MemoryContentStore:
 
     @staticmethod
     def _key(cid: str) -> str:
-        parsed = parse_cid(cid)
-        return str(parsed.set(base="base32")) if parsed.version == 1 else str(parsed)
+        return canonical_cid_string(cid)
 
     async def put(self, cid: str, data: bytes) -> None:
         if not verify_block(cid, data):

@@ -239,7 +239,7 @@ class KnowledgeNode:
         parsed = parse_cid(cid)
         if parsed.version != 1 or parsed.codec.name != DAG_CBOR:
             raise NotFound(f"no fact {cid}: facts are CIDv1 dag-cbor")
-        canonical = str(parsed.set(base="base32"))
+        canonical = cid_string(parsed)
         stored = await self._in_thread(self._catalog.get, canonical)
         if stored is None:
             raise NotFound(f"no fact {canonical}")
@@ -365,10 +365,7 @@ class KnowledgeNode:
                 if isinstance(outcome, Contribution):
                     created += outcome.created
                     existing += not outcome.created
-        for block in manifests:
-            await self._store.put(cid_string(block.cid), block.data)
-        for root in roots:
-            await self._store.pin(cid_string(root))
+        await self._blocks.store_dag(manifests, roots)
         return CarImport([cid_string(r) for r in roots], len(facts), created, existing)
 
     # -- helpers -----------------------------------------------------------------------------

@@ -17,23 +17,23 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# npm_install_once DIR: install DIR's pinned npm packages unless its lock file is unchanged.
+npm_install_once() {
+  local lock_hash stamp="$1/node_modules/.knowhub-setup"
+  lock_hash="$(sha256sum "$1/package-lock.json" | cut -c1-16)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
+    echo "installing npm packages in $1 (a few minutes the first time)..." >&2
+    (cd "$1" && npm install --no-audit --no-fund --loglevel=error >&2)
+    echo "$lock_hash" > "$stamp"
+  fi
+}
+
+# Chain tools (pinned by contracts/tools/package-lock.json): solc-js to build the contract
+# artifact, anvil for a local chain, OpenZeppelin's merkle-tree as the tests' reference.
+npm_install_once contracts/tools
+
 # The only IPFS RPC daemon installable here (Kubo's npm package downloads a binary at install
 # time): js-ipfs 0.66.1 on Node 22, pinned by tests/jsipfs/package-lock.json. Tests only.
 if [ "${KNOWHUB_SKIP_JSIPFS:-}" != "1" ]; then
-  lock_hash="$(sha256sum tests/jsipfs/package-lock.json | cut -c1-16)"
-  js_stamp="tests/jsipfs/node_modules/.knowhub-setup"
-  if [ ! -f "$js_stamp" ] || [ "$(cat "$js_stamp")" != "$lock_hash" ]; then
-    echo "installing js-ipfs for the IPFS tests (npm install, a few minutes)..." >&2
-    (cd tests/jsipfs && npm install --no-audit --no-fund --loglevel=error >&2)
-    echo "$lock_hash" > "$js_stamp"
-  fi
-fi
-
-# Chain tools (npm, pinned by contracts/tools/package-lock.json): solc-js to build the contract
-# artifact, anvil for a local chain, OpenZeppelin's merkle-tree as the tests' reference.
-chain_hash="$(sha256sum contracts/tools/package-lock.json | cut -c1-16)"
-chain_stamp="contracts/tools/node_modules/.knowhub-setup"
-if [ ! -f "$chain_stamp" ] || [ "$(cat "$chain_stamp")" != "$chain_hash" ]; then
-  (cd contracts/tools && npm install --no-audit --no-fund --loglevel=error >&2)
-  echo "$chain_hash" > "$chain_stamp"
+  npm_install_once tests/jsipfs
 fi
