@@ -29,7 +29,7 @@ def create_app(
         node = make_node()
         await node.start()
         app.state.node = node
-        log.info("node ready: %d facts", node.status().facts)
+        log.info("node ready: %d facts", (await node.status()).facts)
         try:
             yield
         finally:

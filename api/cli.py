@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from api import cli_provenance
 from api.client import DEFAULT_URL, NodeClient, NodeError
 
 log = logging.getLogger("knowhub")
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=JSON",
         help='typed metadata, e.g. year=2020, tags=["a","b"], open=true',
     )
+    add.add_argument("--key", type=Path, help="sign as this key's address (knowhub keys new)")
 
     imp = with_url(sub.add_parser("import", help="contribute facts from a JSON Lines file"))
     imp.add_argument("file", type=Path)
@@ -71,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         help='lines are BEIR docs {"_id","title","text"}: text = title + " " + '
         "text, metadata.doc_id = _id",
     )
+    imp.add_argument("--key", type=Path, help="sign every fact with this key file")
     imp.add_argument("--restart", action="store_true", help="ignore the saved progress")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -90,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     imp_car = with_url(sub.add_parser("import-car", help="import a CAR snapshot (verified)"))
     imp_car.add_argument("file", type=Path)
     imp_car.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli_provenance.add_commands(sub, with_url)
     return parser
 
 
@@ -98,7 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "node":
         return _run_node(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    local = {"keys": cli_provenance.keys, "chain": cli_provenance.chain}
     try:
+        if args.command in local:
+            return local[args.command](args)
+        if args.command == "verify":
+            return cli_provenance.verify(args)
         with NodeClient(args.url) as client:
             handler = {
                 "add": _add,
@@ -111,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handler[args.command](client, args)
     except NodeError as exc:
         sys.stderr.write(f"knowhub: {exc}\n")
-        return 1
+        return 2 if exc.code == "usage" else 1
 
 
 def _run_node(args: argparse.Namespace) -> int:
@@ -159,7 +168,15 @@ def _parse_meta(pairs: list[str], typed: list[str]) -> dict[str, Any]:
 
 
 def _add(client: NodeClient, args: argparse.Namespace) -> int:
-    result = client.add(args.text, _parse_meta(args.meta, args.meta_json))
+    item: dict[str, Any] = {"text": args.text, "metadata": _parse_meta(args.meta, args.meta_json)}
+    if args.key is not None:
+        item = cli_provenance.signed_submission(cli_provenance.load_key(args.key), item)
+    result = client.add(
+        item["text"],
+        item["metadata"],
+        contributor=item.get("contributor"),
+        signature=item.get("signature"),
+    )
     _out(f"{result['cid']} {result['status']}")
     return 0
 
@@ -224,6 +241,7 @@ def _import(client: NodeClient, args: argparse.Namespace) -> int:
     path: Path = args.file
     if not path.is_file():
         raise NodeError(0, "usage", f"no such file: {path}")
+    key = None if args.key is None else cli_provenance.load_key(args.key)
     checkpoint = Checkpoint(path, args.url)
     done = 0 if args.restart else checkpoint.load()
     total = sum(1 for _ in path.open("rb"))
@@ -232,7 +250,13 @@ def _import(client: NodeClient, args: argparse.Namespace) -> int:
         total=total, initial=done, unit="fact", disable=args.no_progress, file=sys.stderr
     ) as bar:
         for line_no, batch in _batches(path, args.batch_size, skip=done, beir=args.beir):
-            result = client.add_batch([item for _, item in batch])
+            items = [item for _, item in batch]
+            if key is not None:
+                items = [
+                    cli_provenance.signed_submission(key, i) if isinstance(i, dict) else i
+                    for i in items
+                ]
+            result = client.add_batch(items)
             for (n, _), item in zip(batch, result["results"], strict=True):
                 counts[item["status"]] += 1
                 if item["status"] == "error":

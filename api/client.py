@@ -60,15 +60,30 @@ class NodeClient:
             raise NodeError(response.status_code, code, message)
         return response.json()
 
-    def add(self, text: str, metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def add(
+        self,
+        text: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        contributor: str | None = None,
+        signature: str | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"text": text}
         if metadata:
             body["metadata"] = dict(metadata)
+        if contributor is not None:
+            body["contributor"] = contributor
+        if signature is not None:
+            body["signature"] = signature
         result: dict[str, Any] = self._call("POST", "/v1/facts", body)
         return result
 
     def add_batch(self, facts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "/v1/facts/batch", {"facts": list(facts)})
+        return result
+
+    def provenance(self, cid: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/facts/{cid}/provenance")
         return result
 
     def get(self, cid: str) -> dict[str, Any]:

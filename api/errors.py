@@ -9,12 +9,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from node.errors import InvalidInput, KnowhubError, NotFound, StorageError, Unavailable
+from node.errors import (
+    ChainError,
+    InvalidInput,
+    KnowhubError,
+    NotFound,
+    StorageError,
+    Unauthorized,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[KnowhubError], int]] = [
     (NotFound, 404),
+    (Unauthorized, 401),
+    (ChainError, 502),
     (InvalidInput, 400),
     (Unavailable, 503),
     (StorageError, 503),

@@ -34,6 +34,17 @@ class FactIn(BaseModel):
         description="Up to 4 KiB: keys map to a string, integer, boolean or list of strings.",
         examples=[{"source": "https://en.wikipedia.org/wiki/Eiffel_Tower", "lang": "en"}],
     )
+    contributor: str | None = Field(
+        None,
+        description="EIP-55 address of the signer; the record names it. Omit both contributor "
+        "and signature to have the node's operator key sign (unless signatures are required).",
+        examples=["0x70997970C51812dc3A010C7d01b50e0d17dc79C8"],
+    )
+    signature: str | None = Field(
+        None,
+        description="0x hex, 65 bytes: EIP-191 personal_sign by contributor of the fact's CID "
+        "string (compute the CID from text, metadata and contributor; see the README).",
+    )
 
 
 class FactCreated(BaseModel):
@@ -73,6 +84,7 @@ class FactRecord(BaseModel):
 class FactOut(BaseModel):
     cid: str
     record: FactRecord
+    signature: str | None = Field(description="The contributor's EIP-191 signature of the CID.")
     status: Literal["stored"] = Field(description="Storage state of the fact on this node.")
     stored_at: float = Field(description="Unix time this node first stored the fact.")
 
@@ -101,12 +113,20 @@ class QueryIn(BaseModel):
     )
 
 
+class HitProvenance(BaseModel):
+    status: Literal["pending", "anchored"]
+    block_number: int | None = Field(description="Block of the anchoring transaction.")
+
+
 class QueryHit(BaseModel):
     cid: str
     text: str
     score: float
     metadata: dict[str, Any]
     contributor: str | None
+    provenance: HitProvenance = Field(
+        description="Anchoring state; the full proof is at /v1/facts/{cid}/provenance."
+    )
 
 
 class QueryOut(BaseModel):
@@ -130,6 +150,17 @@ class IpfsStatus(BaseModel):
     error: str | None = Field(None, description="Last content store error, while it lasts.")
 
 
+class ChainStatusOut(BaseModel):
+    rpc_url: str = Field(description="The chain's JSON-RPC endpoint.")
+    chain_id: int | None = Field(description="None while the chain cannot be reached.")
+    registry: str = Field(description="KnowledgeRegistry address.")
+    account: str = Field(description="The operator account sending anchoring transactions.")
+    anchor_queue: int = Field(description="Facts waiting to be put in a batch.")
+    open_batches: int = Field(description="Batches sealed or sent but not anchored yet.")
+    last_anchored_block: int | None
+    error: str | None = Field(None, description="Last chain error, while anchoring retries.")
+
+
 class StatusOut(BaseModel):
     version: str
     facts: int
@@ -137,6 +168,28 @@ class StatusOut(BaseModel):
     model: ModelStatus
     ipfs: IpfsStatus
     data_dir: str
+    operator: str = Field(description="Address of the operator key (signs unsigned facts).")
+    require_signatures: bool
+    chain: ChainStatusOut | None = Field(description="None when anchoring is off.")
+
+
+class ProvenanceOut(BaseModel):
+    cid: str
+    record: FactRecord = Field(description="The fact record: hash it to check the CID.")
+    contributor: str | None
+    signature: str | None
+    signature_valid: bool = Field(
+        description="The signature recovers to contributor (re-checked on every read)."
+    )
+    status: Literal["pending", "anchored"]
+    root: str | None = Field(description="Merkle root (0x hex) of the fact's batch.")
+    proof: list[str] = Field(description="Sibling hashes (0x hex), leaf to root.")
+    manifest_cid: str | None = Field(description="Manifest listing the batch's facts.")
+    chain_id: int | None
+    registry: str | None
+    tx_hash: str | None
+    block_number: int | None
+    anchored_at: int | None = Field(description="Unix time of the anchoring block.")
 
 
 class Health(BaseModel):

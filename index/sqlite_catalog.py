@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables
 from node.errors import StorageError
 from node.facts import metadata_json_string, metadata_to_json
 from node.filters import MetadataFilter, encode_scalar
@@ -29,7 +30,7 @@ from node.search import Hit
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS facts (
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS facts (
     text TEXT NOT NULL,
     metadata TEXT NOT NULL,
     contributor TEXT,
+    signature TEXT,
     block BLOB NOT NULL,
     vector BLOB NOT NULL,
     stored_at REAL NOT NULL
@@ -135,7 +137,7 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms[:64])
 
 
-class SqliteCatalog:
+class SqliteCatalog(AnchorTables):
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         try:
@@ -147,6 +149,7 @@ class SqliteCatalog:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            self._db.executescript(ANCHOR_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -156,12 +159,22 @@ class SqliteCatalog:
                 cur.execute("INSERT OR IGNORE INTO publish_queue (fact_id) SELECT id FROM facts")
                 cur.execute("INSERT OR REPLACE INTO settings VALUES ('publish_queue_seeded', '1')")
         version = self.get_setting("schema_version")
-        if version is None:
+        if version == "1":
+            self._migrate_1_to_2()
+        elif version is None:
             self.set_setting("schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             raise StorageError(
                 f"catalog {self._path} has schema {version}, this node reads {SCHEMA_VERSION}"
             )
+
+    def _migrate_1_to_2(self) -> None:
+        """Version 2 adds signatures and anchoring; every existing fact joins the queue."""
+        with self._cursor(write=True) as cur:
+            cur.execute("ALTER TABLE facts ADD COLUMN signature TEXT")
+            cur.execute("INSERT OR IGNORE INTO anchor_queue SELECT id, stored_at FROM facts")
+            cur.execute("INSERT OR REPLACE INTO settings VALUES ('schema_version', '2')")
+        log.info("catalog %s migrated to schema 2 (signatures, anchoring)", self._path)
 
     @contextmanager
     def _cursor(self, write: bool = False) -> Iterator[sqlite3.Cursor]:
@@ -191,24 +204,35 @@ class SqliteCatalog:
                 vector = np.ascontiguousarray(item.vector, dtype=np.float32)
                 cur.execute(
                     "INSERT OR IGNORE INTO facts "
-                    "(cid, text, metadata, contributor, block, vector, stored_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "(cid, text, metadata, contributor, signature, block, vector, stored_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         fact.cid,
                         fact.text,
                         metadata_json_string(fact.metadata),
                         fact.contributor,
+                        item.signature,
                         fact.block,
                         vector.tobytes(),
                         now,
                     ),
                 )
                 if cur.rowcount == 0:
-                    row = cur.execute("SELECT id FROM facts WHERE cid = ?", (fact.cid,)).fetchone()
+                    row = cur.execute(
+                        "SELECT id, signature FROM facts WHERE cid = ?", (fact.cid,)
+                    ).fetchone()
+                    if row[1] is None and item.signature is not None:
+                        # a fact first seen unsigned (e.g. from a CAR) gains its signature
+                        cur.execute(
+                            "UPDATE facts SET signature = ? WHERE id = ?", (item.signature, row[0])
+                        )
                     out.append((int(row[0]), False))
                     continue
                 fact_id = int(cur.lastrowid or 0)
                 cur.execute("INSERT INTO publish_queue (fact_id) VALUES (?)", (fact_id,))
+                cur.execute(
+                    "INSERT INTO anchor_queue (fact_id, queued_at) VALUES (?, ?)", (fact_id, now)
+                )
                 cur.execute(
                     "INSERT INTO facts_fts (rowid, text) VALUES (?, ?)", (fact_id, fact.text)
                 )
@@ -248,7 +272,8 @@ class SqliteCatalog:
     def get(self, cid: str) -> StoredFact | None:
         with self._cursor() as cur:
             row = cur.execute(
-                "SELECT id, cid, text, metadata, contributor, stored_at FROM facts WHERE cid = ?",
+                "SELECT id, cid, text, metadata, contributor, stored_at, signature FROM facts "
+                "WHERE cid = ?",
                 (cid,),
             ).fetchone()
         return None if row is None else _row(row)
@@ -259,7 +284,7 @@ class SqliteCatalog:
             for chunk in _chunks(list(ids)):
                 marks = ",".join("?" * len(chunk))
                 for row in cur.execute(
-                    "SELECT id, cid, text, metadata, contributor, stored_at FROM facts "
+                    "SELECT id, cid, text, metadata, contributor, stored_at, signature FROM facts "
                     f"WHERE id IN ({marks})",
                     chunk,
                 ):
@@ -348,7 +373,7 @@ class SqliteCatalog:
 
 
 def _row(row: tuple[object, ...]) -> StoredFact:
-    fact_id, cid, text, metadata, contributor, stored_at = row
+    fact_id, cid, text, metadata, contributor, stored_at, signature = row
     return StoredFact(
         id=int(fact_id),  # type: ignore[call-overload]
         cid=str(cid),
@@ -356,6 +381,7 @@ def _row(row: tuple[object, ...]) -> StoredFact:
         metadata=json.loads(str(metadata)),
         contributor=None if contributor is None else str(contributor),
         stored_at=float(stored_at),  # type: ignore[arg-type]
+        signature=None if signature is None else str(signature),
     )
 
 

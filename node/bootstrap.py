@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
-from node.ports import ContentStore
+from node.anchoring import AnchorOptions
+from node.errors import ChainError
+from node.ports import ContentStore, Ledger
+from node.provenance import RegistryReader
 from node.service import KnowledgeNode, NodeOptions
 from node.settings import Settings
+from node.signing import SigningKey, load_or_create_key, read_key_file
 
 log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite3"
 INDEX_FILE = "vectors.faiss"
 BLOCKS_DIR = "blocks"
+CHAIN_DIR = "chain"
+KEY_FILE = "operator.key"
 
 
 def build_node(settings: Settings) -> KnowledgeNode:
@@ -28,6 +35,8 @@ def build_node(settings: Settings) -> KnowledgeNode:
 
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    operator = load_or_create_key(settings.key_file or data_dir / KEY_FILE)
+    ledger = build_ledger(settings, operator, data_dir)  # first: fails fast on a bad chain config
     embedder = SentenceTransformerEmbedder(
         batch_size=settings.embed_batch_size, torch_threads=settings.torch_threads
     )
@@ -52,6 +61,82 @@ def build_node(settings: Settings) -> KnowledgeNode:
         data_dir=data_dir,
         candidate_pool=settings.candidate_pool,
         index_flush_interval=settings.index_flush_interval,
+        require_signatures=settings.require_signatures,
+        anchor=AnchorOptions(
+            batch_size=settings.anchor_batch_size,
+            batch_age=settings.anchor_batch_age,
+            confirmations=settings.anchor_confirmations,
+            resend_after=settings.anchor_resend_after,
+        ),
     )
-    log.info("node data dir %s", data_dir)
-    return KnowledgeNode(catalog, index, embedder, store, options)
+    log.info("node data dir %s, operator %s", data_dir, operator.address)
+    return KnowledgeNode(catalog, index, embedder, store, options, operator=operator, ledger=ledger)
+
+
+def build_ledger(settings: Settings, operator: SigningKey, data_dir: Path) -> Ledger | None:
+    """The chain the node anchors to: a configured RPC, a local anvil, or none."""
+    from contracts.anvil import LocalChain, registry_file, remember_registry
+    from contracts.registry import RegistryLedger, deploy_registry
+
+    if settings.chain_rpc:
+        if not settings.registry_address:
+            raise ChainError(
+                "KNOWHUB_CHAIN_RPC is set but KNOWHUB_REGISTRY_ADDRESS is not; deploy one with "
+                "`knowhub chain deploy --rpc URL --key FILE`"
+            )
+        remote = RegistryLedger(
+            settings.chain_rpc,
+            settings.registry_address,
+            operator,
+            timeout=settings.chain_timeout,
+        )
+        try:
+            if not remote.has_code():
+                raise ChainError(
+                    f"no contract at {settings.registry_address} on {settings.chain_rpc}"
+                )
+        except ChainError as exc:
+            if "no contract" in exc.message:
+                raise
+            log.warning("chain not reachable at start (%s); anchoring will retry", exc.message)
+        log.info("anchoring to registry %s via %s", settings.registry_address, settings.chain_rpc)
+        return remote
+    if not settings.local_chain:
+        log.info("no chain configured: facts are signed but not anchored")
+        return None
+    chain_dir = data_dir / CHAIN_DIR
+    chain = LocalChain(chain_dir)
+    rpc_url = chain.start()
+    try:
+        chain.fund(operator.address)
+        known = registry_file(chain_dir)
+        address = known.read_text().strip() if known.exists() else None
+        ledger: RegistryLedger | None = None
+        if address:
+            ledger = RegistryLedger(rpc_url, address, operator, on_close=chain.stop)
+            if not ledger.has_code():
+                log.warning("local chain lost registry %s; deploying again", address)
+                ledger = None
+        if ledger is None:
+            address = deploy_registry(rpc_url, operator)
+            remember_registry(chain_dir, address)
+            ledger = RegistryLedger(rpc_url, address, operator, on_close=chain.stop)
+    except BaseException:
+        chain.stop()
+        raise
+    return ledger
+
+
+def build_registry_reader(rpc_url: str, registry: str, timeout: float = 10.0) -> RegistryReader:
+    """Read-only registry access for verifying provenance (``knowhub verify``)."""
+    from contracts.registry import RegistryClient
+
+    return RegistryClient(rpc_url, registry, timeout=timeout)
+
+
+def deploy(rpc_url: str, key_file: Path) -> tuple[str, str]:
+    """Deploy a registry from the key in ``key_file``: (address, deployer)."""
+    from contracts.registry import deploy_registry
+
+    key = read_key_file(key_file)
+    return deploy_registry(rpc_url, key), key.address

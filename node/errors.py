@@ -40,6 +40,28 @@ class InvalidFilter(InvalidQuery):
     code = "invalid_filter"
 
 
+class InvalidSignature(InvalidInput):
+    """A signature that is malformed or recovers to no address (400)."""
+
+    code = "invalid_signature"
+
+
+class Unauthorized(KnowhubError):
+    """The request needs a valid signature or credential it did not carry (401)."""
+
+    code = "unauthorized"
+
+
+class SignatureRequired(Unauthorized):
+    code = "signature_required"
+
+
+class SignatureMismatch(Unauthorized):
+    """A well-formed signature by someone other than the record's contributor."""
+
+    code = "signature_mismatch"
+
+
 class NotFound(KnowhubError):
     code = "not_found"
 
@@ -54,6 +76,18 @@ class IncompatibleDataDir(StorageError):
     """The data directory was written with another model or schema than this node runs."""
 
     code = "incompatible_data_dir"
+
+
+class ChainError(KnowhubError):
+    """The chain RPC failed or a transaction could not be sent; anchoring retries later."""
+
+    code = "chain_error"
+
+
+class NonceTooLow(ChainError):
+    """The transaction's nonce was already used by another transaction of the account."""
+
+    code = "nonce_too_low"
 
 
 class Unavailable(KnowhubError):

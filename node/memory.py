@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 
 import numpy as np
 
 from node.cid import canonical_cid_string, verify_block
-from node.errors import InvalidInput, NotFound
-from node.ports import Ids, Vectors
+from node.errors import ChainError, InvalidInput, NonceTooLow, NotFound
+from node.merkle import verify_proof
+from node.ports import Ids, MinedTx, OnChainAnchor, SignedTx, Vectors
 from node.search import Hit
 
 _WORD = re.compile(r"\w+")
@@ -133,3 +135,122 @@ class MemoryContentStore:
 
     async def close(self) -> None:
         return None
+
+
+class MemoryLedger:
+    """An in-process stand-in for a registry on a chain, for fast unit tests.
+
+    It follows the contract's rules (``AlreadyAnchored`` reverts, nonces in order, a known
+    transaction may be broadcast again) and lets tests switch the chain off (``down``), stop
+    mining (``automine``) and drop the mempool, like anvil's RPC does.
+    """
+
+    def __init__(self, account: str = "0x" + "11" * 20, chain_id: int = 31337) -> None:
+        self._account = account
+        self._chain_id = chain_id
+        self.anchors: dict[bytes, OnChainAnchor] = {}
+        self.events: list[tuple[bytes, str, int]] = []  # (root, tx hash, block)
+        self.receipts: dict[str, MinedTx] = {}
+        self.pending: dict[str, bytes] = {}
+        self.nonce = 0
+        self.block = 0
+        self.down = False
+        self.automine = True
+
+    @property
+    def chain_id(self) -> int:
+        self._check()
+        return self._chain_id
+
+    @property
+    def registry(self) -> str:
+        return "0x" + "ab" * 20
+
+    @property
+    def account(self) -> str:
+        return self._account
+
+    @property
+    def rpc_url(self) -> str:
+        return "memory://ledger"
+
+    def _check(self) -> None:
+        if self.down:
+            raise ChainError("memory ledger is down")
+
+    def get_anchor(self, root: bytes) -> OnChainAnchor | None:
+        self._check()
+        return self.anchors.get(root)
+
+    def next_nonce(self) -> int:
+        self._check()
+        return self.nonce + len(self.pending)
+
+    def sign_anchor(
+        self, root: bytes, manifest_cid: str, count: int, nonce: int, fee_bump: float = 1.0
+    ) -> SignedTx:
+        self._check()
+        raw = json.dumps([root.hex(), manifest_cid, count, nonce, fee_bump]).encode()
+        return SignedTx("0x" + hashlib.sha256(raw).hexdigest(), raw, nonce)
+
+    def broadcast(self, raw: bytes) -> None:
+        self._check()
+        tx_hash = "0x" + hashlib.sha256(raw).hexdigest()
+        if tx_hash in self.pending or tx_hash in self.receipts:
+            return
+        _root, _manifest, _count, nonce, bump = json.loads(raw)
+        if nonce < self.nonce:
+            raise NonceTooLow("nonce too low")
+        for other, other_raw in list(self.pending.items()):
+            if json.loads(other_raw)[3] == nonce:  # a replacement must pay more
+                if json.loads(other_raw)[4] >= bump:
+                    raise ChainError("replacement transaction underpriced")
+                del self.pending[other]
+        self.pending[tx_hash] = raw
+        if self.automine:
+            self.mine()
+
+    def mine(self) -> None:
+        """Mine pending transactions in nonce order (one block each)."""
+        while True:
+            ready = [(h, r) for h, r in self.pending.items() if json.loads(r)[3] == self.nonce]
+            if not ready:
+                return
+            tx_hash, raw = ready[0]
+            del self.pending[tx_hash]
+            root_hex, manifest_cid, count, _nonce, _bump = json.loads(raw)
+            root = bytes.fromhex(root_hex)
+            self.block += 1
+            self.nonce += 1
+            ok = root not in self.anchors and count > 0
+            if ok:
+                self.anchors[root] = OnChainAnchor(
+                    root, self._account, self.block, 1_700_000_000 + self.block, count, manifest_cid
+                )
+                self.events.append((root, tx_hash, self.block))
+            self.receipts[tx_hash] = MinedTx(tx_hash, ok, self.block)
+
+    def drop_pending(self) -> None:
+        self.pending.clear()
+
+    def receipt(self, tx_hash: str) -> MinedTx | None:
+        self._check()
+        return self.receipts.get(tx_hash)
+
+    def head(self) -> int:
+        self._check()
+        return self.block
+
+    def find_anchor_tx(self, root: bytes, block_number: int) -> str | None:
+        self._check()
+        for event_root, tx_hash, block in self.events:
+            if event_root == root and block == block_number:
+                return tx_hash
+        return None
+
+    def verify_fact(self, cid_bytes: bytes, proof: Sequence[bytes], root: bytes) -> bool:
+        self._check()
+        return root in self.anchors and verify_proof(cid_bytes, proof, root)
+
+    def close(self) -> None:
+        pass

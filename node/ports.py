@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from node.facts import Fact
 from node.filters import MetadataFilter
+from node.provenance import Batch, BatchStatus, Provenance
 from node.search import Hit
 
 Vectors = npt.NDArray[np.float32]
@@ -32,6 +33,7 @@ class StoredFact:
     metadata: dict[str, Any]
     contributor: str | None
     stored_at: float
+    signature: str | None = None
 
     def record(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class StoredFact:
 class NewFact:
     fact: Fact
     vector: Vectors = field(repr=False)
+    signature: str | None = None
 
 
 class Embedder(Protocol):
@@ -132,6 +135,31 @@ class Catalog(Protocol):
 
     def publication_backlog(self) -> int: ...
 
+    def anchor_backlog(self) -> tuple[int, float | None]:
+        """Facts waiting for a batch, and the Unix time the oldest was queued."""
+        ...
+
+    def queued_for_anchor(self, limit: int) -> list[str]:
+        """CIDs of facts waiting for a batch, oldest first."""
+        ...
+
+    def seal_batch(self, root: bytes, manifest_cid: str, proofs: dict[str, list[bytes]]) -> Batch:
+        """Create a batch of the facts in ``proofs`` (cid -> Merkle proof) and take them off
+        the queue, in one transaction."""
+        ...
+
+    def batches(self, statuses: Sequence[BatchStatus]) -> list[Batch]: ...
+
+    def save_batch(self, batch: Batch) -> None: ...
+
+    def batch_cids(self, batch_id: int) -> list[str]: ...
+
+    def provenance(self, cid: str) -> Provenance | None: ...
+
+    def anchored_blocks(self, ids: Sequence[int]) -> dict[int, int]:
+        """Fact id -> anchor block number, for the anchored facts among ``ids``."""
+        ...
+
     def get_setting(self, key: str) -> str | None: ...
 
     def set_setting(self, key: str, value: str) -> None: ...
@@ -159,3 +187,80 @@ class ContentStore(Protocol):
     async def pin(self, cid: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OnChainAnchor:
+    """A registry's record of an anchored root."""
+
+    root: bytes
+    submitter: str
+    block_number: int
+    timestamp: int
+    count: int
+    manifest_cid: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTx:
+    tx_hash: str
+    raw: bytes
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class MinedTx:
+    tx_hash: str
+    success: bool
+    block_number: int
+
+
+class Ledger(Protocol):
+    """The KnowledgeRegistry on some EVM chain, used with the operator's account.
+
+    Blocking (an RPC round trip per call): the service calls it from worker threads. Every
+    method raises ``ChainError`` when the chain cannot be reached or refuses a call;
+    ``broadcast`` raises ``NonceTooLow`` when the nonce was already used.
+    """
+
+    @property
+    def chain_id(self) -> int: ...
+
+    @property
+    def registry(self) -> str: ...
+
+    @property
+    def account(self) -> str: ...
+
+    @property
+    def rpc_url(self) -> str: ...
+
+    def get_anchor(self, root: bytes) -> OnChainAnchor | None: ...
+
+    def next_nonce(self) -> int:
+        """The account's next nonce counting pending transactions."""
+        ...
+
+    def sign_anchor(
+        self, root: bytes, manifest_cid: str, count: int, nonce: int, fee_bump: float = 1.0
+    ) -> SignedTx: ...
+
+    def broadcast(self, raw: bytes) -> None:
+        """Send a signed transaction; sending one the chain already knows is not an error."""
+        ...
+
+    def receipt(self, tx_hash: str) -> MinedTx | None: ...
+
+    def head(self) -> int:
+        """The latest block number."""
+        ...
+
+    def find_anchor_tx(self, root: bytes, block_number: int) -> str | None:
+        """The hash of the transaction that emitted ``Anchored(root)`` in that block."""
+        ...
+
+    def verify_fact(self, cid_bytes: bytes, proof: Sequence[bytes], root: bytes) -> bool:
+        """The registry's own ``verifyFact`` view."""
+        ...
+
+    def close(self) -> None: ...

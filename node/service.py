@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -21,13 +21,25 @@ import numpy as np
 from multiformats import CID
 
 from node import __version__
+from node.anchoring import Anchorer, AnchorOptions
 from node.cid import DAG_CBOR, cid_string, parse_cid
 from node.content import BlockService, DagScope, load_car
-from node.errors import IncompatibleDataDir, InvalidFact, InvalidQuery, KnowhubError, NotFound
+from node.errors import (
+    ChainError,
+    IncompatibleDataDir,
+    InvalidFact,
+    InvalidQuery,
+    InvalidSignature,
+    KnowhubError,
+    NotFound,
+    SignatureRequired,
+)
 from node.facts import MAX_TEXT_BYTES, Fact, make_fact
 from node.manifest import Block
-from node.ports import Catalog, ContentStore, Embedder, NewFact, StoredFact, VectorIndex
+from node.ports import Catalog, ContentStore, Embedder, Ledger, NewFact, StoredFact, VectorIndex
+from node.provenance import Provenance
 from node.search import Hit, Query, SearchMode, format_context, reciprocal_rank_fusion
+from node.signing import SigningKey, check_signature, normalize_signature, signature_valid
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +48,15 @@ T = TypeVar("T")
 
 MAX_K = 100
 MAX_BATCH = 1000
-SUBMISSION_KEYS = frozenset({"text", "metadata"})
+SUBMISSION_KEYS = frozenset({"text", "metadata", "contributor", "signature"})
+
+
+@dataclass(frozen=True, slots=True)
+class SignedFact:
+    """A fact and its contributor's signature over its CID (None: not signed)."""
+
+    fact: Fact
+    signature: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +69,8 @@ class Contribution:
 class ScoredFact:
     fact: StoredFact
     score: float
+    #: Block number of the fact's anchor; None while pending.
+    anchored_block: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +93,27 @@ class NodeStatus:
     content_store: str
     publication_backlog: int
     content_store_error: str | None
+    operator: str
+    require_signatures: bool
+    chain: ChainStatus | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    rpc_url: str
+    chain_id: int | None
+    registry: str
+    account: str
+    queued: int
+    open_batches: int
+    last_anchored_block: int | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceView:
+    provenance: Provenance
+    signature_valid: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,18 +133,35 @@ class NodeOptions:
     candidate_pool: int = 100
     #: Seconds between background saves of a changed vector index.
     index_flush_interval: float = 30.0
+    #: Refuse submissions without a contributor signature (else the operator signs them).
+    require_signatures: bool = False
+    anchor: AnchorOptions = field(default_factory=AnchorOptions)
 
 
-def parse_submission(item: Any) -> Fact:
-    """A REST/CLI submission ``{"text", "metadata"?}`` as a validated fact."""
+def parse_submission(item: Any) -> tuple[Fact, str | None]:
+    """A REST/CLI submission ``{"text", "metadata"?, "contributor"?, "signature"?}`` as a
+    validated fact and its signature, checked against the record's contributor.
+
+    Raises ``InvalidFact``/``InvalidSignature`` (400) or ``SignatureMismatch`` (401).
+    """
     if not isinstance(item, Mapping):
         raise InvalidFact("each fact must be an object with 'text' and optional 'metadata'")
     unknown = set(item) - SUBMISSION_KEYS
     if unknown:
-        raise InvalidFact(f"unknown field(s) {sorted(unknown)}; allowed: text, metadata")
+        raise InvalidFact(
+            f"unknown field(s) {sorted(unknown)}; allowed: text, metadata, contributor, signature"
+        )
     if "text" not in item:
         raise InvalidFact("missing field 'text'", field="text")
-    return make_fact(item["text"], item.get("metadata"), None)
+    contributor, signature = item.get("contributor"), item.get("signature")
+    fact = make_fact(item["text"], item.get("metadata"), contributor)
+    if signature is None:
+        return fact, None
+    if fact.contributor is None:
+        raise InvalidSignature("a signature needs the contributor it is by", field="contributor")
+    signature = normalize_signature(signature)
+    check_signature(fact.cid, fact.contributor, signature)
+    return fact, signature
 
 
 class KnowledgeNode:
@@ -112,10 +172,19 @@ class KnowledgeNode:
         embedder: Embedder,
         store: ContentStore,
         options: NodeOptions,
+        *,
+        operator: SigningKey,
+        ledger: Ledger | None = None,
     ) -> None:
         self._store = store
         self._blocks = BlockService(store, catalog)
         self._publisher: asyncio.Task[None] | None = None
+        self._operator = operator
+        self._ledger = ledger
+        self._anchorer = (
+            None if ledger is None else Anchorer(catalog, ledger, self._blocks, options.anchor)
+        )
+        self._anchoring: asyncio.Task[None] | None = None
         self._catalog = catalog
         self._index = index
         self._embedder = embedder
@@ -132,9 +201,11 @@ class KnowledgeNode:
         await self._in_thread(self.reconcile)
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flush")
         self._publisher = asyncio.create_task(self._blocks.run_publisher(), name="publisher")
+        if self._anchorer is not None:
+            self._anchoring = asyncio.create_task(self._anchorer.run(), name="anchorer")
 
     async def close(self) -> None:
-        for task in (self._flusher, self._publisher):
+        for task in (self._flusher, self._publisher, self._anchoring):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -143,6 +214,9 @@ class KnowledgeNode:
             async with asyncio.timeout(5.0):
                 await self._blocks.publish_pending()
         await self._store.close()
+        if self._ledger is not None:
+            with contextlib.suppress(ChainError):
+                await self._in_thread(self._ledger.close)
         async with self._write_lock:
             await self._in_thread(self._index.save)
             self._catalog.close()
@@ -191,17 +265,50 @@ class KnowledgeNode:
 
     # -- contribute --------------------------------------------------------------------------
 
-    async def contribute(self, fact: Fact) -> Contribution:
+    def accept(self, item: Any) -> SignedFact:
+        """A submission as a signed fact: the contributor's signature checked, or, when it has
+        neither contributor nor signature, made the operator's (``SignatureRequired`` when the
+        node requires signatures)."""
+        if isinstance(item, Mapping) and item.get("signature") is None:
+            if item.get("contributor") is not None:
+                raise SignatureRequired(
+                    "a fact naming a contributor must carry that contributor's signature "
+                    "(EIP-191 personal_sign of the fact CID)",
+                    field="signature",
+                )
+            if self._options.require_signatures:
+                raise SignatureRequired(
+                    "this node requires signed contributions: add contributor and signature",
+                    field="signature",
+                )
+            fact, _ = parse_submission({**item, "contributor": self._operator.address})
+            return SignedFact(fact, self._operator.sign_cid(fact.cid))
+        fact, signature = parse_submission(item)
+        return SignedFact(fact, signature)
+
+    @property
+    def operator(self) -> str:
+        return self._operator.address
+
+    async def contribute(self, fact: Fact | SignedFact) -> Contribution:
         (result,) = await self.contribute_many([fact])
         if isinstance(result, KnowhubError):
             raise result
         return result
 
     async def contribute_many(
-        self, facts: Sequence[Fact | KnowhubError]
+        self, facts: Sequence[Fact | SignedFact | KnowhubError]
     ) -> list[Contribution | KnowhubError]:
-        """Store valid facts (errors pass through in place); durable when this returns."""
-        valid = [f for f in facts if isinstance(f, Fact)]
+        """Store valid facts (errors pass through in place); durable when this returns.
+
+        A bare ``Fact`` is stored without a signature (facts from a CAR or a peer whose
+        signature is unknown); ``SignedFact``s must have been checked (see ``accept``).
+        """
+        signatures = {
+            f.fact.cid: f.signature for f in facts if isinstance(f, SignedFact) and f.signature
+        }
+        plain = [f.fact if isinstance(f, SignedFact) else f for f in facts]
+        valid = [f for f in plain if isinstance(f, Fact)]
         known = await self._in_thread(self._catalog.existing, [f.cid for f in valid])
         fresh: dict[str, Fact] = {}
         for fact in valid:
@@ -212,10 +319,12 @@ class KnowledgeNode:
             todo = list(fresh.values())
             vectors = await self._embed([f.text for f in todo])
             async with self._write_lock:
-                created = await self._in_thread(self._store_facts, todo, vectors)
+                created = await self._in_thread(self._store_facts, todo, vectors, signatures)
             self._blocks.wake.set()
+            if self._anchorer is not None:
+                self._anchorer.wake.set()
         results: list[Contribution | KnowhubError] = []
-        for item in facts:
+        for item in plain:
             if isinstance(item, Fact):
                 results.append(Contribution(item.cid, item.cid in created))
                 created.discard(item.cid)  # a repeat inside one batch is not created twice
@@ -223,8 +332,12 @@ class KnowledgeNode:
                 results.append(item)
         return results
 
-    def _store_facts(self, facts: list[Fact], vectors: np.ndarray) -> set[str]:
-        rows = self._catalog.insert([NewFact(f, v) for f, v in zip(facts, vectors, strict=True)])
+    def _store_facts(
+        self, facts: list[Fact], vectors: np.ndarray, signatures: dict[str, str]
+    ) -> set[str]:
+        rows = self._catalog.insert(
+            [NewFact(f, v, signatures.get(f.cid)) for f, v in zip(facts, vectors, strict=True)]
+        )
         new = [(row_id, i) for i, (row_id, was_created) in enumerate(rows) if was_created]
         if new:
             ids = np.array([row_id for row_id, _ in new], dtype=np.int64)
@@ -236,14 +349,19 @@ class KnowledgeNode:
     # -- read --------------------------------------------------------------------------------
 
     async def get_fact(self, cid: str) -> StoredFact:
-        parsed = parse_cid(cid)
-        if parsed.version != 1 or parsed.codec.name != DAG_CBOR:
-            raise NotFound(f"no fact {cid}: facts are CIDv1 dag-cbor")
-        canonical = cid_string(parsed)
+        canonical = _fact_cid(cid)
         stored = await self._in_thread(self._catalog.get, canonical)
         if stored is None:
             raise NotFound(f"no fact {canonical}")
         return stored
+
+    async def provenance(self, cid: str) -> ProvenanceView:
+        canonical = _fact_cid(cid)
+        found = await self._in_thread(self._catalog.provenance, canonical)
+        if found is None:
+            raise NotFound(f"no fact {canonical}")
+        valid = signature_valid(found.cid, found.contributor, found.signature)
+        return ProvenanceView(found, valid)
 
     async def query(self, query: Query) -> QueryResult:
         _check_query(query)
@@ -286,7 +404,8 @@ class KnowledgeNode:
             hits = self._candidates(query, vector, pool)
             results, below_min_score = self._materialize(hits, query)
             if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
-                return results
+                anchored = self._catalog.anchored_blocks([r.fact.id for r in results])
+                return [ScoredFact(r.fact, r.score, anchored.get(r.fact.id)) for r in results]
             pool *= 4
 
     def _candidates(self, query: Query, vector: np.ndarray | None, pool: int) -> list[Hit]:
@@ -326,7 +445,10 @@ class KnowledgeNode:
                     return out, False
         return out, False
 
-    def status(self) -> NodeStatus:
+    async def status(self) -> NodeStatus:
+        return await self._in_thread(self._status)
+
+    def _status(self) -> NodeStatus:
         return NodeStatus(
             version=__version__,
             facts=self._catalog.count(),
@@ -338,6 +460,28 @@ class KnowledgeNode:
             content_store=self._store.kind,
             publication_backlog=self._catalog.publication_backlog(),
             content_store_error=self._blocks.last_error,
+            operator=self._operator.address,
+            require_signatures=self._options.require_signatures,
+            chain=self._chain_status(),
+        )
+
+    def _chain_status(self) -> ChainStatus | None:
+        if self._anchorer is None or self._ledger is None:
+            return None
+        anchoring = self._anchorer.status()
+        try:
+            chain_id: int | None = self._ledger.chain_id
+        except ChainError:
+            chain_id = None
+        return ChainStatus(
+            rpc_url=self._ledger.rpc_url,
+            chain_id=chain_id,
+            registry=self._ledger.registry,
+            account=self._ledger.account,
+            queued=anchoring.queued,
+            open_batches=anchoring.open_batches,
+            last_anchored_block=anchoring.last_anchored_block,
+            error=anchoring.error,
         )
 
     @property
@@ -379,6 +523,13 @@ class KnowledgeNode:
         # asyncio.to_thread, not anyio: a cancelled task must stop waiting at once (anyio
         # shields the wait and drops a native cancellation, which hung close()).
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def _fact_cid(cid: str) -> str:
+    parsed = parse_cid(cid)
+    if parsed.version != 1 or parsed.codec.name != DAG_CBOR:
+        raise NotFound(f"no fact {cid}: facts are CIDv1 dag-cbor")
+    return cid_string(parsed)
 
 
 def _check_query(query: Query) -> None:

@@ -41,5 +41,38 @@ class Settings(BaseSettings):
         1024**3, ge=1024, description="Largest snapshot CAR accepted by POST /v1/snapshots/import."
     )
 
+    key_file: Path | None = Field(
+        None,
+        description="Operator key (JSON with private_key, mode 0600): signs unsigned submissions "
+        "and anchoring transactions. Unset: <data_dir>/operator.key, created on first start.",
+    )
+    require_signatures: bool = Field(
+        False, description="Refuse (401) submissions that carry no contributor signature."
+    )
+    chain_rpc: str | None = Field(
+        None,
+        description="EVM JSON-RPC URL for anchoring; unset: a local anvil chain kept in the "
+        "data directory (see local_chain).",
+    )
+    registry_address: str | None = Field(
+        None, description="KnowledgeRegistry address on chain_rpc (knowhub chain deploy)."
+    )
+    local_chain: bool = Field(
+        True, description="Without chain_rpc, run a local anvil chain; false: no anchoring."
+    )
+    chain_timeout: float = Field(10.0, gt=0, description="Seconds per chain RPC call.")
+    anchor_batch_size: int = Field(
+        256, ge=1, le=65_536, description="A batch closes when this many facts wait ..."
+    )
+    anchor_batch_age: float = Field(
+        10.0, gt=0, description="... or when the oldest has waited this many seconds."
+    )
+    anchor_confirmations: int = Field(
+        1, ge=1, le=1000, description="Blocks before a batch counts as anchored."
+    )
+    anchor_resend_after: float = Field(
+        60.0, gt=0, description="Re-sign an unmined anchoring transaction with higher fees after."
+    )
+
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
     body_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send a body.")

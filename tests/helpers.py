@@ -171,3 +171,49 @@ class JsIpfsDaemon:
 
     def rpc(self, command: str, **params: str) -> httpx.Response:
         return httpx.post(f"{self.url}/api/v0/{command}", params=params, timeout=30)
+
+
+ANVIL = ROOT / "contracts" / "tools" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64"
+#: anvil's first two default accounts (public test keys, funded on every anvil chain).
+ANVIL_KEYS = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+)
+
+
+class Anvil:
+    """A real anvil chain on 127.0.0.1, optionally persisting its state to a file."""
+
+    def __init__(self, *, port: int | None = None, state: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state = state
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> Anvil:
+        args = [str(ANVIL / "bin" / "anvil"), "--host", "127.0.0.1", "--port", str(self.port)]
+        args += ["--chain-id", "31337", "--silent"]
+        if self.state is not None:
+            args += ["--state", str(self.state), "--state-interval", "1"]
+        self.proc = subprocess.Popen([*args, *extra], stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.rpc("eth_chainId")
+                return self
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline, "anvil did not start"
+                time.sleep(0.05)
+
+    def rpc(self, method: str, *params: object) -> object:
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+        reply = httpx.post(self.url, json=body, timeout=10).json()
+        assert "error" not in reply, reply
+        return reply["result"]
+
+    def stop(self) -> None:
+        """SIGTERM: anvil writes its state file and exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.proc = None

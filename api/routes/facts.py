@@ -16,15 +16,16 @@ from api.schemas import (
     FactIn,
     FactOut,
     FactRecord,
+    ProvenanceOut,
 )
 from node.errors import KnowhubError
-from node.facts import Fact
-from node.service import parse_submission
+from node.service import SignedFact
 
 router = APIRouter(prefix="/v1/facts", tags=["facts"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "Invalid input; the body says what is wrong."},
+    401: {"model": ErrorBody, "description": "Signature missing, or not by the contributor."},
     413: {"model": ErrorBody, "description": "Body over the size limit."},
     415: {"model": ErrorBody, "description": "Body is not application/json."},
 }
@@ -38,10 +39,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 )
 async def contribute(body: FactIn, node: NodeDep, response: Response) -> FactCreated:
     """Store one fact. Idempotent: the same text and metadata always give the same CID."""
-    submission: dict[str, object] = {"text": body.text}
-    if body.metadata is not None:
-        submission["metadata"] = body.metadata
-    fact = parse_submission(submission)
+    fact = node.accept(body.model_dump(exclude_none=True))
     result = await node.contribute(fact)
     if not result.created:
         response.status_code = status.HTTP_200_OK
@@ -51,10 +49,10 @@ async def contribute(body: FactIn, node: NodeDep, response: Response) -> FactCre
 @router.post("/batch", response_model=BatchOut, responses=_ERRORS)
 async def contribute_batch(body: BatchIn, node: NodeDep) -> BatchOut:
     """Store up to 1,000 facts; each item succeeds or fails on its own, results in order."""
-    parsed: list[Fact | KnowhubError] = []
+    parsed: list[SignedFact | KnowhubError] = []
     for item in body.facts:
         try:
-            parsed.append(parse_submission(item))
+            parsed.append(node.accept(item))
         except KnowhubError as exc:
             parsed.append(exc)
     outcomes = await node.contribute_many(parsed)
@@ -91,6 +89,36 @@ async def get_fact(cid: str, node: NodeDep) -> FactOut:
     return FactOut(
         cid=stored.cid,
         record=FactRecord.model_validate(stored.record()),
+        signature=stored.signature,
         status="stored",
         stored_at=stored.stored_at,
+    )
+
+
+@router.get(
+    "/{cid}/provenance",
+    response_model=ProvenanceOut,
+    responses={404: {"model": ErrorBody}, 400: {"model": ErrorBody}},
+)
+async def provenance(cid: str, node: NodeDep) -> ProvenanceOut:
+    """Who contributed the fact and where it is anchored: a bundle `knowhub verify` checks
+    against the chain without trusting this node."""
+    view = await node.provenance(cid)
+    p = view.provenance
+    batch = p.batch if p.status == "anchored" else None
+    return ProvenanceOut(
+        cid=p.cid,
+        record=FactRecord.model_validate(p.record),
+        contributor=p.contributor,
+        signature=p.signature,
+        signature_valid=view.signature_valid,
+        status="anchored" if batch is not None else "pending",
+        root=None if batch is None else "0x" + batch.root.hex(),
+        proof=[] if batch is None else ["0x" + h.hex() for h in p.proof],
+        manifest_cid=None if batch is None else batch.manifest_cid,
+        chain_id=None if batch is None else batch.chain_id,
+        registry=None if batch is None else batch.registry,
+        tx_hash=None if batch is None else batch.tx_hash,
+        block_number=None if batch is None else batch.block_number,
+        anchored_at=None if batch is None else batch.anchored_at,
     )

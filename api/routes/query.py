@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import NodeDep
-from api.schemas import ErrorBody, QueryHit, QueryIn, QueryOut
+from api.schemas import ErrorBody, HitProvenance, QueryHit, QueryIn, QueryOut
 from node.filters import parse_filter
 from node.search import Query
 
@@ -37,6 +37,10 @@ async def query(body: QueryIn, node: NodeDep) -> Response:
                 score=r.score,
                 metadata=r.fact.metadata,
                 contributor=r.fact.contributor,
+                provenance=HitProvenance(
+                    status="pending" if r.anchored_block is None else "anchored",
+                    block_number=r.anchored_block,
+                ),
             )
             for r in result.results
         ],

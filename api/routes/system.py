@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import NodeDep
-from api.schemas import Health, IndexStatus, IpfsStatus, ModelStatus, StatusOut
+from api.schemas import (
+    ChainStatusOut,
+    Health,
+    IndexStatus,
+    IpfsStatus,
+    ModelStatus,
+    StatusOut,
+)
 
 router = APIRouter(tags=["system"])
 
@@ -18,7 +25,19 @@ async def healthz(node: NodeDep) -> Health:
 
 @router.get("/v1/status", response_model=StatusOut)
 async def node_status(node: NodeDep) -> StatusOut:
-    s = node.status()
+    s = await node.status()
+    chain = None
+    if s.chain is not None:
+        chain = ChainStatusOut(
+            rpc_url=s.chain.rpc_url,
+            chain_id=s.chain.chain_id,
+            registry=s.chain.registry,
+            account=s.chain.account,
+            anchor_queue=s.chain.queued,
+            open_batches=s.chain.open_batches,
+            last_anchored_block=s.chain.last_anchored_block,
+            error=s.chain.error,
+        )
     return StatusOut(
         version=s.version,
         facts=s.facts,
@@ -30,4 +49,7 @@ async def node_status(node: NodeDep) -> StatusOut:
             error=s.content_store_error,
         ),
         data_dir=s.data_dir,
+        operator=s.operator,
+        require_signatures=s.require_signatures,
+        chain=chain,
     )

@@ -57,8 +57,9 @@ def test_contribute_get_and_idempotency(http: httpx.Client) -> None:
         "v": 1,
         "text": body["text"],
         "metadata": body["metadata"],
-        "contributor": None,
+        "contributor": http.get("/v1/status").json()["operator"],
     }
+    assert got["signature"].startswith("0x") and len(got["signature"]) == 132
     # the same CID in another multibase names the same fact
     b58 = str(CID.decode(cid).set(base="base58btc"))
     assert http.get(f"/v1/facts/{b58}").json()["cid"] == cid
@@ -132,7 +133,14 @@ def test_query_modes_filters_context_and_timing(http: httpx.Client) -> None:
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["results"][0]["cid"] == cids[0], mode
-        assert set(body["results"][0]) == {"cid", "text", "score", "metadata", "contributor"}
+        assert set(body["results"][0]) == {
+            "cid",
+            "text",
+            "score",
+            "metadata",
+            "contributor",
+            "provenance",
+        }
         assert f"[1] {facts[0]['text']} (cid: {cids[0]})" in body["context"]
         timing = r.headers["server-timing"]
         assert "search;dur=" in timing

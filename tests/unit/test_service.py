@@ -15,6 +15,7 @@ from node.filters import parse_filter
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.search import Query, SearchMode
 from node.service import Contribution, KnowledgeNode, NodeOptions, parse_submission
+from node.signing import SigningKey
 
 pytestmark = pytest.mark.anyio
 
@@ -22,6 +23,9 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+OPERATOR = SigningKey.generate()
 
 
 def build(tmp_path: Path, embedder: HashEmbedder | None = None) -> KnowledgeNode:
@@ -32,6 +36,7 @@ def build(tmp_path: Path, embedder: HashEmbedder | None = None) -> KnowledgeNode
         emb,
         MemoryContentStore(),
         NodeOptions(data_dir=tmp_path, candidate_pool=10),
+        operator=OPERATOR,
     )
 
 
@@ -49,8 +54,8 @@ async def test_contribute_is_idempotent(node: KnowledgeNode) -> None:
     again = await node.contribute(make_fact("Water boils at 100 C at sea level.", {"lang": "en"}))
     assert first == Contribution(fact.cid, True)
     assert again == Contribution(fact.cid, False)
-    assert node.status().facts == 1
-    assert node.status().index_size == 1
+    assert (await node.status()).facts == 1
+    assert (await node.status()).index_size == 1
     stored = await node.get_fact(fact.cid)
     assert stored.record() == fact.record()
 
@@ -64,7 +69,7 @@ async def test_batch_keeps_order_and_isolates_bad_items(node: KnowledgeNode) -> 
     assert results[1] is bad
     assert results[2] == Contribution(b.cid, True)
     assert results[3] == Contribution(b.cid, False)  # a repeat inside the batch
-    assert node.status().facts == 2
+    assert (await node.status()).facts == 2
 
 
 async def test_get_fact_errors(node: KnowledgeNode) -> None:
@@ -135,7 +140,7 @@ async def test_restart_reconciles_the_index_with_the_catalog(tmp_path: Path) -> 
     # a fresh in-memory index is empty: start() must refill it from the catalog's vectors
     again = build(tmp_path)
     await again.start()
-    assert again.status().index_size == 5
+    assert (await again.status()).index_size == 5
     result = await again.query(Query("fact 3", k=1, mode=SearchMode.DENSE))
     assert result.results[0].fact.text == "fact 3"
     await again.close()
@@ -152,7 +157,7 @@ async def test_a_data_dir_built_with_another_model_is_refused(tmp_path: Path) ->
 
 def test_parse_submission_rejects_unknown_fields() -> None:
     with pytest.raises(InvalidFact, match="unknown field"):
-        parse_submission({"text": "x", "contributor": "0xabc"})
+        parse_submission({"text": "x", "source": "web"})
     with pytest.raises(InvalidFact, match="missing"):
         parse_submission({"metadata": {}})
     with pytest.raises(InvalidFact):

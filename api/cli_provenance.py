@@ -1,0 +1,144 @@
+"""``knowhub keys``, ``knowhub chain deploy`` and ``knowhub verify``: the commands that sign,
+deploy and check provenance. ``verify`` trusts neither the node nor the bundle: it recomputes
+the CID from the record, recovers the signature, folds the Merkle proof and asks the chain."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from api.client import NodeClient, NodeError
+from node.errors import KnowhubError
+from node.facts import make_fact
+from node.signing import SigningKey, read_key_file, write_key_file
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def add_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    with_url: Any,
+) -> None:
+    keys = sub.add_parser("keys", help="contributor keys (EIP-191 signing)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="create a key file (mode 0600) and print its address")
+    new.add_argument("--out", type=Path, default=Path("knowhub.key"), help="default %(default)s")
+    show = keys_sub.add_parser("show", help="print the address of a key file")
+    show.add_argument("file", type=Path)
+
+    chain = sub.add_parser("chain", help="the KnowledgeRegistry contract")
+    chain_sub = chain.add_subparsers(dest="chain_command", required=True)
+    deploy = chain_sub.add_parser("deploy", help="deploy a KnowledgeRegistry; prints its address")
+    deploy.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain")
+    deploy.add_argument("--key", type=Path, required=True, help="key file of a funded account")
+
+    verify = with_url(
+        sub.add_parser(
+            "verify",
+            help="check a fact's provenance (signature, Merkle proof, on-chain anchor)",
+            description="TARGET is a fact CID (the bundle is fetched from --url) or a bundle "
+            "file saved from GET /v1/facts/{cid}/provenance. Exits 1 when any check fails.",
+        )
+    )
+    verify.add_argument("target", help="fact CID or bundle JSON file")
+    verify.add_argument("--node", dest="url", help="node URL (alias of --url)")
+    verify.add_argument("--rpc", help="your chain RPC (default: the one the node reports)")
+    verify.add_argument("--registry", help="registry address you trust (required for files)")
+    verify.add_argument("--json", action="store_true", help="print the checks as JSON")
+
+
+def load_key(path: Path) -> SigningKey:
+    try:
+        return read_key_file(path)
+    except KnowhubError as exc:
+        raise NodeError(0, "usage", exc.message) from exc
+
+
+def signed_submission(key: SigningKey, item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` (text, metadata) with ``key`` as contributor and its signature of the CID."""
+    try:
+        fact = make_fact(item.get("text"), item.get("metadata"), key.address)
+    except KnowhubError:
+        return item  # the node reports the problem for this item
+    return {**item, "contributor": key.address, "signature": key.sign_cid(fact.cid)}
+
+
+def keys(args: argparse.Namespace) -> int:
+    if args.keys_command == "show":
+        _out(load_key(args.file).address)
+        return 0
+    if args.out.exists():
+        raise NodeError(0, "usage", f"{args.out} exists; not overwriting a key")
+    key = SigningKey.generate()
+    write_key_file(args.out, key)
+    _out(f"{key.address} {args.out}")
+    return 0
+
+
+def chain(args: argparse.Namespace) -> int:
+    from node.bootstrap import deploy
+
+    try:
+        address, deployer = deploy(args.rpc, args.key)
+    except KnowhubError as exc:
+        raise NodeError(0, exc.code, exc.message) from exc
+    _out(address)
+    sys.stderr.write(f"deployed KnowledgeRegistry at {address} from {deployer}\n")
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    from node.bootstrap import build_registry_reader
+    from node.provenance import check_bundle
+
+    path = Path(args.target)
+    rpc, registry = args.rpc, args.registry
+    if path.is_file():
+        try:
+            bundle = json.loads(path.read_text())
+        except ValueError as exc:
+            raise NodeError(0, "usage", f"{path} is not JSON: {exc}") from exc
+        if not isinstance(bundle, dict):
+            raise NodeError(0, "usage", f"{path} is not a provenance bundle (a JSON object)")
+        if bundle.get("status") == "anchored" and not (rpc and registry):
+            raise NodeError(0, "usage", "a bundle file needs --rpc and --registry you trust")
+    else:
+        with NodeClient(args.url) as client:
+            bundle = client.provenance(args.target)
+            if not (rpc and registry):
+                chain_status = client.status().get("chain") or {}
+                rpc = rpc or chain_status.get("rpc_url")
+                registry = registry or bundle.get("registry") or chain_status.get("registry")
+                sys.stderr.write(
+                    "note: chain RPC/registry taken from the node; pass --rpc and --registry "
+                    "to check against a chain you trust\n"
+                )
+    reader = None
+    if bundle.get("status") == "anchored" and rpc and registry:
+        try:
+            reader = build_registry_reader(rpc, registry)
+        except KnowhubError as exc:
+            raise NodeError(0, exc.code, exc.message) from exc
+    try:
+        checks = check_bundle(bundle, reader)
+    except KnowhubError as exc:
+        raise NodeError(0, exc.code, f"chain check failed: {exc.message}") from exc
+    if registry and bundle.get("status") == "anchored":
+        same = str(bundle.get("registry", "")).lower() == str(registry).lower()
+        from node.provenance import Check
+
+        checks.append(Check("registry", same, f"bundle names {bundle.get('registry')}"))
+    ok = all(c.ok for c in checks)
+    if args.json:
+        _out(json.dumps({"ok": ok, "checks": [c.__dict__ for c in checks]}, indent=2))
+    else:
+        for c in checks:
+            _out(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
+        failed = [c.name for c in checks if not c.ok]
+        _out(f"VERIFIED {bundle.get('cid')}" if ok else f"NOT VERIFIED: {', '.join(failed)}")
+    return 0 if ok else 1
