@@ -159,6 +159,54 @@ class ChainStatusOut(BaseModel):
     open_batches: int = Field(description="Batches sealed or sent but not anchored yet.")
     last_anchored_block: int | None
     error: str | None = Field(None, description="Last chain error, while anchoring retries.")
+    follow_block: int | None = Field(
+        description="Chain followed up to this block: every batch anchored until then is "
+        "complete on this node, checked against its anchored root."
+    )
+    verified_batches: int = Field(description="Anchored batches checked complete since start.")
+    facts_from_chain: int = Field(description="Facts fetched because an anchor listed them.")
+    follow_error: str | None = None
+
+
+class NetworkStatusOut(BaseModel):
+    peer_id: str = Field(description="libp2p peer id (Ed25519, stable across restarts).")
+    listen_addresses: list[str] = Field(description="Multiaddrs to bootstrap from (with /p2p/).")
+    connected_peers: int
+    facts_published: int = Field(description="Facts this node announced by gossip.")
+    facts_received: int = Field(description="Verified facts received by gossip and sync.")
+    messages_rejected: int = Field(description="Gossip messages that failed validation.")
+    syncs: int = Field(description="Completed catch-up syncs.")
+    last_sync_error: str | None
+    fact_set_digest: str = Field(
+        description="Fingerprint of the set of signed fact CIDs: nodes holding the same facts "
+        "show the same digest (docs/protocol.md)."
+    )
+    signed_facts: int = Field(description="Signed facts, the ones that travel between peers.")
+
+
+class PeerOut(BaseModel):
+    peer_id: str
+    addresses: list[str]
+    connected_since: float | None = Field(description="Unix time; None when not connected.")
+    facts_received: int
+    rejected_messages: int
+
+
+class PeerConnectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    address: str = Field(
+        description="Multiaddr with /p2p/, e.g. /ip4/10.0.0.2/tcp/4001/p2p/12D3KooW...",
+        max_length=1024,
+    )
+
+
+class PeerConnected(BaseModel):
+    peer_id: str
+
+
+class PeersOut(BaseModel):
+    peers: list[PeerOut]
 
 
 class StatusOut(BaseModel):
@@ -171,6 +219,7 @@ class StatusOut(BaseModel):
     operator: str = Field(description="Address of the operator key (signs unsigned facts).")
     require_signatures: bool
     chain: ChainStatusOut | None = Field(description="None when anchoring is off.")
+    p2p: NetworkStatusOut | None = Field(description="None when networking is off.")
 
 
 class ProvenanceOut(BaseModel):

@@ -22,7 +22,7 @@ from web3 import Web3
 from web3.exceptions import TransactionNotFound, Web3Exception, Web3RPCError
 
 from node.errors import ChainError, NonceTooLow
-from node.ports import MinedTx, OnChainAnchor, SignedTx
+from node.ports import AnchorEvent, MinedTx, OnChainAnchor, SignedTx
 from node.signing import SigningKey
 
 log = logging.getLogger(__name__)
@@ -118,21 +118,20 @@ class RegistryClient:
             )
         return "0x" + bytes(logs[0]["transactionHash"]).hex() if logs else None
 
-    def anchored_events(self, from_block: int, to_block: int) -> list[dict[str, Any]]:
-        """``Anchored`` events in a block range: root, submitter, manifest, count, tx."""
+    def anchored_events(self, from_block: int, to_block: int) -> list[AnchorEvent]:
         with _rpc("eth_getLogs"):
             logs = self._contract.events.Anchored().get_logs(
                 from_block=from_block, to_block=to_block
             )
         return [
-            {
-                "root": bytes(e["args"]["root"]),
-                "submitter": str(e["args"]["submitter"]),
-                "manifest_cid": str(e["args"]["manifestCid"]),
-                "count": int(e["args"]["count"]),
-                "tx_hash": "0x" + bytes(e["transactionHash"]).hex(),
-                "block_number": int(e["blockNumber"]),
-            }
+            AnchorEvent(
+                root=bytes(e["args"]["root"]),
+                submitter=str(e["args"]["submitter"]),
+                manifest_cid=str(e["args"]["manifestCid"]),
+                count=int(e["args"]["count"]),
+                tx_hash="0x" + bytes(e["transactionHash"]).hex(),
+                block_number=int(e["blockNumber"]),
+            )
             for e in logs
         ]
 

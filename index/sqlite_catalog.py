@@ -340,6 +340,25 @@ class SqliteCatalog(AnchorTables):
         with self._cursor() as cur:
             return [r[0] for r in cur.execute("SELECT cid FROM facts ORDER BY cid")]
 
+    def signed_cids(self) -> list[str]:
+        with self._cursor() as cur:
+            return [r[0] for r in cur.execute("SELECT cid FROM facts WHERE signature IS NOT NULL")]
+
+    def signed_records(self, cids: Sequence[str]) -> list[tuple[bytes, str]]:
+        out: list[tuple[bytes, str]] = []
+        with self._cursor() as cur:
+            for chunk in _chunks(list(cids)):
+                marks = ",".join("?" * len(chunk))
+                out += [
+                    (bytes(block), str(sig))
+                    for block, sig in cur.execute(
+                        f"SELECT block, signature FROM facts WHERE cid IN ({marks}) "
+                        "AND signature IS NOT NULL",
+                        chunk,
+                    )
+                ]
+        return out
+
     def pending_publication(self, limit: int) -> list[tuple[str, bytes]]:
         with self._cursor() as cur:
             rows = cur.execute(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from node.anchoring import AnchorOptions
 from node.errors import ChainError
-from node.ports import ContentStore, Ledger
+from node.ports import ContentStore, Ledger, Network
 from node.provenance import RegistryReader
 from node.service import KnowledgeNode, NodeOptions
 from node.settings import Settings
@@ -21,6 +21,7 @@ INDEX_FILE = "vectors.faiss"
 BLOCKS_DIR = "blocks"
 CHAIN_DIR = "chain"
 KEY_FILE = "operator.key"
+P2P_KEY_FILE = "p2p.key"
 
 
 def build_node(settings: Settings) -> KnowledgeNode:
@@ -70,7 +71,32 @@ def build_node(settings: Settings) -> KnowledgeNode:
         ),
     )
     log.info("node data dir %s, operator %s", data_dir, operator.address)
-    return KnowledgeNode(catalog, index, embedder, store, options, operator=operator, ledger=ledger)
+    return KnowledgeNode(
+        catalog,
+        index,
+        embedder,
+        store,
+        options,
+        operator=operator,
+        ledger=ledger,
+        network=build_network(settings, data_dir),
+    )
+
+
+def build_network(settings: Settings, data_dir: Path) -> Network | None:
+    if settings.p2p_listen.strip().lower() == "off":
+        log.info("p2p networking off")
+        return None
+    from p2p.host import Libp2pNetwork, P2PConfig
+
+    return Libp2pNetwork(
+        P2PConfig(
+            key_path=settings.p2p_key_file or data_dir / P2P_KEY_FILE,
+            listen=[a.strip() for a in settings.p2p_listen.split(",") if a.strip()],
+            bootstrap=[a.strip() for a in settings.bootstrap.split(",") if a.strip()],
+            sync_interval=settings.sync_interval,
+        )
+    )
 
 
 def build_ledger(settings: Settings, operator: SigningKey, data_dir: Path) -> Ledger | None:

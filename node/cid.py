@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from multiformats import CID, multihash
 
 from node.errors import InvalidCid
@@ -59,3 +61,16 @@ def verify_block(cid: CID | str, data: bytes) -> bool:
     except KeyError:
         return False
     return bool(fn.digest(data) == parsed.digest)
+
+
+def cid_to_bytes(cid: str) -> bytes:
+    """Binary form of a canonical (base32, ``b``-prefixed) CIDv1 string; fast path for sync."""
+    if not cid.startswith("b"):
+        return bytes(CID.decode(cid))
+    body = cid[1:].upper()
+    return base64.b32decode(body + "=" * (-len(body) % 8))
+
+
+def cid_from_bytes(data: bytes) -> str:
+    """Canonical string (CIDv1, base32) of a binary CID."""
+    return "b" + base64.b32encode(data).decode().lower().rstrip("=")

@@ -13,7 +13,7 @@ import numpy as np
 from node.cid import canonical_cid_string, verify_block
 from node.errors import ChainError, InvalidInput, NonceTooLow, NotFound
 from node.merkle import verify_proof
-from node.ports import Ids, MinedTx, OnChainAnchor, SignedTx, Vectors
+from node.ports import AnchorEvent, Ids, MinedTx, OnChainAnchor, SignedTx, Vectors
 from node.search import Hit
 
 _WORD = re.compile(r"\w+")
@@ -150,6 +150,7 @@ class MemoryLedger:
         self._chain_id = chain_id
         self.anchors: dict[bytes, OnChainAnchor] = {}
         self.events: list[tuple[bytes, str, int]] = []  # (root, tx hash, block)
+        self.logs: list[AnchorEvent] = []
         self.receipts: dict[str, MinedTx] = {}
         self.pending: dict[str, bytes] = {}
         self.nonce = 0
@@ -228,6 +229,9 @@ class MemoryLedger:
                     root, self._account, self.block, 1_700_000_000 + self.block, count, manifest_cid
                 )
                 self.events.append((root, tx_hash, self.block))
+                self.logs.append(
+                    AnchorEvent(root, self._account, manifest_cid, count, tx_hash, self.block)
+                )
             self.receipts[tx_hash] = MinedTx(tx_hash, ok, self.block)
 
     def drop_pending(self) -> None:
@@ -251,6 +255,10 @@ class MemoryLedger:
     def verify_fact(self, cid_bytes: bytes, proof: Sequence[bytes], root: bytes) -> bool:
         self._check()
         return root in self.anchors and verify_proof(cid_bytes, proof, root)
+
+    def anchored_events(self, from_block: int, to_block: int) -> list[AnchorEvent]:
+        self._check()
+        return [e for e in self.logs if from_block <= e.block_number <= to_block]
 
     def close(self) -> None:
         pass

@@ -127,6 +127,14 @@ class Catalog(Protocol):
         """Every fact CID, sorted."""
         ...
 
+    def signed_cids(self) -> list[str]:
+        """CIDs of the facts that carry a contributor signature."""
+        ...
+
+    def signed_records(self, cids: Sequence[str]) -> list[tuple[bytes, str]]:
+        """(block, signature) of the signed facts among ``cids``."""
+        ...
+
     def pending_publication(self, limit: int) -> list[tuple[str, bytes]]:
         """Fact blocks not yet written to the content store: (cid, block), oldest first."""
         ...
@@ -202,6 +210,18 @@ class OnChainAnchor:
 
 
 @dataclass(frozen=True, slots=True)
+class AnchorEvent:
+    """An ``Anchored`` log of the registry."""
+
+    root: bytes
+    submitter: str
+    manifest_cid: str
+    count: int
+    tx_hash: str
+    block_number: int
+
+
+@dataclass(frozen=True, slots=True)
 class SignedTx:
     tx_hash: str
     raw: bytes
@@ -263,4 +283,89 @@ class Ledger(Protocol):
         """The registry's own ``verifyFact`` view."""
         ...
 
+    def anchored_events(self, from_block: int, to_block: int) -> list[AnchorEvent]:
+        """Every ``Anchored`` event in the block range (inclusive), in chain order."""
+        ...
+
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    peer_id: str
+    addresses: list[str]
+    connected_since: float | None
+    facts_received: int
+    rejected_messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkStatus:
+    peer_id: str
+    listen_addresses: list[str]
+    connected_peers: int
+    facts_published: int
+    facts_received: int
+    messages_rejected: int
+    syncs: int
+    last_sync_error: str | None
+    #: Fingerprint of the set of signed fact CIDs (p2p.reconcile): equal sets, equal digests.
+    fact_set_digest: str
+    signed_facts: int
+
+
+class FactSink(Protocol):
+    """What the network needs from the node. ``receive_facts`` is a coroutine on the node's
+    loop; the other methods are blocking and thread-safe (the network calls them from its
+    own threads)."""
+
+    async def receive_facts(self, facts: Sequence[tuple[Fact, str]], peer: str) -> int:
+        """Store verified (fact, 0x signature) pairs from ``peer``; return how many were new."""
+        ...
+
+    def fact_cids(self) -> list[bytes]:
+        """Every signed fact's binary CID."""
+        ...
+
+    def fact_count(self) -> int: ...
+
+    def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
+        """(block, 0x signature) of the signed facts among ``cids``."""
+        ...
+
+    async def get_block(self, cid: str) -> bytes | None:
+        """A block this node stores (fact or manifest), or None."""
+        ...
+
+
+class Network(Protocol):
+    """Gossip and catch-up with peers (libp2p). ``publish`` never blocks or fails: what peers
+    miss, the sync protocol brings them later."""
+
+    async def start(self, sink: FactSink) -> None: ...
+
+    def publish(self, records: Sequence[tuple[bytes, str]]) -> None: ...
+
+    def peers(self) -> list[PeerStatus]: ...
+
+    def status(self) -> NetworkStatus:
+        """Blocking (may hash the CID set): call it from a worker thread."""
+        ...
+
+    async def connect(self, address: str) -> str:
+        """Dial a multiaddr with /p2p/ (lifting a block on that peer); its peer id."""
+        ...
+
+    async def disconnect(self, peer_id: str, block_seconds: float) -> None:
+        """Hang up on a peer and refuse it for ``block_seconds``."""
+        ...
+
+    async def fetch_blocks(self, cids: Sequence[str]) -> dict[str, bytes]:
+        """Blocks (e.g. manifests) from connected peers, each checked against its CID."""
+        ...
+
+    async def fetch_facts(self, cids: Sequence[str]) -> list[tuple[Fact, str]]:
+        """Signed facts from connected peers, each verified; those no peer had are absent."""
+        ...
+
+    async def close(self) -> None: ...

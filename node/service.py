@@ -27,19 +27,31 @@ from node.content import BlockService, DagScope, load_car
 from node.errors import (
     ChainError,
     IncompatibleDataDir,
-    InvalidFact,
     InvalidQuery,
-    InvalidSignature,
     KnowhubError,
     NotFound,
     SignatureRequired,
+    Unavailable,
 )
-from node.facts import MAX_TEXT_BYTES, Fact, make_fact
+from node.facts import MAX_TEXT_BYTES, Fact
+from node.follower import ChainFollower
 from node.manifest import Block
-from node.ports import Catalog, ContentStore, Embedder, Ledger, NewFact, StoredFact, VectorIndex
+from node.ports import (
+    Catalog,
+    ContentStore,
+    Embedder,
+    Ledger,
+    Network,
+    NetworkStatus,
+    NewFact,
+    PeerStatus,
+    StoredFact,
+    VectorIndex,
+)
 from node.provenance import Provenance
 from node.search import Hit, Query, SearchMode, format_context, reciprocal_rank_fusion
-from node.signing import SigningKey, check_signature, normalize_signature, signature_valid
+from node.signing import SigningKey, signature_valid
+from node.submissions import NodeSink, SignedFact, parse_submission
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +60,6 @@ T = TypeVar("T")
 
 MAX_K = 100
 MAX_BATCH = 1000
-SUBMISSION_KEYS = frozenset({"text", "metadata", "contributor", "signature"})
-
-
-@dataclass(frozen=True, slots=True)
-class SignedFact:
-    """A fact and its contributor's signature over its CID (None: not signed)."""
-
-    fact: Fact
-    signature: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ class NodeStatus:
     operator: str
     require_signatures: bool
     chain: ChainStatus | None
+    network: NetworkStatus | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,10 @@ class ChainStatus:
     open_batches: int
     last_anchored_block: int | None
     error: str | None
+    follow_block: int | None
+    verified_batches: int
+    facts_from_chain: int
+    follow_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,32 +146,6 @@ class NodeOptions:
     anchor: AnchorOptions = field(default_factory=AnchorOptions)
 
 
-def parse_submission(item: Any) -> tuple[Fact, str | None]:
-    """A REST/CLI submission ``{"text", "metadata"?, "contributor"?, "signature"?}`` as a
-    validated fact and its signature, checked against the record's contributor.
-
-    Raises ``InvalidFact``/``InvalidSignature`` (400) or ``SignatureMismatch`` (401).
-    """
-    if not isinstance(item, Mapping):
-        raise InvalidFact("each fact must be an object with 'text' and optional 'metadata'")
-    unknown = set(item) - SUBMISSION_KEYS
-    if unknown:
-        raise InvalidFact(
-            f"unknown field(s) {sorted(unknown)}; allowed: text, metadata, contributor, signature"
-        )
-    if "text" not in item:
-        raise InvalidFact("missing field 'text'", field="text")
-    contributor, signature = item.get("contributor"), item.get("signature")
-    fact = make_fact(item["text"], item.get("metadata"), contributor)
-    if signature is None:
-        return fact, None
-    if fact.contributor is None:
-        raise InvalidSignature("a signature needs the contributor it is by", field="contributor")
-    signature = normalize_signature(signature)
-    check_signature(fact.cid, fact.contributor, signature)
-    return fact, signature
-
-
 class KnowledgeNode:
     def __init__(
         self,
@@ -175,7 +157,9 @@ class KnowledgeNode:
         *,
         operator: SigningKey,
         ledger: Ledger | None = None,
+        network: Network | None = None,
     ) -> None:
+        self._network = network
         self._store = store
         self._blocks = BlockService(store, catalog)
         self._publisher: asyncio.Task[None] | None = None
@@ -185,6 +169,12 @@ class KnowledgeNode:
             None if ledger is None else Anchorer(catalog, ledger, self._blocks, options.anchor)
         )
         self._anchoring: asyncio.Task[None] | None = None
+        self._follower = (
+            None
+            if ledger is None
+            else ChainFollower(catalog, ledger, network, self._blocks, self._receive)
+        )
+        self._following: asyncio.Task[None] | None = None
         self._catalog = catalog
         self._index = index
         self._embedder = embedder
@@ -203,9 +193,15 @@ class KnowledgeNode:
         self._publisher = asyncio.create_task(self._blocks.run_publisher(), name="publisher")
         if self._anchorer is not None:
             self._anchoring = asyncio.create_task(self._anchorer.run(), name="anchorer")
+        if self._follower is not None:
+            self._following = asyncio.create_task(self._follower.run(), name="chain-follower")
+        if self._network is not None:
+            await self._network.start(NodeSink(self._catalog, self._receive, self._block_or_none))
 
     async def close(self) -> None:
-        for task in (self._flusher, self._publisher, self._anchoring):
+        if self._network is not None:
+            await self._network.close()
+        for task in (self._flusher, self._publisher, self._anchoring, self._following):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -297,7 +293,7 @@ class KnowledgeNode:
         return result
 
     async def contribute_many(
-        self, facts: Sequence[Fact | SignedFact | KnowhubError]
+        self, facts: Sequence[Fact | SignedFact | KnowhubError], *, announce: bool = True
     ) -> list[Contribution | KnowhubError]:
         """Store valid facts (errors pass through in place); durable when this returns.
 
@@ -323,6 +319,14 @@ class KnowledgeNode:
             self._blocks.wake.set()
             if self._anchorer is not None:
                 self._anchorer.wake.set()
+            if announce and self._network is not None:
+                self._network.publish(
+                    [
+                        (f.block, signatures[f.cid])
+                        for f in todo
+                        if f.cid in created and f.cid in signatures
+                    ]
+                )
         results: list[Contribution | KnowhubError] = []
         for item in plain:
             if isinstance(item, Fact):
@@ -463,7 +467,32 @@ class KnowledgeNode:
             operator=self._operator.address,
             require_signatures=self._options.require_signatures,
             chain=self._chain_status(),
+            network=None if self._network is None else self._network.status(),
         )
+
+    async def _block_or_none(self, cid: str) -> bytes | None:
+        try:
+            return await self.get_block(cid)
+        except KnowhubError:
+            return None
+
+    async def _receive(self, facts: Sequence[SignedFact]) -> int:
+        results = await self.contribute_many(facts, announce=False)
+        return sum(1 for r in results if isinstance(r, Contribution) and r.created)
+
+    def peers(self) -> list[PeerStatus]:
+        return [] if self._network is None else self._network.peers()
+
+    async def connect_peer(self, address: str) -> str:
+        return await self._require_network().connect(address)
+
+    async def disconnect_peer(self, peer_id: str, block_seconds: float) -> None:
+        await self._require_network().disconnect(peer_id, block_seconds)
+
+    def _require_network(self) -> Network:
+        if self._network is None:
+            raise Unavailable("networking is off on this node (KNOWHUB_P2P_LISTEN=off)")
+        return self._network
 
     def _chain_status(self) -> ChainStatus | None:
         if self._anchorer is None or self._ledger is None:
@@ -482,6 +511,10 @@ class KnowledgeNode:
             open_batches=anchoring.open_batches,
             last_anchored_block=anchoring.last_anchored_block,
             error=anchoring.error,
+            follow_block=None if self._follower is None else self._follower.follow_block,
+            verified_batches=0 if self._follower is None else self._follower.verified_batches,
+            facts_from_chain=0 if self._follower is None else self._follower.facts_fetched,
+            follow_error=None if self._follower is None else self._follower.last_error,
         )
 
     @property

@@ -74,5 +74,20 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Re-sign an unmined anchoring transaction with higher fees after."
     )
 
+    p2p_listen: str = Field(
+        "/ip4/127.0.0.1/tcp/0",
+        description="libp2p listen multiaddrs, comma-separated (e.g. /ip4/0.0.0.0/tcp/4001); "
+        "tcp/0 picks a free port; 'off' disables networking.",
+    )
+    bootstrap: str = Field(
+        "", description="Peers to dial and keep dialing: comma-separated multiaddrs with /p2p/."
+    )
+    p2p_key_file: Path | None = Field(
+        None, description="Ed25519 libp2p identity; unset: <data_dir>/p2p.key (created 0600)."
+    )
+    sync_interval: float = Field(
+        30.0, gt=0, description="Seconds between catch-up syncs with each connected peer."
+    )
+
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
     body_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send a body.")

@@ -19,7 +19,7 @@ from api.schemas import (
     ProvenanceOut,
 )
 from node.errors import KnowhubError
-from node.service import SignedFact
+from node.submissions import SignedFact
 
 router = APIRouter(prefix="/v1/facts", tags=["facts"])
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Response, status
 
 from api.deps import NodeDep
 from api.schemas import (
@@ -11,6 +11,11 @@ from api.schemas import (
     IndexStatus,
     IpfsStatus,
     ModelStatus,
+    NetworkStatusOut,
+    PeerConnected,
+    PeerConnectIn,
+    PeerOut,
+    PeersOut,
     StatusOut,
 )
 
@@ -37,6 +42,10 @@ async def node_status(node: NodeDep) -> StatusOut:
             open_batches=s.chain.open_batches,
             last_anchored_block=s.chain.last_anchored_block,
             error=s.chain.error,
+            follow_block=s.chain.follow_block,
+            verified_batches=s.chain.verified_batches,
+            facts_from_chain=s.chain.facts_from_chain,
+            follow_error=s.chain.follow_error,
         )
     return StatusOut(
         version=s.version,
@@ -52,4 +61,31 @@ async def node_status(node: NodeDep) -> StatusOut:
         operator=s.operator,
         require_signatures=s.require_signatures,
         chain=chain,
+        p2p=None
+        if s.network is None
+        else NetworkStatusOut.model_validate(s.network, from_attributes=True),
     )
+
+
+@router.get("/v1/peers", response_model=PeersOut)
+async def peers(node: NodeDep) -> PeersOut:
+    """Peers this node is connected to or has heard from: addresses, connected since, facts
+    received from each, messages rejected."""
+    return PeersOut(peers=[PeerOut.model_validate(p, from_attributes=True) for p in node.peers()])
+
+
+@router.post("/v1/peers", response_model=PeerConnected)
+async def connect_peer(body: PeerConnectIn, node: NodeDep) -> PeerConnected:
+    """Dial a peer now (and lift a block on it); a catch-up sync follows the connection."""
+    return PeerConnected(peer_id=await node.connect_peer(body.address))
+
+
+@router.delete("/v1/peers/{peer_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def disconnect_peer(
+    peer_id: str,
+    node: NodeDep,
+    block_seconds: float = Query(600.0, ge=0, le=86_400, description="Refuse it this long."),
+) -> Response:
+    """Hang up on a peer and refuse its connections and gossip for ``block_seconds``."""
+    await node.disconnect_peer(peer_id, block_seconds)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

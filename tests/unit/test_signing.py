@@ -13,7 +13,7 @@ from index.sqlite_catalog import SqliteCatalog
 from node.errors import InvalidFact, InvalidSignature, SignatureMismatch, SignatureRequired
 from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
-from node.service import KnowledgeNode, NodeOptions, parse_submission
+from node.service import KnowledgeNode, NodeOptions
 from node.signing import (
     SigningKey,
     check_signature,
@@ -23,6 +23,7 @@ from node.signing import (
     recover_signer,
     signature_valid,
 )
+from node.submissions import parse_submission
 
 ALICE = SigningKey(
     bytes.fromhex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d")

@@ -1,0 +1,163 @@
+"""Rebuild from the chain: make sure this node holds every fact of every anchored batch.
+
+``ChainFollower`` reads the registry's ``Anchored`` events in block order. Each names a manifest
+CID; the follower gets the manifest (from its own content store, else from peers), checks that
+the Merkle tree of the CIDs it lists has exactly the anchored root (so a peer cannot add or hide
+a fact), fetches the facts it lacks from peers (each verified by its CID and contributor
+signature) and stores them. An event that cannot be completed yet (no peer has the data) is
+retried; the scan position is kept in the catalog, so a restart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from multiformats import CID
+
+from node.cid import cid_string
+from node.content import BlockService
+from node.errors import KnowhubError, NotFound
+from node.manifest import Block, InvalidManifest, parse_manifest
+from node.merkle import build_tree
+from node.ports import AnchorEvent, Catalog, Ledger, Network
+from node.submissions import SignedFact
+
+log = logging.getLogger(__name__)
+
+FOLLOW_KEY = "chain_follow_block"
+MAX_SPAN = 5000
+
+
+class ChainFollower:
+    def __init__(
+        self,
+        catalog: Catalog,
+        ledger: Ledger,
+        network: Network | None,
+        blocks: BlockService,
+        store: Callable[[Sequence[SignedFact]], Awaitable[int]],
+        interval: float = 5.0,
+    ) -> None:
+        self._catalog = catalog
+        self._ledger = ledger
+        self._network = network
+        self._blocks = blocks
+        self._store = store
+        self._interval = interval
+        self.verified_batches = 0
+        self.facts_fetched = 0
+        self.invalid_batches = 0
+        self.last_error: str | None = None
+        self.wake = asyncio.Event()
+
+    @property
+    def follow_block(self) -> int:
+        value = self._catalog.get_setting(FOLLOW_KEY)
+        return -1 if value is None else int(value)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.step()
+                self.last_error = None
+            except KnowhubError as exc:
+                self.last_error = exc.message
+                log.info("chain follower: %s (will retry)", exc.message)
+            except Exception as exc:  # the loop must outlive any one failure
+                self.last_error = repr(exc)
+                log.exception("chain follower failed; will retry")
+            self.wake.clear()
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self.wake.wait()
+            except TimeoutError:
+                pass
+
+    async def step(self) -> None:
+        """Process events from the saved position to the chain head, stopping at the first
+        batch that cannot be completed yet."""
+        head = await asyncio.to_thread(self._ledger.head)
+        start = await asyncio.to_thread(lambda: self.follow_block + 1)
+        while start <= head:
+            end = min(head, start + MAX_SPAN - 1)
+            events = await asyncio.to_thread(self._ledger.anchored_events, start, end)
+            for event in events:
+                if not await self._complete(event):
+                    await self._save(event.block_number - 1)
+                    return
+            await self._save(end)
+            start = end + 1
+
+    async def _save(self, block: int) -> None:
+        if block > self.follow_block:
+            await asyncio.to_thread(self._catalog.set_setting, FOLLOW_KEY, str(block))
+
+    async def _complete(self, event: AnchorEvent) -> bool:
+        cids = await self._manifest_facts(event.manifest_cid)
+        if cids is None:
+            return False
+        root = build_tree([bytes(CID.decode(c)) for c in cids]).root if cids else b""
+        if root != event.root or len(cids) != event.count:
+            self.invalid_batches += 1
+            log.warning(
+                "anchored root 0x%s (tx %s): manifest %s lists %d facts with another root; "
+                "ignoring the batch",
+                event.root.hex(),
+                event.tx_hash,
+                event.manifest_cid,
+                len(cids),
+            )
+            return True
+        have = await asyncio.to_thread(self._catalog.existing, cids)
+        missing = [c for c in cids if c not in have]
+        if missing and self._network is not None:
+            found = await self._network.fetch_facts(missing)
+            if found:
+                await self._store([SignedFact(fact, sig) for fact, sig in found])
+                self.facts_fetched += len(found)
+            have = await asyncio.to_thread(self._catalog.existing, missing)
+            missing = [c for c in missing if c not in have]
+        if missing:
+            log.info("batch 0x%s: %d facts not available yet", event.root.hex(), len(missing))
+            return False
+        await self._blocks.store_dag([], [CID.decode(event.manifest_cid)])
+        self.verified_batches += 1
+        return True
+
+    async def _manifest_facts(self, manifest_cid: str) -> list[str] | None:
+        """Every fact CID a manifest tree lists, or None while some block is unavailable."""
+        try:
+            todo = [CID.decode(manifest_cid)]
+        except (KeyError, ValueError):
+            self.invalid_batches += 1
+            return []
+        facts: list[str] = []
+        while todo:
+            cid = todo.pop()
+            data = await self._block(cid)
+            if data is None:
+                return None
+            try:
+                children, links = parse_manifest(data)
+            except InvalidManifest as exc:
+                log.warning("manifest %s is invalid: %s", cid, exc.message)
+                return []
+            todo.extend(children)
+            facts.extend(cid_string(f) for f in links)
+        return facts
+
+    async def _block(self, cid: CID) -> bytes | None:
+        try:
+            return await self._blocks.get_block(cid)
+        except NotFound:
+            pass
+        if self._network is None:
+            return None
+        key = cid_string(cid)
+        found = await self._network.fetch_blocks([key])
+        data = found.get(key)
+        if data is not None:
+            await self._blocks.store_dag([Block(cid, data)], [])  # pinned once complete
+        return data

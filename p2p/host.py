@@ -1,0 +1,492 @@
+"""The libp2p host of a knowhub node: identity, transports, gossip, sync, bootstrap redial.
+
+``Libp2pNetwork`` implements ``node.ports.Network``. It runs py-libp2p on its own trio thread
+(``p2p.bridge``) with settings chosen on purpose, because the library's defaults lose messages
+silently (see docs/protocol.md and the platform notes): TCP, Noise only (no plaintext, secio or
+TLS), Yamux, identify and ping; gossipsub 1.1 (``/meshsub/1.1.0``, 1.0.0 fallback; 1.2's
+IDONTWANT costs ~7 ms CPU per relayed message here), 1 s heartbeat, strict message signing, no
+built-in per-topic publish throttle, and publishing paced by an outbound queue of envelopes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.custom_types import TMuxerOptions, TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+from multiformats import multihash
+
+from node.errors import InvalidInput, KnowhubError, Unavailable
+from node.facts import Fact
+from node.ports import FactSink, NetworkStatus, PeerStatus
+from p2p.bridge import TrioThread
+from p2p.identity import load_or_create_identity
+from p2p.reconcile import ItemSet
+from p2p.sync import (
+    MAX_GET,
+    SYNC_PROTOCOL,
+    SyncServer,
+    fetch_blocks_from,
+    fetch_facts_from,
+    sync_with,
+)
+from p2p.wire import InvalidEnvelope, SignedRecord, VerifiedFact, decode_envelope, pack_envelopes
+
+log = logging.getLogger(__name__)
+
+FACTS_TOPIC = "/knowhub/facts/1"
+GOSSIP_PROTOCOLS = [TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0")]
+
+
+@dataclass(frozen=True, slots=True)
+class P2PConfig:
+    key_path: Path
+    listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",)
+    bootstrap: Sequence[str] = ()
+    #: Seconds between catch-up syncs with every connected peer (also run on each connect).
+    sync_interval: float = 30.0
+    #: Bootstrap redial backoff bounds, seconds.
+    redial_min: float = 1.0
+    redial_max: float = 60.0
+    #: Rejected messages from one peer within ``offence_window`` seconds before disconnecting.
+    offence_limit: int = 5
+    offence_window: float = 60.0
+    ban_seconds: float = 600.0
+    #: Seconds between two published envelopes (the libp2p per-peer queue holds 32).
+    publish_interval: float = 0.01
+
+
+@dataclass(slots=True)
+class _Peer:
+    connected_since: float | None = None
+    facts_received: int = 0
+    rejected: int = 0
+    offences: deque[float] = field(default_factory=deque)
+
+
+class _Notifee(INotifee):
+    def __init__(self, on_connect: Callable[[ID], None], on_disconnect: Callable[[ID], None]):
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_connect(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_disconnect(conn.muxed_conn.peer_id)
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class Libp2pNetwork:
+    def __init__(self, config: P2PConfig) -> None:
+        self._config = config
+        self._trio = TrioThread()
+        self._sink: FactSink | None = None
+        self._host: IHost | None = None
+        self._pubsub: Pubsub | None = None
+        self._peer_id = ""
+        self._listen: list[str] = []
+        self._peers: dict[str, _Peer] = defaultdict(_Peer)
+        self._banned: dict[str, float] = {}
+        self._validated: dict[bytes, tuple[list[VerifiedFact], str]] = {}
+        self._outbound: deque[SignedRecord] = deque()
+        self._stop: trio.Event | None = None
+        self._wake_publisher: trio.Event | None = None
+        self._sync_now: trio.MemorySendChannel[ID] | None = None
+        self._to_disconnect: set[ID] = set()
+        self.published = 0
+        self.received = 0
+        self.rejected = 0
+        self.syncs = 0
+        self.last_sync_error: str | None = None
+        self._digest_cache: tuple[int, str, int] | None = None
+
+    # -- node.ports.Network (asyncio side) ----------------------------------------------------
+
+    async def start(self, sink: FactSink) -> None:
+        self._sink = sink
+        await self._trio.start(self._main)
+        log.info("libp2p peer %s listening on %s", self._peer_id, ", ".join(self._listen))
+
+    def publish(self, records: Sequence[tuple[bytes, str]]) -> None:
+        signed = [SignedRecord(block, bytes.fromhex(sig[2:])) for block, sig in records]
+        if signed:
+            self._trio.call_soon(self._enqueue, signed)
+
+    def peers(self) -> list[PeerStatus]:
+        host = self._host
+        out = []
+        connected = {str(p) for p in host.get_connected_peers()} if host is not None else set()
+        for peer_id, peer in sorted(self._peers.items()):
+            if peer_id not in connected and not peer.facts_received and not peer.rejected:
+                continue
+            addrs: list[str] = []
+            if host is not None:
+                try:
+                    addrs = [str(a) for a in host.get_peerstore().addrs(ID.from_base58(peer_id))]
+                except Exception:
+                    addrs = []
+            out.append(
+                PeerStatus(
+                    peer_id=peer_id,
+                    addresses=addrs,
+                    connected_since=peer.connected_since if peer_id in connected else None,
+                    facts_received=peer.facts_received,
+                    rejected_messages=peer.rejected,
+                )
+            )
+        return out
+
+    def status(self) -> NetworkStatus:
+        host = self._host
+        digest, signed = self._digest()
+        return NetworkStatus(
+            peer_id=self._peer_id,
+            listen_addresses=list(self._listen),
+            connected_peers=len(host.get_connected_peers()) if host is not None else 0,
+            facts_published=self.published,
+            facts_received=self.received,
+            messages_rejected=self.rejected,
+            syncs=self.syncs,
+            last_sync_error=self.last_sync_error,
+            fact_set_digest=digest,
+            signed_facts=signed,
+        )
+
+    def _digest(self) -> tuple[str, int]:
+        assert self._sink is not None
+        count = self._sink.fact_count()
+        if self._digest_cache is None or self._digest_cache[0] != count:
+            items = ItemSet(self._sink.fact_cids())
+            self._digest_cache = (count, items.digest(), len(items))
+        return self._digest_cache[1], self._digest_cache[2]
+
+    async def connect(self, address: str) -> str:
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            raise InvalidInput(f"not a multiaddr with /p2p/: {address}", field="address") from exc
+        self._banned.pop(str(info.peer_id), None)
+
+        async def dial() -> None:
+            assert self._host is not None
+            with trio.fail_after(10):
+                await self._host.connect(info)
+
+        try:
+            await self._trio.call(dial)
+        except Exception as exc:
+            raise Unavailable(f"cannot connect to {address}: {exc!r}") from exc
+        return str(info.peer_id)
+
+    async def fetch_blocks(self, cids: Sequence[str]) -> dict[str, bytes]:
+        return await self._trio.call(self._from_peers, fetch_blocks_from, list(cids), dict)
+
+    async def fetch_facts(self, cids: Sequence[str]) -> list[tuple[Fact, str]]:
+        found = await self._trio.call(self._from_peers, fetch_facts_from, list(cids), list)
+        return [(f.fact, f.signature) for f in found]
+
+    async def _from_peers(self, fetch: Any, cids: list[str], kind: type) -> Any:
+        """Ask connected peers in turn for what is still missing, MAX_GET at a time."""
+        assert self._host is not None
+        got: Any = kind()
+        missing = list(cids)
+        for peer in self._host.get_connected_peers():
+            if not missing:
+                break
+            for start in range(0, len(missing), MAX_GET):
+                try:
+                    with trio.fail_after(60):
+                        result = await fetch(self._host, peer, missing[start : start + MAX_GET])
+                except Exception as exc:
+                    log.info("fetch from %s failed: %r", peer, exc)
+                    break
+                if isinstance(got, dict):
+                    got.update(result)
+                else:
+                    got.extend(result)
+            have = set(got) if isinstance(got, dict) else {f.fact.cid for f in got}
+            missing = [c for c in missing if c not in have]
+        return got
+
+    async def disconnect(self, peer_id: str, block_seconds: float) -> None:
+        try:
+            peer = ID.from_base58(peer_id)
+            multihash.unwrap(peer.to_bytes())  # a peer id is a multihash of a public key
+        except Exception as exc:  # base58 and multihash errors vary
+            raise InvalidInput(f"not a peer id: {peer_id}", field="peer_id") from exc
+        self._banned[peer_id] = time.monotonic() + block_seconds
+
+        async def hang_up() -> None:
+            assert self._host is not None
+            if peer in self._host.get_connected_peers():
+                await self._host.disconnect(peer)
+
+        await self._trio.call(hang_up)
+
+    async def close(self) -> None:
+        if self._stop is not None:
+            self._trio.call_soon(self._stop.set)
+            try:
+                await self._trio.join()
+            except (TimeoutError, Exception):
+                log.warning("libp2p thread did not stop cleanly", exc_info=True)
+
+    # -- trio side -----------------------------------------------------------------------------
+
+    async def _main(self, ready: Callable[[], None]) -> None:
+        key_pair = load_or_create_identity(self._config.key_path)
+        host = new_host(
+            key_pair=key_pair,
+            sec_opt={
+                NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)
+            },
+            muxer_opt=cast(TMuxerOptions, {YAMUX_ID: Yamux}),
+        )
+        gossipsub = GossipSub(
+            protocols=GOSSIP_PROTOCOLS,
+            degree=6,
+            degree_low=4,
+            degree_high=12,
+            heartbeat_interval=1,
+            heartbeat_initial_delay=0.1,
+            spam_protection_enabled=False,
+        )
+        pubsub = Pubsub(host, gossipsub, strict_signing=True)
+        self._host, self._pubsub = host, pubsub
+        self._peer_id = host.get_id().to_string()
+        self._stop = trio.Event()
+        self._wake_publisher = trio.Event()
+        send, receive = trio.open_memory_channel[ID](256)
+        self._sync_now = send
+        listen = [multiaddr.Multiaddr(a) for a in self._config.listen]
+        assert self._sink is not None
+        server = SyncServer(self._sink, self._trio)
+        async with (
+            host.run(listen_addrs=listen),
+            trio.open_nursery() as nursery,
+            background_trio_service(pubsub),
+            background_trio_service(gossipsub),
+        ):
+            await pubsub.wait_until_ready()
+            pubsub.set_topic_validator(FACTS_TOPIC, self._validate, False)
+            subscription = await pubsub.subscribe(FACTS_TOPIC)
+            host.set_stream_handler(SYNC_PROTOCOL, server.handle)
+            host.get_network().register_notifee(_Notifee(self._connected, self._disconnected))
+            self._listen = [f"{a}" for a in host.get_addrs()]
+            nursery.start_soon(self._read_gossip, subscription)
+            nursery.start_soon(self._publisher)
+            nursery.start_soon(self._syncer, receive)
+            nursery.start_soon(self._periodic_sync)
+            nursery.start_soon(self._disconnector)
+            for address in self._config.bootstrap:
+                nursery.start_soon(self._keep_connected, address)
+            ready()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    def _connected(self, peer: ID) -> None:
+        key = str(peer)
+        if self._banned.get(key, 0) > time.monotonic():
+            self._to_disconnect.add(peer)
+            return
+        self._peers[key].connected_since = time.time()
+        if self._sync_now is not None:
+            with contextlib.suppress(trio.WouldBlock):
+                self._sync_now.send_nowait(peer)
+
+    def _disconnected(self, peer: ID) -> None:
+        self._peers[str(peer)].connected_since = None
+
+    def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        """Gossipsub validator: False drops the message and stops it from being forwarded."""
+        key = str(forwarder)
+        if self._banned.get(key, 0) > time.monotonic():
+            return False
+        try:
+            facts = decode_envelope(msg.data)
+        except InvalidEnvelope as exc:
+            self._offence(forwarder, exc.message)
+            return False
+        if len(self._validated) > 4096:
+            self._validated.clear()
+        self._validated[msg.from_id + msg.seqno] = (facts, key)
+        return True
+
+    def _offence(self, forwarder: ID, reason: str) -> None:
+        key = str(forwarder)
+        peer = self._peers[key]
+        peer.rejected += 1
+        self.rejected += 1
+        now = time.monotonic()
+        peer.offences.append(now)
+        while peer.offences and now - peer.offences[0] > self._config.offence_window:
+            peer.offences.popleft()
+        log.warning("rejected gossip from %s: %s", key, reason)
+        if len(peer.offences) >= self._config.offence_limit:
+            log.warning("disconnecting %s after %d rejected messages", key, len(peer.offences))
+            self._banned[key] = now + self._config.ban_seconds
+            self._to_disconnect.add(forwarder)
+
+    async def _disconnector(self) -> None:
+        assert self._host is not None
+        while True:
+            await trio.sleep(0.2)
+            while self._to_disconnect:
+                peer = self._to_disconnect.pop()
+                try:
+                    await self._host.disconnect(peer)
+                except Exception:
+                    log.debug("disconnect %s failed", peer, exc_info=True)
+
+    async def _read_gossip(self, subscription: Any) -> None:
+        assert self._host is not None
+        own = self._host.get_id().to_bytes()
+        batches: trio.MemorySendChannel[tuple[list[VerifiedFact], str]]
+        batches, incoming = trio.open_memory_channel[tuple[list[VerifiedFact], str]](math_inf())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._ingest, incoming)
+            while True:
+                msg = await subscription.get()
+                if msg.from_id == own:
+                    continue
+                # facts are credited to the peer that forwarded them (the validator saw it)
+                checked = self._validated.pop(msg.from_id + msg.seqno, None)
+                if checked is None:
+                    continue  # not validated by us: never accept unvalidated data
+                batches.send_nowait(checked)
+
+    async def _ingest(
+        self, incoming: trio.MemoryReceiveChannel[tuple[list[VerifiedFact], str]]
+    ) -> None:
+        """Hand verified facts to the node, batching what arrived meanwhile (the node embeds
+        them with its own model, so batches keep the model busy and the reader free)."""
+        async for facts, origin in incoming:
+            groups: dict[str, list[VerifiedFact]] = {origin: list(facts)}
+            while len(groups) < 16:
+                try:
+                    more, who = incoming.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                groups.setdefault(who, []).extend(more)
+            for who, group in groups.items():
+                await self.deliver(group, who)
+
+    async def deliver(self, facts: list[VerifiedFact], peer: str) -> int:
+        """Give verified facts to the node (from gossip or sync); count them for ``peer``."""
+        assert self._sink is not None
+        try:
+            created = await self._trio.to_asyncio(
+                self._sink.receive_facts([(f.fact, f.signature) for f in facts], peer)
+            )
+        except KnowhubError as exc:
+            log.warning("node refused %d facts from %s: %s", len(facts), peer, exc.message)
+            return 0
+        self._peers[peer].facts_received += len(facts)
+        self.received += len(facts)
+        return created
+
+    def _enqueue(self, records: list[SignedRecord]) -> None:
+        self._outbound.extend(records)
+        if self._wake_publisher is not None:
+            self._wake_publisher.set()
+
+    async def _publisher(self) -> None:
+        assert self._pubsub is not None and self._wake_publisher is not None
+        while True:
+            await self._wake_publisher.wait()
+            self._wake_publisher = trio.Event()
+            while self._outbound:
+                records = [self._outbound.popleft() for _ in range(min(len(self._outbound), 64))]
+                for envelope in pack_envelopes(records):
+                    try:
+                        await self._pubsub.publish(FACTS_TOPIC, envelope)
+                    except Exception:
+                        log.warning("publishing an envelope failed", exc_info=True)
+                    await trio.sleep(self._config.publish_interval)
+                self.published += len(records)
+
+    async def _syncer(self, requests: trio.MemoryReceiveChannel[ID]) -> None:
+        assert self._host is not None and self._sink is not None
+        async for peer in requests:
+            try:
+                with trio.fail_after(120):
+                    fetched = await sync_with(self._host, peer, self._sink, self.deliver)
+                self.syncs += 1
+                self.last_sync_error = None
+                if fetched:
+                    log.info("sync with %s: fetched %d missing facts", peer, fetched)
+            except Exception as exc:
+                self.last_sync_error = f"{peer}: {exc!r}"
+                log.warning("sync with %s failed: %r", peer, exc)
+
+    async def _periodic_sync(self) -> None:
+        assert self._host is not None and self._sync_now is not None
+        while True:
+            await trio.sleep(self._config.sync_interval)
+            for peer in self._host.get_connected_peers():
+                try:
+                    self._sync_now.send_nowait(peer)
+                except trio.WouldBlock:
+                    break
+
+    async def _keep_connected(self, address: str) -> None:
+        """Dial a bootstrap peer, and redial with backoff whenever it is not connected."""
+        assert self._host is not None
+        try:
+            info: PeerInfo = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            log.error("bad bootstrap address %s: %s", address, exc)
+            return
+        delay = self._config.redial_min
+        while True:
+            blocked = self._banned.get(str(info.peer_id), 0) > time.monotonic()
+            if blocked or info.peer_id in self._host.get_connected_peers():
+                delay = self._config.redial_min
+                await trio.sleep(1.0)
+                continue
+            try:
+                with trio.fail_after(10):
+                    await self._host.connect(info)
+                log.info("connected to bootstrap peer %s", info.peer_id)
+                delay = self._config.redial_min
+            except Exception as exc:
+                log.info("bootstrap peer %s unreachable (%r); retry in %.0f s", address, exc, delay)
+                await trio.sleep(delay)
+                delay = min(delay * 2, self._config.redial_max)
+
+
+def math_inf() -> float:
+    return float("inf")

@@ -1,0 +1,134 @@
+"""The wire format of ``/knowhub/facts/1`` gossip and the ``/knowhub/sync/1.0.0`` protocol.
+
+Everything on the wire is DAG-CBOR (docs/protocol.md specifies it with test vectors):
+
+* a **fact envelope** (gossip message data): ``{"v": 1, "facts": [{"block": bytes,
+  "sig": bytes}, ...]}``, 1-64 facts, at most ``MAX_ENVELOPE_BYTES``. ``block`` is the fact's
+  canonical DAG-CBOR record (its CID is computed, never sent), ``sig`` the contributor's 65-byte
+  EIP-191 signature of the CID string. One bad fact rejects the whole envelope.
+* **sync messages**, length-prefixed (unsigned varint) on a stream, see ``p2p.reconcile``.
+
+Validation is pure: these functions raise ``InvalidEnvelope`` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dag_cbor
+
+from node.errors import InvalidInput, KnowhubError
+from node.facts import Fact, decode_fact
+from node.signing import check_signature
+
+ENVELOPE_VERSION = 1
+MAX_FACTS_PER_ENVELOPE = 64
+MAX_ENVELOPE_BYTES = 512 * 1024
+MAX_SYNC_MESSAGE_BYTES = 4 * 1024 * 1024
+SIGNATURE_BYTES = 65
+
+
+class InvalidEnvelope(InvalidInput):
+    code = "invalid_envelope"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRecord:
+    """A fact block and its contributor's signature, as it travels between peers."""
+
+    block: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedFact:
+    fact: Fact
+    signature: str  # 0x hex, as the node stores it
+
+
+def encode_envelope(records: Sequence[SignedRecord]) -> bytes:
+    return dag_cbor.encode(
+        {
+            "v": ENVELOPE_VERSION,
+            "facts": [{"block": r.block, "sig": r.signature} for r in records],
+        }
+    )
+
+
+def verify_record(block: Any, signature: Any) -> VerifiedFact:
+    """A record from a peer, checked completely: canonical fact, contributor, signature."""
+    if not isinstance(block, bytes) or not isinstance(signature, bytes):
+        raise InvalidEnvelope("block and sig must be byte strings")
+    if len(signature) != SIGNATURE_BYTES:
+        raise InvalidEnvelope(f"sig must be {SIGNATURE_BYTES} bytes, got {len(signature)}")
+    try:
+        fact = decode_fact(block)
+    except KnowhubError as exc:
+        raise InvalidEnvelope(f"bad fact block: {exc.message}") from exc
+    if fact.contributor is None:
+        raise InvalidEnvelope(f"fact {fact.cid} has no contributor to check a signature against")
+    sig_hex = "0x" + signature.hex()
+    try:
+        check_signature(fact.cid, fact.contributor, sig_hex)
+    except KnowhubError as exc:
+        raise InvalidEnvelope(f"fact {fact.cid}: {exc.message}") from exc
+    return VerifiedFact(fact, sig_hex)
+
+
+def decode_envelope(data: bytes) -> list[VerifiedFact]:
+    """Decode and verify a gossip envelope; ``InvalidEnvelope`` on the first problem."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise InvalidEnvelope(f"envelope is {len(data)} bytes, over {MAX_ENVELOPE_BYTES}")
+    try:
+        obj = dag_cbor.decode(data)
+    except Exception as exc:  # dag_cbor raises several unrelated types for bad input
+        raise InvalidEnvelope(f"envelope is not DAG-CBOR: {exc}") from exc
+    if not isinstance(obj, dict) or set(obj) != {"v", "facts"}:
+        raise InvalidEnvelope("envelope must be a map with exactly v and facts")
+    if obj["v"] != ENVELOPE_VERSION or isinstance(obj["v"], bool):
+        raise InvalidEnvelope(f"unsupported envelope version {obj['v']!r}")
+    facts = obj["facts"]
+    if not isinstance(facts, list) or not 1 <= len(facts) <= MAX_FACTS_PER_ENVELOPE:
+        raise InvalidEnvelope(f"facts must be a list of 1-{MAX_FACTS_PER_ENVELOPE} records")
+    out: list[VerifiedFact] = []
+    seen: set[str] = set()
+    for item in facts:
+        if not isinstance(item, dict) or set(item) != {"block", "sig"}:
+            raise InvalidEnvelope("each fact must be a map with exactly block and sig")
+        verified = verify_record(item["block"], item["sig"])
+        if verified.fact.cid in seen:
+            raise InvalidEnvelope(f"fact {verified.fact.cid} appears twice")
+        seen.add(verified.fact.cid)
+        out.append(verified)
+    return out
+
+
+def pack_envelopes(records: Sequence[SignedRecord]) -> list[bytes]:
+    """Split records into as few envelopes as the count and size limits allow."""
+    out: list[bytes] = []
+    chunk: list[SignedRecord] = []
+    size = 16
+    for record in records:
+        item = len(record.block) + len(record.signature) + 16
+        if chunk and (len(chunk) == MAX_FACTS_PER_ENVELOPE or size + item > MAX_ENVELOPE_BYTES):
+            out.append(encode_envelope(chunk))
+            chunk, size = [], 16
+        chunk.append(record)
+        size += item
+    if chunk:
+        out.append(encode_envelope(chunk))
+    return out
+
+
+def encode_varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

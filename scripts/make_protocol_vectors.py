@@ -1,0 +1,86 @@
+"""Write docs/vectors/p2p.json: test vectors for docs/protocol.md, from fixed keys and texts.
+
+    .venv/bin/python scripts/make_protocol_vectors.py [--check]
+
+``--check`` fails when the committed file differs from what the code produces now (a unit
+test runs it), so the document and the implementation cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from multiformats import CID  # noqa: E402
+
+from node.facts import make_fact  # noqa: E402
+from node.signing import SigningKey  # noqa: E402
+from p2p.reconcile import ItemSet, initial_request, respond  # noqa: E402
+from p2p.sync import encode_message  # noqa: E402
+from p2p.wire import SignedRecord, encode_envelope  # noqa: E402
+
+OUT = ROOT / "docs" / "vectors" / "p2p.json"
+#: anvil's second default account: a public test key, never use it for anything real
+KEY = SigningKey(bytes.fromhex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"))
+OTHER = SigningKey(bytes.fromhex("5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"))
+
+
+def vectors() -> dict[str, object]:
+    facts = [
+        make_fact("Water boils at 100 degrees Celsius at sea level.", {"lang": "en"}, KEY.address),
+        make_fact("The Danube flows through ten countries.", {"tags": ["geo"]}, KEY.address),
+    ]
+    records = [SignedRecord(f.block, bytes.fromhex(KEY.sign_cid(f.cid)[2:])) for f in facts]
+    forged = SignedRecord(facts[0].block, bytes.fromhex(OTHER.sign_cid(facts[0].cid)[2:]))
+    moved = SignedRecord(facts[1].block, records[0].signature)
+    items = ItemSet([bytes(CID.decode(f.cid)) for f in facts])
+    request = initial_request(ItemSet([bytes(CID.decode(facts[0].cid))]))
+    return {
+        "signer": {"private_key": "0x" + KEY.private_key.hex(), "address": KEY.address},
+        "facts": [
+            {
+                "record": f.record(),
+                "block": f.block.hex(),
+                "cid": f.cid,
+                "cid_bytes": bytes(CID.decode(f.cid)).hex(),
+                "signature": KEY.sign_cid(f.cid),
+            }
+            for f in facts
+        ],
+        "envelope": {"facts": [f.cid for f in facts], "bytes": encode_envelope(records).hex()},
+        "invalid_envelopes": [
+            {"why": "signature by another key", "bytes": encode_envelope([forged]).hex()},
+            {"why": "signature of another fact", "bytes": encode_envelope([moved]).hex()},
+            {"why": "same fact twice", "bytes": encode_envelope([records[0], records[0]]).hex()},
+            {"why": "no facts", "bytes": encode_envelope([]).hex()},
+        ],
+        "reconcile": {
+            "items": [i.hex() for i in items.items],
+            "set_digest": items.digest(),
+            "initial_request_of_first_fact_only": encode_message(request).hex(),
+            "response_of_both": encode_message(respond(items, request)).hex(),
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    text = json.dumps(vectors(), indent=2) + "\n"
+    if args.check:
+        if not OUT.exists() or OUT.read_text() != text:
+            sys.stderr.write(f"{OUT} is stale: run scripts/make_protocol_vectors.py\n")
+            return 1
+        return 0
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

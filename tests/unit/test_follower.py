@@ -1,0 +1,124 @@
+"""ChainFollower on the in-memory ledger: complete batches, fetch what is missing from peers,
+ignore batches whose manifest does not match the anchored root, retry what no peer has."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from multiformats import CID
+
+from index.sqlite_catalog import SqliteCatalog
+from node.content import BlockService
+from node.facts import Fact, make_fact
+from node.follower import ChainFollower
+from node.manifest import build_manifest
+from node.memory import MemoryContentStore, MemoryLedger
+from node.merkle import build_tree
+from node.ports import NetworkStatus, NewFact, PeerStatus
+from node.signing import SigningKey
+from node.submissions import SignedFact
+
+pytestmark = pytest.mark.anyio
+KEY = SigningKey.generate()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class PeerNetwork:
+    """A stand-in for the network: one peer holding ``facts`` and ``blocks``."""
+
+    def __init__(self) -> None:
+        self.facts: dict[str, tuple[Fact, str]] = {}
+        self.blocks: dict[str, bytes] = {}
+
+    async def fetch_blocks(self, cids: Sequence[str]) -> dict[str, bytes]:
+        return {c: self.blocks[c] for c in cids if c in self.blocks}
+
+    async def fetch_facts(self, cids: Sequence[str]) -> list[tuple[Fact, str]]:
+        return [self.facts[c] for c in cids if c in self.facts]
+
+    async def start(self, sink: object) -> None: ...
+    def publish(self, records: Sequence[tuple[bytes, str]]) -> None: ...
+    def peers(self) -> list[PeerStatus]:
+        return []
+
+    def status(self) -> NetworkStatus:
+        raise NotImplementedError
+
+    async def connect(self, address: str) -> str:
+        return ""
+
+    async def disconnect(self, peer_id: str, block_seconds: float) -> None: ...
+    async def close(self) -> None: ...
+
+
+def anchor(ledger: MemoryLedger, peer: PeerNetwork, facts: list[Fact], lie: bool = False) -> None:
+    listed = facts[:-1] if lie else facts  # a lying manifest omits a fact the root commits to
+    manifest, blocks = build_manifest([f.cid for f in listed])
+    for block in blocks:
+        peer.blocks[str(block.cid)] = block.data
+    root = build_tree([bytes(CID.decode(f.cid)) for f in facts]).root
+    tx = ledger.sign_anchor(root, str(manifest.cid), len(facts), ledger.next_nonce())
+    ledger.broadcast(tx.raw)
+
+
+def rig(tmp_path: Path) -> tuple[ChainFollower, SqliteCatalog, MemoryLedger, PeerNetwork]:
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    ledger = MemoryLedger()
+    peer = PeerNetwork()
+
+    async def store(facts: Sequence[SignedFact]) -> int:
+        catalog.insert([NewFact(f.fact, np.zeros(4, np.float32), f.signature) for f in facts])
+        return len(facts)
+
+    blocks = BlockService(MemoryContentStore(), catalog)
+    return ChainFollower(catalog, ledger, peer, blocks, store), catalog, ledger, peer
+
+
+def signed_facts(n: int, tag: str) -> list[Fact]:
+    return [make_fact(f"{tag} {i}", None, KEY.address) for i in range(n)]
+
+
+async def test_missing_facts_of_anchored_batches_are_fetched(tmp_path: Path) -> None:
+    follower, catalog, ledger, peer = rig(tmp_path)
+    facts = signed_facts(10, "anchored")
+    for f in facts:
+        peer.facts[f.cid] = (f, KEY.sign_cid(f.cid))
+    anchor(ledger, peer, facts[:6])
+    anchor(ledger, peer, facts[6:])
+    await follower.step()
+    assert follower.verified_batches == 2 and follower.facts_fetched == 10
+    assert set(catalog.existing([f.cid for f in facts])) == {f.cid for f in facts}
+    assert follower.follow_block == ledger.head()
+
+
+async def test_manifest_that_does_not_match_the_root_is_ignored(tmp_path: Path) -> None:
+    follower, catalog, ledger, peer = rig(tmp_path)
+    facts = signed_facts(4, "lying")
+    for f in facts:
+        peer.facts[f.cid] = (f, KEY.sign_cid(f.cid))
+    anchor(ledger, peer, facts, lie=True)
+    await follower.step()
+    assert follower.invalid_batches == 1 and follower.verified_batches == 0
+    assert catalog.count() == 0
+
+
+async def test_batch_no_peer_can_complete_is_retried(tmp_path: Path) -> None:
+    follower, catalog, ledger, peer = rig(tmp_path)
+    facts = signed_facts(5, "scarce")
+    anchor(ledger, peer, facts)
+    for f in facts[:3]:
+        peer.facts[f.cid] = (f, KEY.sign_cid(f.cid))
+    await follower.step()
+    assert follower.verified_batches == 0 and catalog.count() == 3
+    assert follower.follow_block < ledger.head()
+    for f in facts[3:]:
+        peer.facts[f.cid] = (f, KEY.sign_cid(f.cid))
+    await follower.step()
+    assert follower.verified_batches == 1 and catalog.count() == 5
