@@ -182,6 +182,7 @@ class NetworkStatusOut(BaseModel):
         "show the same digest (docs/protocol.md)."
     )
     signed_facts: int = Field(description="Signed facts, the ones that travel between peers.")
+    anchor_notices: int = Field(description="Anchor notices received from peers (hints).")
 
 
 class PeerOut(BaseModel):

@@ -146,6 +146,42 @@ class AnchorTables:
             ).fetchall()
         return [_batch(r) for r in rows]
 
+    def adopt_batch(self, batch: Batch, proofs: dict[str, list[bytes]]) -> int:
+        adopted = 0
+        with self._cursor(write=True) as cur:
+            if cur.execute("SELECT 1 FROM batches WHERE root = ?", (batch.root,)).fetchone():
+                return 0
+            cur.execute(
+                "INSERT INTO batches (root, manifest_cid, count, created_at, status, tx_hash, "
+                "chain_id, registry, block_number, anchored_at, submitter) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    batch.root,
+                    batch.manifest_cid,
+                    batch.count,
+                    time.time(),
+                    BatchStatus.ANCHORED.value,
+                    batch.tx_hash,
+                    batch.chain_id,
+                    batch.registry,
+                    batch.block_number,
+                    batch.anchored_at,
+                    batch.submitter,
+                ),
+            )
+            batch_id = int(cur.lastrowid or 0)
+            for cid, proof in proofs.items():
+                row = cur.execute("SELECT id FROM facts WHERE cid = ?", (cid,)).fetchone()
+                if row is None:
+                    continue
+                cur.execute(
+                    "INSERT OR IGNORE INTO batch_facts (fact_id, batch_id, proof) VALUES (?, ?, ?)",
+                    (row[0], batch_id, b"".join(proof)),
+                )
+                adopted += cur.rowcount
+                cur.execute("DELETE FROM anchor_queue WHERE fact_id = ?", (row[0],))
+        return adopted
+
     def save_batch(self, batch: Batch) -> None:
         with self._cursor(write=True) as cur:
             cur.execute(

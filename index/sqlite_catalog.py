@@ -230,9 +230,11 @@ class SqliteCatalog(AnchorTables):
                     continue
                 fact_id = int(cur.lastrowid or 0)
                 cur.execute("INSERT INTO publish_queue (fact_id) VALUES (?)", (fact_id,))
-                cur.execute(
-                    "INSERT INTO anchor_queue (fact_id, queued_at) VALUES (?, ?)", (fact_id, now)
-                )
+                if item.anchor:
+                    cur.execute(
+                        "INSERT INTO anchor_queue (fact_id, queued_at) VALUES (?, ?)",
+                        (fact_id, now),
+                    )
                 cur.execute(
                     "INSERT INTO facts_fts (rowid, text) VALUES (?, ?)", (fact_id, fact.text)
                 )

@@ -25,7 +25,7 @@ from node.content import BlockService
 from node.errors import ChainError, KnowhubError, NonceTooLow
 from node.manifest import build_manifest
 from node.merkle import build_tree
-from node.ports import Catalog, Ledger, OnChainAnchor
+from node.ports import AnchorEvent, Catalog, Ledger, OnChainAnchor
 from node.provenance import Batch, BatchStatus
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,14 @@ class AnchorStatus:
 
 class Anchorer:
     def __init__(
-        self, catalog: Catalog, ledger: Ledger, blocks: BlockService, options: AnchorOptions
+        self,
+        catalog: Catalog,
+        ledger: Ledger,
+        blocks: BlockService,
+        options: AnchorOptions,
+        on_anchored: Callable[[AnchorEvent], None] | None = None,
     ) -> None:
+        self._on_anchored = on_anchored
         self._catalog = catalog
         self._ledger = ledger
         self._blocks = blocks
@@ -287,6 +293,17 @@ class Anchorer:
         await _thread(self._catalog.save_batch, batch)
         self._last_broadcast.pop(batch.id, None)
         self._last_anchored_block = max(self._last_anchored_block or 0, anchor.block_number)
+        if self._on_anchored is not None and tx_hash is not None:
+            self._on_anchored(
+                AnchorEvent(
+                    batch.root,
+                    anchor.submitter,
+                    batch.manifest_cid,
+                    batch.count,
+                    tx_hash,
+                    anchor.block_number,
+                )
+            )
         log.info(
             "batch %d anchored: %d facts, block %d, tx %s",
             batch.id,

@@ -63,6 +63,7 @@ def build_node(settings: Settings) -> KnowledgeNode:
         candidate_pool=settings.candidate_pool,
         index_flush_interval=settings.index_flush_interval,
         require_signatures=settings.require_signatures,
+        anchor_peer_facts=settings.anchor_peer_facts,
         anchor=AnchorOptions(
             batch_size=settings.anchor_batch_size,
             batch_age=settings.anchor_batch_age,

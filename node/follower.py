@@ -18,10 +18,11 @@ from multiformats import CID
 
 from node.cid import cid_string
 from node.content import BlockService
-from node.errors import KnowhubError, NotFound
+from node.errors import ChainError, KnowhubError, NotFound
 from node.manifest import Block, InvalidManifest, parse_manifest
 from node.merkle import build_tree
 from node.ports import AnchorEvent, Catalog, Ledger, Network
+from node.provenance import Batch, BatchStatus
 from node.submissions import SignedFact
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,34 @@ class ChainFollower:
             log.info("batch 0x%s: %d facts not available yet", event.root.hex(), len(missing))
             return False
         await self._blocks.store_dag([], [CID.decode(event.manifest_cid)])
+        await self._adopt(event, cids)
         self.verified_batches += 1
         return True
+
+    async def _adopt(self, event: AnchorEvent, cids: list[str]) -> None:
+        """Make the on-chain batch the provenance of its facts that have none here."""
+        anchor = await asyncio.to_thread(self._ledger.get_anchor, event.root)
+        if anchor is None:  # the event is on chain, so this is a reorg or a lying RPC
+            raise ChainError(f"root 0x{event.root.hex()} has an event but no anchor record")
+        tree = build_tree([bytes(CID.decode(c)) for c in cids])
+        batch = Batch(
+            id=0,
+            root=event.root,
+            manifest_cid=event.manifest_cid,
+            count=event.count,
+            created_at=0.0,
+            status=BatchStatus.ANCHORED,
+            tx_hash=event.tx_hash,
+            chain_id=self._ledger.chain_id,
+            registry=self._ledger.registry,
+            block_number=anchor.block_number,
+            anchored_at=anchor.timestamp,
+            submitter=anchor.submitter,
+        )
+        proofs = {c: tree.proof(bytes(CID.decode(c))) for c in cids}
+        adopted = await asyncio.to_thread(self._catalog.adopt_batch, batch, proofs)
+        if adopted:
+            log.info("adopted anchor 0x%s for %d facts", event.root.hex(), adopted)
 
     async def _manifest_facts(self, manifest_cid: str) -> list[str] | None:
         """Every fact CID a manifest tree lists, or None while some block is unavailable."""

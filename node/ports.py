@@ -49,6 +49,9 @@ class NewFact:
     fact: Fact
     vector: Vectors = field(repr=False)
     signature: str | None = None
+    #: Queue the fact for anchoring by this node (facts from peers are anchored by their
+    #: origin; the chain follower adopts those anchors).
+    anchor: bool = True
 
 
 class Embedder(Protocol):
@@ -157,6 +160,12 @@ class Catalog(Protocol):
         ...
 
     def batches(self, statuses: Sequence[BatchStatus]) -> list[Batch]: ...
+
+    def adopt_batch(self, batch: Batch, proofs: dict[str, list[bytes]]) -> int:
+        """Record a batch anchored by someone else (already checked against the chain) as the
+        provenance of the listed facts that have none yet, and take them off the anchoring
+        queue; return how many facts adopted it. A root already known is left alone."""
+        ...
 
     def save_batch(self, batch: Batch) -> None: ...
 
@@ -312,6 +321,7 @@ class NetworkStatus:
     #: Fingerprint of the set of signed fact CIDs (p2p.reconcile): equal sets, equal digests.
     fact_set_digest: str
     signed_facts: int
+    anchor_notices: int
 
 
 class FactSink(Protocol):
@@ -337,6 +347,10 @@ class FactSink(Protocol):
         """A block this node stores (fact or manifest), or None."""
         ...
 
+    async def anchor_announced(self, chain_id: int, registry: str) -> None:
+        """A peer says it anchored a batch on that chain: look at the chain now."""
+        ...
+
 
 class Network(Protocol):
     """Gossip and catch-up with peers (libp2p). ``publish`` never blocks or fails: what peers
@@ -345,6 +359,10 @@ class Network(Protocol):
     async def start(self, sink: FactSink) -> None: ...
 
     def publish(self, records: Sequence[tuple[bytes, str]]) -> None: ...
+
+    def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None:
+        """Tell peers a batch was anchored (a hint; they check the chain)."""
+        ...
 
     def peers(self) -> list[PeerStatus]: ...
 

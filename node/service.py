@@ -37,6 +37,7 @@ from node.facts import MAX_TEXT_BYTES, Fact
 from node.follower import ChainFollower
 from node.manifest import Block
 from node.ports import (
+    AnchorEvent,
     Catalog,
     ContentStore,
     Embedder,
@@ -144,6 +145,9 @@ class NodeOptions:
     #: Refuse submissions without a contributor signature (else the operator signs them).
     require_signatures: bool = False
     anchor: AnchorOptions = field(default_factory=AnchorOptions)
+    #: Also anchor facts received from peers (normally their origin anchors them and the
+    #: chain follower adopts that anchor).
+    anchor_peer_facts: bool = False
 
 
 class KnowledgeNode:
@@ -166,7 +170,9 @@ class KnowledgeNode:
         self._operator = operator
         self._ledger = ledger
         self._anchorer = (
-            None if ledger is None else Anchorer(catalog, ledger, self._blocks, options.anchor)
+            None
+            if ledger is None
+            else Anchorer(catalog, ledger, self._blocks, options.anchor, on_anchored=self._announce)
         )
         self._anchoring: asyncio.Task[None] | None = None
         self._follower = (
@@ -196,7 +202,9 @@ class KnowledgeNode:
         if self._follower is not None:
             self._following = asyncio.create_task(self._follower.run(), name="chain-follower")
         if self._network is not None:
-            await self._network.start(NodeSink(self._catalog, self._receive, self._block_or_none))
+            await self._network.start(
+                NodeSink(self._catalog, self._receive, self._block_or_none, self._anchor_hint)
+            )
 
     async def close(self) -> None:
         if self._network is not None:
@@ -293,7 +301,11 @@ class KnowledgeNode:
         return result
 
     async def contribute_many(
-        self, facts: Sequence[Fact | SignedFact | KnowhubError], *, announce: bool = True
+        self,
+        facts: Sequence[Fact | SignedFact | KnowhubError],
+        *,
+        announce: bool = True,
+        anchor: bool = True,
     ) -> list[Contribution | KnowhubError]:
         """Store valid facts (errors pass through in place); durable when this returns.
 
@@ -315,7 +327,9 @@ class KnowledgeNode:
             todo = list(fresh.values())
             vectors = await self._embed([f.text for f in todo])
             async with self._write_lock:
-                created = await self._in_thread(self._store_facts, todo, vectors, signatures)
+                created = await self._in_thread(
+                    self._store_facts, todo, vectors, signatures, anchor
+                )
             self._blocks.wake.set()
             if self._anchorer is not None:
                 self._anchorer.wake.set()
@@ -337,10 +351,13 @@ class KnowledgeNode:
         return results
 
     def _store_facts(
-        self, facts: list[Fact], vectors: np.ndarray, signatures: dict[str, str]
+        self, facts: list[Fact], vectors: np.ndarray, signatures: dict[str, str], anchor: bool
     ) -> set[str]:
         rows = self._catalog.insert(
-            [NewFact(f, v, signatures.get(f.cid)) for f, v in zip(facts, vectors, strict=True)]
+            [
+                NewFact(f, v, signatures.get(f.cid), anchor)
+                for f, v in zip(facts, vectors, strict=True)
+            ]
         )
         new = [(row_id, i) for i, (row_id, was_created) in enumerate(rows) if was_created]
         if new:
@@ -470,6 +487,16 @@ class KnowledgeNode:
             network=None if self._network is None else self._network.status(),
         )
 
+    def _anchor_hint(self, chain_id: int, registry: str) -> None:
+        ledger = self._ledger
+        if self._follower is None or ledger is None or registry.lower() != ledger.registry.lower():
+            return
+        self._follower.wake.set()  # the follower reads the chain; the hint is not trusted
+
+    def _announce(self, event: AnchorEvent) -> None:
+        if self._network is not None and self._ledger is not None:
+            self._network.announce_anchor(self._ledger.chain_id, self._ledger.registry, event)
+
     async def _block_or_none(self, cid: str) -> bytes | None:
         try:
             return await self.get_block(cid)
@@ -477,7 +504,9 @@ class KnowledgeNode:
             return None
 
     async def _receive(self, facts: Sequence[SignedFact]) -> int:
-        results = await self.contribute_many(facts, announce=False)
+        results = await self.contribute_many(
+            facts, announce=False, anchor=self._options.anchor_peer_facts
+        )
         return sum(1 for r in results if isinstance(r, Contribution) and r.created)
 
     def peers(self) -> list[PeerStatus]:

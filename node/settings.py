@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     anchor_confirmations: int = Field(
         1, ge=1, le=1000, description="Blocks before a batch counts as anchored."
     )
+    anchor_peer_facts: bool = Field(
+        False,
+        description="Also anchor facts received from peers (default: their origin anchors them "
+        "and this node adopts that anchor from the chain).",
+    )
     anchor_resend_after: float = Field(
         60.0, gt=0, description="Re-sign an unmined anchoring transaction with higher fees after."
     )

@@ -60,10 +60,15 @@ class NodeSink:
         catalog: Catalog,
         store: Callable[[Sequence[SignedFact]], Awaitable[int]],
         block: Callable[[str], Awaitable[bytes | None]],
+        on_anchor: Callable[[int, str], None],
     ) -> None:
         self._catalog = catalog
         self._store = store
         self._block = block
+        self._on_anchor = on_anchor
+
+    async def anchor_announced(self, chain_id: int, registry: str) -> None:
+        self._on_anchor(chain_id, registry)
 
     async def get_block(self, cid: str) -> bytes | None:
         return await self._block(cid)

@@ -39,7 +39,7 @@ from multiformats import multihash
 
 from node.errors import InvalidInput, KnowhubError, Unavailable
 from node.facts import Fact
-from node.ports import FactSink, NetworkStatus, PeerStatus
+from node.ports import AnchorEvent, FactSink, NetworkStatus, PeerStatus
 from p2p.bridge import TrioThread
 from p2p.identity import load_or_create_identity
 from p2p.reconcile import ItemSet
@@ -51,11 +51,21 @@ from p2p.sync import (
     fetch_facts_from,
     sync_with,
 )
-from p2p.wire import InvalidEnvelope, SignedRecord, VerifiedFact, decode_envelope, pack_envelopes
+from p2p.wire import (
+    AnchorNotice,
+    InvalidEnvelope,
+    SignedRecord,
+    VerifiedFact,
+    decode_anchor_notice,
+    decode_envelope,
+    encode_anchor_notice,
+    pack_envelopes,
+)
 
 log = logging.getLogger(__name__)
 
 FACTS_TOPIC = "/knowhub/facts/1"
+ANCHORS_TOPIC = "/knowhub/anchors/1"
 GOSSIP_PROTOCOLS = [TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0")]
 
 
@@ -122,6 +132,7 @@ class Libp2pNetwork:
         self._banned: dict[str, float] = {}
         self._validated: dict[bytes, tuple[list[VerifiedFact], str]] = {}
         self._outbound: deque[SignedRecord] = deque()
+        self._notices: deque[bytes] = deque()
         self._stop: trio.Event | None = None
         self._wake_publisher: trio.Event | None = None
         self._sync_now: trio.MemorySendChannel[ID] | None = None
@@ -130,6 +141,7 @@ class Libp2pNetwork:
         self.received = 0
         self.rejected = 0
         self.syncs = 0
+        self.anchor_notices = 0
         self.last_sync_error: str | None = None
         self._digest_cache: tuple[int, str, int] | None = None
 
@@ -144,6 +156,22 @@ class Libp2pNetwork:
         signed = [SignedRecord(block, bytes.fromhex(sig[2:])) for block, sig in records]
         if signed:
             self._trio.call_soon(self._enqueue, signed)
+
+    def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None:
+        notice = AnchorNotice(
+            chain_id=chain_id,
+            registry=bytes.fromhex(registry[2:]),
+            root=event.root,
+            manifest_cid=event.manifest_cid,
+            tx_hash=bytes.fromhex(event.tx_hash[2:]),
+            block_number=event.block_number,
+        )
+        self._trio.call_soon(self._queue_notice, encode_anchor_notice(notice))
+
+    def _queue_notice(self, data: bytes) -> None:
+        self._notices.append(data)
+        if self._wake_publisher is not None:
+            self._wake_publisher.set()
 
     def peers(self) -> list[PeerStatus]:
         host = self._host
@@ -183,6 +211,7 @@ class Libp2pNetwork:
             last_sync_error=self.last_sync_error,
             fact_set_digest=digest,
             signed_facts=signed,
+            anchor_notices=self.anchor_notices,
         )
 
     def _digest(self) -> tuple[str, int]:
@@ -302,11 +331,14 @@ class Libp2pNetwork:
         ):
             await pubsub.wait_until_ready()
             pubsub.set_topic_validator(FACTS_TOPIC, self._validate, False)
+            pubsub.set_topic_validator(ANCHORS_TOPIC, self._validate_notice, False)
             subscription = await pubsub.subscribe(FACTS_TOPIC)
+            notices = await pubsub.subscribe(ANCHORS_TOPIC)
             host.set_stream_handler(SYNC_PROTOCOL, server.handle)
             host.get_network().register_notifee(_Notifee(self._connected, self._disconnected))
             self._listen = [f"{a}" for a in host.get_addrs()]
             nursery.start_soon(self._read_gossip, subscription)
+            nursery.start_soon(self._read_notices, notices)
             nursery.start_soon(self._publisher)
             nursery.start_soon(self._syncer, receive)
             nursery.start_soon(self._periodic_sync)
@@ -344,6 +376,34 @@ class Libp2pNetwork:
             self._validated.clear()
         self._validated[msg.from_id + msg.seqno] = (facts, key)
         return True
+
+    def _validate_notice(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
+        if self._banned.get(str(forwarder), 0) > time.monotonic():
+            return False
+        try:
+            decode_anchor_notice(msg.data)
+        except InvalidEnvelope as exc:
+            self._offence(forwarder, exc.message)
+            return False
+        return True
+
+    async def _read_notices(self, subscription: Any) -> None:
+        assert self._host is not None and self._sink is not None
+        own = self._host.get_id().to_bytes()
+        while True:
+            msg = await subscription.get()
+            if msg.from_id == own:
+                continue
+            try:
+                notice = decode_anchor_notice(msg.data)
+            except InvalidEnvelope:
+                continue
+            self.anchor_notices += 1
+            registry = "0x" + notice.registry.hex()
+            try:
+                await self._trio.to_asyncio(self._sink.anchor_announced(notice.chain_id, registry))
+            except Exception:
+                log.debug("anchor notice not handled", exc_info=True)
 
     def _offence(self, forwarder: ID, reason: str) -> None:
         key = str(forwarder)
@@ -428,6 +488,11 @@ class Libp2pNetwork:
         while True:
             await self._wake_publisher.wait()
             self._wake_publisher = trio.Event()
+            while self._notices:
+                try:
+                    await self._pubsub.publish(ANCHORS_TOPIC, self._notices.popleft())
+                except Exception:
+                    log.warning("publishing an anchor notice failed", exc_info=True)
             while self._outbound:
                 records = [self._outbound.popleft() for _ in range(min(len(self._outbound), 64))]
                 for envelope in pack_envelopes(records):

@@ -132,3 +132,56 @@ def encode_varint(n: int) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+ANCHOR_KEYS = frozenset({"v", "chain_id", "registry", "root", "manifest", "tx", "block"})
+
+
+@dataclass(frozen=True, slots=True)
+class AnchorNotice:
+    """``/knowhub/anchors/1``: a node anchored a batch. A hint only: receivers read the
+    anchor from the chain themselves and never trust the notice."""
+
+    chain_id: int
+    registry: bytes
+    root: bytes
+    manifest_cid: str
+    tx_hash: bytes
+    block_number: int
+
+
+def encode_anchor_notice(notice: AnchorNotice) -> bytes:
+    return dag_cbor.encode(
+        {
+            "v": 1,
+            "chain_id": notice.chain_id,
+            "registry": notice.registry,
+            "root": notice.root,
+            "manifest": notice.manifest_cid,
+            "tx": notice.tx_hash,
+            "block": notice.block_number,
+        }
+    )
+
+
+def decode_anchor_notice(data: bytes) -> AnchorNotice:
+    if len(data) > 1024:
+        raise InvalidEnvelope("anchor notice over 1 KiB")
+    try:
+        obj: Any = dag_cbor.decode(data)
+    except Exception as exc:  # dag_cbor raises several unrelated types for bad input
+        raise InvalidEnvelope(f"anchor notice is not DAG-CBOR: {exc}") from exc
+    if not isinstance(obj, dict) or set(obj) != ANCHOR_KEYS or obj["v"] != 1:
+        raise InvalidEnvelope(f"anchor notice must be a map with exactly {sorted(ANCHOR_KEYS)}")
+    ints = (obj["chain_id"], obj["block"])
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**63 for i in ints):
+        raise InvalidEnvelope("chain_id and block must be non-negative integers")
+    sizes = {"registry": 20, "root": 32, "tx": 32}
+    for key, size in sizes.items():
+        if not isinstance(obj[key], bytes) or len(obj[key]) != size:
+            raise InvalidEnvelope(f"{key} must be {size} bytes")
+    if not isinstance(obj["manifest"], str) or not obj["manifest"].startswith("bafy"):
+        raise InvalidEnvelope("manifest must be a CIDv1 dag-cbor string")
+    return AnchorNotice(
+        obj["chain_id"], obj["registry"], obj["root"], obj["manifest"], obj["tx"], obj["block"]
+    )

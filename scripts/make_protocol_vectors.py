@@ -22,12 +22,14 @@ from node.facts import make_fact  # noqa: E402
 from node.signing import SigningKey  # noqa: E402
 from p2p.reconcile import ItemSet, initial_request, respond  # noqa: E402
 from p2p.sync import encode_message  # noqa: E402
-from p2p.wire import SignedRecord, encode_envelope  # noqa: E402
+from p2p.wire import AnchorNotice, SignedRecord, encode_anchor_notice, encode_envelope  # noqa: E402
 
 OUT = ROOT / "docs" / "vectors" / "p2p.json"
 #: anvil's second default account: a public test key, never use it for anything real
 KEY = SigningKey(bytes.fromhex("59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"))
-OTHER = SigningKey(bytes.fromhex("5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"))
+OTHER = SigningKey(
+    bytes.fromhex("5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a")
+)
 
 
 def vectors() -> dict[str, object]:
@@ -59,6 +61,16 @@ def vectors() -> dict[str, object]:
             {"why": "same fact twice", "bytes": encode_envelope([records[0], records[0]]).hex()},
             {"why": "no facts", "bytes": encode_envelope([]).hex()},
         ],
+        "anchor_notice": encode_anchor_notice(
+            AnchorNotice(
+                chain_id=31337,
+                registry=bytes.fromhex("5fbdb2315678afecb367f032d93f642f64180aa3"),
+                root=bytes(range(32)),
+                manifest_cid="bafyreiek5w4oskwh4gd65xe67n7l63lorozpzfi4nh5ht2s3d7uw7fa3om",
+                tx_hash=bytes(range(32, 64)),
+                block_number=42,
+            )
+        ).hex(),
         "reconcile": {
             "items": [i.hex() for i in items.items],
             "set_digest": items.digest(),

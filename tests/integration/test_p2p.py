@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from node.signing import SigningKey, write_key_file
 from tests.conftest import ROOT
-from tests.helpers import NodeProcess
+from tests.helpers import NodeProcess, knowhub
 
 NO_CHAIN = {"KNOWHUB_LOCAL_CHAIN": "false", "KNOWHUB_SYNC_INTERVAL": "5"}
 
@@ -195,7 +196,9 @@ def test_new_node_rebuilds_from_the_chain_and_one_peer(tmp_path: Path) -> None:
         events = len(chain.anchored_events())
         assert events == 3
         b_key = tmp_path / "b.key"
-        b_key.write_text(chain.key_file.read_text())  # same operator account is fine here
+        b_operator = SigningKey.generate()
+        write_key_file(b_key, b_operator)
+        chain.anvil.rpc("anvil_setBalance", b_operator.address, hex(10**21))
         b_env = chain.env(KNOWHUB_KEY_FILE=str(b_key), KNOWHUB_SYNC_INTERVAL="3600")
         b_env["KNOWHUB_BOOTSTRAP"] = address(a)
         b = NodeProcess(tmp_path / "b", env=b_env).start()
@@ -210,8 +213,58 @@ def test_new_node_rebuilds_from_the_chain_and_one_peer(tmp_path: Path) -> None:
             assert p2p(b)["fact_set_digest"] == p2p(a)["fact_set_digest"]
             status = httpx.get(f"{b.url}/v1/status").json()["chain"]
             assert status["follow_block"] >= chain.w3.eth.block_number - 1
+            # a new batch at A: B hears the anchor notice and checks the batch on chain
+            more = [{"text": f"Anchored after the new node joined, number {i}."} for i in range(16)]
+            httpx.post(f"{a.url}/v1/facts/batch", json={"facts": more}, timeout=120)
+            wait_until(
+                lambda: (
+                    httpx.get(f"{b.url}/v1/status").json()["chain"]["verified_batches"]
+                    >= events + 1
+                ),
+                timeout=60,
+                what="node B to check the new batch",
+            )
+            assert p2p(b)["anchor_notices"] >= 1
+            # B adopted A's anchors instead of anchoring the same facts again
+            assert len(chain.anchored_events()) == events + 1
+            cid = httpx.post(f"{a.url}/v1/facts/batch", json={"facts": texts[:1]}).json()[
+                "results"
+            ][0]["cid"]
+            prov_a = httpx.get(f"{a.url}/v1/facts/{cid}/provenance").json()
+            prov_b = httpx.get(f"{b.url}/v1/facts/{cid}/provenance").json()
+            assert prov_b["status"] == "anchored"
+            for key in ("root", "proof", "tx_hash", "block_number", "anchored_at", "manifest_cid"):
+                assert prov_b[key] == prov_a[key], key
+            verified = knowhub(
+                "verify",
+                cid,
+                "--node",
+                b.url,
+                "--rpc",
+                chain.anvil.url,
+                "--registry",
+                chain.registry,
+            )
+            assert verified.returncode == 0, verified.stdout
         finally:
             b.stop()
             a.stop()
     finally:
         chain.anvil.stop()
+
+
+def test_network_script_runs_a_local_network(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *(sys.executable, "scripts/network.py", "--nodes", "3"),
+            *("--dir", str(tmp_path / "net"), "--rest-port", "0", "--smoke"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "searchable at node3" in result.stderr
+    described = json.loads((tmp_path / "net" / "network.json").read_text())
+    assert len(described["nodes"]) == 3 and described["registry"].startswith("0x")

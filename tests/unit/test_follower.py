@@ -16,8 +16,8 @@ from node.facts import Fact, make_fact
 from node.follower import ChainFollower
 from node.manifest import build_manifest
 from node.memory import MemoryContentStore, MemoryLedger
-from node.merkle import build_tree
-from node.ports import NetworkStatus, NewFact, PeerStatus
+from node.merkle import build_tree, verify_proof
+from node.ports import AnchorEvent, NetworkStatus, NewFact, PeerStatus
 from node.signing import SigningKey
 from node.submissions import SignedFact
 
@@ -45,6 +45,7 @@ class PeerNetwork:
 
     async def start(self, sink: object) -> None: ...
     def publish(self, records: Sequence[tuple[bytes, str]]) -> None: ...
+    def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None: ...
     def peers(self) -> list[PeerStatus]:
         return []
 
@@ -96,6 +97,12 @@ async def test_missing_facts_of_anchored_batches_are_fetched(tmp_path: Path) -> 
     assert follower.verified_batches == 2 and follower.facts_fetched == 10
     assert set(catalog.existing([f.cid for f in facts])) == {f.cid for f in facts}
     assert follower.follow_block == ledger.head()
+    for f in facts:  # the facts adopted the on-chain batches as their provenance
+        prov = catalog.provenance(f.cid)
+        assert prov is not None and prov.batch is not None and prov.status == "anchored"
+        assert verify_proof(bytes(CID.decode(f.cid)), prov.proof, prov.batch.root)
+        assert ledger.verify_fact(bytes(CID.decode(f.cid)), prov.proof, prov.batch.root)
+    assert catalog.anchor_backlog()[0] == 0
 
 
 async def test_manifest_that_does_not_match_the_root_is_ignored(tmp_path: Path) -> None:

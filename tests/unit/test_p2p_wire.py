@@ -20,6 +20,7 @@ from p2p.wire import (
     MAX_FACTS_PER_ENVELOPE,
     InvalidEnvelope,
     SignedRecord,
+    decode_anchor_notice,
     decode_envelope,
     pack_envelopes,
 )
@@ -83,6 +84,18 @@ def test_pack_envelopes_respects_count_and_size() -> None:
     envelopes = pack_envelopes(records)
     assert sum(len(decode_envelope(e)) for e in envelopes) == 200
     assert all(len(e) <= MAX_ENVELOPE_BYTES for e in envelopes)
+
+
+def test_vector_anchor_notice_and_bad_notices() -> None:
+    notice = decode_anchor_notice(bytes.fromhex(VECTORS["anchor_notice"]))
+    assert (notice.chain_id, notice.block_number) == (31337, 42)
+    good = dag_cbor.decode(bytes.fromhex(VECTORS["anchor_notice"]))
+    assert isinstance(good, dict)
+    for change in ({"root": b"short"}, {"block": -1}, {"manifest": 7}, {"extra": 1}, {"v": 2}):
+        with pytest.raises(InvalidEnvelope):
+            decode_anchor_notice(dag_cbor.encode({**good, **change}))
+    with pytest.raises(InvalidEnvelope):
+        decode_anchor_notice(b"\xff")
 
 
 def test_vector_fingerprints() -> None:
