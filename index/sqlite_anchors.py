@@ -244,7 +244,7 @@ class AnchorTables:
         """Fact id -> block number of its anchor, for the anchored ones among ``ids``."""
         out: dict[int, int] = {}
         with self._cursor() as cur:
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 marks = ",".join("?" * len(chunk))
                 for fact_id, block in cur.execute(
                     "SELECT bf.fact_id, b.block_number FROM batch_facts bf "
@@ -256,6 +256,11 @@ class AnchorTables:
         return out
 
 
-def _chunks(items: list[int]) -> Iterator[list[int]]:
-    for start in range(0, len(items), 30_000):
-        yield items[start : start + 30_000]
+#: SQLite's limit on bound parameters is 32,766; stay below it.
+SQLITE_MAX_VARS = 30_000
+
+
+def chunks(items: Sequence[object]) -> Iterator[list[object]]:
+    """``items`` in lists small enough to bind as SQL parameters."""
+    for start in range(0, len(items), SQLITE_MAX_VARS):
+        yield list(items[start : start + SQLITE_MAX_VARS])

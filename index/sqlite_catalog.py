@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables
+from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
 from node.errors import StorageError
 from node.facts import metadata_json_string, metadata_to_json
 from node.filters import MetadataFilter, encode_scalar
@@ -123,7 +123,6 @@ STOPWORDS = frozenset(
         "your",
     ]
 )
-_SQLITE_MAX_VARS = 30_000
 
 
 def fts_query(text: str) -> str | None:
@@ -263,7 +262,7 @@ class SqliteCatalog(AnchorTables):
     def existing(self, cids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
         with self._cursor() as cur:
-            for chunk in _chunks(list(cids)):
+            for chunk in chunks(list(cids)):
                 marks = ",".join("?" * len(chunk))
                 for cid, fact_id in cur.execute(
                     f"SELECT cid, id FROM facts WHERE cid IN ({marks})", chunk
@@ -283,7 +282,7 @@ class SqliteCatalog(AnchorTables):
     def get_by_ids(self, ids: Sequence[int]) -> dict[int, StoredFact]:
         out: dict[int, StoredFact] = {}
         with self._cursor() as cur:
-            for chunk in _chunks(list(ids)):
+            for chunk in chunks(list(ids)):
                 marks = ",".join("?" * len(chunk))
                 for row in cur.execute(
                     "SELECT id, cid, text, metadata, contributor, stored_at, signature FROM facts "
@@ -322,7 +321,7 @@ class SqliteCatalog(AnchorTables):
     def vectors(self, ids: Ids) -> Vectors:
         found: dict[int, bytes] = {}
         with self._cursor() as cur:
-            for chunk in _chunks(ids.tolist()):
+            for chunk in chunks(ids.tolist()):
                 marks = ",".join("?" * len(chunk))
                 for fact_id, blob in cur.execute(
                     f"SELECT id, vector FROM facts WHERE id IN ({marks})", chunk
@@ -349,7 +348,7 @@ class SqliteCatalog(AnchorTables):
     def signed_records(self, cids: Sequence[str]) -> list[tuple[bytes, str]]:
         out: list[tuple[bytes, str]] = []
         with self._cursor() as cur:
-            for chunk in _chunks(list(cids)):
+            for chunk in chunks(list(cids)):
                 marks = ",".join("?" * len(chunk))
                 out += [
                     (bytes(block), str(sig))
@@ -372,7 +371,7 @@ class SqliteCatalog(AnchorTables):
 
     def mark_published(self, cids: Sequence[str]) -> None:
         with self._cursor(write=True) as cur:
-            for chunk in _chunks(list(cids)):
+            for chunk in chunks(list(cids)):
                 marks = ",".join("?" * len(chunk))
                 cur.execute(
                     "DELETE FROM publish_queue WHERE fact_id IN "
@@ -419,8 +418,3 @@ def _filter_sql(flt: MetadataFilter | None, id_column: str) -> tuple[str, list[o
         )
         params += [cond.key, *(encode_scalar(v) for v in cond.values)]
     return " ".join(clauses), params
-
-
-def _chunks(items: list[object] | list[int] | list[str]) -> Iterator[list[object]]:
-    for start in range(0, len(items), _SQLITE_MAX_VARS):
-        yield list(items[start : start + _SQLITE_MAX_VARS])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -63,6 +64,11 @@ from p2p.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+if not os.environ.get("LIBP2P_DEBUG"):
+    # Importing libp2p detaches its loggers (propagate=False, no handler) unless LIBP2P_DEBUG is
+    # set; reattach them so libp2p's warnings reach the node's log like everything else.
+    logging.getLogger("libp2p").propagate = True
 
 FACTS_TOPIC = "/knowhub/facts/1"
 ANCHORS_TOPIC = "/knowhub/anchors/1"

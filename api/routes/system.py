@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Query, Response, status
 
 from api.deps import NodeDep
@@ -84,7 +86,9 @@ async def connect_peer(body: PeerConnectIn, node: NodeDep) -> PeerConnected:
 async def disconnect_peer(
     peer_id: str,
     node: NodeDep,
-    block_seconds: float = Query(600.0, ge=0, le=86_400, description="Refuse it this long."),
+    block_seconds: Annotated[
+        float, Query(ge=0, le=86_400, description="Refuse the peer this long.")
+    ] = 600.0,
 ) -> Response:
     """Hang up on a peer and refuse its connections and gossip for ``block_seconds``."""
     await node.disconnect_peer(peer_id, block_seconds)
