@@ -187,6 +187,8 @@ class KnowledgeNode:
         self._options = options
         self._embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
         self._write_lock = asyncio.Lock()
+        #: CIDs being embedded and stored right now, so concurrent calls do it only once.
+        self._inflight: dict[str, asyncio.Future[None]] = {}
         self._dirty = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -319,17 +321,29 @@ class KnowledgeNode:
         valid = [f for f in plain if isinstance(f, Fact)]
         known = await self._in_thread(self._catalog.existing, [f.cid for f in valid])
         fresh: dict[str, Fact] = {}
+        waiting: list[asyncio.Future[None]] = []
         for fact in valid:
-            if fact.cid not in known:
-                fresh.setdefault(fact.cid, fact)
+            if fact.cid in known or fact.cid in fresh:
+                continue
+            if fact.cid in self._inflight:  # being embedded by a concurrent call: not twice
+                waiting.append(self._inflight[fact.cid])
+            else:
+                fresh[fact.cid] = fact
         created: set[str] = set()
         if fresh:
             todo = list(fresh.values())
-            vectors = await self._embed([f.text for f in todo])
-            async with self._write_lock:
-                created = await self._in_thread(
-                    self._store_facts, todo, vectors, signatures, anchor
-                )
+            loop = asyncio.get_running_loop()
+            for f in todo:
+                self._inflight[f.cid] = loop.create_future()
+            try:
+                vectors = await self._embed([f.text for f in todo])
+                async with self._write_lock:
+                    created = await self._in_thread(
+                        self._store_facts, todo, vectors, signatures, anchor
+                    )
+            finally:
+                for f in todo:
+                    self._inflight.pop(f.cid).set_result(None)
             self._blocks.wake.set()
             if self._anchorer is not None:
                 self._anchorer.wake.set()
@@ -341,6 +355,8 @@ class KnowledgeNode:
                         if f.cid in created and f.cid in signatures
                     ]
                 )
+        if waiting:
+            await asyncio.gather(*waiting)  # stored by the other call (or failed there)
         results: list[Contribution | KnowhubError] = []
         for item in plain:
             if isinstance(item, Fact):

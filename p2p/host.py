@@ -26,6 +26,7 @@ from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TMuxerOptions, TProtocol
+from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
@@ -69,6 +70,8 @@ if not os.environ.get("LIBP2P_DEBUG"):
     # Importing libp2p detaches its loggers (propagate=False, no handler) unless LIBP2P_DEBUG is
     # set; reattach them so libp2p's warnings reach the node's log like everything else.
     logging.getLogger("libp2p").propagate = True
+    # ... except the auto-connector's INFO chatter every 10 s (it sets INFO on itself)
+    logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
 
 FACTS_TOPIC = "/knowhub/facts/1"
 ANCHORS_TOPIC = "/knowhub/anchors/1"
@@ -309,6 +312,9 @@ class Libp2pNetwork:
                 NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)
             },
             muxer_opt=cast(TMuxerOptions, {YAMUX_ID: Yamux}),
+            # no automatic dialling of every peer in the peerstore: this node dials its
+            # bootstrap peers itself (with backoff) and must not redial peers it blocked
+            connection_config=ConnectionConfig(min_connections=0, low_watermark=0),
         )
         gossipsub = GossipSub(
             protocols=GOSSIP_PROTOCOLS,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -184,3 +185,31 @@ async def test_query_by_vector(node: KnowledgeNode) -> None:
         await node.query(Query("x", mode=SearchMode.DENSE, vector=(float("nan"),) * 384))
     with pytest.raises(InvalidQuery, match="finite"):
         await node.query(Query("x", mode=SearchMode.DENSE, vector=(0.0,) * 384))
+
+
+async def test_concurrent_contributions_of_the_same_facts_embed_once(tmp_path: Path) -> None:
+    import asyncio
+
+    class CountingEmbedder(HashEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.texts: list[str] = []
+
+        def embed(self, texts: Sequence[str]) -> Any:
+            self.texts.extend(texts)
+            return super().embed(texts)
+
+    embedder = CountingEmbedder()
+    node = build(tmp_path, embedder)
+    await node.start()
+    try:
+        facts = [make_fact(f"shared fact {i}") for i in range(20)]
+        results = await asyncio.gather(*(node.contribute_many(facts) for _ in range(5)))
+        assert sorted(embedder.texts) == sorted(f.text for f in facts)
+        created = [
+            r for batch in results for r in batch if isinstance(r, Contribution) and r.created
+        ]
+        assert len(created) == 20
+        assert (await node.status()).facts == 20
+    finally:
+        await node.close()
