@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import BaseRoute, Match
 
 from api import errors
+from api.metrics import Metrics
 from api.middleware import BodyGuard
+from api.observability import RequestContext
 from api.options import ApiOptions
 from api.routes import facts, ipfs, query, system
+from api.security import AccessGuard
 from node import __version__
 from node.service import KnowledgeNode
 
 log = logging.getLogger(__name__)
+ROUTERS = (facts.router, query.router, system.router, ipfs.router)
 
 
 def create_app(
@@ -34,7 +41,7 @@ def create_app(
             yield
         finally:
             app.state.node = None
-            await node.close()
+            await node.close(anchor_timeout=opts.shutdown_timeout)
             log.info("node stopped; index flushed")
 
     app = FastAPI(
@@ -44,15 +51,38 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    app.include_router(facts.router)
-    app.include_router(query.router)
-    app.include_router(system.router)
-    app.include_router(ipfs.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.state.options = opts
+    app.state.metrics = metrics = Metrics()
+    # Added innermost first: a request meets RequestContext (id, access log, metrics), CORS
+    # (preflights answered before any key check), AccessGuard (keys, rate limits), then
+    # BodyGuard (size, type, timeout), then the routes.
     app.add_middleware(
         BodyGuard,
         max_bytes=opts.max_body_bytes,
         timeout=opts.body_timeout,
         stream_paths=("/v1/snapshots/import",),
     )
+    app.add_middleware(AccessGuard, policy=opts.access)
+    if opts.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(opts.cors_origins),
+            allow_methods=["GET", "HEAD", "POST", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after", "server-timing"],
+            max_age=600,
+        )
+    routes = [r for router in ROUTERS for r in router.routes]
+    app.add_middleware(RequestContext, metrics=metrics, route_of=lambda s: _route_of(routes, s))
     return app
+
+
+def _route_of(routes: list[BaseRoute], scope: MutableMapping[str, Any]) -> str | None:
+    """The template of the route a request would reach (for requests refused before routing)."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return str(getattr(route, "path", "")) or None
+    return None

@@ -102,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "node":
         return _run_node(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    local = {"keys": cli_provenance.keys, "chain": cli_provenance.chain}
+    local = {
+        "keys": cli_provenance.keys,
+        "chain": cli_provenance.chain,
+        "cluster": cli_provenance.cluster,
+    }
     try:
         if args.command in local:
             return local[args.command](args)
@@ -126,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_node(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from api.server import serve
+    from api.server import api_options, serve
     from node.settings import Settings
 
     overrides: dict[str, Any] = {
@@ -141,12 +145,16 @@ def _run_node(args: argparse.Namespace) -> int:
     }
     try:
         settings = Settings(**overrides)
+        options = api_options(settings)
     except ValidationError as exc:
         for err in exc.errors():
             name = "KNOWHUB_" + "_".join(str(p) for p in err["loc"]).upper()
             sys.stderr.write(f"knowhub: invalid setting {name} ({err['msg']})\n")
         return 2
-    return serve(settings)
+    except ValueError as exc:
+        sys.stderr.write(f"knowhub: invalid setting {exc}\n")
+        return 2
+    return serve(settings, options)
 
 
 def _parse_meta(pairs: list[str], typed: list[str]) -> dict[str, Any]:

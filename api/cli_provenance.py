@@ -51,6 +51,30 @@ def add_commands(
     verify.add_argument("--registry", help="registry address you trust (required for files)")
     verify.add_argument("--json", action="store_true", help="print the checks as JSON")
 
+    cluster = sub.add_parser("cluster", help="prepare the keys of a multi-node deployment")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    init = cluster_sub.add_parser(
+        "init",
+        help="create each member's operator key, libp2p identity and bootstrap file "
+        "(idempotent); with --dev-chain also fund the operators and deploy the registry",
+        description="Prints JSON: peer ids, operator addresses, registry. Each DIR gets "
+        "operator.key, p2p.key and a bootstrap file listing every member's ADDR/p2p/ID; point "
+        "KNOWHUB_KEY_FILE, KNOWHUB_P2P_KEY_FILE and KNOWHUB_BOOTSTRAP_FILE at them.",
+    )
+    init.add_argument(
+        "--member",
+        action="append",
+        required=True,
+        metavar="DIR=ADDR",
+        help="key directory and the multiaddr peers dial, e.g. /cluster/node1=/dns4/node1/tcp/4001",
+    )
+    init.add_argument(
+        "--dev-chain",
+        metavar="RPC",
+        help="an anvil RPC URL: fund every operator (anvil_setBalance) and deploy the registry "
+        "from anvil's account 0 (its first deployment lands at a fixed address)",
+    )
+
 
 def load_key(path: Path) -> SigningKey:
     try:
@@ -89,6 +113,25 @@ def chain(args: argparse.Namespace) -> int:
         raise NodeError(0, exc.code, exc.message) from exc
     _out(address)
     sys.stderr.write(f"deployed KnowledgeRegistry at {address} from {deployer}\n")
+    return 0
+
+
+def cluster(args: argparse.Namespace) -> int:
+    from node.bootstrap import ClusterMember, init_cluster
+
+    members = []
+    for spec in args.member:
+        directory, sep, address = spec.partition("=")
+        if not sep or not directory or not address.startswith("/"):
+            raise NodeError(0, "usage", f"--member wants DIR=MULTIADDR, got {spec!r}")
+        if "/p2p/" in address:
+            raise NodeError(0, "usage", f"{address}: give the address without /p2p/")
+        members.append(ClusterMember(Path(directory), address))
+    try:
+        summary = init_cluster(members, args.dev_chain)
+    except KnowhubError as exc:
+        raise NodeError(0, exc.code, exc.message) from exc
+    _out(json.dumps(summary, indent=2))
     return 0
 
 

@@ -29,8 +29,14 @@ class NodeClient:
         *,
         timeout: float = 300.0,
         transport: httpx.BaseTransport | None = None,
+        api_key: str | None = None,
     ) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout, transport=transport)
+        """``api_key`` defaults to ``$KNOWHUB_API_KEY`` (sent as a Bearer token)."""
+        key = api_key if api_key is not None else os.environ.get("KNOWHUB_API_KEY")
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), timeout=timeout, transport=transport, headers=headers
+        )
         self.url = url
 
     def __enter__(self) -> NodeClient:

@@ -113,6 +113,18 @@ class BodyGuard:
 
 
 async def _reject(send: Send, status: int, code: str, message: str) -> None:
+    # the body may be half-sent: close the connection rather than read the rest
+    await send_error(send, status, code, message, [(b"connection", b"close")])
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answer with the API's JSON error body from a pure ASGI middleware."""
     payload = json.dumps(
         {"error": {"code": code, "message": message, "field": None}}, separators=(",", ":")
     ).encode()
@@ -123,7 +135,7 @@ async def _reject(send: Send, status: int, code: str, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
-                (b"connection", b"close"),
+                *(headers or []),
             ],
         }
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from api.security import AccessPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -10,3 +12,7 @@ class ApiOptions:
     max_body_bytes: int = 2 * 1024 * 1024
     body_timeout: float = 30.0
     max_car_bytes: int = 1024**3
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    cors_origins: tuple[str, ...] = ()
+    #: Seconds the node may spend getting queued facts anchored when it stops.
+    shutdown_timeout: float = 0.0

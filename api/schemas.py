@@ -175,6 +175,7 @@ class NetworkStatusOut(BaseModel):
     facts_published: int = Field(description="Facts this node announced by gossip.")
     facts_received: int = Field(description="Verified facts received by gossip and sync.")
     messages_rejected: int = Field(description="Gossip messages that failed validation.")
+    messages_accepted: int = Field(description="Gossip messages that passed validation.")
     syncs: int = Field(description="Completed catch-up syncs.")
     last_sync_error: str | None
     fact_set_digest: str = Field(

@@ -3,39 +3,58 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import uvicorn
 
 from api.app import create_app
+from api.observability import configure_logging
 from api.options import ApiOptions
+from api.security import AccessPolicy, parse_keys, parse_rate
 from node.bootstrap import build_node
 from node.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def serve(settings: Settings) -> int:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def api_options(settings: Settings) -> ApiOptions:
+    """The HTTP layer's options; ValueError names a malformed setting."""
+    try:
+        access = AccessPolicy(
+            api_keys=parse_keys(settings.api_keys),
+            public_reads=settings.public_reads,
+            read_rate=parse_rate(settings.rate_limit_reads),
+            write_rate=parse_rate(settings.rate_limit_writes),
+        )
+    except ValueError as exc:
+        raise ValueError(f"KNOWHUB_API_KEYS / KNOWHUB_RATE_LIMIT_*: {exc}") from exc
+    return ApiOptions(
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+        max_car_bytes=settings.max_car_bytes,
+        access=access,
+        cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
+        shutdown_timeout=settings.shutdown_timeout,
     )
-    app = create_app(
-        lambda: build_node(settings),
-        ApiOptions(
-            max_body_bytes=settings.max_body_bytes,
-            body_timeout=settings.body_timeout,
-            max_car_bytes=settings.max_car_bytes,
-        ),
-    )
+
+
+def serve(settings: Settings, options: ApiOptions) -> int:
+    configure_logging(settings.log_level, settings.log_format)
+    if not options.access.api_keys and settings.host not in {"127.0.0.1", "localhost", "::1"}:
+        log.warning("listening on %s without KNOWHUB_API_KEYS: anyone can write", settings.host)
+    app = create_app(lambda: build_node(settings), options)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
+        log_config=None,  # configure_logging already routed uvicorn's loggers
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=10,
-        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
+        access_log=False,  # RequestContext writes one access line per request, with its id
     )
     server = uvicorn.Server(config)
     server.run()

@@ -157,3 +157,60 @@ def remember_registry(state_dir: Path, address: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(address + "\n")
     os.replace(tmp, path)
+
+
+# Account 0 of anvil's (and Hardhat's) default test mnemonic: public knowledge, funded on every
+# fresh dev chain, never to be used on a real one. Deploying the registry from it as its first
+# transaction puts the registry at a fixed address, which a compose file can name in advance.
+DEV_DEPLOYER_KEY = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+def create_address(sender: str, nonce: int) -> str:
+    """The address of the contract ``sender`` creates with transaction number ``nonce``."""
+    import rlp
+    from eth_hash.auto import keccak
+    from eth_utils.address import to_checksum_address
+
+    return str(to_checksum_address(keccak(rlp.encode([bytes.fromhex(sender[2:]), nonce]))[12:]))
+
+
+def _dev_rpc(rpc_url: str, method: str, *params: object) -> Any:
+    body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    try:
+        reply = requests.post(rpc_url, json=body, timeout=10)
+        reply.raise_for_status()
+        data = reply.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise ChainError(f"{method} on {rpc_url} failed: {exc}") from exc
+    if "error" in data:
+        raise ChainError(f"{method} on {rpc_url}: {data['error'].get('message', data['error'])}")
+    return data["result"]
+
+
+def fund_dev_account(rpc_url: str, address: str, wei: int = 10**22) -> None:
+    """Top ``address`` up to ``wei`` with ``anvil_setBalance`` (dev chains only)."""
+    if int(_dev_rpc(rpc_url, "eth_getBalance", address, "latest"), 16) < wei // 2:
+        _dev_rpc(rpc_url, "anvil_setBalance", address, hex(wei))
+
+
+def ensure_dev_registry(rpc_url: str) -> str:
+    """The registry at the dev deployer's first-contract address, deployed if not there yet."""
+    from contracts.registry import deploy_registry
+    from node.signing import SigningKey
+
+    deployer = SigningKey(bytes.fromhex(DEV_DEPLOYER_KEY))
+    expected = create_address(deployer.address, 0)
+    if _dev_rpc(rpc_url, "eth_getCode", expected, "latest") not in ("0x", "0x0"):
+        return expected
+    nonce = int(_dev_rpc(rpc_url, "eth_getTransactionCount", deployer.address, "latest"), 16)
+    if nonce != 0:
+        raise ChainError(
+            f"the dev deployer {deployer.address} has already sent {nonce} transactions and "
+            f"{expected} holds no contract: this is not a fresh dev chain; deploy with "
+            "`knowhub chain deploy` and set KNOWHUB_REGISTRY_ADDRESS"
+        )
+    fund_dev_account(rpc_url, deployer.address)
+    address = deploy_registry(rpc_url, deployer)
+    if address != expected:
+        raise ChainError(f"registry deployed at {address}, expected {expected}")
+    return address

@@ -125,6 +125,22 @@ class Anchorer:
         remaining = await _thread(self._catalog.batches, [BatchStatus.SENT, BatchStatus.SEALED])
         return bool(remaining)
 
+    async def flush(self, seconds: float) -> bool:
+        """Seal every queued fact and drive the open batches until they are anchored or
+        ``seconds`` pass (graceful shutdown). True when nothing is left unanchored."""
+        try:
+            async with asyncio.timeout(seconds):
+                while await self.step(flush=True):  # noqa: ASYNC110 - polls the chain
+                    await asyncio.sleep(self._options.poll_interval)
+        except TimeoutError:
+            log.warning("shutdown: batches unanchored after %.0f s; resumed on restart", seconds)
+            return False
+        except KnowhubError as exc:
+            log.warning("shutdown: anchoring not finished (%s); it resumes on restart", exc.message)
+            return False
+        log.info("shutdown: every queued fact is anchored")
+        return True
+
     def status(self) -> AnchorStatus:
         queued, _ = self._catalog.anchor_backlog()
         open_batches = self._catalog.batches([BatchStatus.SENT, BatchStatus.SEALED])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from node.anchoring import AnchorOptions
-from node.errors import ChainError
+from node.errors import ChainError, ConfigError
 from node.ports import ContentStore, Ledger, Network
 from node.provenance import RegistryReader
 from node.service import KnowledgeNode, NodeOptions
@@ -22,6 +23,7 @@ BLOCKS_DIR = "blocks"
 CHAIN_DIR = "chain"
 KEY_FILE = "operator.key"
 P2P_KEY_FILE = "p2p.key"
+BOOTSTRAP_FILE = "bootstrap"
 
 
 def build_node(settings: Settings) -> KnowledgeNode:
@@ -90,14 +92,26 @@ def build_network(settings: Settings, data_dir: Path) -> Network | None:
         return None
     from p2p.host import Libp2pNetwork, P2PConfig
 
+    bootstrap = [a.strip() for a in settings.bootstrap.split(",") if a.strip()]
+    if settings.bootstrap_file is not None:
+        bootstrap += read_bootstrap_file(settings.bootstrap_file)
     return Libp2pNetwork(
         P2PConfig(
             key_path=settings.p2p_key_file or data_dir / P2P_KEY_FILE,
             listen=[a.strip() for a in settings.p2p_listen.split(",") if a.strip()],
-            bootstrap=[a.strip() for a in settings.bootstrap.split(",") if a.strip()],
+            bootstrap=list(dict.fromkeys(bootstrap)),
             sync_interval=settings.sync_interval,
         )
     )
+
+
+def read_bootstrap_file(path: Path) -> list[str]:
+    """Multiaddrs, one per line; blank lines and ``#`` comments skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read KNOWHUB_BOOTSTRAP_FILE {path}: {exc}") from exc
+    return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
 def build_ledger(settings: Settings, operator: SigningKey, data_dir: Path) -> Ledger | None:
@@ -167,3 +181,47 @@ def deploy(rpc_url: str, key_file: Path) -> tuple[str, str]:
 
     key = read_key_file(key_file)
     return deploy_registry(rpc_url, key), key.address
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterMember:
+    """One node of a cluster: where its keys go, and the multiaddr (no /p2p/) peers dial."""
+
+    directory: Path
+    advertise: str
+
+
+def init_cluster(members: list[ClusterMember], rpc_url: str | None) -> dict[str, object]:
+    """Prepare a cluster (idempotent): for each member an operator key, a libp2p identity and a
+    bootstrap file naming every member; with a dev chain (anvil) at ``rpc_url`` also fund the
+    operators and deploy the registry at the dev deployer's fixed address."""
+    from contracts.anvil import ensure_dev_registry, fund_dev_account
+    from p2p.identity import peer_id_of
+
+    prepared: list[dict[str, str]] = []
+    for member in members:
+        member.directory.mkdir(parents=True, exist_ok=True)
+        operator = load_or_create_key(member.directory / KEY_FILE)
+        peer_id = peer_id_of(member.directory / P2P_KEY_FILE)
+        prepared.append(
+            {
+                "directory": str(member.directory),
+                "peer_id": peer_id,
+                "operator": operator.address,
+                "bootstrap_file": str(member.directory / BOOTSTRAP_FILE),
+                "address": f"{member.advertise.rstrip('/')}/p2p/{peer_id}",
+            }
+        )
+    listing = "# every member of the cluster; a node skips its own entry\n"
+    listing += "".join(f"{keys['address']}\n" for keys in prepared)
+    for member in members:
+        path = member.directory / BOOTSTRAP_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(listing, encoding="utf-8")
+        os.replace(tmp, path)
+    registry = None
+    if rpc_url:
+        for keys in prepared:
+            fund_dev_account(rpc_url, keys["operator"])
+        registry = ensure_dev_registry(rpc_url)
+    return {"registry": registry, "chain_rpc": rpc_url, "members": prepared}

@@ -90,6 +90,12 @@ class NonceTooLow(ChainError):
     code = "nonce_too_low"
 
 
+class ConfigError(KnowhubError):
+    """A setting points at something unusable (unreadable file, malformed value)."""
+
+    code = "config_error"
+
+
 class Unavailable(KnowhubError):
     """The node is starting or shutting down."""
 

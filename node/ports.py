@@ -316,6 +316,8 @@ class NetworkStatus:
     facts_published: int
     facts_received: int
     messages_rejected: int
+    #: Gossip messages (fact envelopes and anchor notices) that passed validation.
+    messages_accepted: int
     syncs: int
     last_sync_error: str | None
     #: Fingerprint of the set of signed fact CIDs (p2p.reconcile): equal sets, equal digests.

@@ -208,14 +208,19 @@ class KnowledgeNode:
                 NodeSink(self._catalog, self._receive, self._block_or_none, self._anchor_hint)
             )
 
-    async def close(self) -> None:
-        if self._network is not None:
-            await self._network.close()
+    async def close(self, anchor_timeout: float = 0.0) -> None:
+        """Stop background work and save everything. With ``anchor_timeout`` > 0, first seal
+        the facts waiting for a batch and try that long to get them anchored (graceful
+        shutdown); whatever is not anchored by then resumes from the catalog on restart."""
         for task in (self._flusher, self._publisher, self._anchoring, self._following):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._anchorer is not None and anchor_timeout > 0:
+            await self._anchorer.flush(anchor_timeout)
+        if self._network is not None:  # after the flush, so its anchor notices still go out
+            await self._network.close()
         with contextlib.suppress(KnowhubError, TimeoutError):  # the queue survives restarts
             async with asyncio.timeout(5.0):
                 await self._blocks.publish_pending()

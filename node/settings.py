@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="REST listen address.")
     port: int = Field(8700, ge=0, le=65535, description="REST listen port (0: any free port).")
     log_level: str = Field("info", description="Python logging level name.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto",
+        description="Log lines as JSON objects (with the request id) or text; auto: JSON unless "
+        "stderr is a terminal.",
+    )
 
     embed_batch_size: int = Field(64, ge=1, le=1024, description="Texts per model forward pass.")
     torch_threads: int = Field(0, ge=0, description="Torch CPU threads; 0 keeps torch's default.")
@@ -90,9 +96,43 @@ class Settings(BaseSettings):
     p2p_key_file: Path | None = Field(
         None, description="Ed25519 libp2p identity; unset: <data_dir>/p2p.key (created 0600)."
     )
+    bootstrap_file: Path | None = Field(
+        None,
+        description="File of more bootstrap multiaddrs, one per line ('#' comments), read at "
+        "start; the node skips its own address (one file can serve a whole cluster).",
+    )
     sync_interval: float = Field(
         30.0, gt=0, description="Seconds between catch-up syncs with each connected peer."
     )
 
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
     body_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send a body.")
+
+    api_keys: str = Field(
+        "",
+        description="Comma-separated API keys; when set, write endpoints (POST/DELETE but query) "
+        "need one as 'Authorization: Bearer KEY' or 'X-API-Key: KEY' (401 otherwise).",
+    )
+    public_reads: bool = Field(
+        True, description="Read endpoints (GET, POST /v1/query, /metrics) need no key."
+    )
+    rate_limit_reads: str = Field(
+        "off",
+        description="Per-client limit on read requests, 'N/second|minute|hour' (bursts up to N); "
+        "over it: 429 with Retry-After. A client is its API key, else its IP address.",
+    )
+    rate_limit_writes: str = Field("off", description="Same, for write requests.")
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS ('*' for any); empty: no CORS."
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Proxies whose X-Forwarded-For / -Proto headers are trusted (comma-separated, "
+        "'*' for any): the client address used for rate limits and logs.",
+    )
+    shutdown_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="On SIGTERM: seconds for in-flight requests, then for sealing and sending "
+        "the open anchor batch (the index is always saved).",
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -149,6 +150,7 @@ class Libp2pNetwork:
         self.published = 0
         self.received = 0
         self.rejected = 0
+        self.accepted = 0
         self.syncs = 0
         self.anchor_notices = 0
         self.last_sync_error: str | None = None
@@ -216,6 +218,7 @@ class Libp2pNetwork:
             facts_published=self.published,
             facts_received=self.received,
             messages_rejected=self.rejected,
+            messages_accepted=self.accepted,
             syncs=self.syncs,
             last_sync_error=self.last_sync_error,
             fact_set_digest=digest,
@@ -241,7 +244,7 @@ class Libp2pNetwork:
         async def dial() -> None:
             assert self._host is not None
             with trio.fail_after(10):
-                await self._host.connect(info)
+                await self._host.connect(await _resolved(info))
 
         try:
             await self._trio.call(dial)
@@ -387,6 +390,7 @@ class Libp2pNetwork:
         if len(self._validated) > 4096:
             self._validated.clear()
         self._validated[msg.from_id + msg.seqno] = (facts, key)
+        self.accepted += 1
         return True
 
     def _validate_notice(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
@@ -397,6 +401,7 @@ class Libp2pNetwork:
         except InvalidEnvelope as exc:
             self._offence(forwarder, exc.message)
             return False
+        self.accepted += 1
         return True
 
     async def _read_notices(self, subscription: Any) -> None:
@@ -547,6 +552,8 @@ class Libp2pNetwork:
         except Exception as exc:
             log.error("bad bootstrap address %s: %s", address, exc)
             return
+        if info.peer_id == self._host.get_id():
+            return  # a cluster-wide bootstrap list names this node too
         delay = self._config.redial_min
         while True:
             blocked = self._banned.get(str(info.peer_id), 0) > time.monotonic()
@@ -555,14 +562,42 @@ class Libp2pNetwork:
                 await trio.sleep(1.0)
                 continue
             try:
-                with trio.fail_after(10):
-                    await self._host.connect(info)
+                with trio.fail_after(10):  # resolved on every attempt: container IPs change
+                    await self._host.connect(await _resolved(info))
                 log.info("connected to bootstrap peer %s", info.peer_id)
                 delay = self._config.redial_min
             except Exception as exc:
                 log.info("bootstrap peer %s unreachable (%r); retry in %.0f s", address, exc, delay)
                 await trio.sleep(delay)
                 delay = min(delay * 2, self._config.redial_max)
+
+
+_DNS = {"dns": socket.AF_UNSPEC, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
+
+
+async def _resolved(info: PeerInfo) -> PeerInfo:
+    """``info`` with /dns, /dns4 and /dns6 addresses replaced by the IP addresses they name.
+
+    py-libp2p 0.8.1's own resolution (dnspython's async resolver) fails to dial names such as
+    ``localhost`` or compose service names, so the host resolves with the system resolver."""
+    addresses: list[multiaddr.Multiaddr] = []
+    for address in info.addrs:
+        parts = str(address).split("/")
+        if len(parts) < 3 or parts[1] not in _DNS:
+            addresses.append(address)
+            continue
+        try:
+            found = await trio.to_thread.run_sync(
+                socket.getaddrinfo, parts[2], None, _DNS[parts[1]], socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            log.info("cannot resolve %s: %s", parts[2], exc)
+            continue
+        rest = "/".join(parts[3:])
+        for family, *_, sockaddr in found:
+            kind = "ip6" if family == socket.AF_INET6 else "ip4"
+            addresses.append(multiaddr.Multiaddr(f"/{kind}/{sockaddr[0]}/{rest}"))
+    return PeerInfo(info.peer_id, list(dict.fromkeys(addresses)) or info.addrs)
 
 
 def math_inf() -> float:

@@ -34,3 +34,10 @@ def load_or_create_identity(path: Path) -> KeyPair:
         os.fsync(out.fileno())
     log.info("created libp2p identity %s", path)
     return create_new_key_pair(seed)
+
+
+def peer_id_of(path: Path) -> str:
+    """The peer id of the identity in ``path`` (created if missing)."""
+    from libp2p.peer.id import ID
+
+    return str(ID.from_pubkey(load_or_create_identity(path).public_key))

@@ -113,7 +113,9 @@ def rss_mib(pid: int) -> float:
 
 
 @contextmanager
-def running_node(data_dir: Path, **env: str) -> Iterator[tuple[str, int]]:
+def running_node(
+    data_dir: Path, log_level: str = "warning", **env: str
+) -> Iterator[tuple[str, int]]:
     """Run ``knowhub node`` on a free port; yield (url, pid)."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -129,7 +131,7 @@ def running_node(data_dir: Path, **env: str) -> Iterator[tuple[str, int]]:
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            log_level,
         ],
         cwd=ROOT,
         env={**os.environ, **env},

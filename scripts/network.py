@@ -215,22 +215,30 @@ class LocalNetwork:
         }
 
     def __exit__(self, *exc: object) -> None:
-        for member in self.members:
-            try:
-                member.stop()
-            except Exception:
-                log.exception("stopping %s failed", member.name)
-        if self.anvil is not None:
-            self.anvil.terminate()
-            self.anvil.wait(timeout=30)
-            self.anvil = None
+        stop_all(self.members, self.anvil)
+        self.anvil = None
 
 
-def smoke(network: LocalNetwork) -> float:
-    first, last = network.members[0], network.members[-1]
+def stop_all(members: list[Member], anvil: subprocess.Popen[bytes] | None) -> None:
+    """Stop every node gracefully (SIGTERM, in order), then the chain."""
+    for member in members:
+        try:
+            member.stop()
+        except Exception:
+            log.exception("stopping %s failed", member.name)
+    if anvil is not None:
+        anvil.terminate()
+        anvil.wait(timeout=30)
+
+
+def smoke(members: list[Member], headers: dict[str, str] | None = None) -> float:
+    """Contribute a fact at the first node; seconds until the last one returns it."""
+    first, last = members[0], members[-1]
     text = f"Smoke test fact written at {time.time()}."
     started = time.monotonic()
-    cid = httpx.post(f"{first.url}/v1/facts", json={"text": text}, timeout=60).json()["cid"]
+    reply = httpx.post(f"{first.url}/v1/facts", json={"text": text}, headers=headers, timeout=60)
+    reply.raise_for_status()
+    cid = reply.json()["cid"]
     while True:
         hits = httpx.post(f"{last.url}/v1/query", json={"query": text, "k": 1}).json()["results"]
         if hits and hits[0]["cid"] == cid:
@@ -257,7 +265,7 @@ def main() -> int:
             log.info("%s  %s  %s", node["name"], node["url"], node["address"])
         log.info("chain %s, registry %s; details in %s", net.rpc_url, net.registry, args.dir)
         if args.smoke:
-            seconds = smoke(net)
+            seconds = smoke(net.members)
             log.info("fact from node1 searchable at node%d after %.3f s", args.nodes, seconds)
             return 0
         with contextlib.suppress(KeyboardInterrupt):

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import NodeDep
+from api.metrics import CONTENT_TYPE, Metrics
 from api.schemas import (
     ChainStatusOut,
     Health,
@@ -28,6 +29,18 @@ router = APIRouter(tags=["system"])
 async def healthz(node: NodeDep) -> Health:
     """200 once the node has started (model loaded, index reconciled)."""
     return Health(status="ok")
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus text format"}},
+)
+async def metrics(node: NodeDep, request: Request) -> Response:
+    """Prometheus metrics: facts stored, ingest and query latency histograms, HTTP requests,
+    peers, gossip accepted / rejected, anchor queue depth, last anchored block."""
+    registry: Metrics = request.app.state.metrics
+    return Response(registry.render(await node.status()), media_type=CONTENT_TYPE)
 
 
 @router.get("/v1/status", response_model=StatusOut)
