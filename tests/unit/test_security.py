@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -206,3 +207,38 @@ def test_json_formatter_keeps_extras_and_exceptions() -> None:
     out = json.loads(JsonFormatter().format(record))
     assert out["message"] == "failed here" and out["peer"] == "12D3"
     assert "RuntimeError: boom" in out["exc"]
+
+
+async def test_cors_preflight_is_answered_before_the_key_check() -> None:
+    from api.app import create_app
+    from api.options import ApiOptions
+
+    def no_node() -> Any:
+        raise AssertionError("the lifespan does not run here")
+
+    options = ApiOptions(
+        access=AccessPolicy(api_keys=(KEY,), public_reads=False),
+        cors_origins=("https://app.example",),
+    )
+    app = create_app(no_node, options)
+    preflight = {
+        "origin": "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://node"
+    ) as c:
+        ok = await c.options("/v1/facts", headers=preflight)
+        assert ok.status_code == 200
+        assert ok.headers["access-control-allow-origin"] == "https://app.example"
+        assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+        other = await c.options(
+            "/v1/facts", headers={**preflight, "origin": "https://evil.example"}
+        )
+        assert other.status_code == 400
+        assert "access-control-allow-origin" not in other.headers
+        refused = await c.post("/v1/facts", json={}, headers={"origin": "https://app.example"})
+        assert refused.status_code == 401  # CORS does not bypass keys
+        assert refused.headers["access-control-allow-origin"] == "https://app.example"
+        assert "x-request-id" in refused.headers["access-control-expose-headers"].lower()
