@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, MutableMapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import BaseRoute, Match
 
 from api import errors
+from api.deps import get_node_of
 from api.metrics import Metrics
 from api.middleware import BodyGuard
 from api.observability import RequestContext
@@ -38,7 +39,10 @@ def create_app(
         app.state.node = node
         log.info("node ready: %d facts", (await node.status()).facts)
         try:
-            yield
+            async with AsyncExitStack() as stack:
+                if mcp is not None:
+                    await stack.enter_async_context(mcp.session_manager.run())
+                yield
         finally:
             app.state.node = None
             await node.close(anchor_timeout=opts.shutdown_timeout)
@@ -53,6 +57,21 @@ def create_app(
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
+    if opts.web:
+        from api.web import mount_web
+
+        mount_web(app, opts.explorer_tx_url)
+    mcp = None
+    if opts.mcp:
+        from api.mcp_server import mount_mcp
+
+        mcp = mount_mcp(
+            app,
+            lambda: get_node_of(app),
+            allow_contribute=opts.mcp_contribute,
+            require_key=bool(opts.access.api_keys),
+            host=opts.host,
+        )
     app.state.options = opts
     app.state.metrics = metrics = Metrics()
     # Added innermost first: a request meets RequestContext (id, access log, metrics), CORS

@@ -94,6 +94,20 @@ def _parser() -> argparse.ArgumentParser:
     imp_car.add_argument("file", type=Path)
     imp_car.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli_provenance.add_commands(sub, with_url)
+
+    mcp = with_url(
+        sub.add_parser(
+            "mcp",
+            help="serve the node's MCP tools over stdio (for agent hosts that launch servers)",
+            description="An MCP server on stdin/stdout whose tools (search_knowledge, get_fact, "
+            "verify_provenance, contribute_fact) call the node at --url. Sends $KNOWHUB_API_KEY.",
+        )
+    )
+    mcp.add_argument(
+        "--allow-contribute", action="store_true", help="let the agent call contribute_fact"
+    )
+    mcp.add_argument("--rpc", help="chain RPC you trust for verify_provenance")
+    mcp.add_argument("--registry", help="registry address you trust (with --rpc)")
     return parser
 
 
@@ -112,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return local[args.command](args)
         if args.command == "verify":
             return cli_provenance.verify(args)
+        if args.command == "mcp":
+            return _mcp(args)
         with NodeClient(args.url) as client:
             handler = {
                 "add": _add,
@@ -157,6 +173,23 @@ def _run_node(args: argparse.Namespace) -> int:
     return serve(settings, options)
 
 
+def _mcp(args: argparse.Namespace) -> int:
+    from api.client import AsyncNodeClient
+    from api.mcp_server import McpOptions, build_mcp_server
+
+    if bool(args.rpc) != bool(args.registry):
+        raise NodeError(0, "usage", "--rpc and --registry go together")
+    server = build_mcp_server(
+        AsyncNodeClient(args.url),
+        McpOptions(
+            allow_contribute=args.allow_contribute,
+            trusted_chain=(args.rpc, args.registry) if args.rpc else None,
+        ),
+    )
+    server.run(transport="stdio")
+    return 0
+
+
 def _parse_meta(pairs: list[str], typed: list[str]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for pair in pairs:
@@ -185,24 +218,24 @@ def _add(client: NodeClient, args: argparse.Namespace) -> int:
         contributor=item.get("contributor"),
         signature=item.get("signature"),
     )
-    _out(f"{result['cid']} {result['status']}")
+    _out(f"{result.cid} {result.status}")
     return 0
 
 
 def _query(client: NodeClient, args: argparse.Namespace) -> int:
     result = client.query(args.text, k=args.k, mode=args.mode, filter=args.filter)
     if args.json:
-        _out(json.dumps(result, indent=2, ensure_ascii=False))
+        _out(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0
-    for n, hit in enumerate(result["results"], start=1):
-        _out(f"[{n}] {hit['score']:.4f} {hit['cid']}\n    {hit['text'][:300]}")
-    if not result["results"]:
+    for n, hit in enumerate(result.results, start=1):
+        _out(f"[{n}] {hit.score:.4f} {hit.cid}\n    {hit.text[:300]}")
+    if not result.results:
         _out("no results")
     return 0
 
 
 def _status(client: NodeClient, args: argparse.Namespace) -> int:
-    _out(json.dumps(client.status(), indent=2))
+    _out(json.dumps(client.status().model_dump(mode="json"), indent=2))
     return 0
 
 
@@ -215,10 +248,10 @@ def _export(client: NodeClient, args: argparse.Namespace) -> int:
         unit_scale=True,
         disable=args.no_progress,
         file=sys.stderr,
-        desc=f"{snap['facts']} facts",
+        desc=f"{snap.facts} facts",
     ) as bar:
-        size = client.download(snap["car_url"], args.file, bar.update)
-    _out(f"{args.file}: {snap['facts']} facts, {size} bytes, root {snap['root']}")
+        size = client.download(snap.car_url, args.file, bar.update)
+    _out(f"{args.file}: {snap.facts} facts, {size} bytes, root {snap.root}")
     return 0
 
 
@@ -237,8 +270,8 @@ def _import_car(client: NodeClient, args: argparse.Namespace) -> int:
     ) as bar:
         result = client.import_car(args.file, bar.update)
     _out(
-        f"imported {result['facts']} facts (created {result['created']}, already stored "
-        f"{result['existing']}), roots {' '.join(result['roots'])}"
+        f"imported {result.facts} facts (created {result.created}, already stored "
+        f"{result.existing}), roots {' '.join(result.roots)}"
     )
     return 0
 
@@ -265,10 +298,10 @@ def _import(client: NodeClient, args: argparse.Namespace) -> int:
                     for i in items
                 ]
             result = client.add_batch(items)
-            for (n, _), item in zip(batch, result["results"], strict=True):
-                counts[item["status"]] += 1
-                if item["status"] == "error":
-                    sys.stderr.write(f"line {n}: {item['error']['message']}\n")
+            for (n, _), item in zip(batch, result.results, strict=True):
+                counts[item.status] += 1
+                if item.error is not None:
+                    sys.stderr.write(f"line {n}: {item.error.message}\n")
             checkpoint.save(line_no)
             bar.update(len(batch))
     _out(

@@ -136,11 +136,11 @@ def cluster(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from node.bootstrap import build_registry_reader
-    from node.provenance import check_bundle
+    from api.verification import verify_bundle
 
     path = Path(args.target)
     rpc, registry = args.rpc, args.registry
+    from_node = False
     if path.is_file():
         try:
             bundle = json.loads(path.read_text())
@@ -152,36 +152,28 @@ def verify(args: argparse.Namespace) -> int:
             raise NodeError(0, "usage", "a bundle file needs --rpc and --registry you trust")
     else:
         with NodeClient(args.url) as client:
-            bundle = client.provenance(args.target)
+            bundle = client.provenance(args.target).model_dump(mode="json")
             if not (rpc and registry):
-                chain_status = client.status().get("chain") or {}
-                rpc = rpc or chain_status.get("rpc_url")
-                registry = registry or bundle.get("registry") or chain_status.get("registry")
+                from_node = True
+                chain = client.status().chain
+                rpc = rpc or (chain.rpc_url if chain else None)
+                registry = registry or bundle.get("registry") or (chain.registry if chain else None)
                 sys.stderr.write(
                     "note: chain RPC/registry taken from the node; pass --rpc and --registry "
                     "to check against a chain you trust\n"
                 )
-    reader = None
-    if bundle.get("status") == "anchored" and rpc and registry:
-        try:
-            reader = build_registry_reader(rpc, registry)
-        except KnowhubError as exc:
-            raise NodeError(0, exc.code, exc.message) from exc
     try:
-        checks = check_bundle(bundle, reader)
+        result = verify_bundle(
+            bundle, rpc, registry, chain_from_node=from_node, expected_registry=registry
+        )
     except KnowhubError as exc:
         raise NodeError(0, exc.code, f"chain check failed: {exc.message}") from exc
-    if registry and bundle.get("status") == "anchored":
-        same = str(bundle.get("registry", "")).lower() == str(registry).lower()
-        from node.provenance import Check
-
-        checks.append(Check("registry", same, f"bundle names {bundle.get('registry')}"))
-    ok = all(c.ok for c in checks)
     if args.json:
-        _out(json.dumps({"ok": ok, "checks": [c.__dict__ for c in checks]}, indent=2))
+        checks = [c.model_dump() for c in result.checks]
+        _out(json.dumps({"ok": result.verified, "checks": checks}, indent=2))
     else:
-        for c in checks:
+        for c in result.checks:
             _out(f"{'ok  ' if c.ok else 'FAIL'} {c.name}: {c.detail}")
-        failed = [c.name for c in checks if not c.ok]
-        _out(f"VERIFIED {bundle.get('cid')}" if ok else f"NOT VERIFIED: {', '.join(failed)}")
-    return 0 if ok else 1
+        failed = [c.name for c in result.checks if not c.ok]
+        _out(f"VERIFIED {result.cid}" if result.verified else f"NOT VERIFIED: {', '.join(failed)}")
+    return 0 if result.verified else 1

@@ -1,25 +1,186 @@
-"""A small synchronous HTTP client for a knowhub node (used by the CLI)."""
+"""Python client for a knowhub node, on httpx: ``NodeClient`` (sync) and ``AsyncNodeClient``.
+
+Both cover every REST endpoint with the same methods and typed results (the API's own response
+schemas from ``api.schemas``), and raise the node's errors as ``NodeError`` subclasses that keep
+the error body's ``code``, ``message`` and ``field``::
+
+    with NodeClient("http://127.0.0.1:8700", api_key="...") as node:
+        created = node.add("Water boils at 100 °C at sea level.", {"topic": "physics"})
+        hits = node.query("boiling point of water", k=3).results
+
+    async with AsyncNodeClient(url) as node:
+        bundle = await node.provenance(created.cid)
+
+The API key defaults to ``$KNOWHUB_API_KEY`` and is sent as ``Authorization: Bearer``.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import anyio
 import httpx
+from pydantic import BaseModel
+
+from api.schemas import (
+    BatchOut,
+    FactCreated,
+    FactOut,
+    Health,
+    ImportOut,
+    PeerConnected,
+    PeersOut,
+    ProvenanceOut,
+    QueryOut,
+    SnapshotOut,
+    StatusOut,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8700"
+M = TypeVar("M", bound=BaseModel)
 
 
 class NodeError(Exception):
-    """The node answered with an error body, or could not be reached."""
+    """The node answered with an error, or could not be reached (``status`` 0)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(f"{status} {code}: {message}" if status else message)
         self.status = status
         self.code = code
         self.message = message
+        self.field = field
+
+
+class InvalidRequest(NodeError):
+    """400, 405, 408, 415: the request was malformed; ``code`` and ``field`` say how."""
+
+
+class PayloadTooLarge(InvalidRequest):
+    """413: the body is over the node's limit."""
+
+
+class Unauthorized(NodeError):
+    """401: an API key or a contributor signature is missing or wrong (see ``code``)."""
+
+
+class NotFound(NodeError):
+    """404: no such fact, block or route."""
+
+
+class RateLimited(NodeError):
+    """429: over the node's rate limit; retry after ``retry_after`` seconds."""
+
+    def __init__(self, *args: Any, retry_after: float = 1.0) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
+
+
+class NodeUnavailable(NodeError):
+    """503 or another 5xx: the node is starting, stopping, or its storage failed."""
+
+
+class Unreachable(NodeError):
+    """No HTTP answer at all (connection refused, timeout)."""
+
+
+_BY_STATUS: dict[int, type[NodeError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    404: NotFound,
+    405: InvalidRequest,
+    408: InvalidRequest,
+    413: PayloadTooLarge,
+    415: InvalidRequest,
+    429: RateLimited,
+}
+
+
+def error_from(response: httpx.Response) -> NodeError:
+    try:
+        err = response.json()["error"]
+        code, message, fld = str(err["code"]), str(err["message"]), err.get("field")
+    except (ValueError, KeyError, TypeError):
+        code, message, fld = "http_error", response.text[:500], None
+    status = response.status_code
+    kind = _BY_STATUS.get(status, NodeUnavailable if status >= 500 else NodeError)
+    if kind is RateLimited:
+        retry = float(response.headers.get("retry-after", "1") or 1)
+        return RateLimited(status, code, message, fld, retry_after=retry)
+    return kind(status, code, message, fld)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[M]):
+    """One request and the model its answer parses into (None: raw bytes)."""
+
+    method: str
+    path: str
+    model: type[M] | None
+    json: Any = None
+    params: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _fact_body(
+    text: str,
+    metadata: Mapping[str, Any] | None,
+    contributor: str | None,
+    signature: str | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"text": text}
+    if metadata:
+        body["metadata"] = dict(metadata)
+    if contributor is not None:
+        body["contributor"] = contributor
+    if signature is not None:
+        body["signature"] = signature
+    return body
+
+
+def _query_body(
+    query: str,
+    k: int,
+    mode: str,
+    filter: Mapping[str, Any] | None,
+    min_score: float | None,
+    vector: Sequence[float] | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
+    if filter:
+        body["filter"] = dict(filter)
+    if min_score is not None:
+        body["min_score"] = min_score
+    if vector is not None:
+        body["vector"] = [float(x) for x in vector]
+    return body
+
+
+def _block(cid: str) -> _Call[BaseModel]:
+    return _Call("GET", f"/ipfs/{cid}", None, params={"format": "raw"})
+
+
+def _car(cid: str, scope: str) -> _Call[BaseModel]:
+    return _Call("GET", f"/ipfs/{cid}", None, params={"format": "car", "dag-scope": scope})
+
+
+def _parse(response: httpx.Response, call: _Call[M]) -> Any:
+    if response.status_code >= 400:
+        raise error_from(response)
+    if call.model is None:
+        return response.content
+    return call.model.model_validate_json(response.content)
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    key = api_key if api_key is not None else os.environ.get("KNOWHUB_API_KEY")
+    return {"authorization": f"Bearer {key}"} if key else {}
+
+
+CAR = "application/vnd.ipld.car"
 
 
 class NodeClient:
@@ -27,17 +188,15 @@ class NodeClient:
         self,
         url: str = DEFAULT_URL,
         *,
+        api_key: str | None = None,
         timeout: float = 300.0,
         transport: httpx.BaseTransport | None = None,
-        api_key: str | None = None,
     ) -> None:
-        """``api_key`` defaults to ``$KNOWHUB_API_KEY`` (sent as a Bearer token)."""
-        key = api_key if api_key is not None else os.environ.get("KNOWHUB_API_KEY")
-        headers = {"authorization": f"Bearer {key}"} if key else {}
+        """``api_key`` defaults to ``$KNOWHUB_API_KEY``."""
+        self.url = url.rstrip("/")
         self._http = httpx.Client(
-            base_url=url.rstrip("/"), timeout=timeout, transport=transport, headers=headers
+            base_url=self.url, timeout=timeout, transport=transport, headers=_headers(api_key)
         )
-        self.url = url
 
     def __enter__(self) -> NodeClient:
         return self
@@ -48,23 +207,16 @@ class NodeClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, json: Any = None) -> Any:
+    def _run(self, call: _Call[M]) -> Any:
         try:
-            response = self._http.request(method, path, json=json)
+            response = self._http.request(
+                call.method, call.path, json=call.json, params=call.params, headers=call.headers
+            )
         except httpx.HTTPError as exc:
-            raise NodeError(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
-        return self._check(response)
+            raise Unreachable(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
+        return _parse(response, call)
 
-    @staticmethod
-    def _check(response: httpx.Response) -> Any:
-        if response.status_code >= 400:
-            try:
-                err = response.json()["error"]
-                code, message = str(err["code"]), str(err["message"])
-            except (ValueError, KeyError, TypeError):
-                code, message = "http_error", response.text[:500]
-            raise NodeError(response.status_code, code, message)
-        return response.json()
+    # -- facts --------------------------------------------------------------------------------
 
     def add(
         self,
@@ -73,27 +225,26 @@ class NodeClient:
         *,
         contributor: str | None = None,
         signature: str | None = None,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": text}
-        if metadata:
-            body["metadata"] = dict(metadata)
-        if contributor is not None:
-            body["contributor"] = contributor
-        if signature is not None:
-            body["signature"] = signature
-        result: dict[str, Any] = self._call("POST", "/v1/facts", body)
+    ) -> FactCreated:
+        """Contribute one fact (``POST /v1/facts``); ``status`` is created or exists."""
+        body = _fact_body(text, metadata, contributor, signature)
+        result: FactCreated = self._run(_Call("POST", "/v1/facts", FactCreated, body))
         return result
 
-    def add_batch(self, facts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", "/v1/facts/batch", {"facts": list(facts)})
+    def add_batch(self, facts: Sequence[Mapping[str, Any]]) -> BatchOut:
+        """Contribute up to 1,000 facts; each item succeeds or fails on its own."""
+        call = _Call("POST", "/v1/facts/batch", BatchOut, {"facts": [dict(f) for f in facts]})
+        result: BatchOut = self._run(call)
         return result
 
-    def provenance(self, cid: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/facts/{cid}/provenance")
+    def get(self, cid: str) -> FactOut:
+        result: FactOut = self._run(_Call("GET", f"/v1/facts/{cid}", FactOut))
         return result
 
-    def get(self, cid: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/v1/facts/{cid}")
+    def provenance(self, cid: str) -> ProvenanceOut:
+        """The provenance bundle ``knowhub verify`` checks against the chain."""
+        call = _Call("GET", f"/v1/facts/{cid}/provenance", ProvenanceOut)
+        result: ProvenanceOut = self._run(call)
         return result
 
     def query(
@@ -104,17 +255,53 @@ class NodeClient:
         mode: str = "hybrid",
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
-        if filter:
-            body["filter"] = dict(filter)
-        if min_score is not None:
-            body["min_score"] = min_score
-        result: dict[str, Any] = self._call("POST", "/v1/query", body)
+        vector: Sequence[float] | None = None,
+    ) -> QueryOut:
+        body = _query_body(query, k, mode, filter, min_score, vector)
+        result: QueryOut = self._run(_Call("POST", "/v1/query", QueryOut, body))
         return result
 
-    def snapshot(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", "/v1/snapshots")
+    # -- node, peers, metrics -----------------------------------------------------------------
+
+    def status(self) -> StatusOut:
+        result: StatusOut = self._run(_Call("GET", "/v1/status", StatusOut))
+        return result
+
+    def health(self) -> Health:
+        result: Health = self._run(_Call("GET", "/healthz", Health))
+        return result
+
+    def peers(self) -> PeersOut:
+        result: PeersOut = self._run(_Call("GET", "/v1/peers", PeersOut))
+        return result
+
+    def connect_peer(self, address: str) -> PeerConnected:
+        call = _Call("POST", "/v1/peers", PeerConnected, {"address": address})
+        result: PeerConnected = self._run(call)
+        return result
+
+    def disconnect_peer(self, peer_id: str, block_seconds: float = 600.0) -> None:
+        params = {"block_seconds": str(block_seconds)}
+        self._run(_Call("DELETE", f"/v1/peers/{peer_id}", None, params=params))
+
+    def metrics(self) -> str:
+        """The Prometheus text of ``GET /metrics``."""
+        data: bytes = self._run(_Call("GET", "/metrics", None))
+        return data.decode()
+
+    # -- IPFS ---------------------------------------------------------------------------------
+
+    def block(self, cid: str) -> bytes:
+        """The raw block (trustless gateway); check it with ``node.cid`` if you trust no one."""
+        data: bytes = self._run(_block(cid))
+        return data
+
+    def car(self, cid: str, scope: str = "all") -> bytes:
+        data: bytes = self._run(_car(cid, scope))
+        return data
+
+    def snapshot(self) -> SnapshotOut:
+        result: SnapshotOut = self._run(_Call("POST", "/v1/snapshots", SnapshotOut))
         return result
 
     def download(self, path: str, target: Path, progress: Callable[[int], object]) -> int:
@@ -125,7 +312,7 @@ class NodeClient:
             with self._http.stream("GET", path) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise NodeError(response.status_code, "download_failed", response.text[:300])
+                    raise error_from(response)
                 with tmp.open("wb") as fh:
                     for chunk in response.iter_bytes():
                         fh.write(chunk)
@@ -133,11 +320,13 @@ class NodeClient:
                         progress(len(chunk))
         except httpx.HTTPError as exc:
             tmp.unlink(missing_ok=True)
-            raise NodeError(0, "unreachable", f"download from {self.url} failed: {exc}") from exc
+            raise Unreachable(0, "unreachable", f"download from {self.url} failed: {exc}") from exc
         os.replace(tmp, target)
         return size
 
-    def import_car(self, source: Path, progress: Callable[[int], object]) -> dict[str, Any]:
+    def import_car(self, source: Path, progress: Callable[[int], object]) -> ImportOut:
+        """Upload a snapshot CAR; the node verifies every block before storing anything."""
+
         def chunks() -> Iterator[bytes]:
             with source.open("rb") as fh:
                 while chunk := fh.read(1 << 20):
@@ -146,15 +335,136 @@ class NodeClient:
 
         try:
             response = self._http.post(
-                "/v1/snapshots/import",
-                content=chunks(),
-                headers={"content-type": "application/vnd.ipld.car"},
+                "/v1/snapshots/import", content=chunks(), headers={"content-type": CAR}
             )
         except httpx.HTTPError as exc:
-            raise NodeError(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
-        result: dict[str, Any] = self._check(response)
+            raise Unreachable(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
+        result: ImportOut = _parse(response, _Call("POST", "", ImportOut))
         return result
 
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/v1/status")
+
+class AsyncNodeClient:
+    """The same methods as ``NodeClient``, awaitable."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        api_key: str | None = None,
+        timeout: float = 300.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.url, timeout=timeout, transport=transport, headers=_headers(api_key)
+        )
+
+    async def __aenter__(self) -> AsyncNodeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _run(self, call: _Call[M]) -> Any:
+        try:
+            response = await self._http.request(
+                call.method, call.path, json=call.json, params=call.params, headers=call.headers
+            )
+        except httpx.HTTPError as exc:
+            raise Unreachable(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
+        return _parse(response, call)
+
+    async def add(
+        self,
+        text: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        contributor: str | None = None,
+        signature: str | None = None,
+    ) -> FactCreated:
+        body = _fact_body(text, metadata, contributor, signature)
+        result: FactCreated = await self._run(_Call("POST", "/v1/facts", FactCreated, body))
+        return result
+
+    async def add_batch(self, facts: Sequence[Mapping[str, Any]]) -> BatchOut:
+        call = _Call("POST", "/v1/facts/batch", BatchOut, {"facts": [dict(f) for f in facts]})
+        result: BatchOut = await self._run(call)
+        return result
+
+    async def get(self, cid: str) -> FactOut:
+        result: FactOut = await self._run(_Call("GET", f"/v1/facts/{cid}", FactOut))
+        return result
+
+    async def provenance(self, cid: str) -> ProvenanceOut:
+        call = _Call("GET", f"/v1/facts/{cid}/provenance", ProvenanceOut)
+        result: ProvenanceOut = await self._run(call)
+        return result
+
+    async def query(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        mode: str = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+        vector: Sequence[float] | None = None,
+    ) -> QueryOut:
+        body = _query_body(query, k, mode, filter, min_score, vector)
+        result: QueryOut = await self._run(_Call("POST", "/v1/query", QueryOut, body))
+        return result
+
+    async def status(self) -> StatusOut:
+        result: StatusOut = await self._run(_Call("GET", "/v1/status", StatusOut))
+        return result
+
+    async def health(self) -> Health:
+        result: Health = await self._run(_Call("GET", "/healthz", Health))
+        return result
+
+    async def peers(self) -> PeersOut:
+        result: PeersOut = await self._run(_Call("GET", "/v1/peers", PeersOut))
+        return result
+
+    async def connect_peer(self, address: str) -> PeerConnected:
+        call = _Call("POST", "/v1/peers", PeerConnected, {"address": address})
+        result: PeerConnected = await self._run(call)
+        return result
+
+    async def disconnect_peer(self, peer_id: str, block_seconds: float = 600.0) -> None:
+        params = {"block_seconds": str(block_seconds)}
+        await self._run(_Call("DELETE", f"/v1/peers/{peer_id}", None, params=params))
+
+    async def metrics(self) -> str:
+        data: bytes = await self._run(_Call("GET", "/metrics", None))
+        return data.decode()
+
+    async def block(self, cid: str) -> bytes:
+        data: bytes = await self._run(_block(cid))
+        return data
+
+    async def car(self, cid: str, scope: str = "all") -> bytes:
+        data: bytes = await self._run(_car(cid, scope))
+        return data
+
+    async def snapshot(self) -> SnapshotOut:
+        result: SnapshotOut = await self._run(_Call("POST", "/v1/snapshots", SnapshotOut))
+        return result
+
+    async def import_car(self, source: Path) -> ImportOut:
+        async def chunks() -> AsyncIterator[bytes]:
+            async with await anyio.open_file(source, "rb") as fh:
+                while chunk := await fh.read(1 << 20):
+                    yield chunk
+
+        try:
+            response = await self._http.post(
+                "/v1/snapshots/import", content=chunks(), headers={"content-type": CAR}
+            )
+        except httpx.HTTPError as exc:
+            raise Unreachable(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
+        result: ImportOut = _parse(response, _Call("POST", "", ImportOut))
         return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -11,7 +11,11 @@ from node.service import KnowledgeNode
 
 
 def get_node(request: Request) -> KnowledgeNode:
-    node: KnowledgeNode | None = getattr(request.app.state, "node", None)
+    return get_node_of(request.app)
+
+
+def get_node_of(app: Any) -> KnowledgeNode:
+    node: KnowledgeNode | None = getattr(app.state, "node", None)
     if node is None:
         raise Unavailable("the node is not running")
     return node

@@ -16,3 +16,12 @@ class ApiOptions:
     cors_origins: tuple[str, ...] = ()
     #: Seconds the node may spend getting queued facts anchored when it stops.
     shutdown_timeout: float = 0.0
+    #: Serve the MCP tools at /mcp; contribute_fact answers only when mcp_contribute is set.
+    #: Serve the web page at / (and its files at /static).
+    web: bool = True
+    #: Block explorer URL for a transaction, with {tx}, e.g. https://etherscan.io/tx/{tx}.
+    explorer_tx_url: str | None = None
+    mcp: bool = True
+    mcp_contribute: bool = False
+    #: The address the server listens on (loopback keeps MCP's DNS-rebinding protection on).
+    host: str = "127.0.0.1"

@@ -245,3 +245,36 @@ class ProvenanceOut(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class SnapshotOut(BaseModel):
+    root: str = Field(description="CID of the manifest listing every fact.")
+    facts: int
+    car_url: str = Field(description="Gateway path of the snapshot as a CARv1.")
+
+
+class ImportOut(BaseModel):
+    roots: list[str]
+    facts: int
+    created: int
+    existing: int
+
+
+class CheckOut(BaseModel):
+    name: str = Field(description="cid, contributor, signature, proof, anchor, registry ...")
+    ok: bool
+    detail: str
+
+
+class VerificationOut(BaseModel):
+    cid: str | None
+    verified: bool = Field(description="Every check passed: the fact is proven on chain.")
+    status: str | None = Field(description="pending or anchored, as the bundle says.")
+    checks: list[CheckOut]
+    chain_rpc: str | None = Field(description="The chain the anchor was checked against.")
+    registry: str | None
+    chain_from_node: bool = Field(
+        description="True when the RPC / registry were taken from the node that served the "
+        "bundle rather than given by the verifier (then the chain check trusts that node's "
+        "choice of chain)."
+    )

@@ -36,7 +36,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-_READ_POSTS = {"/v1/query"}
+# POSTs that only read; /mcp carries MCP calls, and its write tool checks the key itself.
+_READ_POSTS = {"/v1/query", "/mcp"}
 _OPEN_PATHS = {"/healthz"}
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+)\s*$")

@@ -35,6 +35,11 @@ def api_options(settings: Settings) -> ApiOptions:
         access=access,
         cors_origins=tuple(o.strip() for o in settings.cors_origins.split(",") if o.strip()),
         shutdown_timeout=settings.shutdown_timeout,
+        web=settings.web,
+        explorer_tx_url=settings.explorer_tx_url,
+        mcp=settings.mcp,
+        mcp_contribute=settings.mcp_contribute,
+        host=settings.host,
     )
 
 

@@ -130,6 +130,17 @@ class Settings(BaseSettings):
         description="Proxies whose X-Forwarded-For / -Proto headers are trusted (comma-separated, "
         "'*' for any): the client address used for rate limits and logs.",
     )
+    web: bool = Field(True, description="Serve the web page at / (search, contribute, status).")
+    explorer_tx_url: str | None = Field(
+        None,
+        description="Block explorer URL for transaction links on the web page, with {tx}, "
+        "e.g. https://sepolia.etherscan.io/tx/{tx}.",
+    )
+    mcp: bool = Field(True, description="Serve the MCP tools at /mcp (Streamable HTTP).")
+    mcp_contribute: bool = Field(
+        False,
+        description="Let MCP clients call contribute_fact (with an API key when keys are set).",
+    )
     shutdown_timeout: float = Field(
         10.0,
         gt=0,

@@ -15,9 +15,9 @@ from api.schemas import (
     FactCreated,
     FactIn,
     FactOut,
-    FactRecord,
     ProvenanceOut,
 )
+from api.views import fact_out, provenance_out
 from node.errors import KnowhubError
 from node.submissions import SignedFact
 
@@ -85,14 +85,7 @@ async def contribute_batch(body: BatchIn, node: NodeDep) -> BatchOut:
 )
 async def get_fact(cid: str, node: NodeDep) -> FactOut:
     """The fact record with this CID (any multibase accepted; answered in base32)."""
-    stored = await node.get_fact(cid)
-    return FactOut(
-        cid=stored.cid,
-        record=FactRecord.model_validate(stored.record()),
-        signature=stored.signature,
-        status="stored",
-        stored_at=stored.stored_at,
-    )
+    return fact_out(await node.get_fact(cid))
 
 
 @router.get(
@@ -103,22 +96,4 @@ async def get_fact(cid: str, node: NodeDep) -> FactOut:
 async def provenance(cid: str, node: NodeDep) -> ProvenanceOut:
     """Who contributed the fact and where it is anchored: a bundle `knowhub verify` checks
     against the chain without trusting this node."""
-    view = await node.provenance(cid)
-    p = view.provenance
-    batch = p.batch if p.status == "anchored" else None
-    return ProvenanceOut(
-        cid=p.cid,
-        record=FactRecord.model_validate(p.record),
-        contributor=p.contributor,
-        signature=p.signature,
-        signature_valid=view.signature_valid,
-        status="anchored" if batch is not None else "pending",
-        root=None if batch is None else "0x" + batch.root.hex(),
-        proof=[] if batch is None else ["0x" + h.hex() for h in p.proof],
-        manifest_cid=None if batch is None else batch.manifest_cid,
-        chain_id=None if batch is None else batch.chain_id,
-        registry=None if batch is None else batch.registry,
-        tx_hash=None if batch is None else batch.tx_hash,
-        block_number=None if batch is None else batch.block_number,
-        anchored_at=None if batch is None else batch.anchored_at,
-    )
+    return provenance_out(await node.provenance(cid))

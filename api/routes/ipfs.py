@@ -18,12 +18,11 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
 
 from api.deps import NodeDep
 from api.errors import error_response
 from api.options import ApiOptions
-from api.schemas import ErrorBody
+from api.schemas import ErrorBody, ImportOut, SnapshotOut
 from node.car import car_header, car_section
 from node.cid import cid_string, parse_cid
 from node.content import DagScope
@@ -124,19 +123,6 @@ async def gateway(
             yield car_section(block_cid, data)
 
     return StreamingResponse(stream(), media_type=CAR_CONTENT_TYPE, headers=headers)
-
-
-class SnapshotOut(BaseModel):
-    root: str
-    facts: int
-    car_url: str
-
-
-class ImportOut(BaseModel):
-    roots: list[str]
-    facts: int
-    created: int
-    existing: int
 
 
 @router.post("/v1/snapshots", response_model=SnapshotOut, tags=["snapshots"])

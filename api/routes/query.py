@@ -5,7 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import NodeDep
-from api.schemas import ErrorBody, HitProvenance, QueryHit, QueryIn, QueryOut
+from api.schemas import ErrorBody, QueryIn, QueryOut
+from api.views import query_out
 from node.filters import parse_filter
 from node.search import Query
 
@@ -29,23 +30,7 @@ async def query(body: QueryIn, node: NodeDep) -> Response:
             vector=None if body.vector is None else tuple(body.vector),
         )
     )
-    out = QueryOut(
-        results=[
-            QueryHit(
-                cid=r.fact.cid,
-                text=r.fact.text,
-                score=r.score,
-                metadata=r.fact.metadata,
-                contributor=r.fact.contributor,
-                provenance=HitProvenance(
-                    status="pending" if r.anchored_block is None else "anchored",
-                    block_number=r.anchored_block,
-                ),
-            )
-            for r in result.results
-        ],
-        context=result.context,
-    )
+    out = query_out(result)
     # Serialized by pydantic-core directly (the hot path skips a second validation pass).
     return Response(
         out.model_dump_json(),

@@ -9,18 +9,14 @@ from fastapi import APIRouter, Query, Request, Response, status
 from api.deps import NodeDep
 from api.metrics import CONTENT_TYPE, Metrics
 from api.schemas import (
-    ChainStatusOut,
     Health,
-    IndexStatus,
-    IpfsStatus,
-    ModelStatus,
-    NetworkStatusOut,
     PeerConnected,
     PeerConnectIn,
     PeerOut,
     PeersOut,
     StatusOut,
 )
+from api.views import status_out
 
 router = APIRouter(tags=["system"])
 
@@ -45,41 +41,7 @@ async def metrics(node: NodeDep, request: Request) -> Response:
 
 @router.get("/v1/status", response_model=StatusOut)
 async def node_status(node: NodeDep) -> StatusOut:
-    s = await node.status()
-    chain = None
-    if s.chain is not None:
-        chain = ChainStatusOut(
-            rpc_url=s.chain.rpc_url,
-            chain_id=s.chain.chain_id,
-            registry=s.chain.registry,
-            account=s.chain.account,
-            anchor_queue=s.chain.queued,
-            open_batches=s.chain.open_batches,
-            last_anchored_block=s.chain.last_anchored_block,
-            error=s.chain.error,
-            follow_block=s.chain.follow_block,
-            verified_batches=s.chain.verified_batches,
-            facts_from_chain=s.chain.facts_from_chain,
-            follow_error=s.chain.follow_error,
-        )
-    return StatusOut(
-        version=s.version,
-        facts=s.facts,
-        index=IndexStatus(kind=s.index_kind, size=s.index_size),
-        model=ModelStatus(name=s.model, dimension=s.dimension),
-        ipfs=IpfsStatus(
-            store=s.content_store,
-            publication_backlog=s.publication_backlog,
-            error=s.content_store_error,
-        ),
-        data_dir=s.data_dir,
-        operator=s.operator,
-        require_signatures=s.require_signatures,
-        chain=chain,
-        p2p=None
-        if s.network is None
-        else NetworkStatusOut.model_validate(s.network, from_attributes=True),
-    )
+    return status_out(await node.status())
 
 
 @router.get("/v1/peers", response_model=PeersOut)

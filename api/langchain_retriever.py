@@ -1,0 +1,72 @@
+"""LangChain retriever over a knowhub node (``pip install knowhub[langchain]``).
+
+    from api.langchain_retriever import KnowhubRetriever
+
+    retriever = KnowhubRetriever(url="http://127.0.0.1:8700", k=4, mode="hybrid")
+    docs = retriever.invoke("What do octopuses have three of?")
+    docs[0].id, docs[0].metadata["cid"], docs[0].metadata["provenance"]["status"]
+
+Each ``Document`` carries the fact's text as ``page_content``, its CID as ``id``, and in
+``metadata``: the fact's own metadata, then ``cid``, ``score``, ``contributor``,
+``provenance`` (``status`` pending / anchored and ``block_number``) and ``source`` (the node's
+gateway URL of the fact's block). The knowhub keys win over fact metadata keys of the same name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+)
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import Field
+
+from api.client import DEFAULT_URL, AsyncNodeClient, NodeClient
+from api.schemas import QueryHit, QueryOut
+
+
+class KnowhubRetriever(BaseRetriever):
+    """Ranked facts from a knowhub node as LangChain documents."""
+
+    url: str = DEFAULT_URL
+    api_key: str | None = Field(default=None, description="Default: $KNOWHUB_API_KEY.")
+    k: int = Field(default=5, ge=1, le=100)
+    mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
+    filter: dict[str, Any] | None = None
+    min_score: float | None = None
+    timeout: float = 60.0
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        with NodeClient(self.url, api_key=self.api_key, timeout=self.timeout) as client:
+            out = client.query(
+                query, k=self.k, mode=self.mode, filter=self.filter, min_score=self.min_score
+            )
+        return self._documents(out)
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
+    ) -> list[Document]:
+        async with AsyncNodeClient(self.url, api_key=self.api_key, timeout=self.timeout) as c:
+            out = await c.query(
+                query, k=self.k, mode=self.mode, filter=self.filter, min_score=self.min_score
+            )
+        return self._documents(out)
+
+    def _documents(self, out: QueryOut) -> list[Document]:
+        return [self._document(hit) for hit in out.results]
+
+    def _document(self, hit: QueryHit) -> Document:
+        metadata: dict[str, Any] = {
+            **hit.metadata,
+            "cid": hit.cid,
+            "score": hit.score,
+            "contributor": hit.contributor,
+            "provenance": hit.provenance.model_dump(),
+            "source": f"{self.url.rstrip('/')}/ipfs/{hit.cid}",
+        }
+        return Document(id=hit.cid, page_content=hit.text, metadata=metadata)

@@ -1,0 +1,305 @@
+"""MCP server (official ``mcp`` SDK): retrieval, facts and provenance as tools for LLM agents.
+
+Two ways to serve the same tools:
+
+* mounted on the node at ``/mcp`` (Streamable HTTP, stateless, JSON responses), calling the
+  node's service in-process (``LocalBackend``);
+* ``knowhub mcp --url NODE`` over stdio, calling a node's REST API with ``AsyncNodeClient``.
+
+Tools: ``search_knowledge``, ``get_fact``, ``verify_provenance`` and ``contribute_fact``; the
+last answers with a tool error unless the operator allowed contributions
+(``KNOWHUB_MCP_CONTRIBUTE=true`` on the node, ``--allow-contribute`` for stdio). Inputs are
+validated against the JSON Schemas the SDK derives from the signatures below; a node error
+becomes a tool error whose text starts with the node's error code (``not_found: ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+
+from api.client import NodeError
+from api.schemas import (
+    FactCreated,
+    FactOut,
+    ProvenanceOut,
+    QueryOut,
+    StatusOut,
+    VerificationOut,
+)
+from api.verification import verify_bundle
+from api.views import fact_out, provenance_out, query_out, status_out
+from node import __version__
+from node.errors import KnowhubError
+from node.filters import parse_filter
+from node.search import Query, SearchMode
+from node.service import MAX_K, KnowledgeNode
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "knowhub is a decentralized knowledge hub of short facts. Call search_knowledge to "
+    "retrieve ranked facts for a question and cite each fact you use by its CID. A fact's "
+    "provenance (who contributed it, and the block that anchors it on chain) can be checked "
+    "independently with verify_provenance."
+)
+
+
+class Backend(Protocol):
+    """What the tools need from a node (``AsyncNodeClient`` satisfies it)."""
+
+    async def query(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        mode: str = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+        vector: Sequence[float] | None = None,
+    ) -> QueryOut: ...
+
+    async def get(self, cid: str) -> FactOut: ...
+
+    async def provenance(self, cid: str) -> ProvenanceOut: ...
+
+    async def status(self) -> StatusOut: ...
+
+    async def add(
+        self,
+        text: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        contributor: str | None = None,
+        signature: str | None = None,
+    ) -> FactCreated: ...
+
+
+class LocalBackend:
+    """The tools on the node's own service, through the same schema mapping as REST."""
+
+    def __init__(self, node: Callable[[], KnowledgeNode]) -> None:
+        self._node = node
+
+    async def query(
+        self,
+        query: str,
+        *,
+        k: int = 5,
+        mode: str = "hybrid",
+        filter: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
+        vector: Sequence[float] | None = None,
+    ) -> QueryOut:
+        result = await self._node().query(
+            Query(
+                text=query,
+                k=k,
+                mode=SearchMode(mode),  # the service compares modes by identity
+                filter=parse_filter(dict(filter) if filter else None),
+                min_score=min_score,
+                vector=None if vector is None else tuple(vector),
+            )
+        )
+        return query_out(result)
+
+    async def get(self, cid: str) -> FactOut:
+        return fact_out(await self._node().get_fact(cid))
+
+    async def provenance(self, cid: str) -> ProvenanceOut:
+        return provenance_out(await self._node().provenance(cid))
+
+    async def status(self) -> StatusOut:
+        return status_out(await self._node().status())
+
+    async def add(
+        self,
+        text: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        contributor: str | None = None,
+        signature: str | None = None,
+    ) -> FactCreated:
+        node = self._node()
+        body: dict[str, Any] = {"text": text, "metadata": dict(metadata or {})}
+        if contributor is not None:
+            body["contributor"] = contributor
+        if signature is not None:
+            body["signature"] = signature
+        result = await node.contribute(node.accept(body))
+        return FactCreated(cid=result.cid, status="created" if result.created else "exists")
+
+
+@dataclass(frozen=True, slots=True)
+class McpOptions:
+    allow_contribute: bool = False
+    #: A chain the verifier trusts (RPC URL, registry); None: the one the node reports.
+    trusted_chain: tuple[str, str] | None = None
+    #: Called with the tool context before contributing; returns an error text to refuse.
+    authorize_contribution: Callable[[Context[Any, Any]], str | None] | None = None
+
+
+def _tool_error(exc: Exception) -> ToolError:
+    if isinstance(exc, NodeError):
+        return ToolError(f"{exc.code}: {exc.message}")
+    if isinstance(exc, KnowhubError):
+        where = f" (field {exc.field})" if exc.field else ""
+        return ToolError(f"{exc.code}: {exc.message}{where}")
+    return ToolError(f"error: {exc}")
+
+
+def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCPServer:
+    opts = options or McpOptions()
+    server = MCPServer(
+        name="knowhub",
+        title="knowhub knowledge hub",
+        instructions=INSTRUCTIONS,
+        version=__version__,
+        log_level="WARNING",
+    )
+
+    @server.tool(
+        title="Search knowledge",
+        description="Retrieve the facts most relevant to a query, ranked, each with its CID "
+        "(cite it), score, metadata, contributor and provenance status (anchored on chain or "
+        "pending), plus a ready-made context block with numbered citations.",
+    )
+    async def search_knowledge(
+        query: Annotated[str, Field(min_length=1, max_length=4096, description="The question.")],
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many facts.")] = 5,
+        mode: Annotated[
+            Literal["hybrid", "dense", "keyword"],
+            Field(description="dense: meaning; keyword: BM25 words; hybrid: both (default)."),
+        ] = "hybrid",
+        filter: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description='Exact metadata filter, e.g. {"lang": "en"} or '
+                '{"year": {"$gte": 2020}}; operators $eq $ne $in $nin $gt $gte $lt $lte '
+                "$and $or."
+            ),
+        ] = None,
+    ) -> QueryOut:
+        try:
+            return await backend.query(query, k=k, mode=mode, filter=filter)
+        except (NodeError, KnowhubError) as exc:
+            raise _tool_error(exc) from exc
+
+    @server.tool(
+        title="Get a fact",
+        description="The fact stored under a CID: text, metadata, contributor and signature.",
+    )
+    async def get_fact(
+        cid: Annotated[str, Field(min_length=8, max_length=200, description="The fact's CID.")],
+    ) -> FactOut:
+        try:
+            return await backend.get(cid)
+        except (NodeError, KnowhubError) as exc:
+            raise _tool_error(exc) from exc
+
+    @server.tool(
+        title="Verify provenance",
+        description="Check a fact's provenance without trusting the node: recompute the CID "
+        "from the record, recover the contributor's signature, fold the Merkle proof to the "
+        "anchored root and ask the registry contract on chain. 'verified' is true only when "
+        "every check passes.",
+    )
+    async def verify_provenance(
+        cid: Annotated[str, Field(min_length=8, max_length=200, description="The fact's CID.")],
+    ) -> VerificationOut:
+        try:
+            bundle = (await backend.provenance(cid)).model_dump(mode="json")
+            rpc: str | None
+            registry: str | None
+            if opts.trusted_chain is not None:
+                rpc, registry = opts.trusted_chain
+                from_node = False
+            else:
+                chain = (await backend.status()).chain
+                rpc = chain.rpc_url if chain else None
+                registry = bundle.get("registry") or (chain.registry if chain else None)
+                from_node = True
+            return await anyio.to_thread.run_sync(
+                lambda: verify_bundle(bundle, rpc, registry, chain_from_node=from_node)
+            )
+        except (NodeError, KnowhubError) as exc:
+            raise _tool_error(exc) from exc
+
+    state = "enabled" if opts.allow_contribute else "disabled by the operator"
+
+    @server.tool(
+        title="Contribute a fact",
+        description=f"Store a new fact (a short, self-contained statement) with optional "
+        f"metadata; returns its CID. The node signs it with its operator key. Currently {state}.",
+    )
+    async def contribute_fact(
+        text: Annotated[
+            str, Field(min_length=1, max_length=16384, description="The fact, one statement.")
+        ],
+        ctx: Context[Any, Any],
+        metadata: Annotated[
+            dict[str, Any] | None,
+            Field(description="String keys; values string, integer, boolean or list of strings."),
+        ] = None,
+    ) -> FactCreated:
+        if not opts.allow_contribute:
+            raise ToolError(
+                "contribute_disabled: this node does not take contributions over MCP; its "
+                "operator can allow them (KNOWHUB_MCP_CONTRIBUTE=true, or --allow-contribute "
+                "for knowhub mcp)"
+            )
+        if opts.authorize_contribution is not None:
+            refusal = opts.authorize_contribution(ctx)
+            if refusal is not None:
+                raise ToolError(refusal)
+        try:
+            return await backend.add(text, metadata)
+        except (NodeError, KnowhubError) as exc:
+            raise _tool_error(exc) from exc
+
+    return server
+
+
+def mount_mcp(
+    app: Any,
+    node: Callable[[], KnowledgeNode],
+    *,
+    allow_contribute: bool,
+    require_key: bool,
+    host: str,
+) -> MCPServer:
+    """Serve the tools at ``/mcp`` of ``app`` (Streamable HTTP); the caller runs
+    ``server.session_manager.run()`` for the app's lifetime."""
+
+    def authorize(ctx: Context[Any, Any]) -> str | None:
+        request = getattr(ctx.request_context, "request", None)
+        scope = getattr(request, "scope", None) or {}
+        if (scope.get("state") or {}).get("api_key_id"):
+            return None  # the access guard already checked it
+        return (
+            "api_key_required: contributing over MCP needs an API key on the MCP HTTP request "
+            "(Authorization: Bearer KEY)"
+        )
+
+    server = build_mcp_server(
+        LocalBackend(node),
+        McpOptions(
+            allow_contribute=allow_contribute,
+            authorize_contribution=authorize if require_key else None,
+        ),
+    )
+    # DNS-rebinding protection (Host / Origin checks) is the SDK's default on loopback; a node
+    # listening on a public address is reached under names it cannot know in advance, and is
+    # guarded by API keys, rate limits and CORS instead.
+    mcp_app = server.streamable_http_app(
+        streamable_http_path="/mcp", stateless_http=True, json_response=True, host=host
+    )
+    app.router.routes.extend(mcp_app.routes)
+    return server

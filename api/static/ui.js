@@ -1,0 +1,154 @@
+// Pure rendering and parsing for the knowhub page: no DOM access, so Node can test it
+// (tests/integration/test_web.py). Everything that came from a contributor is escaped.
+
+export function escapeHtml(value) {
+  return String(value ?? "")
+    .replaceAll("&", "&amp;")
+    .replaceAll("<", "&lt;")
+    .replaceAll(">", "&gt;")
+    .replaceAll('"', "&quot;")
+    .replaceAll("'", "&#39;");
+}
+
+// "key=value" lines -> metadata object. Integers and true/false become typed values, a value
+// in [a, b] brackets a list of strings. Returns {metadata} or {error}.
+export function parseMetadata(text) {
+  const metadata = {};
+  const lines = String(text ?? "").split("\n").map((l) => l.trim()).filter(Boolean);
+  for (const line of lines) {
+    const at = line.indexOf("=");
+    if (at < 1) return { error: `metadata line "${line}" is not key=value` };
+    const key = line.slice(0, at).trim();
+    const raw = line.slice(at + 1).trim();
+    metadata[key] = typedValue(raw);
+  }
+  return { metadata };
+}
+
+function typedValue(raw) {
+  if (/^-?\d+$/.test(raw) && Number.isSafeInteger(Number(raw))) return Number(raw);
+  if (raw === "true" || raw === "false") return raw === "true";
+  if (raw.startsWith("[") && raw.endsWith("]")) {
+    return raw.slice(1, -1).split(",").map((s) => s.trim()).filter(Boolean);
+  }
+  return raw;
+}
+
+// Filter from "key=value" lines (exact matches, joined with $and) or raw JSON.
+export function buildFilter(text) {
+  const source = String(text ?? "").trim();
+  if (!source) return { filter: null };
+  if (source.startsWith("{")) {
+    try {
+      return { filter: JSON.parse(source) };
+    } catch (err) {
+      return { error: `filter is not valid JSON: ${err.message}` };
+    }
+  }
+  const parsed = parseMetadata(source);
+  if (parsed.error) return { error: parsed.error };
+  const entries = Object.entries(parsed.metadata);
+  if (entries.length === 1) return { filter: Object.fromEntries(entries) };
+  return { filter: { $and: entries.map(([k, v]) => ({ [k]: v })) } };
+}
+
+export function shortId(value, keep = 10) {
+  const text = String(value ?? "");
+  return text.length > 2 * keep + 1 ? `${text.slice(0, keep)}…${text.slice(-keep)}` : text;
+}
+
+export function badge(provenance) {
+  if (provenance && provenance.status === "anchored") {
+    return `<span class="badge anchored" title="Merkle root anchored on chain">anchored · block ${escapeHtml(provenance.block_number)}</span>`;
+  }
+  return `<span class="badge pending" title="Signed; waiting for the next anchor batch">pending</span>`;
+}
+
+export function txLink(tx, template) {
+  if (!tx) return "";
+  if (template && template.includes("{tx}")) {
+    const href = template.replace("{tx}", encodeURIComponent(tx));
+    return `<a href="${escapeHtml(href)}" rel="noreferrer">${escapeHtml(shortId(tx))}</a>`;
+  }
+  return `<code title="${escapeHtml(tx)}">${escapeHtml(shortId(tx))}</code>`;
+}
+
+export function renderHit(hit, index) {
+  const meta = Object.entries(hit.metadata ?? {})
+    .map(([k, v]) => `<span class="meta">${escapeHtml(k)}: ${escapeHtml(Array.isArray(v) ? v.join(", ") : v)}</span>`)
+    .join(" ");
+  const cid = escapeHtml(hit.cid);
+  return `<li class="hit" data-cid="${cid}">
+  <div class="hit-head"><span class="rank">[${index + 1}]</span> ${badge(hit.provenance)}
+    <span class="score">score ${Number(hit.score).toFixed(4)}</span></div>
+  <p class="text">${escapeHtml(hit.text)}</p>
+  <div class="hit-foot">${meta}
+    <span class="contributor" title="contributor">${escapeHtml(shortId(hit.contributor ?? "unsigned", 6))}</span>
+    <a href="/ipfs/${cid}?format=raw" title="raw DAG-CBOR block (IPFS gateway)">block</a>
+    <a href="/v1/facts/${cid}" title="fact record">record</a>
+    <button type="button" class="provenance-button" data-cid="${cid}">provenance</button>
+    <code class="cid">${cid}</code></div>
+  <div class="provenance" hidden></div>
+</li>`;
+}
+
+export function renderResults(data) {
+  const hits = data?.results ?? [];
+  if (!hits.length) return `<p class="empty">No facts found.</p>`;
+  return `<ol class="hits">${hits.map(renderHit).join("")}</ol>`;
+}
+
+export function renderProvenance(bundle, explorerTemplate) {
+  const rows = [
+    ["status", escapeHtml(bundle.status)],
+    ["contributor", `<code>${escapeHtml(bundle.contributor ?? "none")}</code>`],
+    ["signature valid", bundle.signature_valid ? "yes" : "no"],
+  ];
+  if (bundle.status === "anchored") {
+    rows.push(
+      ["transaction", txLink(bundle.tx_hash, explorerTemplate)],
+      ["block", escapeHtml(bundle.block_number)],
+      ["chain id", escapeHtml(bundle.chain_id)],
+      ["registry", `<code>${escapeHtml(bundle.registry)}</code>`],
+      ["Merkle root", `<code>${escapeHtml(shortId(bundle.root))}</code>`],
+      ["proof", `${escapeHtml((bundle.proof ?? []).length)} steps`],
+      ["manifest", `<a href="/ipfs/${escapeHtml(bundle.manifest_cid)}?format=raw">${escapeHtml(shortId(bundle.manifest_cid))}</a>`],
+    );
+  }
+  const body = rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join("");
+  return `<table class="bundle">${body}</table>
+<p class="hint">Check it yourself: <code>knowhub verify ${escapeHtml(bundle.cid)} --rpc YOUR_RPC --registry ${escapeHtml(bundle.registry ?? "ADDRESS")}</code></p>`;
+}
+
+export function renderStatus(status) {
+  const chain = status.chain;
+  const p2p = status.p2p;
+  const rows = [
+    ["version", escapeHtml(status.version)],
+    ["facts", escapeHtml(status.facts)],
+    ["index", `${escapeHtml(status.index.kind)} · ${escapeHtml(status.index.size)} vectors`],
+    ["model", `${escapeHtml(status.model.name)} (${escapeHtml(status.model.dimension)})`],
+    ["content store", escapeHtml(status.ipfs.store)],
+    ["operator", `<code>${escapeHtml(shortId(status.operator, 6))}</code>`],
+    ["chain", chain ? `id ${escapeHtml(chain.chain_id)} · queue ${escapeHtml(chain.anchor_queue)} · last block ${escapeHtml(chain.last_anchored_block ?? "–")}` : "anchoring off"],
+    ["network", p2p ? `${escapeHtml(p2p.connected_peers)} peers · ${escapeHtml(p2p.facts_received)} facts received` : "off"],
+  ];
+  return rows.map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join("");
+}
+
+export function renderPeers(peers) {
+  const list = peers?.peers ?? [];
+  if (!list.length) return `<p class="empty">No peers.</p>`;
+  return `<ul class="peers">${list
+    .map((p) => {
+      const since = p.connected_since ? "connected" : "not connected";
+      return `<li><code title="${escapeHtml(p.peer_id)}">${escapeHtml(shortId(p.peer_id, 8))}</code> ${since} · ${escapeHtml(p.facts_received)} facts · ${escapeHtml(p.rejected_messages)} rejected</li>`;
+    })
+    .join("")}</ul>`;
+}
+
+export function errorText(status, body) {
+  const err = body?.error;
+  if (err) return `${status} ${err.code}: ${err.message}`;
+  return `HTTP ${status}`;
+}

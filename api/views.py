@@ -1,0 +1,108 @@
+"""Domain objects to response schemas: one mapping, shared by the REST routes and MCP tools."""
+
+from __future__ import annotations
+
+from api.schemas import (
+    ChainStatusOut,
+    FactOut,
+    FactRecord,
+    HitProvenance,
+    IndexStatus,
+    IpfsStatus,
+    ModelStatus,
+    NetworkStatusOut,
+    ProvenanceOut,
+    QueryHit,
+    QueryOut,
+    StatusOut,
+)
+from node.ports import StoredFact
+from node.service import NodeStatus, ProvenanceView, QueryResult
+
+
+def query_out(result: QueryResult) -> QueryOut:
+    return QueryOut(
+        results=[
+            QueryHit(
+                cid=r.fact.cid,
+                text=r.fact.text,
+                score=r.score,
+                metadata=r.fact.metadata,
+                contributor=r.fact.contributor,
+                provenance=HitProvenance(
+                    status="pending" if r.anchored_block is None else "anchored",
+                    block_number=r.anchored_block,
+                ),
+            )
+            for r in result.results
+        ],
+        context=result.context,
+    )
+
+
+def fact_out(stored: StoredFact) -> FactOut:
+    return FactOut(
+        cid=stored.cid,
+        record=FactRecord.model_validate(stored.record()),
+        signature=stored.signature,
+        status="stored",
+        stored_at=stored.stored_at,
+    )
+
+
+def provenance_out(view: ProvenanceView) -> ProvenanceOut:
+    p = view.provenance
+    batch = p.batch if p.status == "anchored" else None
+    return ProvenanceOut(
+        cid=p.cid,
+        record=FactRecord.model_validate(p.record),
+        contributor=p.contributor,
+        signature=p.signature,
+        signature_valid=view.signature_valid,
+        status="anchored" if batch is not None else "pending",
+        root=None if batch is None else "0x" + batch.root.hex(),
+        proof=[] if batch is None else ["0x" + h.hex() for h in p.proof],
+        manifest_cid=None if batch is None else batch.manifest_cid,
+        chain_id=None if batch is None else batch.chain_id,
+        registry=None if batch is None else batch.registry,
+        tx_hash=None if batch is None else batch.tx_hash,
+        block_number=None if batch is None else batch.block_number,
+        anchored_at=None if batch is None else batch.anchored_at,
+    )
+
+
+def status_out(s: NodeStatus) -> StatusOut:
+    chain = None
+    if s.chain is not None:
+        chain = ChainStatusOut(
+            rpc_url=s.chain.rpc_url,
+            chain_id=s.chain.chain_id,
+            registry=s.chain.registry,
+            account=s.chain.account,
+            anchor_queue=s.chain.queued,
+            open_batches=s.chain.open_batches,
+            last_anchored_block=s.chain.last_anchored_block,
+            error=s.chain.error,
+            follow_block=s.chain.follow_block,
+            verified_batches=s.chain.verified_batches,
+            facts_from_chain=s.chain.facts_from_chain,
+            follow_error=s.chain.follow_error,
+        )
+    return StatusOut(
+        version=s.version,
+        facts=s.facts,
+        index=IndexStatus(kind=s.index_kind, size=s.index_size),
+        model=ModelStatus(name=s.model, dimension=s.dimension),
+        ipfs=IpfsStatus(
+            store=s.content_store,
+            publication_backlog=s.publication_backlog,
+            error=s.content_store_error,
+        ),
+        data_dir=s.data_dir,
+        operator=s.operator,
+        require_signatures=s.require_signatures,
+        chain=chain,
+        p2p=None
+        if s.network is None
+        else NetworkStatusOut.model_validate(s.network, from_attributes=True),
+    )

@@ -1,0 +1,92 @@
+"""Error mapping and request shapes of the Python client, on httpx's mock transport."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from api.client import (
+    AsyncNodeClient,
+    InvalidRequest,
+    NodeClient,
+    NodeError,
+    NodeUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    Unreachable,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def error(status: int, code: str, field: str | None = None, **headers: str) -> httpx.Response:
+    body = {"error": {"code": code, "message": f"{code} happened", "field": field}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("response", "kind", "code"),
+    [
+        (error(400, "invalid_fact", "text"), InvalidRequest, "invalid_fact"),
+        (error(401, "api_key_required"), Unauthorized, "api_key_required"),
+        (error(404, "not_found"), NotFound, "not_found"),
+        (error(413, "body_too_large"), PayloadTooLarge, "body_too_large"),
+        (error(503, "storage_error"), NodeUnavailable, "storage_error"),
+        (httpx.Response(502, text="bad gateway"), NodeUnavailable, "http_error"),
+        (httpx.Response(418, text="teapot"), NodeError, "http_error"),
+    ],
+)
+def test_errors_map_to_types(response: httpx.Response, kind: type[NodeError], code: str) -> None:
+    client = NodeClient("http://node", transport=httpx.MockTransport(lambda r: response))
+    with pytest.raises(kind) as caught:
+        client.get("bafy")
+    assert caught.value.code == code and caught.value.status == response.status_code
+    assert type(caught.value) is kind
+
+
+def test_rate_limited_carries_retry_after() -> None:
+    transport = httpx.MockTransport(lambda r: error(429, "rate_limited", **{"retry-after": "7"}))
+    with pytest.raises(RateLimited) as caught:
+        NodeClient("http://node", transport=transport).status()
+    assert caught.value.retry_after == 7.0
+
+
+def test_requests_carry_key_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"cid": "bafyx", "status": "created"})
+
+    monkeypatch.setenv("KNOWHUB_API_KEY", "from-the-environment-123")
+    client = NodeClient("http://node/", transport=httpx.MockTransport(answer))
+    created = client.add("a fact", {"lang": "en"})
+    assert created.cid == "bafyx" and created.status == "created"
+    assert seen[0].headers["authorization"] == "Bearer from-the-environment-123"
+    assert json.loads(seen[0].content) == {"text": "a fact", "metadata": {"lang": "en"}}
+    explicit = NodeClient("http://node", api_key="given", transport=httpx.MockTransport(answer))
+    explicit.add("x")
+    assert seen[1].headers["authorization"] == "Bearer given"
+
+
+def test_unreachable() -> None:
+    with pytest.raises(Unreachable) as caught:
+        NodeClient("http://127.0.0.1:9", timeout=2).health()
+    assert caught.value.status == 0
+
+
+async def test_async_client_maps_errors_too() -> None:
+    transport = httpx.MockTransport(lambda r: error(400, "invalid_query", "k"))
+    async with AsyncNodeClient("http://node", transport=transport) as client:
+        with pytest.raises(InvalidRequest) as caught:
+            await client.query("x", k=0)
+    assert caught.value.field == "k"
