@@ -80,6 +80,7 @@ async function contribute(event) {
     const data = await api("POST", "/v1/facts", { text: $("#text").value, metadata: parsed.metadata });
     show(out, `<p class="ok">${escapeHtml(data.status)}: <a href="/v1/facts/${escapeHtml(data.cid)}"><code>${escapeHtml(data.cid)}</code></a></p>`);
     $("#text").value = "";
+    refreshStatus();
   } catch (err) {
     show(out, `<p class="error">${escapeHtml(err.message)}</p>`);
   }

@@ -57,6 +57,12 @@ export function shortId(value, keep = 10) {
   return text.length > 2 * keep + 1 ? `${text.slice(0, keep)}…${text.slice(-keep)}` : text;
 }
 
+export function formatScore(score) {
+  const value = Number(score);
+  if (!Number.isFinite(value)) return "–";
+  return Math.abs(value) >= 0.001 || value === 0 ? value.toFixed(4) : value.toPrecision(3);
+}
+
 export function badge(provenance) {
   if (provenance && provenance.status === "anchored") {
     return `<span class="badge anchored" title="Merkle root anchored on chain">anchored · block ${escapeHtml(provenance.block_number)}</span>`;
@@ -80,7 +86,7 @@ export function renderHit(hit, index) {
   const cid = escapeHtml(hit.cid);
   return `<li class="hit" data-cid="${cid}">
   <div class="hit-head"><span class="rank">[${index + 1}]</span> ${badge(hit.provenance)}
-    <span class="score">score ${Number(hit.score).toFixed(4)}</span></div>
+    <span class="score">score ${escapeHtml(formatScore(hit.score))}</span></div>
   <p class="text">${escapeHtml(hit.text)}</p>
   <div class="hit-foot">${meta}
     <span class="contributor" title="contributor">${escapeHtml(shortId(hit.contributor ?? "unsigned", 6))}</span>

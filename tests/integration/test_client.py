@@ -41,6 +41,10 @@ def test_sync_client_covers_the_api(node: NodeProcess, tmp_path: Path) -> None:
         status = client.status()
         assert status.facts >= 2 and status.model.dimension == 384
         assert isinstance(client.peers().peers, list)
+        with pytest.raises(InvalidRequest) as bad_peer:
+            client.connect_peer("/ip4/127.0.0.1/tcp/1")  # no /p2p/ id
+        assert bad_peer.value.field == "address"
+        client.disconnect_peer("12D3KooWC6pyXUhYGHAVaGu3jS3hRFPRbXhnUrWh7fDGsanbdNJu", 1)
         assert "knowhub_facts_stored" in client.metrics()
         block = client.block(created.cid)
         assert parse_cid(created.cid).digest[-32:] == hashlib.sha256(block).digest()

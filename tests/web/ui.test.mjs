@@ -7,6 +7,7 @@ import {
   badge,
   buildFilter,
   escapeHtml,
+  formatScore,
   parseMetadata,
   renderPeers,
   renderProvenance,
@@ -40,6 +41,13 @@ test("results carry rank, provenance badge, gateway and record links", () => {
   assert.ok(html.includes('href="/ipfs/bafyreiabc?format=raw"'));
   assert.ok(html.includes('href="/v1/facts/bafyreiabc"'));
   assert.equal(renderResults({ results: [] }), '<p class="empty">No facts found.</p>');
+});
+
+test("scores keep their digits", () => {
+  assert.equal(formatScore(0.5), "0.5000");
+  assert.equal(formatScore(0.0000123), "0.0000123");
+  assert.equal(formatScore(-2.5), "-2.5000");
+  assert.equal(formatScore("x"), "–");
 });
 
 test("badges", () => {
