@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 
 import uvicorn
 
@@ -15,6 +16,8 @@ from node.bootstrap import build_node
 from node.settings import Settings
 
 log = logging.getLogger(__name__)
+
+STARTUP_FAILURE = 3  # uvicorn's own exit status when startup fails
 
 
 def api_options(settings: Settings) -> ApiOptions:
@@ -43,6 +46,20 @@ def api_options(settings: Settings) -> ApiOptions:
     )
 
 
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    log.info("listening on http://%s:%d", host, sock.getsockname()[1])
+    return sock
+
+
 def serve(settings: Settings, options: ApiOptions) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if not options.access.api_keys and settings.host not in {"127.0.0.1", "localhost", "::1"}:
@@ -61,6 +78,14 @@ def serve(settings: Settings, options: ApiOptions) -> int:
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
         access_log=False,  # RequestContext writes one access line per request, with its id
     )
+    # Take the port before startup builds the node: a port in use fails in milliseconds instead of
+    # after loading the model, and the embedded anvil, which asks the kernel for a free port
+    # during startup, can never be handed the node's own port.
+    try:
+        sock = _listen(settings.host, settings.port, config.backlog)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        return STARTUP_FAILURE
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock])
     return 0 if server.started else 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -153,3 +154,22 @@ def test_node_refuses_bad_settings(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "invalid setting KNOWHUB_PORT" in result.stderr
+
+
+def test_node_takes_its_port_before_building_the_node(tmp_path: Path) -> None:
+    """A port in use fails at once, before the model loads or a chain starts; and the embedded
+    chain can no longer be handed the node's own port (a CI run saw exactly that race)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "KNOWHUB_DATA_DIR": str(tmp_path), "KNOWHUB_PORT": str(port)}
+        result = subprocess.run(
+            [sys.executable, "-m", "api.cli", "node"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode == 3
+    assert f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use" in result.stderr
+    assert "embedding model" not in result.stderr
+    assert not (tmp_path / "chain").exists()
+    assert not (tmp_path / "catalog.sqlite3").exists()
