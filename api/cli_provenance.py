@@ -136,7 +136,7 @@ def cluster(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from api.verification import verify_bundle
+    from api.verification import chain_named_by_node, verify_bundle
 
     path = Path(args.target)
     rpc, registry = args.rpc, args.registry
@@ -155,9 +155,8 @@ def verify(args: argparse.Namespace) -> int:
             bundle = client.provenance(args.target).model_dump(mode="json")
             if not (rpc and registry):
                 from_node = True
-                chain = client.status().chain
-                rpc = rpc or (chain.rpc_url if chain else None)
-                registry = registry or bundle.get("registry") or (chain.registry if chain else None)
+                node_rpc, node_registry = chain_named_by_node(client.status().chain, bundle)
+                rpc, registry = rpc or node_rpc, registry or node_registry
                 sys.stderr.write(
                     "note: chain RPC/registry taken from the node; pass --rpc and --registry "
                     "to check against a chain you trust\n"

@@ -34,7 +34,7 @@ from api.schemas import (
     StatusOut,
     VerificationOut,
 )
-from api.verification import verify_bundle
+from api.verification import chain_named_by_node, verify_bundle
 from api.views import fact_out, provenance_out, query_out, status_out
 from node import __version__
 from node.errors import KnowhubError
@@ -222,9 +222,7 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 rpc, registry = opts.trusted_chain
                 from_node = False
             else:
-                chain = (await backend.status()).chain
-                rpc = chain.rpc_url if chain else None
-                registry = bundle.get("registry") or (chain.registry if chain else None)
+                rpc, registry = chain_named_by_node((await backend.status()).chain, bundle)
                 from_node = True
             return await anyio.to_thread.run_sync(
                 lambda: verify_bundle(bundle, rpc, registry, chain_from_node=from_node)

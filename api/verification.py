@@ -9,9 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from api.schemas import CheckOut, VerificationOut
+from api.schemas import ChainStatusOut, CheckOut, VerificationOut
 from node.bootstrap import build_registry_reader
 from node.provenance import Check, check_bundle
+
+
+def chain_named_by_node(
+    chain: ChainStatusOut | None, bundle: Mapping[str, Any]
+) -> tuple[str | None, str | None]:
+    """The chain RPC and registry to check against when the verifier names none: the node's RPC,
+    and the registry the bundle names, else the node's. Trusting the node for them is reported
+    with ``chain_from_node=True``."""
+    rpc = chain.rpc_url if chain else None
+    registry = bundle.get("registry") or (chain.registry if chain else None)
+    return rpc, registry if isinstance(registry, str) else None
 
 
 def verify_bundle(

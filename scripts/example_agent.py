@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.client import NodeClient
 from api.schemas import QueryHit
-from api.verification import verify_bundle
+from api.verification import chain_named_by_node, verify_bundle
 
 INSTRUCTIONS = (
     "Answer the question using only the numbered facts below. Cite every fact you use as [n]. "
@@ -85,8 +85,7 @@ def main() -> int:
                 out(f"[{n}] cites no retrieved fact\n")
                 continue
             bundle = node.provenance(hits[n - 1].cid).model_dump(mode="json")
-            rpc = chain.rpc_url if chain else None
-            registry = bundle.get("registry") or (chain.registry if chain else None)
+            rpc, registry = chain_named_by_node(chain, bundle)
             result = verify_bundle(bundle, rpc, registry, chain_from_node=True)
             if result.verified:
                 verdict = "verified on chain"
