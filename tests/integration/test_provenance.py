@@ -219,6 +219,10 @@ def check_verify_command(node: NodeProcess, chain: Chain, cid: str, tmp_path: Pa
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "VERIFIED" in ok.stdout
+    trusting_node = knowhub("verify", cid, "--node", node.url)  # chain RPC and registry from it
+    assert trusting_node.returncode == 0, trusting_node.stdout + trusting_node.stderr
+    assert "VERIFIED" in trusting_node.stdout
+    assert "chain RPC/registry taken from the node" in trusting_node.stderr
     bundle = provenance(node, cid)
     good = tmp_path / "bundle.json"
     good.write_text(json.dumps(bundle))
