@@ -152,6 +152,8 @@ class SqliteCatalog(AnchorTables):
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
         self._lock = threading.RLock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
         if self.get_setting("publish_queue_seeded") is None:
             # catalogs written before the content store existed: publish every fact once
             with self._cursor(write=True) as cur:
@@ -177,6 +179,18 @@ class SqliteCatalog(AnchorTables):
 
     @contextmanager
     def _cursor(self, write: bool = False) -> Iterator[sqlite3.Cursor]:
+        """Writes go through the one writer connection, serialised; reads use a connection of
+        their own thread, so queries never wait behind a write transaction (WAL readers see
+        the last committed state and do not block the writer)."""
+        if not write and self._path != ":memory:":
+            cur = self._reader().cursor()
+            try:
+                yield cur
+            except sqlite3.Error as exc:
+                raise StorageError(f"catalog error: {exc}") from exc
+            finally:
+                cur.close()
+            return
         with self._lock:
             cur = self._db.cursor()
             try:
@@ -191,6 +205,20 @@ class SqliteCatalog(AnchorTables):
                 raise StorageError(f"catalog error: {exc}") from exc
             finally:
                 cur.close()
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA query_only=ON")
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
+            self._local.conn = conn
+            with self._lock:
+                self._readers.append(conn)
+        return conn
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -389,6 +417,9 @@ class SqliteCatalog(AnchorTables):
 
     def close(self) -> None:
         with self._lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
             self._db.close()
 
 

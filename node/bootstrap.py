@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.anchoring import AnchorOptions
+from node.datadir import DataDirLock
+from node.embedding import SchedulerOptions
 from node.errors import ChainError, ConfigError
 from node.ports import ContentStore, Ledger, Network
 from node.provenance import RegistryReader
@@ -30,14 +32,23 @@ def build_node(settings: Settings) -> KnowledgeNode:
     """Build a node with the real adapters; call ``await node.start()`` before use."""
     # FAISS's bundled OpenBLAS misdetects some CPUs; this is measured ~2x faster for flat search.
     os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(data_dir).acquire()  # before anything in the directory is opened
+    try:
+        return _build_node(settings, data_dir, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> KnowledgeNode:
     from index.blockstore import FilesystemBlockstore
     from index.embedder import SentenceTransformerEmbedder
     from index.faiss_index import FaissIndex
     from index.kubo import KuboContentStore
     from index.sqlite_catalog import SqliteCatalog
 
-    data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     operator = load_or_create_key(settings.key_file or data_dir / KEY_FILE)
     ledger = build_ledger(settings, operator, data_dir)  # first: fails fast on a bad chain config
     embedder = SentenceTransformerEmbedder(
@@ -66,6 +77,12 @@ def build_node(settings: Settings) -> KnowledgeNode:
         index_flush_interval=settings.index_flush_interval,
         require_signatures=settings.require_signatures,
         anchor_peer_facts=settings.anchor_peer_facts,
+        embedding=SchedulerOptions(
+            max_pending=settings.ingest_queue,
+            max_queries=settings.query_queue,
+            slice_seconds=settings.ingest_slice_ms / 1000,
+            max_slice=settings.embed_batch_size,
+        ),
         anchor=AnchorOptions(
             batch_size=settings.anchor_batch_size,
             batch_age=settings.anchor_batch_age,
@@ -83,6 +100,7 @@ def build_node(settings: Settings) -> KnowledgeNode:
         operator=operator,
         ledger=ledger,
         network=build_network(settings, data_dir),
+        on_closed=[lock.release],
     )
 
 

@@ -97,6 +97,17 @@ class ConfigError(KnowhubError):
 
 
 class Unavailable(KnowhubError):
-    """The node is starting or shutting down."""
+    """The node is starting or shutting down, or a dependency it needs is down (503)."""
 
     code = "unavailable"
+
+
+class Overloaded(Unavailable):
+    """The node is at one of its bounds (e.g. the ingest queue is full): 503 with
+    ``Retry-After``. Nothing from the request was stored; the same request may be retried."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = retry_after

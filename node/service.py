@@ -12,7 +12,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -24,13 +23,16 @@ from node import __version__
 from node.anchoring import Anchorer, AnchorOptions
 from node.cid import DAG_CBOR, cid_string, parse_cid
 from node.content import BlockService, DagScope, load_car
+from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import (
     ChainError,
     IncompatibleDataDir,
     InvalidQuery,
     KnowhubError,
     NotFound,
+    Overloaded,
     SignatureRequired,
+    StorageError,
     Unavailable,
 )
 from node.facts import MAX_TEXT_BYTES, Fact
@@ -101,6 +103,30 @@ class NodeStatus:
     require_signatures: bool
     chain: ChainStatus | None
     network: NetworkStatus | None
+    ingest: IngestStatus
+
+    def not_ready(self) -> list[str]:
+        """Why the node cannot take writes now (empty: ready). Liveness is separate."""
+        reasons = []
+        if self.ingest.write_error is not None:
+            reasons.append(f"writes are failing: {self.ingest.write_error}")
+        if self.ingest.pending >= self.ingest.bound:
+            reasons.append(f"the ingest queue is full ({self.ingest.pending} texts)")
+        return reasons
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStatus:
+    #: Texts admitted and waiting to be embedded (REST, CAR, gossip, sync).
+    pending: int
+    #: The bound beyond which writes get 503 + Retry-After.
+    bound: int
+    queries_waiting: int
+    #: Facts from peers left to catch-up sync because the queue was full.
+    deferred_to_sync: int
+    texts_per_second: float
+    #: The last storage error of a write, until a write succeeds again.
+    write_error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +171,7 @@ class NodeOptions:
     #: Refuse submissions without a contributor signature (else the operator signs them).
     require_signatures: bool = False
     anchor: AnchorOptions = field(default_factory=AnchorOptions)
+    embedding: SchedulerOptions = field(default_factory=SchedulerOptions)
     #: Also anchor facts received from peers (normally their origin anchors them and the
     #: chain follower adopts that anchor).
     anchor_peer_facts: bool = False
@@ -162,7 +189,9 @@ class KnowledgeNode:
         operator: SigningKey,
         ledger: Ledger | None = None,
         network: Network | None = None,
+        on_closed: Sequence[Callable[[], None]] = (),
     ) -> None:
+        self._on_closed = list(on_closed)
         self._network = network
         self._store = store
         self._blocks = BlockService(store, catalog)
@@ -185,10 +214,14 @@ class KnowledgeNode:
         self._index = index
         self._embedder = embedder
         self._options = options
-        self._embed_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+        self._scheduler = EmbedScheduler(embedder, options.embedding)
         self._write_lock = asyncio.Lock()
         #: CIDs being embedded and stored right now, so concurrent calls do it only once.
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        #: Peer facts left to sync because the ingest lane was full.
+        self._deferred = 0
+        #: The last storage failure of a write, until a write succeeds again (readiness).
+        self._write_error: str | None = None
         self._dirty = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -231,7 +264,9 @@ class KnowledgeNode:
         async with self._write_lock:
             await self._in_thread(self._index.save)
             self._catalog.close()
-        self._embed_pool.shutdown(wait=True)
+        self._scheduler.close()
+        for release in self._on_closed:  # e.g. the data directory lock, last of all
+            release()
 
     def _check_model(self) -> None:
         want = {
@@ -326,29 +361,40 @@ class KnowledgeNode:
         valid = [f for f in plain if isinstance(f, Fact)]
         known = await self._in_thread(self._catalog.existing, [f.cid for f in valid])
         fresh: dict[str, Fact] = {}
-        waiting: list[asyncio.Future[None]] = []
+        waiting: dict[str, asyncio.Future[None]] = {}
         for fact in valid:
             if fact.cid in known or fact.cid in fresh:
                 continue
             if fact.cid in self._inflight:  # being embedded by a concurrent call: not twice
-                waiting.append(self._inflight[fact.cid])
+                waiting[fact.cid] = self._inflight[fact.cid]
             else:
                 fresh[fact.cid] = fact
         created: set[str] = set()
+        failed: dict[str, KnowhubError] = {}
         if fresh:
             todo = list(fresh.values())
+            self._scheduler.admit(len(todo))  # Overloaded (503) before anything is done
             loop = asyncio.get_running_loop()
             for f in todo:
                 self._inflight[f.cid] = loop.create_future()
+            error: BaseException | None = None
             try:
-                vectors = await self._embed([f.text for f in todo])
+                vectors = await self._scheduler.embed_ingest([f.text for f in todo])
                 async with self._write_lock:
                     created = await self._in_thread(
                         self._store_facts, todo, vectors, signatures, anchor
                     )
+                self._write_error = None
+            except BaseException as exc:
+                error = exc
+                if isinstance(exc, StorageError):
+                    self._write_error = exc.message
+                raise
             finally:
+                # Waiters on these CIDs learn the outcome: stored, or this call's failure.
+                # Never "exists" for a fact that was not stored.
                 for f in todo:
-                    self._inflight.pop(f.cid).set_result(None)
+                    _settle(self._inflight.pop(f.cid), error)
             self._blocks.wake.set()
             if self._anchorer is not None:
                 self._anchorer.wake.set()
@@ -360,11 +406,19 @@ class KnowledgeNode:
                         if f.cid in created and f.cid in signatures
                     ]
                 )
-        if waiting:
-            await asyncio.gather(*waiting)  # stored by the other call (or failed there)
+        for cid, future in waiting.items():
+            try:
+                await asyncio.shield(future)  # stored by the other call, or failed there
+            except KnowhubError as exc:
+                failed[cid] = exc
+            except Exception as exc:  # not ours to interpret: the fact is not stored
+                failed[cid] = StorageError(f"storing {cid} failed: {type(exc).__name__}")
         results: list[Contribution | KnowhubError] = []
         for item in plain:
             if isinstance(item, Fact):
+                if item.cid in failed:
+                    results.append(failed[item.cid])
+                    continue
                 results.append(Contribution(item.cid, item.cid in created))
                 created.discard(item.cid)  # a repeat inside one batch is not created twice
             else:
@@ -413,7 +467,7 @@ class KnowledgeNode:
             vector = self._query_vector(query.vector)
         elif query.mode is not SearchMode.KEYWORD:
             t0 = time.perf_counter()
-            vector = (await self._embed([query.text]))[0]
+            vector = (await self._scheduler.embed_query([query.text]))[0]
             embed_ms = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
         results = await self._in_thread(self._rank, query, vector)
@@ -506,6 +560,18 @@ class KnowledgeNode:
             require_signatures=self._options.require_signatures,
             chain=self._chain_status(),
             network=None if self._network is None else self._network.status(),
+            ingest=self._ingest_status(),
+        )
+
+    def _ingest_status(self) -> IngestStatus:
+        stats = self._scheduler.stats()
+        return IngestStatus(
+            pending=stats.ingest_pending,
+            bound=stats.max_pending,
+            queries_waiting=stats.queries_waiting,
+            deferred_to_sync=self._deferred,
+            texts_per_second=stats.texts_per_second,
+            write_error=self._write_error,
         )
 
     def _anchor_hint(self, chain_id: int, registry: str) -> None:
@@ -525,9 +591,15 @@ class KnowledgeNode:
             return None
 
     async def _receive(self, facts: Sequence[SignedFact]) -> int:
-        results = await self.contribute_many(
-            facts, announce=False, anchor=self._options.anchor_peer_facts
-        )
+        """Facts from peers or the chain follower. Beyond the ingest bound they are left for
+        the next catch-up sync (or follower pass) instead of growing memory."""
+        try:
+            results = await self.contribute_many(
+                facts, announce=False, anchor=self._options.anchor_peer_facts
+            )
+        except Overloaded:
+            self._deferred += len(facts)
+            return 0
         return sum(1 for r in results if isinstance(r, Contribution) and r.created)
 
     def peers(self) -> list[PeerStatus]:
@@ -597,15 +669,28 @@ class KnowledgeNode:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    async def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._embed_pool, self._embedder.embed, texts)
-
     @staticmethod
     async def _in_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         # asyncio.to_thread, not anyio: a cancelled task must stop waiting at once (anyio
         # shields the wait and drops a native cancellation, which hung close()).
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    """Tell the waiters of a CID whether the call storing it succeeded (then the fact is in
+    the catalog) or failed; a failure is marked retrieved, so nobody waiting is no warning."""
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+        return
+    if isinstance(error, KnowhubError):
+        future.set_exception(error)
+    elif isinstance(error, asyncio.CancelledError):
+        future.set_exception(Unavailable("the request that was storing this fact was cancelled"))
+    else:
+        future.set_exception(StorageError(f"storing the fact failed: {type(error).__name__}"))
+    future.exception()
 
 
 def _fact_cid(cid: str) -> str:

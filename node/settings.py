@@ -24,6 +24,22 @@ class Settings(BaseSettings):
 
     embed_batch_size: int = Field(64, ge=1, le=1024, description="Texts per model forward pass.")
     torch_threads: int = Field(0, ge=0, description="Torch CPU threads; 0 keeps torch's default.")
+    ingest_queue: int = Field(
+        1024,
+        ge=1,
+        description="Texts waiting to be embedded for ingest (REST, CAR, gossip) before writes "
+        "get 503 with Retry-After and gossip is left to catch-up sync.",
+    )
+    query_queue: int = Field(
+        256, ge=1, description="Queries waiting for the model before queries get 503."
+    )
+    ingest_slice_ms: float = Field(
+        25.0,
+        gt=0,
+        le=10_000,
+        description="Ingest is embedded in slices of about this many ms; a query waits at most "
+        "one slice behind ingest (queries always go first).",
+    )
 
     hnsw_threshold: int = Field(
         20_000, ge=1, description="Above this many vectors the flat index becomes HNSW."

@@ -1,0 +1,235 @@
+"""The write path under failure and load: no false acknowledgement, queries before ingest,
+bounded ingest, one node per data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from index.sqlite_catalog import SqliteCatalog
+from node.datadir import DataDirInUse, DataDirLock
+from node.embedding import EmbedScheduler, SchedulerOptions
+from node.errors import KnowhubError, Overloaded, StorageError
+from node.facts import make_fact
+from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.ports import NewFact
+from node.search import Query, SearchMode
+from node.service import Contribution, KnowledgeNode, NodeOptions
+from node.signing import SigningKey
+
+pytestmark = pytest.mark.anyio
+
+OPERATOR = SigningKey.generate()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class FailingCatalog(SqliteCatalog):
+    """A catalog whose inserts fail (disk full, I/O error, SQLITE_BUSY) while ``failing``."""
+
+    failing = True
+
+    def insert(self, facts: Sequence[NewFact]) -> list[tuple[int, bool]]:
+        if self.failing:
+            time.sleep(0.05)  # let concurrent duplicates queue up behind this call
+            raise StorageError("catalog error: database or disk is full")
+        return super().insert(facts)
+
+
+class GatedEmbedder(HashEmbedder):
+    """Blocks in ``embed`` until released; records every pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()
+        self.fail_on: str | None = None
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.passes.append(list(texts))
+        self.started.set()
+        self.gate.wait(timeout=60)
+        if self.fail_on is not None and self.fail_on in texts:
+            raise RuntimeError("model exploded")
+        return super().embed(texts)
+
+
+def build(
+    tmp_path: Path, catalog: SqliteCatalog, embedder: HashEmbedder | None = None, **opts: Any
+) -> KnowledgeNode:
+    emb = embedder or HashEmbedder()
+    return KnowledgeNode(
+        catalog,
+        MemoryVectorIndex(emb.dimension),
+        emb,
+        MemoryContentStore(),
+        NodeOptions(data_dir=tmp_path, candidate_pool=10, **opts),
+        operator=OPERATOR,
+    )
+
+
+async def test_concurrent_duplicates_are_never_acknowledged_when_storage_fails(
+    tmp_path: Path,
+) -> None:
+    catalog = FailingCatalog(tmp_path / "catalog.sqlite3")
+    node = build(tmp_path, catalog)
+    await node.start()
+    try:
+        fact = make_fact("A fact submitted six times at once while the disk is full.")
+        outcomes = await asyncio.gather(
+            *(node.contribute(fact) for _ in range(6)), return_exceptions=True
+        )
+        # Not one "created" or "exists": every caller learns the write failed.
+        assert all(isinstance(o, StorageError) for o in outcomes), outcomes
+        batches = await asyncio.gather(
+            *(node.contribute_many([fact]) for _ in range(4)), return_exceptions=True
+        )
+        for batch in batches:
+            items = [batch] if isinstance(batch, BaseException) else batch
+            assert not any(isinstance(i, Contribution) for i in items), batches
+        assert (await node.status()).facts == 0
+        # storage comes back: the same fact is stored once, and then "exists"
+        catalog.failing = False
+        assert await node.contribute(fact) == Contribution(fact.cid, True)
+        assert await node.contribute(fact) == Contribution(fact.cid, False)
+    finally:
+        await node.close()
+
+
+async def test_embedder_failure_is_not_an_acknowledgement(tmp_path: Path) -> None:
+    embedder = GatedEmbedder()
+    embedder.fail_on = "poison text"
+    node = build(tmp_path, SqliteCatalog(tmp_path / "catalog.sqlite3"), embedder)
+    await node.start()
+    try:
+        fact = make_fact("poison text")
+        outcomes = await asyncio.gather(
+            *(node.contribute(fact) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(o, KnowhubError) for o in outcomes), outcomes
+        assert (await node.status()).facts == 0
+        # the node still works: other facts and queries go through
+        assert (await node.contribute(make_fact("a healthy fact"))).created
+        assert (await node.query(Query("healthy", mode=SearchMode.DENSE))).results
+    finally:
+        await node.close()
+
+
+async def test_queries_overtake_queued_ingest() -> None:
+    embedder = GatedEmbedder()
+    scheduler = EmbedScheduler(embedder, SchedulerOptions(slice_seconds=0.001, max_slice=4))
+    try:
+        embedder.gate.clear()  # the worker is stuck in the first ingest slice
+        scheduler.admit(40)
+        ingest = asyncio.ensure_future(scheduler.embed_ingest([f"doc {i}" for i in range(40)]))
+        assert await asyncio.to_thread(embedder.started.wait, 60)
+        query = asyncio.ensure_future(scheduler.embed_query(["the query"]))
+        await asyncio.sleep(0.05)
+        embedder.gate.set()
+        vector = await query
+        assert vector.shape == (1, embedder.dimension)
+        # the query ran right after the slice in progress, not after the whole batch
+        order = [p for p in embedder.passes]
+        assert order[1] == ["the query"], order[:3]
+        assert len(order[0]) <= 4
+        out = await ingest
+        assert out.shape == (40, embedder.dimension)
+        np.testing.assert_allclose(out, HashEmbedder().embed([f"doc {i}" for i in range(40)]))
+        assert scheduler.stats().ingest_pending == 0
+    finally:
+        scheduler.close()
+
+
+async def test_ingest_beyond_the_bound_is_refused_with_retry_after() -> None:
+    embedder = GatedEmbedder()
+    scheduler = EmbedScheduler(embedder, SchedulerOptions(max_pending=10))
+    try:
+        scheduler.admit(50)  # an empty lane takes one request larger than the bound
+        with pytest.raises(Overloaded) as refused:
+            scheduler.admit(1)
+        assert refused.value.retry_after >= 1
+        scheduler.release(50)
+        scheduler.admit(6)
+        scheduler.admit(4)
+        with pytest.raises(Overloaded):
+            scheduler.admit(1)
+    finally:
+        scheduler.close()
+
+
+async def test_a_full_ingest_lane_answers_writes_with_overloaded_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    embedder = GatedEmbedder()
+    node = build(
+        tmp_path,
+        SqliteCatalog(tmp_path / "catalog.sqlite3"),
+        embedder,
+        embedding=SchedulerOptions(max_pending=8, slice_seconds=0.001, max_slice=2),
+    )
+    await node.start()
+    try:
+        embedder.gate.clear()
+        first = asyncio.ensure_future(node.contribute_many([make_fact(f"f{i}") for i in range(8)]))
+        assert await asyncio.to_thread(embedder.started.wait, 60)
+        with pytest.raises(Overloaded):
+            await node.contribute(make_fact("one too many"))
+        # peers' facts beyond the bound wait for sync instead: no error, nothing stored
+        assert await node._receive([]) == 0
+        status = await node.status()
+        assert status.ingest.pending == 8 and status.ingest.bound == 8
+        # queries still answer while ingest is stuck behind the gate? They wait for the
+        # model like everything else, but first in line: release and check order.
+        query = asyncio.ensure_future(node.query(Query("f1", mode=SearchMode.DENSE)))
+        await asyncio.sleep(0.05)
+        embedder.gate.set()
+        await query
+        await first
+        assert (await node.status()).facts == 8
+        assert (await node.status()).ingest.pending == 0
+    finally:
+        await node.close()
+
+
+def test_a_data_dir_is_locked_by_one_node(tmp_path: Path) -> None:
+    lock = DataDirLock(tmp_path).acquire()
+    with pytest.raises(DataDirInUse, match=rf"pid {os.getpid()}"):
+        DataDirLock(tmp_path).acquire()
+    lock.release()
+    DataDirLock(tmp_path).acquire().release()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from pathlib import Path; from node.datadir import DataDirLock; "
+        "DataDirLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataDirInUse, match=rf"pid {holder.pid}"):
+            DataDirLock(tmp_path).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    DataDirLock(tmp_path).acquire().release()
