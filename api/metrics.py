@@ -41,6 +41,28 @@ class NodeCollector(Collector):
             "Blocks waiting to be published to the content store.",
             status.publication_backlog,
         )
+        ingest = status.ingest
+        yield _gauge(
+            "knowhub_ingest_queue_depth", "Texts waiting to be embedded for ingest.", ingest.pending
+        )
+        yield _gauge(
+            "knowhub_ingest_queue_bound",
+            "Ingest queue depth beyond which writes get 503.",
+            ingest.bound,
+        )
+        yield _gauge(
+            "knowhub_queries_waiting", "Queries waiting for the model.", ingest.queries_waiting
+        )
+        yield CounterMetricFamily(
+            "knowhub_facts_deferred_to_sync",
+            "Peers' facts left to catch-up sync because the ingest queue was full.",
+            value=ingest.deferred_to_sync,
+        )
+        yield _gauge(
+            "knowhub_ready",
+            "1 when the node can take writes (see /readyz), else 0.",
+            0 if status.not_ready() else 1,
+        )
         chain = status.chain
         if chain is not None:
             yield _gauge("knowhub_anchor_queue_depth", "Facts waiting for a batch.", chain.queued)

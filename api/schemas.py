@@ -211,6 +211,35 @@ class PeersOut(BaseModel):
     peers: list[PeerOut]
 
 
+class IngestStatusOut(BaseModel):
+    pending: int = Field(description="Texts admitted and waiting to be embedded.")
+    bound: int = Field(
+        description="Beyond this many waiting texts, writes get 503 with Retry-After and "
+        "peers' facts are left to catch-up sync."
+    )
+    queries_waiting: int = Field(description="Queries waiting for the model (they go first).")
+    deferred_to_sync: int = Field(description="Peers' facts left to sync because it was full.")
+    texts_per_second: float = Field(description="Measured ingest embedding rate (EWMA).")
+    full: bool = Field(description="The next write would get 503 (see /readyz).")
+    write_error: str | None = Field(
+        description="The last storage error of a write, until a write succeeds again."
+    )
+
+
+class IntegrityOut(BaseModel):
+    scanned: bool = Field(
+        description="The blockstore was cross-checked at start (unclean stop or detected loss)."
+    )
+    lost_from_catalog: int = Field(
+        description="Acknowledged facts the catalog had lost at start (the index still had them)."
+    )
+    recovered: int = Field(description="Lost facts re-ingested from their blocks at start.")
+    unrecoverable: list[str] = Field(
+        description="CIDs of lost facts signed by others whose signature is gone (first 100)."
+    )
+    unrecoverable_count: int
+
+
 class StatusOut(BaseModel):
     version: str
     facts: int
@@ -222,6 +251,8 @@ class StatusOut(BaseModel):
     require_signatures: bool
     chain: ChainStatusOut | None = Field(description="None when anchoring is off.")
     p2p: NetworkStatusOut | None = Field(description="None when networking is off.")
+    ingest: IngestStatusOut
+    integrity: IntegrityOut = Field(description="What the start-up cross-check found.")
 
 
 class ProvenanceOut(BaseModel):
@@ -245,6 +276,11 @@ class ProvenanceOut(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready", "not_ready"]
+    reasons: list[str] = Field(description="Why the node cannot take writes now.")
 
 
 class SnapshotOut(BaseModel):

@@ -8,6 +8,8 @@ from api.schemas import (
     FactRecord,
     HitProvenance,
     IndexStatus,
+    IngestStatusOut,
+    IntegrityOut,
     IpfsStatus,
     ModelStatus,
     NetworkStatusOut,
@@ -105,4 +107,6 @@ def status_out(s: NodeStatus) -> StatusOut:
         p2p=None
         if s.network is None
         else NetworkStatusOut.model_validate(s.network, from_attributes=True),
+        ingest=IngestStatusOut.model_validate(s.ingest, from_attributes=True),
+        integrity=IntegrityOut.model_validate(s.integrity, from_attributes=True),
     )

@@ -82,6 +82,20 @@ class FilesystemBlockstore:
     async def has(self, cid: str) -> bool:
         return self._path(cid).exists()
 
+    def list_cids(self) -> list[str]:
+        """Every block's CID (file names are canonical CIDs; temporary files are skipped)."""
+        out: list[str] = []
+        try:
+            with os.scandir(self._root) as shards:
+                for shard in shards:
+                    if not shard.is_dir():
+                        continue
+                    with os.scandir(shard.path) as files:
+                        out += [f.name for f in files if not f.name.startswith(".")]
+        except OSError as exc:
+            raise StorageError(f"cannot list blocks in {self._root}: {exc}") from exc
+        return sorted(out)
+
     async def pin(self, cid: str) -> None:
         if not await self.has(cid):
             raise NotFound(f"cannot pin {cid}: not in the store")

@@ -79,6 +79,7 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
         anchor_peer_facts=settings.anchor_peer_facts,
         embedding=SchedulerOptions(
             max_pending=settings.ingest_queue,
+            max_wait=settings.ingest_max_wait,
             max_queries=settings.query_queue,
             slice_seconds=settings.ingest_slice_ms / 1000,
             max_slice=settings.embed_batch_size,

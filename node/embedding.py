@@ -11,12 +11,14 @@ thread owns the model and serves two lanes:
   between slices the worker looks at the query lane again. A query therefore waits at most
   one slice, whatever the write load.
 
-Invariants: the ingest lane holds at most ``max_pending`` texts (queued plus in progress),
-except that one request may always enter an empty lane (so a batch larger than the bound is
-not refused forever); ``admit`` refuses beyond it with ``Overloaded`` and a ``Retry-After``
-estimated from the measured throughput, *before* anything is embedded or stored. The query
-lane is bounded the same way (``max_queries``). Results are handed back on the caller's event
-loop; an exception in the model fails exactly the requests of that pass.
+Invariants: the ingest lane holds at most ``max_pending`` texts (queued plus in progress) and
+at most ``max_wait`` seconds of work at the measured ingest rate, except that one request may
+always enter an empty lane (so a batch larger than the bound is not refused forever);
+``admit`` refuses beyond it with ``Overloaded`` and a ``Retry-After`` estimated from the
+measured throughput, *before* anything is embedded or stored. The query lane is bounded the
+same way (``max_queries``). A job whose caller went away (client disconnected, timed out) is
+taken out of the lane. Results are handed back on the caller's event loop; an exception in
+the model fails exactly the requests of that pass.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 class SchedulerOptions:
     #: Texts the ingest lane may hold (queued + being embedded) before writes get 503.
     max_pending: int = 1024
+    #: ... and the most seconds of embedding work (at the measured ingest rate) it may hold:
+    #: a write is refused rather than left waiting longer than a client would.
+    max_wait: float = 10.0
     #: Queries that may wait for the model before queries get 503.
     max_queries: int = 256
     #: Target duration of one ingest slice: the longest a query waits behind ingest.
@@ -64,8 +69,10 @@ class EmbedStats:
     ingest_pending: int
     queries_waiting: int
     max_pending: int
-    #: Measured model throughput (texts per second, EWMA), 0 before the first pass.
+    #: Measured ingest throughput (texts per second, EWMA), 0 before the first slice.
     texts_per_second: float
+    #: The next write would be refused.
+    full: bool
 
 
 class EmbedScheduler:
@@ -81,6 +88,7 @@ class EmbedScheduler:
         self._per_char = 2e-5
         self._overhead = 0.003
         self._texts_per_second = 0.0
+        self._ingest_rate = 0.0  # texts/s of ingest slices alone (EWMA)
         self._thread = threading.Thread(target=self._run, name="embed", daemon=True)
         self._thread.start()
 
@@ -90,10 +98,10 @@ class EmbedScheduler:
         """Reserve room for ``count`` ingest texts or raise ``Overloaded``; pair every
         successful call with one ``embed_ingest`` of those texts or ``release(count)``."""
         with self._cond:
-            if self._pending and self._pending + count > self._opts.max_pending:
+            if self._pending and not self._fits(count):
                 raise Overloaded(
-                    f"the node is busy embedding {self._pending} texts (bound "
-                    f"{self._opts.max_pending}); retry later",
+                    f"the node is busy embedding {self._pending} texts (about "
+                    f"{self._drain_seconds(self._pending):.0f} s of work); retry later",
                     retry_after=self._drain_seconds(self._pending),
                 )
             self._pending += count
@@ -104,7 +112,13 @@ class EmbedScheduler:
 
     def has_room(self, count: int) -> bool:
         with self._cond:
-            return not self._pending or self._pending + count <= self._opts.max_pending
+            return not self._pending or self._fits(count)
+
+    def _fits(self, count: int) -> bool:
+        total = self._pending + count
+        if total > self._opts.max_pending:
+            return False
+        return not self._ingest_rate or total / self._ingest_rate <= self._opts.max_wait
 
     async def embed_query(self, texts: Sequence[str]) -> Vectors:
         with self._cond:
@@ -125,7 +139,11 @@ class EmbedScheduler:
     def stats(self) -> EmbedStats:
         with self._cond:
             return EmbedStats(
-                self._pending, len(self._queries), self._opts.max_pending, self._texts_per_second
+                self._pending,
+                len(self._queries),
+                self._opts.max_pending,
+                self._ingest_rate,
+                bool(self._pending) and not self._fits(1),
             )
 
     def close(self) -> None:
@@ -144,10 +162,16 @@ class EmbedScheduler:
                 raise Unavailable("the node is shutting down")
             lane.append(job)
             self._cond.notify()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            with self._cond:  # nobody waits for it any more: do not embed the rest
+                if job in lane:
+                    lane.remove(job)
+            raise
 
     def _drain_seconds(self, texts: int) -> float:
-        rate = self._texts_per_second or 10.0
+        rate = self._ingest_rate or self._texts_per_second or 10.0
         return max(1.0, min(60.0, texts / rate))
 
     # -- worker thread -------------------------------------------------------------------------
@@ -201,19 +225,25 @@ class EmbedScheduler:
 
     def _embed_slice(self, job: _Job, take: int) -> None:
         texts = job.texts[job.done : job.done + take]
+        t0 = time.perf_counter()
         try:
             vectors = self._timed(texts)
         except Exception as exc:
-            with self._cond:
-                self._ingest.remove(job)
+            self._drop(job)
             _resolve(job, exc=_as_storage_error(exc))
             return
+        rate = take / max(time.perf_counter() - t0, 1e-6)
+        self._ingest_rate = rate if not self._ingest_rate else 0.8 * self._ingest_rate + 0.2 * rate
         job.out.append(vectors)
         job.done += take
         if job.done == len(job.texts):
-            with self._cond:
-                self._ingest.remove(job)
+            self._drop(job)
             _resolve(job, result=np.concatenate(job.out))
+
+    def _drop(self, job: _Job) -> None:
+        with self._cond:
+            if job in self._ingest:  # a cancelled job was already taken out
+                self._ingest.remove(job)
 
     def _timed(self, texts: Sequence[str]) -> Vectors:
         t0 = time.perf_counter()

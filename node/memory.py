@@ -136,6 +136,9 @@ class MemoryContentStore:
     async def close(self) -> None:
         return None
 
+    def list_cids(self) -> list[str]:
+        return sorted(self.blocks)
+
 
 class MemoryLedger:
     """An in-process stand-in for a registry on a chain, for fast unit tests.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -204,6 +204,16 @@ class ContentStore(Protocol):
     async def pin(self, cid: str) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BlockInventory(Protocol):
+    """A content store that can list what it holds (the embedded blockstore and its fake; a
+    remote Kubo cannot, cheaply). Used at start to recover facts a damaged catalog lost."""
+
+    def list_cids(self) -> list[str]:
+        """Every stored block's canonical CID string (blocking: call it off the loop)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

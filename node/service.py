@@ -52,6 +52,7 @@ from node.ports import (
     VectorIndex,
 )
 from node.provenance import Provenance
+from node.recovery import IntegrityReport, audit, mark_clean
 from node.search import Hit, Query, SearchMode, format_context, reciprocal_rank_fusion
 from node.signing import SigningKey, signature_valid
 from node.submissions import NodeSink, SignedFact, parse_submission
@@ -104,14 +105,15 @@ class NodeStatus:
     chain: ChainStatus | None
     network: NetworkStatus | None
     ingest: IngestStatus
+    integrity: IntegrityReport
 
     def not_ready(self) -> list[str]:
         """Why the node cannot take writes now (empty: ready). Liveness is separate."""
         reasons = []
         if self.ingest.write_error is not None:
             reasons.append(f"writes are failing: {self.ingest.write_error}")
-        if self.ingest.pending >= self.ingest.bound:
-            reasons.append(f"the ingest queue is full ({self.ingest.pending} texts)")
+        if self.ingest.full:
+            reasons.append(f"the ingest queue is full ({self.ingest.pending} texts waiting)")
         return reasons
 
 
@@ -125,6 +127,8 @@ class IngestStatus:
     #: Facts from peers left to catch-up sync because the queue was full.
     deferred_to_sync: int
     texts_per_second: float
+    #: The next write would be refused with 503 (count or time bound reached).
+    full: bool
     #: The last storage error of a write, until a write succeeds again.
     write_error: str | None
 
@@ -222,6 +226,7 @@ class KnowledgeNode:
         self._deferred = 0
         #: The last storage failure of a write, until a write succeeds again (readiness).
         self._write_error: str | None = None
+        self._integrity = IntegrityReport()
         self._dirty = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -229,7 +234,12 @@ class KnowledgeNode:
 
     async def start(self) -> None:
         await self._in_thread(self._check_model)
+        found = await audit(self._catalog, self._index, self._store, self._operator)
+        self._integrity = found.report
         await self._in_thread(self.reconcile)
+        if found.recover:
+            for start in range(0, len(found.recover), MAX_BATCH):
+                await self.contribute_many(found.recover[start : start + MAX_BATCH])
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flush")
         self._publisher = asyncio.create_task(self._blocks.run_publisher(), name="publisher")
         if self._anchorer is not None:
@@ -263,6 +273,8 @@ class KnowledgeNode:
                 await self._in_thread(self._ledger.close)
         async with self._write_lock:
             await self._in_thread(self._index.save)
+            with contextlib.suppress(KnowhubError):
+                mark_clean(self._catalog)
             self._catalog.close()
         self._scheduler.close()
         for release in self._on_closed:  # e.g. the data directory lock, last of all
@@ -561,6 +573,7 @@ class KnowledgeNode:
             chain=self._chain_status(),
             network=None if self._network is None else self._network.status(),
             ingest=self._ingest_status(),
+            integrity=self._integrity,
         )
 
     def _ingest_status(self) -> IngestStatus:
@@ -571,6 +584,7 @@ class KnowledgeNode:
             queries_waiting=stats.queries_waiting,
             deferred_to_sync=self._deferred,
             texts_per_second=stats.texts_per_second,
+            full=stats.full,
             write_error=self._write_error,
         )
 

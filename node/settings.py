@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         description="Texts waiting to be embedded for ingest (REST, CAR, gossip) before writes "
         "get 503 with Retry-After and gossip is left to catch-up sync.",
     )
+    ingest_max_wait: float = Field(
+        10.0,
+        gt=0,
+        description="... or when the texts already waiting would take longer than this many "
+        "seconds to embed at the measured rate (a write is refused, not left to time out).",
+    )
     query_queue: int = Field(
         256, ge=1, description="Queries waiting for the model before queries get 503."
     )

@@ -14,6 +14,7 @@ from api.schemas import (
     PeerConnectIn,
     PeerOut,
     PeersOut,
+    Ready,
     StatusOut,
 )
 from api.views import status_out
@@ -25,6 +26,22 @@ router = APIRouter(tags=["system"])
 async def healthz(node: NodeDep) -> Health:
     """200 once the node has started (model loaded, index reconciled)."""
     return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses={503: {"model": Ready, "description": "Not ready: the reasons say why."}},
+)
+async def readyz(node: NodeDep, response: Response) -> Ready:
+    """Readiness (for load balancers): 503 while writes fail or the ingest queue is full;
+    ``/healthz`` stays liveness (the process serves requests)."""
+    reasons = (await node.status()).not_ready()
+    if reasons:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        response.headers["Retry-After"] = "5"
+        return Ready(status="not_ready", reasons=reasons)
+    return Ready(status="ready", reasons=[])
 
 
 @router.get(

@@ -233,3 +233,60 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
         if holder.stdout is not None:
             holder.stdout.close()
     DataDirLock(tmp_path).acquire().release()
+
+
+async def test_facts_the_catalog_lost_are_detected_and_recovered_from_blocks(
+    tmp_path: Path,
+) -> None:
+    """A catalog that lost rows (a damaged WAL) is noticed at start: the index still has the
+    ids, the blockstore the blocks. Operator-signed facts come back; others are reported."""
+    store = MemoryContentStore()
+    index = MemoryVectorIndex(HashEmbedder().dimension)
+    other = SigningKey.generate()
+
+    def make(catalog_path: Path) -> KnowledgeNode:
+        return KnowledgeNode(
+            SqliteCatalog(catalog_path),
+            index,
+            HashEmbedder(),
+            store,
+            NodeOptions(data_dir=tmp_path, candidate_pool=10),
+            operator=OPERATOR,
+        )
+
+    node = make(tmp_path / "first.sqlite3")
+    await node.start()
+    mine = [make_fact(f"operator fact {i}", contributor=OPERATOR.address) for i in range(3)]
+    theirs = make_fact("someone else's fact", contributor=other.address)
+    from node.submissions import SignedFact
+
+    await node.contribute_many(
+        [SignedFact(f, OPERATOR.sign_cid(f.cid)) for f in mine]
+        + [SignedFact(theirs, other.sign_cid(theirs.cid))]
+    )
+    await node._blocks.publish_pending()
+    await node.close()
+    assert len(index) == 4
+
+    # the same index and blockstore, but a catalog that lost every row
+    again = make(tmp_path / "lost.sqlite3")
+    await again.start()
+    try:
+        status = await again.status()
+        report = status.integrity
+        assert report.scanned and report.lost_from_catalog == 4
+        assert report.recovered == 3
+        assert report.unrecoverable == [theirs.cid]
+        assert status.facts == 3 and status.index_size == 3
+        for fact in mine:
+            stored = await again.get_fact(fact.cid)
+            assert stored.signature == OPERATOR.sign_cid(fact.cid)
+    finally:
+        await again.close()
+    # a clean restart does not scan again
+    third = make(tmp_path / "lost.sqlite3")
+    await third.start()
+    try:
+        assert not (await third.status()).integrity.scanned
+    finally:
+        await third.close()
