@@ -20,7 +20,7 @@ import pytest
 from index.sqlite_catalog import SqliteCatalog
 from node.datadir import DataDirInUse, DataDirLock
 from node.embedding import EmbedScheduler, SchedulerOptions
-from node.errors import KnowhubError, Overloaded, StorageError
+from node.errors import KnowhubError, NotFound, Overloaded, StorageError
 from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.ports import NewFact
@@ -104,10 +104,13 @@ async def test_concurrent_duplicates_are_never_acknowledged_when_storage_fails(
             items = [batch] if isinstance(batch, BaseException) else batch
             assert not any(isinstance(i, Contribution) for i in items), batches
         assert (await node.status()).facts == 0
+        reasons = (await node.status()).not_ready()
+        assert reasons == ["writes are failing: catalog error: database or disk is full"]
         # storage comes back: the same fact is stored once, and then "exists"
         catalog.failing = False
         assert await node.contribute(fact) == Contribution(fact.cid, True)
         assert await node.contribute(fact) == Contribution(fact.cid, False)
+        assert (await node.status()).not_ready() == []
     finally:
         await node.close()
 
@@ -191,9 +194,14 @@ async def test_a_full_ingest_lane_answers_writes_with_overloaded_and_stores_noth
         with pytest.raises(Overloaded):
             await node.contribute(make_fact("one too many"))
         # peers' facts beyond the bound wait for sync instead: no error, nothing stored
-        assert await node._receive([]) == 0
+        from node.submissions import SignedFact
+
+        gossiped = make_fact("from a peer", contributor=OPERATOR.address)
+        assert await node._receive([SignedFact(gossiped, OPERATOR.sign_cid(gossiped.cid))]) == 0
         status = await node.status()
         assert status.ingest.pending == 8 and status.ingest.bound == 8
+        assert status.ingest.deferred_to_sync == 1 and status.ingest.full
+        assert status.not_ready() == ["the ingest queue is full (8 texts waiting)"]
         # queries still answer while ingest is stuck behind the gate? They wait for the
         # model like everything else, but first in line: release and check order.
         query = asyncio.ensure_future(node.query(Query("f1", mode=SearchMode.DENSE)))
@@ -203,6 +211,9 @@ async def test_a_full_ingest_lane_answers_writes_with_overloaded_and_stores_noth
         await first
         assert (await node.status()).facts == 8
         assert (await node.status()).ingest.pending == 0
+        assert (await node.status()).not_ready() == []
+        with pytest.raises(NotFound):
+            await node.get_fact(gossiped.cid)
     finally:
         await node.close()
 
