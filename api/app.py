@@ -16,6 +16,7 @@ from api.deps import get_node_of
 from api.metrics import Metrics
 from api.middleware import BodyGuard
 from api.observability import RequestContext
+from api.openapi import install_openapi
 from api.options import ApiOptions
 from api.routes import facts, ipfs, query, system
 from api.security import AccessGuard
@@ -55,6 +56,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    install_openapi(app, lambda: _vector_dimension(app))
     for router in ROUTERS:
         app.include_router(router)
     if opts.web:
@@ -96,6 +98,11 @@ def create_app(
     routes = [r for router in ROUTERS for r in router.routes]
     app.add_middleware(RequestContext, metrics=metrics, route_of=lambda s: _route_of(routes, s))
     return app
+
+
+def _vector_dimension(app: FastAPI) -> int | None:
+    node: KnowledgeNode | None = getattr(app.state, "node", None)
+    return None if node is None else node.vector_dimension
 
 
 def _route_of(routes: list[BaseRoute], scope: MutableMapping[str, Any]) -> str | None:

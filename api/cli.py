@@ -86,11 +86,20 @@ def _parser() -> argparse.ArgumentParser:
 
     with_url(sub.add_parser("status", help="show the node's status"))
 
-    exp = with_url(sub.add_parser("export", help="write every fact as one CARv1 snapshot"))
+    exp = with_url(
+        sub.add_parser(
+            "export", help="write every signed fact, with its signature, as one CARv1 snapshot"
+        )
+    )
     exp.add_argument("file", type=Path)
     exp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    imp_car = with_url(sub.add_parser("import-car", help="import a CAR snapshot (verified)"))
+    imp_car = with_url(
+        sub.add_parser(
+            "import-car",
+            help="import a CAR snapshot (every block and every contributor signature verified)",
+        )
+    )
     imp_car.add_argument("file", type=Path)
     imp_car.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli_provenance.add_commands(sub, with_url)

@@ -80,7 +80,14 @@ class RateLimited(NodeError):
 
 
 class NodeUnavailable(NodeError):
-    """503 or another 5xx: the node is starting, stopping, or its storage failed."""
+    """503 or another 5xx: the node is starting, stopping, busy or its storage failed.
+
+    ``retry_after`` is the node's ``Retry-After`` in seconds when it sent one (its ingest
+    queue or its connections are full: retry then), else None."""
+
+    def __init__(self, *args: Any, retry_after: float | None = None) -> None:
+        super().__init__(*args)
+        self.retry_after = retry_after
 
 
 class Unreachable(NodeError):
@@ -107,10 +114,22 @@ def error_from(response: httpx.Response) -> NodeError:
         code, message, fld = "http_error", response.text[:500], None
     status = response.status_code
     kind = _BY_STATUS.get(status, NodeUnavailable if status >= 500 else NodeError)
+    retry = _retry_after(response)
     if kind is RateLimited:
-        retry = float(response.headers.get("retry-after", "1") or 1)
-        return RateLimited(status, code, message, fld, retry_after=retry)
+        return RateLimited(status, code, message, fld, retry_after=1.0 if retry is None else retry)
+    if kind is NodeUnavailable:
+        return NodeUnavailable(status, code, message, fld, retry_after=retry)
     return kind(status, code, message, fld)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (the node sends delta-seconds), None when absent or not a
+    number."""
+    try:
+        value = float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None
+    return value if value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)

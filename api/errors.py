@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Iterable, Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
 
 from node.errors import (
     ChainError,
     InvalidInput,
     KnowhubError,
     NotFound,
+    Overloaded,
     StorageError,
     Unauthorized,
     Unavailable,
+    printable,
 )
 
 log = logging.getLogger(__name__)
@@ -45,8 +51,47 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "field": field}}
+    field = None if field is None else printable(field)
+    body = {"error": {"code": code, "message": printable(message), "field": field}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def retry_after_header(exc: KnowhubError) -> dict[str, str] | None:
+    """``Retry-After`` (whole seconds, at least 1) for an error that says when to retry."""
+    if isinstance(exc, Overloaded):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+    return None
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """The methods some route of ``app`` answers on the path of ``scope``."""
+    routes = list(_leaf_routes(app.router.routes))
+    matches = {
+        method: [route.matches({**scope, "method": method}) for route in routes]
+        for method in _METHODS
+    }
+    full = {
+        m: [child for match, child in found if match is Match.FULL] for m, found in matches.items()
+    }
+    # a literal path (/v1/facts/batch) is not also the template it happens to fit (/v1/facts/{cid})
+    literal = any(not child.get("path_params") for found in full.values() for child in found)
+    return [
+        method
+        for method, found in full.items()
+        if any(not (literal and child.get("path_params")) for child in found)
+    ]
+
+
+def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # an included APIRouter
+        if inner is not None:
+            yield from _leaf_routes(inner.routes)
+        else:
+            yield route
 
 
 def error_dict(exc: KnowhubError) -> dict[str, str | None]:
@@ -76,9 +121,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(KnowhubError)
     async def _knowhub(_: Request, exc: KnowhubError) -> JSONResponse:
         status = status_for(exc)
-        if status >= 500:
+        headers = retry_after_header(exc)
+        if status >= 500 and headers is None:  # a full queue is the node working as designed
             log.error("request failed: %s", exc.message)
-        return error_response(status, exc.code, exc.message, exc.field)
+        return error_response(status, exc.code, exc.message, exc.field, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -86,11 +132,12 @@ def install(app: FastAPI) -> None:
         return error_response(400, code, message, field)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(
-            exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not only the first route's
+            headers["Allow"] = ", ".join(allowed_methods(app, request.scope))
+        return error_response(exc.status_code, code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,14 +1,19 @@
 """Pure ASGI guards that run before FastAPI parses anything.
 
 ``BodyGuard`` reads a request body completely before the app sees it: over ``max_bytes`` is
-413 (from Content-Length at once, or as soon as the stream passes the limit), a client that
-stalls longer than ``timeout`` seconds is 408, and a JSON endpoint called with another
-content type is 415. Nothing reaches the app half-read, so nothing hangs on a slow client.
+413 (from Content-Length at once, or as soon as the stream passes the limit), a body not
+complete ``timeout`` seconds after the request started is 408 (one deadline for the whole
+body, not per chunk: a byte every few seconds does not hold a request open), a JSON endpoint
+called with another content type is 415, and a JSON body nested deeper than
+``MAX_JSON_DEPTH`` is 400 before any JSON parser sees it (on every route, ``/mcp`` included).
+Nothing reaches the app half-read, so nothing hangs on a slow client, and no parser recurses
+on attacker-chosen depth.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -21,6 +26,33 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+#: Deepest JSON nesting any request may use. The deepest real request is an MCP call with a
+#: metadata filter, ``{"params": {"arguments": {"filter": {"k": {"$in": [...]}}}}}``: 6 levels.
+MAX_JSON_DEPTH = 32
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``body``, read as JSON, nests arrays/objects deeper than ``limit``.
+
+    Brackets inside strings do not count. Linear in the body; the cheap count first means
+    ordinary bodies (few brackets) are never scanned. Malformed JSON is left to the parser.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for byte in brackets:
+        if byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
 
 
 class BodyGuard:
@@ -77,8 +109,9 @@ class BodyGuard:
         chunks: list[bytes] = []
         size = 0
         more = True
+        deadline = anyio.current_time() + self.timeout  # for the whole body
         while more:
-            with anyio.move_on_after(self.timeout) as scope_timer:
+            with anyio.move_on_after(deadline - anyio.current_time()) as scope_timer:
                 message = await receive()
             if scope_timer.cancelled_caught:
                 await _reject(
@@ -100,6 +133,15 @@ class BodyGuard:
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
         body = b"".join(chunks)
+        # every body, whatever its declared type: some parsers (MCP's) do not go by the header
+        if await anyio.to_thread.run_sync(json_depth_exceeds, body):
+            await send_error(
+                send,
+                400,
+                "json_too_deep",
+                f"request JSON nests deeper than {MAX_JSON_DEPTH} levels",
+            )
+            return
         replayed = False
 
         async def replay() -> Message:

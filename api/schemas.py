@@ -4,12 +4,83 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
+from node.facts import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_METADATA_KEY_CHARS,
+    MAX_TEXT_BYTES,
+    visible_character_pattern,
+)
+from node.filters import MAX_FILTER_KEYS, MAX_IN_VALUES
 from node.search import SearchMode
 from node.service import MAX_BATCH, MAX_K
 
 MetadataIn = dict[str, Any]
+
+# JSON Schema for what the domain checks (node.facts, node.filters), so that the OpenAPI
+# document says what the API accepts. Byte limits (16 KiB of UTF-8 text, 4 KiB of encoded
+# metadata) and EIP-55 checksums cannot be said in JSON Schema; the descriptions say them.
+_KEY = {"type": "string", "minLength": 1, "maxLength": MAX_METADATA_KEY_CHARS, "pattern": "^[^$]"}
+_SCALAR: list[dict[str, Any]] = [
+    {"type": "string"},
+    {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+    {"type": "boolean"},
+]
+
+
+def _visible_text(schema: dict[str, Any]) -> None:
+    schema.update(minLength=1, maxLength=MAX_TEXT_BYTES, pattern=visible_character_pattern())
+
+
+def _replace_type(schema: dict[str, Any]) -> None:
+    for key in ("anyOf", "type", "additionalProperties"):
+        schema.pop(key, None)
+
+
+def _metadata_schema(schema: dict[str, Any]) -> None:
+    _replace_type(schema)
+    schema.update(
+        anyOf=[
+            {
+                "type": "object",
+                "propertyNames": _KEY,
+                "additionalProperties": {
+                    "anyOf": [*_SCALAR, {"type": "array", "items": {"type": "string"}}]
+                },
+            },
+            {"type": "null"},
+        ]
+    )
+
+
+def _filter_schema(schema: dict[str, Any]) -> None:
+    in_values = {
+        "type": "object",
+        "properties": {
+            "$in": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_IN_VALUES,
+                "items": {"anyOf": _SCALAR},
+            }
+        },
+        "required": ["$in"],
+        "additionalProperties": False,
+    }
+    _replace_type(schema)
+    schema.update(
+        anyOf=[
+            {
+                "type": "object",
+                "maxProperties": MAX_FILTER_KEYS,
+                "propertyNames": _KEY,
+                "additionalProperties": {"anyOf": [*_SCALAR, in_values]},
+            },
+            {"type": "null"},
+        ]
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -26,22 +97,28 @@ class FactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(
-        description="The fact, 1 byte to 16 KiB of UTF-8, not only whitespace.",
+        description="The fact, 1 byte to 16 KiB of UTF-8, with at least one visible character "
+        "(not only whitespace, control or zero-width characters).",
         examples=["The Eiffel Tower is in Paris."],
+        json_schema_extra=_visible_text,
     )
     metadata: MetadataIn | None = Field(
         None,
-        description="Up to 4 KiB: keys map to a string, integer, boolean or list of strings.",
+        description="Up to 4 KiB encoded: keys (1-128 characters, not starting with '$') map "
+        "to a string, 64-bit integer, boolean or list of strings.",
         examples=[{"source": "https://en.wikipedia.org/wiki/Eiffel_Tower", "lang": "en"}],
+        json_schema_extra=_metadata_schema,
     )
     contributor: str | None = Field(
         None,
+        pattern="^0x[0-9a-fA-F]{40}$",
         description="EIP-55 address of the signer; the record names it. Omit both contributor "
         "and signature to have the node's operator key sign (unless signatures are required).",
         examples=["0x70997970C51812dc3A010C7d01b50e0d17dc79C8"],
     )
     signature: str | None = Field(
         None,
+        pattern="^0x[0-9a-fA-F]{130}$",
         description="0x hex, 65 bytes: EIP-191 personal_sign by contributor of the fact's CID "
         "string (compute the CID from text, metadata and contributor; see the README).",
     )
@@ -92,8 +169,12 @@ class FactOut(BaseModel):
 class QueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(description="What to look for.", examples=["Where is the Eiffel Tower?"])
-    k: int = Field(5, ge=1, le=MAX_K, description="How many facts to return.")
+    query: str = Field(
+        description="What to look for: up to 16 KiB of UTF-8 with a visible character.",
+        examples=["Where is the Eiffel Tower?"],
+        json_schema_extra=_visible_text,
+    )
+    k: StrictInt = Field(5, ge=1, le=MAX_K, description="How many facts to return.")
     mode: SearchMode = Field(
         SearchMode.HYBRID, description="dense (embeddings), keyword (BM25) or hybrid (RRF)."
     )
@@ -101,11 +182,12 @@ class QueryIn(BaseModel):
         None,
         description='Exact metadata filter: {"key": value} or {"key": {"$in": [v1, v2]}}.',
         examples=[{"lang": "en", "tags": {"$in": ["geography", "history"]}}],
+        json_schema_extra=_filter_schema,
     )
-    min_score: float | None = Field(
+    min_score: StrictFloat | None = Field(
         None, description="Drop results scoring below this (scale depends on the mode)."
     )
-    vector: list[float] | None = Field(
+    vector: list[StrictFloat] | None = Field(
         None,
         max_length=4096,
         description="Optional query embedding made with the node's model (see /v1/status); "
@@ -246,7 +328,6 @@ class StatusOut(BaseModel):
     index: IndexStatus
     model: ModelStatus
     ipfs: IpfsStatus
-    data_dir: str
     operator: str = Field(description="Address of the operator key (signs unsigned facts).")
     require_signatures: bool
     chain: ChainStatusOut | None = Field(description="None when anchoring is off.")

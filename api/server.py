@@ -9,6 +9,7 @@ import socket
 import uvicorn
 
 from api.app import create_app
+from api.http_guard import guarded_protocol
 from api.observability import configure_logging
 from api.options import ApiOptions
 from api.security import AccessPolicy, parse_keys, parse_rate
@@ -70,7 +71,9 @@ def serve(settings: Settings, options: ApiOptions) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(
+            header_timeout=settings.header_timeout, max_connections=settings.max_connections
+        ),
         log_config=None,  # configure_logging already routed uvicorn's loggers
         log_level=settings.log_level.lower(),
         proxy_headers=True,

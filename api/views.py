@@ -100,7 +100,6 @@ def status_out(s: NodeStatus) -> StatusOut:
             publication_backlog=s.publication_backlog,
             error=s.content_store_error,
         ),
-        data_dir=s.data_dir,
         operator=s.operator,
         require_signatures=s.require_signatures,
         chain=chain,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.anchoring import AnchorOptions
+from node.content import clear_spool_dir
 from node.datadir import DataDirLock
 from node.embedding import SchedulerOptions
 from node.errors import ChainError, ConfigError
@@ -35,6 +36,7 @@ def build_node(settings: Settings) -> KnowledgeNode:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = DataDirLock(data_dir).acquire()  # before anything in the directory is opened
+    clear_spool_dir(data_dir)  # what an upload left when the node died; nobody else uses it
     try:
         return _build_node(settings, data_dir, lock)
     except BaseException:

@@ -39,8 +39,9 @@ def parse_cid(text: str) -> CID:
         raise InvalidCid(f"not a CID: expected 1-{MAX_CID_STRING} characters, got {len(text)}")
     try:
         return CID.decode(text)
-    except (ValueError, KeyError) as exc:
-        raise InvalidCid(f"not a CID: {text[:80]!r} ({exc})") from exc
+    except Exception as exc:  # multiformats raises IndexError, TypeError, ... on hostile text;
+        # every one of them means "not a CID"
+        raise InvalidCid(f"not a CID: {text[:80]!r} ({type(exc).__name__}: {exc})") from exc
 
 
 def canonical_cid_string(text: str) -> str:

@@ -4,6 +4,14 @@ walks for CAR responses, snapshots (manifests) and verified CAR imports.
 Facts are acknowledged once the catalog holds them; their blocks then go to the content store
 through a durable queue (a catalog table filled in the same transaction), so a Kubo daemon that
 is down delays publication but never a contribution, and the queue drains when it returns.
+
+Snapshots carry provenance: a snapshot is the snapshot manifest (``node.manifest``) of every
+*signed* fact, each leaf listing the contributors' signatures beside the fact links. A CAR
+brings in nothing else: ``load_car`` accepts only the canonical snapshot manifest of facts that
+each carry a valid EIP-191 signature by the record's contributor, checked exactly like a signed
+submission, and rejects the whole CAR, naming the first bad fact, otherwise. Uploads are spooled
+only under ``DATA_DIR/tmp`` (``spool_file``: anonymous files, gone when closed), which
+``clear_spool_dir`` empties at start.
 """
 
 from __future__ import annotations
@@ -11,23 +19,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 from multiformats import CID
 
-from node.car import InvalidCar, read_car
-from node.cid import DAG_CBOR, cid_string, verify_block
-from node.errors import InvalidFact, NotFound, StorageError, Unavailable
-from node.facts import Fact, decode_fact
-from node.manifest import Block, InvalidManifest, build_manifest, links, parse_manifest
+from node.car import InvalidCar, read_car, supported_hash
+from node.cid import DAG_CBOR, cid_string, dag_cbor_cid, verify_block
+from node.errors import (
+    InvalidFact,
+    InvalidSignature,
+    KnowhubError,
+    NotFound,
+    StorageError,
+    Unavailable,
+)
+from node.facts import decode_fact
+from node.manifest import (
+    Block,
+    InvalidManifest,
+    build_snapshot_manifest,
+    links,
+    read_manifest,
+)
 from node.ports import Catalog, ContentStore
+from node.signing import check_signature, normalize_signature
+from node.submissions import SignedFact
 
 log = logging.getLogger(__name__)
 
 PUBLISH_BATCH = 256
 MAX_BACKOFF = 30.0
+#: Facts read from the catalog at a time while building a snapshot.
+SNAPSHOT_CHUNK = 4096
+#: Private directory (under the data dir) of upload spool files; emptied at every start.
+SPOOL_DIR = "tmp"
 
 
 class DagScope(StrEnum):
@@ -88,6 +120,8 @@ class BlockService:
     async def get_block(self, cid: CID) -> bytes:
         """A verified block: from the content store, else (facts) from the catalog."""
         key = cid_string(cid)
+        if not supported_hash(cid):  # the node only ever holds sha2-256 blocks
+            raise NotFound(f"no block {key}: this node stores only sha2-256 blocks")
         try:
             return await self._store.get(key)
         except NotFound:
@@ -118,11 +152,26 @@ class BlockService:
     # -- snapshots ---------------------------------------------------------------------------
 
     async def snapshot(self) -> tuple[Block, int]:
-        """Store (and pin) the manifest tree of every fact; return its root and the count."""
-        cids = await asyncio.to_thread(self._catalog.cids)
-        root, blocks = build_manifest(cids)
+        """Store (and pin) the snapshot manifest of every signed fact, each with its signature;
+        return its root and the count. Unsigned facts (none since catalog schema 2 but those
+        an older version imported from CARs) are left out: they cannot be imported anywhere."""
+        signed = await asyncio.to_thread(self._signed_facts)
+        root, blocks = build_snapshot_manifest(signed)
         await self.store_dag(blocks, [root.cid])
-        return root, len(cids)
+        return root, len(signed)
+
+    def _signed_facts(self) -> list[tuple[str, bytes]]:
+        cids = self._catalog.signed_cids()
+        out: list[tuple[str, bytes]] = []
+        for start in range(0, len(cids), SNAPSHOT_CHUNK):
+            for block, signature in self._catalog.signed_records(
+                cids[start : start + SNAPSHOT_CHUNK]
+            ):
+                out.append((dag_cbor_cid(block), bytes.fromhex(signature.removeprefix("0x"))))
+        unsigned = self._catalog.count() - len(out)
+        if unsigned > 0:
+            log.warning("snapshot leaves out %d facts that carry no signature", unsigned)
+        return out
 
     async def store_dag(self, blocks: list[Block], roots: list[CID]) -> None:
         """Put manifest blocks into the content store, then pin the roots (recursively)."""
@@ -132,45 +181,148 @@ class BlockService:
             await self._store.pin(cid_string(root))
 
 
-def load_car(path: Path) -> tuple[list[CID], list[Fact], list[Block]]:
-    """Read and check a snapshot CAR completely: every block hashes to its CID, the roots are
-    manifests, every manifest and fact they reach is present and valid. Raises ``InvalidCar``
-    before anything is stored."""
-    with path.open("rb") as fh:
-        roots, blocks = read_car(fh)
-        by_cid: dict[bytes, tuple[CID, bytes]] = {}
-        for cid, data in blocks:
-            by_cid[bytes(cid)] = (cid, data)
+#: What ``load_car`` reads: a CAR file, or an open binary file positioned at its start.
+CarSource = Path | BinaryIO
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCar:
+    """A snapshot CAR that passed every check: its roots, its facts with their contributors'
+    signatures (checked), and its manifest blocks."""
+
+    roots: list[CID]
+    facts: list[SignedFact]
+    manifests: list[Block]
+
+
+def load_car(source: CarSource) -> LoadedCar:
+    """Read and check a snapshot CAR completely; raise ``InvalidCar`` before anything is stored.
+
+    Every block hashes to its (sha2-256) CID; every root is a snapshot manifest, the canonical
+    one (``build_snapshot_manifest``) of the facts and signatures it lists, all present; every
+    fact is a valid record naming a contributor, and its signature is that contributor's
+    (``node.signing.check_signature``, as for a signed submission). The first fact that fails
+    rejects the whole CAR, and the message names it.
+    """
+    if isinstance(source, Path):
+        with source.open("rb") as fh:
+            roots, by_cid = _index_blocks(fh)
+    else:
+        roots, by_cid = _index_blocks(source)
     if not roots:
         raise InvalidCar("CAR has no root: a snapshot's root is its manifest")
-    facts: dict[str, Fact] = {}
-    manifests: list[Block] = []
-    stack = list(roots)
+    facts: dict[str, SignedFact] = {}
+    manifests: dict[bytes, Block] = {}
+    for root in roots:
+        listed = _walk_snapshot(root, by_cid)
+        for signed in listed:
+            facts.setdefault(signed.fact.cid, signed)
+        canonical, blocks = build_snapshot_manifest(
+            (s.fact.cid, _signature_bytes(s)) for s in listed
+        )
+        if canonical.cid != root:
+            raise InvalidCar(
+                f"root {cid_string(root)} is not the canonical snapshot manifest of the facts "
+                f"it lists (that is {cid_string(canonical.cid)}: facts sorted by CID, "
+                "4,096 per leaf, 1,024 children per inner node, exact counts)"
+            )
+        for block in blocks:
+            manifests[bytes(block.cid)] = block
+    return LoadedCar(roots, list(facts.values()), list(manifests.values()))
+
+
+def _signature_bytes(signed: SignedFact) -> bytes:
+    assert signed.signature is not None  # every fact load_car returns is signed
+    return bytes.fromhex(signed.signature.removeprefix("0x"))
+
+
+def _index_blocks(stream: BinaryIO) -> tuple[list[CID], dict[bytes, tuple[CID, bytes]]]:
+    """The roots, and every verified block by binary CID."""
+    roots, blocks = read_car(stream)
+    by_cid: dict[bytes, tuple[CID, bytes]] = {}
+    for cid, data in blocks:
+        by_cid[bytes(cid)] = (cid, data)
+    return roots, by_cid
+
+
+def _walk_snapshot(root: CID, by_cid: dict[bytes, tuple[CID, bytes]]) -> list[SignedFact]:
+    """The signed facts a snapshot manifest tree lists, in manifest order, each checked."""
+    out: list[SignedFact] = []
+    stack = [root]
     seen: set[bytes] = set()
     while stack:
         cid = stack.pop()
         if bytes(cid) in seen:
-            continue
+            raise InvalidCar(f"manifest {cid_string(cid)} is linked twice: not a snapshot tree")
         seen.add(bytes(cid))
         if bytes(cid) not in by_cid:
             raise InvalidCar(f"CAR is incomplete: manifest block {cid_string(cid)} is missing")
         _, data = by_cid[bytes(cid)]
         try:
-            children, fact_links = parse_manifest(data)
+            node = read_manifest(data)
         except InvalidManifest as exc:
             raise InvalidCar(
                 f"block {cid_string(cid)} is not a knowhub manifest: {exc.message}"
             ) from exc
-        manifests.append(Block(cid, data))
-        stack.extend(children)
-        for link in fact_links:
-            if link.codec.name != DAG_CBOR or bytes(link) not in by_cid:
-                raise InvalidCar(f"CAR is incomplete: fact {cid_string(link)} is missing")
-            try:
-                fact = decode_fact(by_cid[bytes(link)][1])
-            except InvalidFact as exc:
-                raise InvalidCar(
-                    f"fact {cid_string(link)} is not a valid fact record: {exc.message}"
-                ) from exc
-            facts[fact.cid] = fact
-    return roots, list(facts.values()), manifests
+        stack.extend(reversed(node.children))
+        if node.children:
+            continue
+        if node.signatures is None:
+            raise InvalidCar(
+                f"manifest {cid_string(cid)} lists facts without their signatures: a snapshot "
+                "leaf must carry each contributor's signature (export it with this version)"
+            )
+        for link, signature in zip(node.facts, node.signatures, strict=True):
+            out.append(_signed_fact(link, signature, by_cid))
+    return out
+
+
+def _signed_fact(link: CID, signature: bytes, by_cid: dict[bytes, tuple[CID, bytes]]) -> SignedFact:
+    name = cid_string(link)
+    if link.codec.name != DAG_CBOR or bytes(link) not in by_cid:
+        raise InvalidCar(f"CAR is incomplete: fact {name} is missing")
+    try:
+        fact = decode_fact(by_cid[bytes(link)][1])
+    except InvalidFact as exc:
+        raise InvalidCar(f"fact {name} is not a valid fact record: {exc.message}") from exc
+    if fact.contributor is None:
+        raise InvalidCar(
+            f"fact {name} names no contributor: facts in a CAR must be signed by their contributor"
+        )
+    try:
+        hex_signature = normalize_signature("0x" + signature.hex())
+        if hex_signature != "0x" + signature.hex():
+            raise InvalidSignature("a manifest holds signatures in canonical form (v 27 or 28)")
+        check_signature(fact.cid, fact.contributor, hex_signature)
+    except KnowhubError as exc:
+        raise InvalidCar(
+            f"fact {name} (contributor {fact.contributor}) has no valid signature: {exc.message}"
+        ) from exc
+    return SignedFact(fact, hex_signature)
+
+
+# -- upload spool ------------------------------------------------------------------------------
+
+
+def spool_dir(data_dir: Path) -> Path:
+    return data_dir / SPOOL_DIR
+
+
+def clear_spool_dir(data_dir: Path) -> None:
+    """Remove ``DATA_DIR/tmp`` (what an upload left when the node died) and leftovers of older
+    versions (``DATA_DIR/import-*.car``); call once at start, before serving."""
+    path = spool_dir(data_dir)
+    shutil.rmtree(path, ignore_errors=True)
+    for stale in data_dir.glob("import-*.car"):
+        stale.unlink(missing_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def spool_file(data_dir: Path) -> BinaryIO:
+    """A private read/write temporary file under ``DATA_DIR/tmp`` (mode 0600; unnamed where
+    the OS allows, else unlinked at once), so nothing outlives the handle, even a crash."""
+    path = spool_dir(data_dir)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handle: BinaryIO = tempfile.TemporaryFile(dir=path)  # noqa: SIM115 (the caller closes it)
+    os.fchmod(handle.fileno(), 0o600)
+    return handle

@@ -13,9 +13,20 @@ class KnowhubError(Exception):
     code = "error"
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        message = printable(message)
         super().__init__(message)
         self.message = message
-        self.field = field
+        self.field = None if field is None else printable(field)
+
+
+def printable(text: str) -> str:
+    """``text`` with every lone surrogate replaced by U+FFFD, so that an error quoting hostile
+    input (a metadata key, a filter value) can always be encoded as UTF-8 JSON."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
 
 
 class InvalidInput(KnowhubError):
@@ -64,6 +75,12 @@ class SignatureMismatch(Unauthorized):
 
 class NotFound(KnowhubError):
     code = "not_found"
+
+
+class NetworkingOff(NotFound):
+    """A peer operation on a node that runs without networking (404: nothing to act on)."""
+
+    code = "networking_off"
 
 
 class StorageError(KnowhubError):

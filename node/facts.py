@@ -7,7 +7,10 @@ idempotent, and any IPFS implementation derives the same identifier from the sam
 
 from __future__ import annotations
 
+import functools
 import json
+import sys
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -30,6 +33,37 @@ MetadataValue: TypeAlias = str | int | bool | tuple[str, ...]
 Metadata: TypeAlias = Mapping[str, MetadataValue]
 
 _RECORD_KEYS = frozenset({"v", "text", "metadata", "contributor"})
+#: Unicode categories that draw nothing: controls, format characters (zero-width space and
+#: joiners, BOM, bidi marks), surrogates and separators (spaces, line and paragraph breaks).
+#: Unassigned code points count as visible: they render as a replacement glyph.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
+def has_visible_character(text: str) -> bool:
+    """True when ``text`` holds at least one character that draws something: a text made only
+    of whitespace, NUL, BOM or zero-width characters is not a fact (nor a query)."""
+    return any(unicodedata.category(ch) not in _INVISIBLE for ch in text)
+
+
+@functools.cache
+def visible_character_pattern() -> str:
+    """A regular expression that finds a visible character: the rule of
+    :func:`has_visible_character` as one character class, for the API's schema."""
+    ranges: list[tuple[int, int]] = []
+    for code in range(sys.maxunicode + 1):
+        # surrogates are left out: no valid UTF-8 string holds one (the text check refuses a
+        # lone surrogate before this rule) and regex engines cannot name them
+        if unicodedata.category(chr(code)) in _INVISIBLE - {"Cs"}:
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1] = (ranges[-1][0], code)
+            else:
+                ranges.append((code, code))
+
+    def esc(code: int) -> str:  # ECMA-262 has no \U escape: astral characters go literally
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    parts = [esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges]
+    return "[^" + "".join(parts) + "]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +140,16 @@ def decode_fact(block: bytes) -> Fact:
 def _check_text(text: Any) -> str:
     if not isinstance(text, str):
         raise InvalidFact("text must be a string", field="text")
-    if not text.strip():
-        raise InvalidFact("text must not be empty or whitespace only", field="text")
     size = _utf8_size(text, "text")
     if size > MAX_TEXT_BYTES:
         raise InvalidFact(
             f"text is {size} bytes of UTF-8, over the limit of {MAX_TEXT_BYTES}", field="text"
+        )
+    if not has_visible_character(text):
+        raise InvalidFact(
+            "text must hold a visible character (not only whitespace, control or zero-width "
+            "characters)",
+            field="text",
         )
     return text
 

@@ -62,6 +62,7 @@ def parse_filter(raw: Any) -> MetadataFilter | None:
     for key, spec in raw.items():
         if not isinstance(key, str) or not key or len(key) > MAX_METADATA_KEY_CHARS:
             raise InvalidFilter("filter keys must be metadata key strings")
+        _check_unicode(key, "filter key")
         if key.startswith("$"):
             raise InvalidFilter(f"unknown top-level filter operator {key!r}")
         if isinstance(spec, Mapping):
@@ -81,9 +82,20 @@ def parse_filter(raw: Any) -> MetadataFilter | None:
 
 
 def _scalar(key: str, value: Any) -> Scalar:
-    if isinstance(value, bool | int | str):
+    if isinstance(value, str):
+        _check_unicode(value, f"filter value for {key!r}")
+        return value
+    if isinstance(value, bool | int):
         return value
     raise InvalidFilter(
         f"filter on {key!r}: values must be strings, integers or booleans, "
         f"not {type(value).__name__}"
     )
+
+
+def _check_unicode(text: str, what: str) -> None:
+    """Strings reach SQLite as UTF-8: a lone surrogate is a client error, not a crash."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidFilter(f"{what} is not valid Unicode (lone surrogate)") from exc

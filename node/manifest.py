@@ -5,6 +5,18 @@ with at most ``LEAF_SIZE`` facts; a larger set is a tree whose inner nodes carry
 ``"children": [link, ...]`` instead of ``"facts"``. Links are real IPLD links (CBOR tag 42),
 so ``ipfs dag export <manifest>`` of Kubo returns the manifest and every fact it names. Facts are
 sorted by CID string before chunking: the same set of facts always gives the same root CID.
+
+Two kinds are built from the same shape. **Batch manifests** (``build_manifest``, written by
+anchoring; their CIDs are on chain) are exactly the objects above, byte for byte as they have
+always been. **Snapshot manifests** (``build_snapshot_manifest``, what ``knowhub export``
+carries) add to every leaf ``"signatures": [bytes(65), ...]``, parallel to ``"facts"``: the
+contributor's EIP-191 signature ``r || s || v`` (v 27/28) of each fact's CID, so facts travel
+with their provenance. The same set of signed facts always gives the same snapshot root.
+
+Field sets are closed: a leaf has exactly ``v, type, count, facts`` (plus ``signatures`` in a
+snapshot), an inner node exactly ``v, type, count, children``; ``count`` is the number of facts
+below the node (a leaf's equals its fact list's length). Anything else is ``InvalidManifest``,
+so a manifest can carry nothing but links, counts and signatures.
 """
 
 from __future__ import annotations
@@ -22,6 +34,12 @@ from node.errors import InvalidInput
 MANIFEST_TYPE = "knowhub/manifest"
 LEAF_SIZE = 4096
 FANOUT = 1024
+SIGNATURE_BYTES = 65
+
+_BASE_KEYS = frozenset({"v", "type", "count"})
+LEAF_KEYS = _BASE_KEYS | {"facts"}
+SNAPSHOT_LEAF_KEYS = LEAF_KEYS | {"signatures"}
+INNER_KEYS = _BASE_KEYS | {"children"}
 
 
 class InvalidManifest(InvalidInput):
@@ -34,26 +52,53 @@ class Block:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ManifestNode:
+    """One manifest block, parsed: an inner node has children, a leaf has facts (and, in a
+    snapshot, one signature per fact, in the same order; None in a batch manifest)."""
+
+    count: int
+    children: list[CID]
+    facts: list[CID]
+    signatures: list[bytes] | None
+
+
 def _block(obj: dict[str, Any]) -> Block:
     data = dag_cbor.encode(obj)
     return Block(cid_for(data, DAG_CBOR), data)
 
 
 def build_manifest(fact_cids: Iterable[str]) -> tuple[Block, list[Block]]:
-    """The root manifest block and every manifest block of the tree (root last)."""
-    cids = sorted(set(fact_cids))
-    level = [
-        _block(
-            {
-                "v": 1,
-                "type": MANIFEST_TYPE,
-                "count": len(chunk),
-                "facts": [CID.decode(c) for c in chunk],
-            }
-        )
-        for chunk in _chunks(cids, LEAF_SIZE)
-    ] or [_block({"v": 1, "type": MANIFEST_TYPE, "count": 0, "facts": []})]
-    counts = [min(LEAF_SIZE, len(cids) - i * LEAF_SIZE) for i in range(len(level))] or [0]
+    """The root batch manifest block and every manifest block of the tree (root last)."""
+    return _build(sorted(set(fact_cids)), None)
+
+
+def build_snapshot_manifest(signed: Iterable[tuple[str, bytes]]) -> tuple[Block, list[Block]]:
+    """The root snapshot manifest (leaves carry each fact's 65-byte signature) and every
+    manifest block of its tree, root last. ``signed`` is (fact CID, signature) pairs."""
+    by_cid = dict(signed)
+    for cid, signature in by_cid.items():
+        if len(signature) != SIGNATURE_BYTES:
+            raise ValueError(f"signature of {cid} is {len(signature)} bytes, not 65")
+    cids = sorted(by_cid)
+    return _build(cids, [by_cid[c] for c in cids])
+
+
+def _build(cids: list[str], signatures: list[bytes] | None) -> tuple[Block, list[Block]]:
+    level: list[Block] = []
+    counts: list[int] = []
+    for start in range(0, max(len(cids), 1), LEAF_SIZE):  # an empty set is one empty leaf
+        chunk = cids[start : start + LEAF_SIZE]
+        leaf: dict[str, Any] = {
+            "v": 1,
+            "type": MANIFEST_TYPE,
+            "count": len(chunk),
+            "facts": [CID.decode(c) for c in chunk],
+        }
+        if signatures is not None:
+            leaf["signatures"] = signatures[start : start + LEAF_SIZE]
+        level.append(_block(leaf))
+        counts.append(len(chunk))
     blocks = list(level)
     while len(level) > 1:
         parents, parent_counts = [], []
@@ -76,23 +121,50 @@ def build_manifest(fact_cids: Iterable[str]) -> tuple[Block, list[Block]]:
     return level[0], blocks
 
 
-def parse_manifest(data: bytes) -> tuple[list[CID], list[CID]]:
-    """(child manifest links, fact links) of one manifest block; ``InvalidManifest`` if bad."""
+def read_manifest(data: bytes) -> ManifestNode:
+    """One manifest block (batch or snapshot) parsed and checked; ``InvalidManifest`` if bad."""
     try:
         obj = dag_cbor.decode(data)
     except Exception as exc:  # dag_cbor raises several types on bad input
         raise InvalidManifest(f"manifest is not DAG-CBOR: {exc}") from exc
-    if not isinstance(obj, dict) or obj.get("type") != MANIFEST_TYPE or obj.get("v") != 1:
+    if not isinstance(obj, dict) or obj.get("type") != MANIFEST_TYPE:
         raise InvalidManifest("not a knowhub manifest (type/v)")
-    children = obj.get("children", [])
-    facts = obj.get("facts", [])
-    if not isinstance(children, list) or not isinstance(facts, list):
+    if type(obj.get("v")) is not int or obj["v"] != 1:
+        raise InvalidManifest("not a knowhub manifest (type/v)")
+    keys = set(obj)
+    if keys not in (LEAF_KEYS, SNAPSHOT_LEAF_KEYS, INNER_KEYS):
+        raise InvalidManifest(
+            f"manifest fields must be {sorted(LEAF_KEYS)} (+ signatures) or "
+            f"{sorted(INNER_KEYS)}, not {sorted(keys)}"
+        )
+    count = obj["count"]
+    if type(count) is not int or count < 0:
+        raise InvalidManifest("manifest count must be a non-negative integer")
+    entries = obj.get("children", obj.get("facts"))
+    if not isinstance(entries, list):
         raise InvalidManifest("manifest children/facts must be lists")
-    if not all(isinstance(c, CID) for c in [*children, *facts]):
+    links_ = [e for e in entries if isinstance(e, CID)]
+    if len(links_) != len(entries):
         raise InvalidManifest("manifest entries must be CID links")
-    if not isinstance(obj.get("count"), int):
-        raise InvalidManifest("manifest count must be an integer")
-    return [c for c in children if isinstance(c, CID)], [f for f in facts if isinstance(f, CID)]
+    if "children" in obj:
+        return ManifestNode(count, links_, [], None)
+    if count != len(links_):
+        raise InvalidManifest(f"leaf manifest count is {count} but it lists {len(links_)} facts")
+    signatures = obj.get("signatures")
+    if signatures is None:
+        return ManifestNode(count, [], links_, None)
+    if not isinstance(signatures, list) or len(signatures) != len(links_):
+        raise InvalidManifest("manifest signatures must be a list parallel to facts")
+    sigs = [s for s in signatures if isinstance(s, bytes) and len(s) == SIGNATURE_BYTES]
+    if len(sigs) != len(signatures):
+        raise InvalidManifest(f"manifest signatures must be {SIGNATURE_BYTES}-byte strings")
+    return ManifestNode(count, [], links_, sigs)
+
+
+def parse_manifest(data: bytes) -> tuple[list[CID], list[CID]]:
+    """(child manifest links, fact links) of one manifest block; ``InvalidManifest`` if bad."""
+    node = read_manifest(data)
+    return node.children, node.facts
 
 
 def links(data: bytes, codec: str) -> list[CID]:

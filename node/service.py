@@ -22,20 +22,21 @@ from multiformats import CID
 from node import __version__
 from node.anchoring import Anchorer, AnchorOptions
 from node.cid import DAG_CBOR, cid_string, parse_cid
-from node.content import BlockService, DagScope, load_car
+from node.content import BlockService, CarSource, DagScope, load_car
 from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import (
     ChainError,
     IncompatibleDataDir,
     InvalidQuery,
     KnowhubError,
+    NetworkingOff,
     NotFound,
     Overloaded,
     SignatureRequired,
     StorageError,
     Unavailable,
 )
-from node.facts import MAX_TEXT_BYTES, Fact
+from node.facts import MAX_TEXT_BYTES, Fact, has_visible_character
 from node.follower import ChainFollower
 from node.manifest import Block
 from node.ports import (
@@ -348,6 +349,11 @@ class KnowledgeNode:
     def operator(self) -> str:
         return self._operator.address
 
+    @property
+    def vector_dimension(self) -> int:
+        """Length of the node's embeddings (and of a query ``vector``)."""
+        return self._embedder.dimension
+
     async def contribute(self, fact: Fact | SignedFact) -> Contribution:
         (result,) = await self.contribute_many([fact])
         if isinstance(result, KnowhubError):
@@ -488,16 +494,22 @@ class KnowledgeNode:
         return QueryResult(results, context, embed_ms, search_ms)
 
     def _query_vector(self, values: tuple[float, ...]) -> np.ndarray:
-        vector = np.asarray(values, dtype=np.float32)
+        # float64: float32 overflows to inf on the norm of 384 x 3e38 and scores all 0
+        vector = np.asarray(values, dtype=np.float64)
         if vector.shape != (self._embedder.dimension,):
             raise InvalidQuery(
                 f"vector must have {self._embedder.dimension} numbers "
                 f"(the node's model is {self._embedder.model_name}), got {len(values)}"
             )
+        if not np.isfinite(vector).all():
+            raise InvalidQuery("vector must hold finite numbers")
         norm = float(np.linalg.norm(vector))
-        if not np.isfinite(vector).all() or norm == 0.0:
+        if not (np.isfinite(norm) and norm > 0.0):
             raise InvalidQuery("vector must be finite and not all zero")
-        result: np.ndarray = vector / norm
+        unit = vector / norm
+        if not np.isfinite(unit).all() or not np.any(unit.astype(np.float32)):
+            raise InvalidQuery("vector is too close to zero to give a direction")
+        result: np.ndarray = unit.astype(np.float32)
         return result
 
     def _rank(self, query: Query, vector: np.ndarray | None) -> list[ScoredFact]:
@@ -627,7 +639,7 @@ class KnowledgeNode:
 
     def _require_network(self) -> Network:
         if self._network is None:
-            raise Unavailable("networking is off on this node (KNOWHUB_P2P_LISTEN=off)")
+            raise NetworkingOff("networking is off on this node (KNOWHUB_P2P_LISTEN=off)")
         return self._network
 
     def _chain_status(self) -> ChainStatus | None:
@@ -669,17 +681,25 @@ class KnowledgeNode:
     async def snapshot(self) -> tuple[Block, int]:
         return await self._blocks.snapshot()
 
-    async def import_car(self, path: Path) -> CarImport:
-        """Verify a snapshot CAR completely, then store its facts and manifests."""
-        roots, facts, manifests = await self._in_thread(load_car, path)
+    async def import_car(self, source: CarSource) -> CarImport:
+        """Verify a snapshot CAR completely (every block, and every fact's signature by its
+        contributor: ``node.content.load_car``), then store its facts with their signatures and
+        its manifests. Like peers' facts they are anchored here only with ``anchor_peer_facts``
+        (their origin anchors them; the chain follower adopts that anchor), and, being signed,
+        they are announced to peers."""
+        car = await self._in_thread(load_car, source)
         created = existing = 0
-        for start in range(0, len(facts), MAX_BATCH):
-            for outcome in await self.contribute_many(facts[start : start + MAX_BATCH]):
-                if isinstance(outcome, Contribution):
-                    created += outcome.created
-                    existing += not outcome.created
-        await self._blocks.store_dag(manifests, roots)
-        return CarImport([cid_string(r) for r in roots], len(facts), created, existing)
+        for start in range(0, len(car.facts), MAX_BATCH):
+            outcomes = await self.contribute_many(
+                car.facts[start : start + MAX_BATCH], anchor=self._options.anchor_peer_facts
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, KnowhubError):
+                    raise outcome  # storage failed: what was stored stays, a retry completes it
+                created += outcome.created
+                existing += not outcome.created
+        await self._blocks.store_dag(car.manifests, car.roots)
+        return CarImport([cid_string(r) for r in car.roots], len(car.facts), created, existing)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -715,13 +735,15 @@ def _fact_cid(cid: str) -> str:
 
 
 def _check_query(query: Query) -> None:
-    if not isinstance(query.text, str) or not query.text.strip():
-        raise InvalidQuery("query must be a non-empty string")
+    if not isinstance(query.text, str):
+        raise InvalidQuery("query must be a string")
     try:
         size = len(query.text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidQuery("query is not valid Unicode (lone surrogate)") from exc
     if size > MAX_TEXT_BYTES:
         raise InvalidQuery(f"query is {size} bytes, over the limit of {MAX_TEXT_BYTES}")
+    if not has_visible_character(query.text):
+        raise InvalidQuery("query must hold a visible character")
     if not 1 <= query.k <= MAX_K:
         raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {query.k}")

@@ -128,7 +128,20 @@ class Settings(BaseSettings):
     )
 
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
-    body_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send a body.")
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send a whole request body."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client may take to send a request's line and headers (from "
+        "connecting, or from the first byte of a further request); then the connection closes.",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        description="Open HTTP connections served at once; one more gets 503 with Retry-After.",
+    )
 
     api_keys: str = Field(
         "",

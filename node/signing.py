@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,13 @@ from eth_utils.exceptions import ValidationError
 from node.errors import InvalidInput, InvalidSignature, SignatureMismatch, StorageError
 
 log = logging.getLogger(__name__)
+
+#: CPython's default. py_ecc (imported through eth_account) raises the limit to 100,000 at
+#: import, which lets C-level recursion (the JSON decoder, deep DAG-CBOR) overflow the C stack
+#: and kill the process on one deeply nested input instead of raising RecursionError. Nothing
+#: the node runs recurses deeper than a few hundred frames (secp256k1 ladder: ~256).
+PYTHON_RECURSION_LIMIT = 1000
+sys.setrecursionlimit(PYTHON_RECURSION_LIMIT)
 
 SIGNATURE_BYTES = 65
 #: secp256k1 group order / 2: signatures with a larger s are malleable copies (EIP-2).

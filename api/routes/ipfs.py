@@ -3,17 +3,25 @@
 Only verifiable responses are served (https://specs.ipfs.tech/http-gateways/trustless-gateway/):
 ``format=raw`` / ``Accept: application/vnd.ipld.raw`` for one block, ``format=car`` /
 ``Accept: application/vnd.ipld.car`` for a CARv1 of the DAG (``dag-scope`` all, entity, block).
-A request asking for neither is 400, as the spec asks of a strict trustless gateway.
+A request asking for neither is 400, as the spec asks of a strict trustless gateway. CIDs
+must name sha2-256 digests (the node's only hash): any other hash is 400.
+
+Snapshot imports are verified while they arrive (``node.car.CarStream``): the header, then each
+block against its CID, refusing the CAR at the first bad section; only verified blocks are
+written, to an anonymous file under ``DATA_DIR/tmp`` (``node.content.spool_file``). The upload
+as a whole must arrive within ``body_timeout`` seconds plus one second per ``MIN_UPLOAD_RATE``
+bytes received (a client trickling bytes is cut off; one sending at a normal rate is not), and
+within ``max_car_bytes``. After a refusal the rest of the body is read and dropped (same
+bounds, nothing hashed or written) so the client can read the 400.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
-import tempfile
+import time
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -23,10 +31,10 @@ from api.deps import NodeDep
 from api.errors import error_response
 from api.options import ApiOptions
 from api.schemas import ErrorBody, ImportOut, SnapshotOut
-from node.car import car_header, car_section
+from node.car import CarStream, InvalidCar, car_header, car_section, supported_hash
 from node.cid import cid_string, parse_cid
-from node.content import DagScope
-from node.errors import InvalidInput
+from node.content import DagScope, spool_file
+from node.errors import InvalidCid, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +44,8 @@ RAW = "application/vnd.ipld.raw"
 CAR = "application/vnd.ipld.car"
 CAR_CONTENT_TYPE = f"{CAR}; version=1; order=dfs; dups=n"
 IMMUTABLE = "public, max-age=29030400, immutable"
+#: Slowest average rate (bytes/s) a CAR upload may keep up beyond ``body_timeout``.
+MIN_UPLOAD_RATE = 256 * 1024
 
 
 def _negotiate(fmt: str | None, accept: str | None) -> str:
@@ -91,6 +101,11 @@ async def gateway(
     """A verifiable block or CAR by CID. HEAD answers the same headers without a body."""
     kind = _negotiate(format, accept)
     parsed = parse_cid(cid)
+    if not supported_hash(parsed):
+        raise InvalidCid(
+            f"CID {cid[:80]!r} uses the hash {parsed.hashfun.name}: this node stores only "
+            "sha2-256 blocks"
+        )
     name = cid_string(parsed)
     root = await node.get_block(name)  # 404 before any byte is sent when the root is absent
     etag = f'"{name}.raw"' if kind == "raw" else f'"{name}.car.{dag_scope.value}"'
@@ -141,36 +156,70 @@ async def create_snapshot(node: NodeDep) -> SnapshotOut:
     openapi_extra={"requestBody": {"content": {CAR: {}}, "required": True}},
 )
 async def import_snapshot(request: Request, node: NodeDep) -> Response:
-    """Import a snapshot CAR. Every block is verified first; any corrupt, missing or invalid
-    block rejects the whole file and nothing from it is stored."""
+    """Import a snapshot CAR: verified while it arrives, then every fact's contributor
+    signature is checked; any corrupt, missing, unsigned or invalid block or fact rejects the
+    whole file (400 naming it) and nothing from it is stored."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != CAR:
         return error_response(415, "unsupported_media_type", f"send the CAR as {CAR}")
     options: ApiOptions = request.app.state.options
-    limit = options.max_car_bytes
-    fd, tmp = tempfile.mkstemp(prefix="import-", suffix=".car", dir=node.data_dir)
-    try:
-        size = 0
-        with os.fdopen(fd, "wb") as fh:
-            chunks = request.stream().__aiter__()
-            while True:
-                with anyio.move_on_after(options.body_timeout) as timer:
-                    try:
-                        chunk = await chunks.__anext__()
-                    except StopAsyncIteration:
-                        break
-                if timer.cancelled_caught:
-                    return error_response(408, "body_timeout", "CAR upload stalled")
-                size += len(chunk)
-                if size > limit:
-                    return error_response(
-                        413, "body_too_large", f"CAR is over the limit of {limit} bytes"
-                    )
-                fh.write(chunk)
-        result = await node.import_car(Path(tmp))
-    finally:
-        os.unlink(tmp)
+    with spool_file(node.data_dir) as spool:
+        refused = await _receive_car(request, options, spool)
+        if refused is not None:
+            return refused
+        spool.seek(0)
+        result = await node.import_car(spool)
     body = ImportOut(
         roots=result.roots, facts=result.facts, created=result.created, existing=result.existing
     )
     return Response(body.model_dump_json(), media_type="application/json")
+
+
+async def _receive_car(request: Request, options: ApiOptions, spool: BinaryIO) -> Response | None:
+    """Stream the body through a ``CarStream`` into ``spool``; an error response, or None when
+    the whole CAR arrived and every block verified."""
+    limit = options.max_car_bytes
+    parser = CarStream()
+    error: InvalidCar | None = None
+    size = 0
+    start = time.monotonic()
+    chunks = request.stream().__aiter__()
+    while True:
+        # one deadline for the whole upload, growing only with the bytes actually received
+        left = start + options.body_timeout + size / MIN_UPLOAD_RATE - time.monotonic()
+        with anyio.move_on_after(max(left, 0.0)) as timer:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+        if timer.cancelled_caught:
+            return error_response(
+                408, "body_timeout", f"CAR upload too slow: {size} bytes received in time"
+            )
+        size += len(chunk)
+        if size > limit:
+            return error_response(413, "body_too_large", f"CAR is over the limit of {limit} bytes")
+        if error is not None:
+            continue  # refused: drain the rest unread so that the client gets the answer
+        try:
+            await asyncio.to_thread(_spool_verified, parser, spool, chunk)
+        except InvalidCar as exc:
+            log.info("refusing a snapshot upload after %d bytes: %s", size, exc.message)
+            error = exc
+    if error is None:
+        try:
+            parser.close()
+        except InvalidCar as exc:
+            error = exc
+    if error is not None:
+        raise error
+    return None
+
+
+def _spool_verified(parser: CarStream, spool: BinaryIO, chunk: bytes) -> None:
+    """Hash the blocks ``chunk`` completes and write them (after the header) to ``spool``."""
+    blocks = parser.feed(chunk)
+    if parser.roots is not None and spool.tell() == 0:
+        spool.write(car_header(parser.roots))
+    for cid, data in blocks:
+        spool.write(car_section(cid, data))

@@ -1,17 +1,26 @@
-"""Facts as IPFS objects on a real node: trustless gateway, snapshots between two nodes, and a
-node publishing to a real IPFS RPC daemon that goes down and comes back."""
+"""Facts as IPFS objects on a real node: trustless gateway, snapshots between two nodes (with
+every contributor signature kept, and CARs that cannot forge provenance), and a node
+publishing to a real IPFS RPC daemon that goes down and comes back."""
 
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dag_cbor
 import httpx
 import pytest
+from multiformats import CID
 
+from node.car import write_car
+from node.cid import cid_for
+from node.facts import Fact, make_fact
+from node.signing import SigningKey
 from tests.helpers import JsIpfsDaemon, NodeProcess, free_port, knowhub
 from tests.verifying_client import cid_of, decode_cid, fetch_block, parse_car
 
@@ -105,13 +114,21 @@ def test_gateway_bad_requests(
     assert response.json()["error"]["code"] == code
 
 
-@pytest.fixture
-def two_nodes(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
-    a = NodeProcess(tmp_path / "a").start()
-    b = NodeProcess(tmp_path / "b").start()
+@pytest.fixture(scope="module")
+def two_nodes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[NodeProcess, NodeProcess]]:
+    """A accepts unsigned submissions (its operator signs them); B requires signatures."""
+    base = tmp_path_factory.mktemp("two")
+    a = NodeProcess(base / "a").start()
+    b = NodeProcess(base / "b", env={"KNOWHUB_REQUIRE_SIGNATURES": "true"}).start()
     yield a, b
     a.stop()
     b.stop()
+
+
+ALICE = SigningKey(bytes.fromhex("a1" * 32))
+MALLORY = SigningKey(bytes.fromhex("b2" * 32))
 
 
 QUERIES = ["Which animals live in the Arctic?", "volcano eruption", "ocean tides and the moon"]
@@ -141,10 +158,14 @@ def test_snapshot_round_trip_and_corrupt_car(
         },
     ]
     httpx.post(f"{a.url}/v1/facts/batch", json={"facts": facts}, timeout=60).raise_for_status()
+    alice = make_fact("Alice measured the tides at Brest.", {"topic": "ocean"}, ALICE.address)
+    signed = {**alice.record(), "signature": ALICE.sign_cid(alice.cid)}
+    del signed["v"]
+    assert httpx.post(f"{a.url}/v1/facts", json=signed).status_code == 201
     car = tmp_path / "kb.car"
     exported = knowhub("export", str(car), "--url", a.url)
     assert exported.returncode == 0, exported.stderr
-    assert "5 facts" in exported.stdout
+    assert "6 facts" in exported.stdout
 
     # corrupt one byte inside the last block: B must reject the file and store nothing
     bad = tmp_path / "bad.car"
@@ -163,11 +184,121 @@ def test_snapshot_round_trip_and_corrupt_car(
 
     imported = knowhub("import-car", str(car), "--url", b.url)
     assert imported.returncode == 0, imported.stderr
-    assert "imported 5 facts (created 5" in imported.stdout
+    assert "imported 6 facts (created 6" in imported.stdout
     assert answers(a.url) == answers(b.url)
     snap_a = httpx.post(f"{a.url}/v1/snapshots").json()
     snap_b = httpx.post(f"{b.url}/v1/snapshots").json()
-    assert snap_a["root"] == snap_b["root"]  # same set of facts, same manifest CID
+    assert snap_a["root"] == snap_b["root"]  # same set of signed facts, same manifest CID
+
+    # every signature travelled: B (which requires signatures) serves A's, and verify checks it
+    cids = [c for c, _ in parse_car(car.read_bytes())[1][1:]]
+    assert alice.cid in cids and len(cids) == 6
+    for cid in cids:
+        on_a = httpx.get(f"{a.url}/v1/facts/{cid}").json()
+        on_b = httpx.get(f"{b.url}/v1/facts/{cid}").json()
+        assert on_b["signature"] == on_a["signature"] is not None
+        assert on_b["record"] == on_a["record"]
+        assert httpx.get(f"{b.url}/v1/facts/{cid}/provenance").json()["signature_valid"]
+    assert httpx.get(f"{b.url}/v1/facts/{alice.cid}").json()["record"]["contributor"] == (
+        ALICE.address
+    )
+    verified = knowhub("verify", alice.cid, "--node", b.url, "--json")
+    checks = {c["name"]: c["ok"] for c in json.loads(verified.stdout)["checks"]}
+    assert checks["signature"] and checks["cid"], verified.stdout  # anchored: B's chain's affair
+    # B did not take A's facts for its own: none is queued, batched or anchored by B
+    chain = httpx.get(f"{b.url}/v1/status").json()["chain"]
+    if chain is not None:
+        assert (chain["anchor_queue"], chain["open_batches"]) == (0, 0), chain
+        assert chain["last_anchored_block"] is None, chain
+
+
+def crafted_car(fact: Fact, signature: bytes | None, **extra: Any) -> bytes:
+    """A one-fact snapshot CAR; ``signature=None`` gives the old, unsigned manifest format."""
+    leaf: dict[str, Any] = {
+        "v": 1,
+        "type": "knowhub/manifest",
+        "count": 1,
+        "facts": [CID.decode(fact.cid)],
+        **extra,
+    }
+    if signature is not None:
+        leaf["signatures"] = [signature]
+    data = dag_cbor.encode(leaf)
+    root = cid_for(data, "dag-cbor")
+    return b"".join(write_car([root], [(root, data), (CID.decode(fact.cid), fact.block)]))
+
+
+def test_a_car_cannot_forge_provenance(two_nodes: tuple[NodeProcess, NodeProcess]) -> None:
+    """A CAR naming a contributor without a valid signature by that contributor stores nothing
+    attributed to that contributor, with (B) and without (A) KNOWHUB_REQUIRE_SIGNATURES."""
+    fact = make_fact("Alice endorses this forged claim.", {"topic": "forgery"}, ALICE.address)
+    by_mallory = bytes.fromhex(MALLORY.sign_cid(fact.cid)[2:])
+    by_alice = bytes.fromhex(ALICE.sign_cid(fact.cid)[2:])
+    blake3 = CID("base32", 1, "dag-cbor", ("blake3", bytes(32)))
+    cases = [
+        (crafted_car(fact, None), "without their signatures"),
+        (crafted_car(fact, by_mallory), f"fact {fact.cid} .*not by the record's contributor"),
+        (crafted_car(fact, b"\x01" * 32 + b"\x02" * 32 + b"\x1b"), "has no valid signature"),
+        (crafted_car(fact, by_alice, blob=b"\x00" * (1 << 20)), "not a knowhub manifest"),
+        (b"".join(write_car([blake3], [(blake3, fact.block)])), "only sha2-256"),
+    ]
+    for node in two_nodes:
+        before = httpx.get(f"{node.url}/v1/status").json()["facts"]
+        for body, message in cases:
+            r = httpx.post(
+                f"{node.url}/v1/snapshots/import",
+                content=body,
+                headers={"content-type": "application/vnd.ipld.car"},
+            )
+            assert r.status_code == 400, r.text
+            assert r.json()["error"]["code"] == "invalid_car"
+            assert re.search(message, r.json()["error"]["message"]), r.text
+        assert httpx.get(f"{node.url}/v1/facts/{fact.cid}").status_code == 404
+        assert httpx.get(f"{node.url}/v1/status").json()["facts"] == before
+        hits = httpx.post(
+            f"{node.url}/v1/query", json={"query": "Alice endorses forged claim", "k": 10}
+        ).json()["results"]
+        assert all(h["cid"] != fact.cid for h in hits)
+        gateway = httpx.get(f"{node.url}/ipfs/{blake3}?format=raw")
+        assert gateway.status_code == 400 and gateway.json()["error"]["code"] == "invalid_cid"
+        # uploads are spooled only to unnamed files under DATA_DIR/tmp: nothing is left behind
+        assert not list(node.data_dir.glob("import-*.car"))
+        assert not list((node.data_dir / "tmp").iterdir())
+
+
+def test_car_upload_has_one_deadline(node: NodeProcess) -> None:
+    """A client trickling a CAR (a byte a second) is cut off after KNOWHUB_BODY_TIMEOUT (2 s
+    here) for the whole upload, not reset by every chunk."""
+    header = b"".join(write_car([CID.decode(make_fact("x").cid)], []))
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", node.port), timeout=15) as sock:
+        sock.sendall(
+            b"POST /v1/snapshots/import HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/vnd.ipld.car\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n%s\r\n"
+            % (len(header), header)
+        )
+        answer = b""
+        for _ in range(12):  # a byte a second: each chunk well inside any per-chunk timeout
+            time.sleep(1)
+            try:
+                sock.sendall(b"1\r\n\x01\r\n")
+            except OSError:
+                break
+            sock.setblocking(False)
+            try:
+                answer = sock.recv(4096)
+            except BlockingIOError:
+                pass
+            finally:
+                sock.setblocking(True)
+            if answer:
+                break
+        if not answer:
+            answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"body_timeout" in answer
+    assert time.monotonic() - started < 6
 
 
 def test_import_endpoint_rejects_bad_uploads(node: NodeProcess) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,10 +31,10 @@ def wait_for(predicate: object, timeout: float = 120.0) -> None:
 def test_second_node_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
     first = NodeProcess(tmp_path / "data", env=QUICK).start()
     try:
+        assert first.proc is not None
+        holder = first.proc.pid
         second = NodeProcess(tmp_path / "data", env=QUICK)
-        with pytest.raises(
-            RuntimeError, match=rf"in use by another knowhub node \(pid {first.proc.pid}\)"
-        ):  # type: ignore[union-attr]
+        with pytest.raises(RuntimeError, match=rf"in use by another knowhub node \(pid {holder}\)"):
             second.start(timeout=180)
         # the first node is untouched and still takes writes
         reply = httpx.post(f"{first.url}/v1/facts", json={"text": "still mine"}, timeout=60)
@@ -96,3 +97,62 @@ def test_chaos_short_run(tmp_path: Path) -> None:
     assert summary["kills"] == 3 and summary["lost_count"] == 0
     assert summary["failed_restarts"] == 0 and summary["index_mismatches"] == 0
     assert summary["acknowledged"] > 0
+
+
+def test_writes_beyond_the_ingest_bound_get_503_with_retry_after(tmp_path: Path) -> None:
+    """Batch writers flood a node whose ingest bound is small: some writes get 503 with
+    Retry-After (never a timeout), every acknowledged fact is stored, and queries are answered
+    all along."""
+    env = {**QUICK, "KNOWHUB_INGEST_QUEUE": "64", "KNOWHUB_INGEST_MAX_WAIT": "2"}
+    node = NodeProcess(tmp_path / "data", env=env).start()
+    acknowledged: list[str] = []
+    refusals: list[httpx.Response] = []
+    other: list[str] = []
+    stop = threading.Event()
+
+    def writer(worker: int) -> None:
+        with httpx.Client(base_url=node.url, timeout=300) as client:
+            for round_no in range(10_000):
+                if stop.is_set():
+                    return
+                facts = [{"text": f"flood {worker}-{round_no}-{i}"} for i in range(64)]
+                try:
+                    reply = client.post("/v1/facts/batch", json={"facts": facts})
+                except httpx.HTTPError as exc:  # a timeout is exactly what must not happen
+                    other.append(repr(exc))
+                    return
+                if reply.status_code == 200:
+                    acknowledged.extend(r["cid"] for r in reply.json()["results"] if r["cid"])
+                elif reply.status_code == 503:
+                    refusals.append(reply)
+                else:
+                    other.append(f"{reply.status_code} {reply.text[:200]}")
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 600
+        answered = 0
+        with httpx.Client(base_url=node.url, timeout=300) as client:
+            while not refusals or answered < 3:
+                assert time.monotonic() < deadline, "no 503 within the deadline"
+                reply = client.post("/v1/query", json={"query": "flood", "mode": "hybrid"})
+                assert reply.status_code == 200, reply.text
+                answered += 1
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=600)
+        assert not other, other[:5]
+        for reply in refusals:
+            assert reply.json()["error"]["code"] == "overloaded"
+            assert int(reply.headers["retry-after"]) >= 1
+        with httpx.Client(base_url=node.url, timeout=120) as client:
+            for cid in acknowledged:
+                assert client.get(f"/v1/facts/{cid}").status_code == 200, cid
+            status = client.get("/v1/status").json()
+        assert status["facts"] == len(set(acknowledged))
+        assert status["ingest"]["bound"] == 64
+    finally:
+        stop.set()
+        node.stop()

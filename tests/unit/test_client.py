@@ -60,6 +60,17 @@ def test_rate_limited_carries_retry_after() -> None:
     assert caught.value.retry_after == 7.0
 
 
+def test_a_busy_node_says_when_to_retry() -> None:
+    busy = httpx.MockTransport(lambda r: error(503, "overloaded", **{"retry-after": "4"}))
+    with pytest.raises(NodeUnavailable) as caught:
+        NodeClient("http://node", transport=busy).status()
+    assert caught.value.code == "overloaded" and caught.value.retry_after == 4.0
+    down = httpx.MockTransport(lambda r: error(503, "storage_error"))
+    with pytest.raises(NodeUnavailable) as failed:
+        NodeClient("http://node", transport=down).status()
+    assert failed.value.retry_after is None
+
+
 def test_requests_carry_key_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[httpx.Request] = []
 

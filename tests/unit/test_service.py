@@ -185,6 +185,11 @@ async def test_query_by_vector(node: KnowledgeNode) -> None:
         await node.query(Query("x", mode=SearchMode.DENSE, vector=(float("nan"),) * 384))
     with pytest.raises(InvalidQuery, match="finite"):
         await node.query(Query("x", mode=SearchMode.DENSE, vector=(0.0,) * 384))
+    # components near float32's largest once overflowed the norm to inf and scored all 0
+    huge = tuple(x * 3e38 / max(abs(v) for v in vector) for x in vector)
+    again = await node.query(Query("anything", k=1, mode=SearchMode.DENSE, vector=huge))
+    assert again.results[0].fact.text == "volcanoes erupt lava"
+    assert again.results[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 async def test_concurrent_contributions_of_the_same_facts_embed_once(tmp_path: Path) -> None:
