@@ -111,14 +111,15 @@ class FactIn(BaseModel):
     )
     contributor: str | None = Field(
         None,
-        pattern="^0x[0-9a-fA-F]{40}$",
+        # documented, checked by the domain (whose errors name the rule: invalid_fact)
+        json_schema_extra={"pattern": "^0x[0-9a-fA-F]{40}$"},
         description="EIP-55 address of the signer; the record names it. Omit both contributor "
         "and signature to have the node's operator key sign (unless signatures are required).",
         examples=["0x70997970C51812dc3A010C7d01b50e0d17dc79C8"],
     )
     signature: str | None = Field(
         None,
-        pattern="^0x[0-9a-fA-F]{130}$",
+        json_schema_extra={"pattern": "^0x[0-9a-fA-F]{130}$"},  # checked: invalid_signature
         description="0x hex, 65 bytes: EIP-191 personal_sign by contributor of the fact's CID "
         "string (compute the CID from text, metadata and contributor; see the README).",
     )

@@ -345,6 +345,21 @@ class KnowledgeNode:
         fact, signature = parse_submission(item)
         return SignedFact(fact, signature)
 
+    async def accept_many(self, items: Sequence[Any]) -> list[SignedFact | KnowhubError]:
+        """``accept`` for each item, in a worker thread: hashing and signing (or checking
+        signatures of) a large batch takes long enough to stall the event loop, and with it
+        every query."""
+        return await self._in_thread(self._accept_each, items)
+
+    def _accept_each(self, items: Sequence[Any]) -> list[SignedFact | KnowhubError]:
+        accepted: list[SignedFact | KnowhubError] = []
+        for item in items:
+            try:
+                accepted.append(self.accept(item))
+            except KnowhubError as exc:
+                accepted.append(exc)
+        return accepted
+
     @property
     def operator(self) -> str:
         return self._operator.address

@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     work = args.data_dir or Path(tempfile.mkdtemp(prefix="knowhub-chaos-"))
+    work.mkdir(parents=True, exist_ok=True)
     node = Node(work / "data", work / "node.log")
     acked: dict[str, str] = {}
     counter = [0]

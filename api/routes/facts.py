@@ -19,7 +19,6 @@ from api.schemas import (
 )
 from api.views import fact_out, provenance_out
 from node.errors import KnowhubError
-from node.submissions import SignedFact
 
 router = APIRouter(prefix="/v1/facts", tags=["facts"])
 
@@ -49,13 +48,7 @@ async def contribute(body: FactIn, node: NodeDep, response: Response) -> FactCre
 @router.post("/batch", response_model=BatchOut, responses=_ERRORS)
 async def contribute_batch(body: BatchIn, node: NodeDep) -> BatchOut:
     """Store up to 1,000 facts; each item succeeds or fails on its own, results in order."""
-    parsed: list[SignedFact | KnowhubError] = []
-    for item in body.facts:
-        try:
-            parsed.append(node.accept(item))
-        except KnowhubError as exc:
-            parsed.append(exc)
-    outcomes = await node.contribute_many(parsed)
+    outcomes = await node.contribute_many(await node.accept_many(body.facts))
     items: list[BatchItem] = []
     for i, outcome in enumerate(outcomes):
         if isinstance(outcome, KnowhubError):
