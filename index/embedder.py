@@ -1,11 +1,18 @@
-"""all-MiniLM-L6-v2 through sentence-transformers, loaded from the bundled package, offline."""
+"""all-MiniLM-L6-v2 through sentence-transformers, loaded from the bundled package, offline.
+
+An instance can pause inside a forward pass: ``set_yield_point`` installs a function called
+before every transformer layer (``encoder.layer.N``), where the embedding scheduler blocks an
+ingest pass while a query is embedded by a second instance. Instances share nothing but the
+weights' file; each serializes its own calls.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +23,7 @@ from node.ports import Vectors
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+_LAYER = re.compile(r"(?:.*\.)?encoder\.layer\.\d+")
 
 
 def bundled_model_path() -> Path:
@@ -55,7 +63,22 @@ class SentenceTransformerEmbedder:
         self._model_name = model_name
         self._batch_size = batch_size
         self._lock = threading.Lock()
+        self._yield_point: Callable[[], None] | None = None
+        layers = [m for name, m in self._model.named_modules() if _LAYER.fullmatch(name)]
+        for layer in layers:
+            layer.register_forward_pre_hook(self._before_layer)
+        if not layers:
+            log.warning("no transformer layers found: ingest passes cannot pause for queries")
         log.info("embedding model %s loaded from %s (%d dims)", model_name, path, dim)
+
+    def set_yield_point(self, yield_point: Callable[[], None] | None) -> None:
+        """``yield_point`` runs before every transformer layer of every forward pass of this
+        instance (the scheduler blocks there while a query is embedded by another one)."""
+        self._yield_point = yield_point
+
+    def _before_layer(self, _module: object, _args: object) -> None:
+        if self._yield_point is not None:
+            self._yield_point()
 
     @property
     def model_name(self) -> str:

@@ -56,6 +56,12 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
     embedder = SentenceTransformerEmbedder(
         batch_size=settings.embed_batch_size, torch_threads=settings.torch_threads
     )
+    # a second copy for queries: they never wait for an ingest pass (node.embedding)
+    query_embedder = (
+        SentenceTransformerEmbedder(batch_size=settings.embed_batch_size)
+        if settings.query_model_copy
+        else None
+    )
     catalog = SqliteCatalog(data_dir / CATALOG_FILE)
     index = FaissIndex(
         embedder.dimension,
@@ -104,6 +110,7 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
         ledger=ledger,
         network=build_network(settings, data_dir),
         on_closed=[lock.release],
+        query_embedder=query_embedder,
     )
 
 

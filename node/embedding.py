@@ -2,14 +2,20 @@
 
 The model is one CPU-bound resource. Before this module, query and ingest embeddings shared
 one worker thread in arrival order, so a node receiving batches (REST or gossip) made every
-query wait behind whole batches (measured: hybrid p50 0.39 s -> 11.5 s). Here one worker
-thread owns the model and serves two lanes:
+query wait behind whole batches (measured: hybrid p50 0.39 s -> 11.5 s). Here two lanes:
 
 - the **query lane** always goes first; queries that wait together are embedded in one pass;
 - the **ingest lane** is embedded a *slice* at a time, each slice sized from the measured cost
   of the model (an EWMA of seconds per character) so that it takes about ``slice_seconds``;
-  between slices the worker looks at the query lane again. A query therefore waits at most
-  one slice, whatever the write load.
+  between slices the worker looks at the query lane again.
+
+With one embedder, one worker thread serves both lanes and a query waits at most one slice
+(one forward pass: ~30 ms for a 256-token abstract on 2 cores). With a second, dedicated
+``query_embedder`` (the node's default: a second copy of the model), queries are embedded on
+their own thread, and when the ingest embedder is ``Preemptible`` its forward pass holds
+before every transformer layer while a query waits or runs: a query waits at most one layer
+and then has the CPU to itself. Queries first means a stream of queries can hold ingest back;
+the ingest bound then answers writers with 503 (the query lane is bounded too).
 
 Invariants: the ingest lane holds at most ``max_pending`` texts (queued plus in progress) and
 at most ``max_wait`` seconds of work at the measured ingest rate, except that one request may
@@ -35,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from node.errors import Overloaded, StorageError, Unavailable
-from node.ports import Embedder, Vectors
+from node.ports import Embedder, Preemptible, Vectors
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +82,13 @@ class EmbedStats:
 
 
 class EmbedScheduler:
-    def __init__(self, embedder: Embedder, options: SchedulerOptions | None = None) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        options: SchedulerOptions | None = None,
+        *,
+        query_embedder: Embedder | None = None,
+    ) -> None:
         self._embedder = embedder
         self._opts = options or SchedulerOptions()
         self._cond = threading.Condition()
@@ -84,6 +96,17 @@ class EmbedScheduler:
         self._ingest: deque[_Job] = deque()
         self._pending = 0  # texts in the ingest lane, counted at admission
         self._closed = False
+        self._querying = False  # the query thread is embedding
+        self._query_thread: threading.Thread | None = None
+        if query_embedder is not None:
+            # queries get their own instance and thread; an ingest pass pauses between layers
+            # while a query waits or runs (see the module docstring)
+            if isinstance(embedder, Preemptible):
+                embedder.set_yield_point(self._yield_to_queries)
+            self._query_thread = threading.Thread(
+                target=self._run_queries, args=(query_embedder,), name="embed-query", daemon=True
+            )
+            self._query_thread.start()
         # cost model: seconds = overhead + per_char * chars (EWMA); conservative start
         self._per_char = 2e-5
         self._overhead = 0.003
@@ -151,6 +174,8 @@ class EmbedScheduler:
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout=30)
+        if self._query_thread is not None:
+            self._query_thread.join(timeout=30)
 
     async def _submit(self, lane: deque[_Job], texts: Sequence[str]) -> Vectors:
         loop = asyncio.get_running_loop()
@@ -161,7 +186,7 @@ class EmbedScheduler:
             if self._closed:
                 raise Unavailable("the node is shutting down")
             lane.append(job)
-            self._cond.notify()
+            self._cond.notify_all()  # the ingest, query and paused threads share it
         try:
             return await job.future
         except asyncio.CancelledError:
@@ -177,17 +202,20 @@ class EmbedScheduler:
     # -- worker thread -------------------------------------------------------------------------
 
     def _run(self) -> None:
+        serves_queries = self._query_thread is None
         while True:
             queries: list[_Job] = []
             with self._cond:
-                while not self._queries and not self._ingest and not self._closed:
+                while (
+                    not (serves_queries and self._queries) and not self._ingest and not self._closed
+                ):
                     self._cond.wait()
                 if self._closed:
                     failed = [*self._queries, *self._ingest]
                     self._queries.clear()
                     self._ingest.clear()
                     break
-                if self._queries:
+                if serves_queries and self._queries:
                     queries = list(self._queries)
                     self._queries.clear()
                 else:
@@ -200,10 +228,37 @@ class EmbedScheduler:
         for pending in failed:
             _resolve(pending, exc=Unavailable("the node is shutting down"))
 
-    def _embed_queries(self, jobs: list[_Job]) -> None:
+    def _run_queries(self, embedder: Embedder) -> None:
+        """The query thread (with a dedicated query embedder): embed whatever queries wait,
+        together, while ingest passes hold at their next layer."""
+        while True:
+            with self._cond:
+                while not self._queries and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return  # the ingest thread fails what is left
+                jobs = list(self._queries)
+                self._queries.clear()
+                self._querying = True
+            try:
+                self._embed_queries(jobs, embedder)
+            finally:
+                with self._cond:
+                    self._querying = False
+                    self._cond.notify_all()
+
+    def _yield_to_queries(self) -> None:
+        """Runs inside an ingest forward pass, before each layer: hold while queries wait or
+        are being embedded."""
+        with self._cond:
+            while (self._queries or self._querying) and not self._closed:
+                self._cond.wait()
+
+    def _embed_queries(self, jobs: list[_Job], embedder: Embedder | None = None) -> None:
         texts = [t for job in jobs for t in job.texts]
         try:
-            vectors = self._timed(texts)
+            # the shared instance feeds the cost model; a dedicated one is not the ingest model
+            vectors = self._timed(texts) if embedder is None else embedder.embed(texts)
         except Exception as exc:  # the model's failure fails these queries, not the node
             for job in jobs:
                 _resolve(job, exc=_as_storage_error(exc))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,6 +25,11 @@ class HashEmbedder:
     def __init__(self, dimension: int = 384, model_name: str = "hash-bow") -> None:
         self._dimension = dimension
         self._model_name = model_name
+        self._yield_point: Callable[[], None] | None = None
+
+    def set_yield_point(self, yield_point: Callable[[], None] | None) -> None:
+        """Called before each text (a real model calls it before each layer)."""
+        self._yield_point = yield_point
 
     @property
     def model_name(self) -> str:
@@ -37,6 +42,8 @@ class HashEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
         for row, text in enumerate(texts):
+            if self._yield_point is not None:
+                self._yield_point()
             for word in _WORD.findall(text.lower()):
                 digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
                 slot = int.from_bytes(digest[:4], "little") % self._dimension

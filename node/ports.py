@@ -7,7 +7,7 @@ disk-bound, so their methods are synchronous; the service calls them from worker
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -66,6 +66,16 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Shape ``(len(texts), dimension)``; blocking, call it off the event loop."""
         ...
+
+
+@runtime_checkable
+class Preemptible(Protocol):
+    """An embedder whose forward pass can pause: it calls the yield point between its steps
+    (a real model: before every transformer layer). The embedding scheduler pauses an ingest
+    pass there while a query is embedded by another instance, so a query waits one layer, not
+    one pass."""
+
+    def set_yield_point(self, yield_point: Callable[[], None] | None) -> None: ...
 
 
 class VectorIndex(Protocol):

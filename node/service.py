@@ -195,6 +195,7 @@ class KnowledgeNode:
         ledger: Ledger | None = None,
         network: Network | None = None,
         on_closed: Sequence[Callable[[], None]] = (),
+        query_embedder: Embedder | None = None,
     ) -> None:
         self._on_closed = list(on_closed)
         self._network = network
@@ -219,7 +220,7 @@ class KnowledgeNode:
         self._index = index
         self._embedder = embedder
         self._options = options
-        self._scheduler = EmbedScheduler(embedder, options.embedding)
+        self._scheduler = EmbedScheduler(embedder, options.embedding, query_embedder=query_embedder)
         self._write_lock = asyncio.Lock()
         #: CIDs being embedded and stored right now, so concurrent calls do it only once.
         self._inflight: dict[str, asyncio.Future[None]] = {}

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     query_queue: int = Field(
         256, ge=1, description="Queries waiting for the model before queries get 503."
     )
+    query_model_copy: bool = Field(
+        True,
+        description="Embed queries with a second copy of the model (about 90 MB more memory) "
+        "on their own thread; ingest passes pause between layers for them. false: one copy, "
+        "a query waits for the ingest slice in progress.",
+    )
     ingest_slice_ms: float = Field(
         25.0,
         gt=0,

@@ -159,6 +159,71 @@ async def test_queries_overtake_queued_ingest() -> None:
         scheduler.close()
 
 
+class LayeredEmbedder(HashEmbedder):
+    """Each text is a 'layer' (HashEmbedder calls the yield point before it); records the
+    order of events across the ingest and query instances."""
+
+    def __init__(self, name: str, log: list[str], hold: threading.Event | None = None) -> None:
+        super().__init__()
+        self.name, self.log, self.hold = name, log, hold
+        self.inside = threading.Event()
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.log.append(f"{self.name} start")
+        self.inside.set()
+        if self.hold is not None:
+            assert self.hold.wait(timeout=60)
+        out = super().embed(texts)
+        self.log.append(f"{self.name} end")
+        return out
+
+
+async def test_a_dedicated_query_model_does_not_wait_for_the_ingest_pass() -> None:
+    events: list[str] = []
+    hold = threading.Event()
+    ingest_model = LayeredEmbedder("ingest", events)
+    query_model = LayeredEmbedder("query", events, hold)
+    texts = [f"doc {i}" for i in range(200)]
+    paused = threading.Event()
+
+    def record_pause() -> None:  # wraps the scheduler's yield point
+        if scheduler._queries or scheduler._querying:
+            paused.set()
+        original()
+
+    # one slice holds the whole batch: without preemption the query would wait for all of it
+    scheduler = EmbedScheduler(
+        ingest_model, SchedulerOptions(slice_seconds=60, max_slice=200), query_embedder=query_model
+    )
+    original = scheduler._yield_to_queries  # installed by the scheduler, wrapped below
+    try:
+        slow = threading.Event()
+
+        def slow_layer() -> None:
+            record_pause()
+            slow.wait(0.01)  # each 'layer' takes a little while
+
+        ingest_model.set_yield_point(slow_layer)
+        scheduler.admit(len(texts))
+        ingest = asyncio.ensure_future(scheduler.embed_ingest(texts))
+        assert await asyncio.to_thread(ingest_model.inside.wait, 60)
+        query = asyncio.ensure_future(scheduler.embed_query(["the query"]))
+        assert await asyncio.to_thread(query_model.inside.wait, 60)
+        # the query model is busy (held): the ingest pass must stop at its next layer
+        assert await asyncio.to_thread(paused.wait, 60)
+        assert not ingest.done()
+        hold.set()
+        vector = await query
+        assert vector.shape == (1, query_model.dimension)
+        assert not ingest.done(), "the query waited for the whole ingest pass"
+        out = await ingest
+        np.testing.assert_allclose(out, HashEmbedder().embed(texts))
+        assert events.index("query end") < events.index("ingest end")
+    finally:
+        hold.set()
+        scheduler.close()
+
+
 async def test_ingest_beyond_the_bound_is_refused_with_retry_after() -> None:
     embedder = GatedEmbedder()
     scheduler = EmbedScheduler(embedder, SchedulerOptions(max_pending=10))
