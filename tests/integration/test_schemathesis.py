@@ -55,8 +55,12 @@ def run_schemathesis(url: str, report: Path) -> subprocess.CompletedProcess[str]
             "--report-junit-path",
             str(report),
         ],
-        cwd=ROOT,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis.hooks"},
+        cwd=report.parent,  # its crash cache (.schemathesis/) stays out of the checkout
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "tests.schemathesis.hooks",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        },
         capture_output=True,
         text=True,
         timeout=1800,
