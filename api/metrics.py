@@ -86,6 +86,7 @@ class NodeCollector(Collector):
         p2p = status.network
         if p2p is not None:
             yield _gauge("knowhub_peers_connected", "Connected libp2p peers.", p2p.connected_peers)
+            yield _gauge("knowhub_p2p_up", "1 while the libp2p host runs.", int(p2p.running))
             gossip = CounterMetricFamily(
                 "knowhub_gossip_messages",
                 "Gossip messages by validation result.",

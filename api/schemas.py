@@ -267,6 +267,9 @@ class NetworkStatusOut(BaseModel):
     )
     signed_facts: int = Field(description="Signed facts, the ones that travel between peers.")
     anchor_notices: int = Field(description="Anchor notices received from peers (hints).")
+    running: bool = Field(description="The libp2p host is up and accepting connections.")
+    error: str | None = Field(description="Why it is down, while it is (it restarts).")
+    bootstrap_peers: int = Field(description="Bootstrap peers configured.")
 
 
 class PeerOut(BaseModel):

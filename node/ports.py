@@ -344,6 +344,12 @@ class NetworkStatus:
     fact_set_digest: str
     signed_facts: int
     anchor_notices: int
+    #: The libp2p host is up and accepting connections.
+    running: bool = True
+    #: Why it is not, while it is not (it restarts with backoff).
+    error: str | None = None
+    #: Bootstrap peers configured: with some, no connected peer means cut off.
+    bootstrap_peers: int = 0
 
 
 class FactSink(Protocol):

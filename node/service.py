@@ -115,6 +115,14 @@ class NodeStatus:
             reasons.append(f"writes are failing: {self.ingest.write_error}")
         if self.ingest.full:
             reasons.append(f"the ingest queue is full ({self.ingest.pending} texts waiting)")
+        net = self.network
+        if net is not None and not net.running:
+            reasons.append(f"the network layer is down: {net.error or 'unknown error'}")
+        elif net is not None and net.bootstrap_peers and not net.connected_peers:
+            reasons.append(
+                f"no peer connected ({net.bootstrap_peers} bootstrap peers configured): "
+                "gossip and catch-up sync are cut off"
+            )
         return reasons
 
 

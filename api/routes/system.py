@@ -34,7 +34,8 @@ async def healthz(node: NodeDep) -> Health:
     responses={503: {"model": Ready, "description": "Not ready: the reasons say why."}},
 )
 async def readyz(node: NodeDep, response: Response) -> Ready:
-    """Readiness (for load balancers): 503 while writes fail or the ingest queue is full;
+    """Readiness (for load balancers): 503 while writes fail, the ingest queue is full, the
+    network layer is down, or no peer is connected although bootstrap peers are configured;
     ``/healthz`` stays liveness (the process serves requests)."""
     reasons = (await node.status()).not_ready()
     if reasons:

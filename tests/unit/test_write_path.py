@@ -366,3 +366,32 @@ async def test_facts_the_catalog_lost_are_detected_and_recovered_from_blocks(
         assert not (await third.status()).integrity.scanned
     finally:
         await third.close()
+
+
+async def test_readiness_says_when_the_network_is_down_or_cut_off(tmp_path: Path) -> None:
+    import dataclasses
+
+    from node.ports import NetworkStatus
+
+    node = build(tmp_path, SqliteCatalog(tmp_path / "catalog.sqlite3"))
+    await node.start()
+    try:
+        status = await node.status()
+        assert status.network is None and status.not_ready() == []
+        net = NetworkStatus("12D3KooW", [], 0, 0, 0, 0, 0, 0, None, "00", 0, 0)
+        alone = dataclasses.replace(status, network=net)
+        assert alone.not_ready() == []  # no bootstrap peers: being alone is normal
+        cut_off = dataclasses.replace(status, network=dataclasses.replace(net, bootstrap_peers=2))
+        assert cut_off.not_ready() == [
+            "no peer connected (2 bootstrap peers configured): gossip and catch-up sync are cut off"
+        ]
+        connected = dataclasses.replace(
+            status, network=dataclasses.replace(net, bootstrap_peers=2, connected_peers=1)
+        )
+        assert connected.not_ready() == []
+        down = dataclasses.replace(
+            status, network=dataclasses.replace(net, running=False, error="swarm task exited")
+        )
+        assert down.not_ready() == ["the network layer is down: swarm task exited"]
+    finally:
+        await node.close()
