@@ -35,13 +35,19 @@ _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
+def may_be_deep(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Cheap (C-speed) pre-check: a body with at most ``limit`` opening brackets cannot nest
+    deeper than ``limit``; only the others are scanned (in a worker thread)."""
+    return body.count(b"[") + body.count(b"{") > limit
+
+
 def json_depth_exceeds(body: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     """True when ``body``, read as JSON, nests arrays/objects deeper than ``limit``.
 
     Brackets inside strings do not count. Linear in the body; the cheap count first means
     ordinary bodies (few brackets) are never scanned. Malformed JSON is left to the parser.
     """
-    if body.count(b"[") + body.count(b"{") <= limit:
+    if not may_be_deep(body, limit):
         return False
     brackets = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
     depth = 0
@@ -134,7 +140,7 @@ class BodyGuard:
             more = bool(message.get("more_body", False))
         body = b"".join(chunks)
         # every body, whatever its declared type: some parsers (MCP's) do not go by the header
-        if await anyio.to_thread.run_sync(json_depth_exceeds, body):
+        if may_be_deep(body) and await anyio.to_thread.run_sync(json_depth_exceeds, body):
             await send_error(
                 send,
                 400,
