@@ -133,15 +133,27 @@ class EmbedScheduler:
         with self._cond:
             self._pending = max(0, self._pending - count)
 
-    def has_room(self, count: int) -> bool:
+    def has_room(self, count: int, share: float = 1.0) -> bool:
+        """Whether ``count`` more texts fit in ``share`` of the bounds (an empty lane always
+        has room)."""
         with self._cond:
-            return not self._pending or self._fits(count)
+            return not self._pending or self._fits(count, share)
 
-    def _fits(self, count: int) -> bool:
+    async def wait_for_room(self, count: int, share: float, timeout: float) -> bool:
+        """Wait (backpressure for pulled work, e.g. catch-up sync) until ``count`` texts fit in
+        ``share`` of the bounds; False after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.has_room(count, share):
+            if self._closed or time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    def _fits(self, count: int, share: float = 1.0) -> bool:
         total = self._pending + count
-        if total > self._opts.max_pending:
+        if total > self._opts.max_pending * share:
             return False
-        return not self._ingest_rate or total / self._ingest_rate <= self._opts.max_wait
+        return not self._ingest_rate or total / self._ingest_rate <= self._opts.max_wait * share
 
     async def embed_query(self, texts: Sequence[str]) -> Vectors:
         with self._cond:

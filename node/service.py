@@ -65,6 +65,10 @@ T = TypeVar("T")
 
 MAX_K = 100
 MAX_BATCH = 1000
+#: Facts from peers enter the ingest lane in chunks of this many, each waiting up to
+#: ``NodeOptions.peer_wait`` seconds until it fits in ``PEER_SHARE`` of the lane's bounds.
+PEER_CHUNK = 32
+PEER_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +192,9 @@ class NodeOptions:
     #: Also anchor facts received from peers (normally their origin anchors them and the
     #: chain follower adopts that anchor).
     anchor_peer_facts: bool = False
+    #: Seconds a chunk of peers' facts waits for room in the ingest lane before it is left to
+    #: the next catch-up sync.
+    peer_wait: float = 30.0
 
 
 class KnowledgeNode:
@@ -641,16 +648,27 @@ class KnowledgeNode:
             return None
 
     async def _receive(self, facts: Sequence[SignedFact]) -> int:
-        """Facts from peers or the chain follower. Beyond the ingest bound they are left for
-        the next catch-up sync (or follower pass) instead of growing memory."""
-        try:
-            results = await self.contribute_many(
-                facts, announce=False, anchor=self._options.anchor_peer_facts
-            )
-        except Overloaded:
-            self._deferred += len(facts)
-            return 0
-        return sum(1 for r in results if isinstance(r, Contribution) and r.created)
+        """Facts from peers or the chain follower, in chunks that may fill at most
+        ``PEER_SHARE`` of the ingest bounds (the rest stays for REST writers). A chunk waits
+        up to ``peer_wait`` seconds for room (backpressure: sync and gossip readers slow down);
+        what still does not fit is left for the next catch-up sync (or follower pass) instead
+        of growing memory."""
+        created = 0
+        for start in range(0, len(facts), PEER_CHUNK):
+            chunk = facts[start : start + PEER_CHUNK]
+            wait = self._options.peer_wait
+            if not await self._scheduler.wait_for_room(len(chunk), PEER_SHARE, wait):
+                self._deferred += len(facts) - start
+                break
+            try:
+                results = await self.contribute_many(
+                    chunk, announce=False, anchor=self._options.anchor_peer_facts
+                )
+            except Overloaded:
+                self._deferred += len(facts) - start
+                break
+            created += sum(1 for r in results if isinstance(r, Contribution) and r.created)
+        return created
 
     def peers(self) -> list[PeerStatus]:
         return [] if self._network is None else self._network.peers()

@@ -250,6 +250,7 @@ async def test_a_full_ingest_lane_answers_writes_with_overloaded_and_stores_noth
         SqliteCatalog(tmp_path / "catalog.sqlite3"),
         embedder,
         embedding=SchedulerOptions(max_pending=8, slice_seconds=0.001, max_slice=2),
+        peer_wait=0.5,
     )
     await node.start()
     try:
@@ -394,4 +395,43 @@ async def test_readiness_says_when_the_network_is_down_or_cut_off(tmp_path: Path
         )
         assert down.not_ready() == ["the network layer is down: swarm task exited"]
     finally:
+        await node.close()
+
+
+async def test_peers_facts_wait_for_room_and_leave_headroom_for_writers(tmp_path: Path) -> None:
+    from node.submissions import SignedFact
+
+    def signed(text: str) -> SignedFact:
+        fact = make_fact(text, contributor=OPERATOR.address)
+        return SignedFact(fact, OPERATOR.sign_cid(fact.cid))
+
+    embedder = GatedEmbedder()
+    node = build(
+        tmp_path,
+        SqliteCatalog(tmp_path / "catalog.sqlite3"),
+        embedder,
+        embedding=SchedulerOptions(max_pending=8, slice_seconds=0.001, max_slice=2),
+        peer_wait=60,
+    )
+    await node.start()
+    try:
+        embedder.gate.clear()
+        # peers' facts enter an empty lane (4 texts: half the bound) and get stuck in the model
+        peers = asyncio.ensure_future(node._receive([signed(f"p{i}") for i in range(4)]))
+        assert await asyncio.to_thread(embedder.started.wait, 60)
+        # a REST writer still has room: peers may fill only half of the bounds
+        writer = asyncio.ensure_future(node.contribute_many([make_fact(f"w{i}") for i in range(3)]))
+        await asyncio.sleep(0)
+        # more peers' facts wait for room (backpressure) instead of being dropped
+        later = asyncio.ensure_future(node._receive([signed(f"q{i}") for i in range(2)]))
+        await asyncio.sleep(0.3)
+        assert not later.done()
+        embedder.gate.set()
+        assert await peers == 4
+        assert all(isinstance(r, Contribution) for r in await writer)
+        assert await later == 2  # stored once there was room, not left to sync
+        status = await node.status()
+        assert status.facts == 9 and status.ingest.deferred_to_sync == 0
+    finally:
+        embedder.gate.set()
         await node.close()
