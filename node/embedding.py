@@ -139,10 +139,10 @@ class EmbedScheduler:
         with self._cond:
             return not self._pending or self._fits(count, share)
 
-    async def wait_for_room(self, count: int, share: float, timeout: float) -> bool:
-        """Wait (backpressure for pulled work, e.g. catch-up sync) until ``count`` texts fit in
-        ``share`` of the bounds; False after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
+    async def wait_for_room(self, count: int, share: float, within: float) -> bool:
+        """Wait (backpressure for peers' facts) until ``count`` texts fit in ``share`` of the
+        bounds; False when they do not within ``within`` seconds."""
+        deadline = time.monotonic() + within
         while not self.has_room(count, share):
             if self._closed or time.monotonic() >= deadline:
                 return False
