@@ -129,7 +129,7 @@ def decode_fact(block: bytes) -> Fact:
         raise InvalidFact(f"fact block is not valid DAG-CBOR: {exc}") from exc
     if not isinstance(record, dict) or set(record) != _RECORD_KEYS:
         raise InvalidFact("fact block must be a map with exactly v, text, metadata, contributor")
-    if record["v"] != RECORD_VERSION or isinstance(record["v"], bool):
+    if type(record["v"]) is not int or record["v"] != RECORD_VERSION:  # not 1.0, not True
         raise InvalidFact(f"unsupported fact record version {record['v']!r}", field="v")
     fact = make_fact(record["text"], record["metadata"], record["contributor"])
     if fact.block != block:

@@ -31,6 +31,8 @@ class TrioThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        #: What ended the trio thread, if it ended with an exception (never silently).
+        self.error: BaseException | None = None
 
     async def start(self, main: Callable[[Callable[[], None]], Awaitable[None]]) -> None:
         """Run ``main(ready)`` on a new trio thread; return once it calls ``ready()``.
@@ -48,6 +50,7 @@ class TrioThread:
                 trio.run(main, ready)
             except BaseException as exc:
                 log.exception("libp2p thread failed")
+                self.error = exc
                 if not self._ready.done():
                     self._ready.set_exception(exc)
                 self._done.set_exception(exc)
@@ -59,6 +62,11 @@ class TrioThread:
         self._thread = threading.Thread(target=run, name=self._name, daemon=True)
         self._thread.start()
         await asyncio.wrap_future(self._ready)
+
+    @property
+    def running(self) -> bool:
+        """Started and not finished."""
+        return self._thread is not None and self._thread.is_alive()
 
     def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
         """Schedule ``fn(*args)`` on the trio thread (from any thread, without waiting)."""

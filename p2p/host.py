@@ -6,6 +6,15 @@ silently (see docs/protocol.md and the platform notes): TCP, Noise only (no plai
 TLS), Yamux, identify and ping; gossipsub 1.1 (``/meshsub/1.1.0``, 1.0.0 fallback; 1.2's
 IDONTWANT costs ~7 ms CPU per relayed message here), 1 s heartbeat, strict message signing, no
 built-in per-topic publish throttle, and publishing paced by an outbound queue of envelopes.
+
+Hostile peers. Exceptions a peer's bytes raise inside py-libp2p are contained per stream and per
+pubsub task (``p2p.guard``) and count as offences, like rejected gossip and refused sync
+requests: ``offence_limit`` offences within ``offence_window`` seconds and the peer is
+disconnected and refused for ``ban_seconds``. Should the network layer (host, pubsub, the
+node's tasks) fail anyway, it is not silent: the failure is logged, ``status()`` reports it
+(``running`` false, ``error`` why; readiness and ``/metrics`` show it) and the layer is started
+again on the same listen addresses, after ``restart_min`` seconds doubling to ``restart_max``
+(back to ``restart_min`` once a run lasted a minute).
 """
 
 from __future__ import annotations
@@ -13,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -24,7 +32,7 @@ from typing import Any, cast
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import IHost
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TMuxerOptions, TProtocol
 from libp2p.network.config import ConnectionConfig
@@ -44,6 +52,8 @@ from node.errors import InvalidInput, KnowhubError, Unavailable
 from node.facts import Fact
 from node.ports import AnchorEvent, FactSink, NetworkStatus, PeerStatus
 from p2p.bridge import TrioThread
+from p2p.connections import Notifee, resolved
+from p2p.guard import contain_pubsub_tasks, contain_streams, describe, supervise
 from p2p.identity import load_or_create_identity
 from p2p.reconcile import ItemSet
 from p2p.sync import (
@@ -89,10 +99,14 @@ class P2PConfig:
     #: Bootstrap redial backoff bounds, seconds.
     redial_min: float = 1.0
     redial_max: float = 60.0
-    #: Rejected messages from one peer within ``offence_window`` seconds before disconnecting.
+    #: Offences (rejected messages, refused sync requests, streams whose bytes raised) from one
+    #: peer within ``offence_window`` seconds before disconnecting it for ``ban_seconds``.
     offence_limit: int = 5
     offence_window: float = 60.0
     ban_seconds: float = 600.0
+    #: Network layer restart backoff bounds, seconds.
+    restart_min: float = 1.0
+    restart_max: float = 60.0
     #: Seconds between two published envelopes (the libp2p per-peer queue holds 32).
     publish_interval: float = 0.01
 
@@ -103,30 +117,6 @@ class _Peer:
     facts_received: int = 0
     rejected: int = 0
     offences: deque[float] = field(default_factory=deque)
-
-
-class _Notifee(INotifee):
-    def __init__(self, on_connect: Callable[[ID], None], on_disconnect: Callable[[ID], None]):
-        self._on_connect = on_connect
-        self._on_disconnect = on_disconnect
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_connect(conn.muxed_conn.peer_id)
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_disconnect(conn.muxed_conn.peer_id)
-
-    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
 
 
 class Libp2pNetwork:
@@ -154,6 +144,12 @@ class Libp2pNetwork:
         self.syncs = 0
         self.anchor_notices = 0
         self.last_sync_error: str | None = None
+        #: Why the network layer is down (None while it runs); the last failure stays in
+        #: ``last_failure`` after a restart, ``restarts`` counts them.
+        self.failure: str | None = None
+        self.last_failure: str | None = None
+        self.restarts = 0
+        self._bound: list[multiaddr.Multiaddr] = []
         self._digest_cache: tuple[int, str, int] | None = None
 
     # -- node.ports.Network (asyncio side) ----------------------------------------------------
@@ -208,9 +204,16 @@ class Libp2pNetwork:
             )
         return out
 
+    def down(self) -> str | None:
+        """Why the network layer is not running now, or None when it is."""
+        if self._trio.error is not None:
+            return f"libp2p thread ended: {describe(self._trio.error)}"
+        return self.failure
+
     def status(self) -> NetworkStatus:
         host = self._host
         digest, signed = self._digest()
+        down = self.down()
         return NetworkStatus(
             peer_id=self._peer_id,
             listen_addresses=list(self._listen),
@@ -224,6 +227,17 @@ class Libp2pNetwork:
             fact_set_digest=digest,
             signed_facts=signed,
             anchor_notices=self.anchor_notices,
+            running=host is not None and down is None,
+            error=down if down is not None else (None if host is not None else "not running"),
+            bootstrap_peers=self._bootstrap_peers(),
+        )
+
+    def _bootstrap_peers(self) -> int:
+        """Configured bootstrap peers other than this node (cluster lists name it too)."""
+        return sum(
+            1
+            for peer in map(_peer_of_address, self._config.bootstrap)
+            if peer not in (None, self._peer_id)
         )
 
     def _digest(self) -> tuple[str, int]:
@@ -242,9 +256,9 @@ class Libp2pNetwork:
         self._banned.pop(str(info.peer_id), None)
 
         async def dial() -> None:
-            assert self._host is not None
+            host = self._live_host()
             with trio.fail_after(10):
-                await self._host.connect(await _resolved(info))
+                await host.connect(await resolved(info))
 
         try:
             await self._trio.call(dial)
@@ -260,26 +274,32 @@ class Libp2pNetwork:
         return [(f.fact, f.signature) for f in found]
 
     async def _from_peers(self, fetch: Any, cids: list[str], kind: type) -> Any:
-        """Ask connected peers in turn for what is still missing, MAX_GET at a time."""
-        assert self._host is not None
+        """Ask connected peers in turn for what is still missing, MAX_GET at a time; a peer is
+        asked again while its answers bring something (an answer holds one frame at most)."""
+        host = self._live_host()
         got: Any = kind()
         missing = list(cids)
-        for peer in self._host.get_connected_peers():
-            if not missing:
-                break
-            for start in range(0, len(missing), MAX_GET):
-                try:
-                    with trio.fail_after(60):
-                        result = await fetch(self._host, peer, missing[start : start + MAX_GET])
-                except Exception as exc:
-                    log.info("fetch from %s failed: %r", peer, exc)
+
+        def have() -> set[str]:
+            return set(got) if isinstance(got, dict) else {f.fact.cid for f in got}
+
+        for peer in host.get_connected_peers():
+            while missing:
+                before = len(got)
+                for start in range(0, len(missing), MAX_GET):
+                    try:
+                        with trio.fail_after(60):
+                            result = await fetch(host, peer, missing[start : start + MAX_GET])
+                    except Exception as exc:
+                        log.info("fetch from %s failed: %r", peer, exc)
+                        break
+                    if isinstance(got, dict):
+                        got.update(result)
+                    else:
+                        got.extend(result)
+                missing = [c for c in missing if c not in have()]
+                if len(got) == before:
                     break
-                if isinstance(got, dict):
-                    got.update(result)
-                else:
-                    got.extend(result)
-            have = set(got) if isinstance(got, dict) else {f.fact.cid for f in got}
-            missing = [c for c in missing if c not in have]
         return got
 
     async def disconnect(self, peer_id: str, block_seconds: float) -> None:
@@ -291,9 +311,9 @@ class Libp2pNetwork:
         self._banned[peer_id] = time.monotonic() + block_seconds
 
         async def hang_up() -> None:
-            assert self._host is not None
-            if peer in self._host.get_connected_peers():
-                await self._host.disconnect(peer)
+            host = self._host
+            if host is not None and peer in host.get_connected_peers():
+                await host.disconnect(peer)
 
         await self._trio.call(hang_up)
 
@@ -307,8 +327,42 @@ class Libp2pNetwork:
 
     # -- trio side -----------------------------------------------------------------------------
 
+    def _live_host(self) -> IHost:
+        if self._host is None:
+            raise Unavailable(f"the network layer is down: {self.down() or 'starting'}")
+        return self._host
+
     async def _main(self, ready: Callable[[], None]) -> None:
+        """Run the network layer; restart it with backoff whenever it fails after starting."""
         key_pair = load_or_create_identity(self._config.key_path)
+        self._stop = trio.Event()
+        listen = [multiaddr.Multiaddr(a) for a in self._config.listen]
+
+        async def run(up: Callable[[], None]) -> None:
+            # after a restart, the same ports as before: the addresses peers know stay valid
+            await self._session(key_pair, self._bound or listen, up)
+
+        await supervise(
+            run,
+            stop=self._stop,
+            ready=ready,
+            on_state=self._layer_state,
+            restart_min=self._config.restart_min,
+            restart_max=self._config.restart_max,
+        )
+
+    def _layer_state(self, failure: str | None) -> None:
+        """``supervise`` says the layer is down (why) or running (None)."""
+        if failure is not None:
+            self.failure = self.last_failure = failure
+        elif self.failure is not None:
+            self.failure = None
+            self.restarts += 1
+
+    async def _session(
+        self, key_pair: Any, listen: list[multiaddr.Multiaddr], up: Callable[[], None]
+    ) -> None:
+        """One run of the host and everything on it, until ``_stop`` is set or it fails."""
         host = new_host(
             key_pair=key_pair,
             sec_opt={
@@ -319,6 +373,7 @@ class Libp2pNetwork:
             # bootstrap peers itself (with backoff) and must not redial peers it blocked
             connection_config=ConnectionConfig(min_connections=0, low_watermark=0),
         )
+        contain_streams(host, self._fault)
         gossipsub = GossipSub(
             protocols=GOSSIP_PROTOCOLS,
             degree=6,
@@ -329,40 +384,48 @@ class Libp2pNetwork:
             spam_protection_enabled=False,
         )
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
-        self._host, self._pubsub = host, pubsub
-        self._peer_id = host.get_id().to_string()
-        self._stop = trio.Event()
+        assert self._stop is not None and self._sink is not None
         self._wake_publisher = trio.Event()
         send, receive = trio.open_memory_channel[ID](256)
-        self._sync_now = send
-        listen = [multiaddr.Multiaddr(a) for a in self._config.listen]
-        assert self._sink is not None
-        server = SyncServer(self._sink, self._trio)
-        async with (
-            host.run(listen_addrs=listen),
-            trio.open_nursery() as nursery,
-            background_trio_service(pubsub),
-            background_trio_service(gossipsub),
-        ):
-            await pubsub.wait_until_ready()
-            pubsub.set_topic_validator(FACTS_TOPIC, self._validate, False)
-            pubsub.set_topic_validator(ANCHORS_TOPIC, self._validate_notice, False)
-            subscription = await pubsub.subscribe(FACTS_TOPIC)
-            notices = await pubsub.subscribe(ANCHORS_TOPIC)
-            host.set_stream_handler(SYNC_PROTOCOL, server.handle)
-            host.get_network().register_notifee(_Notifee(self._connected, self._disconnected))
-            self._listen = [f"{a}" for a in host.get_addrs()]
-            nursery.start_soon(self._read_gossip, subscription)
-            nursery.start_soon(self._read_notices, notices)
-            nursery.start_soon(self._publisher)
-            nursery.start_soon(self._syncer, receive)
-            nursery.start_soon(self._periodic_sync)
-            nursery.start_soon(self._disconnector)
-            for address in self._config.bootstrap:
-                nursery.start_soon(self._keep_connected, address)
-            ready()
-            await self._stop.wait()
-            nursery.cancel_scope.cancel()
+        server = SyncServer(self._sink, self._trio, self._fault)
+        try:
+            self._host, self._pubsub = host, pubsub
+            self._peer_id = host.get_id().to_string()
+            self._sync_now = send
+            async with (
+                host.run(listen_addrs=listen),
+                trio.open_nursery() as nursery,
+                background_trio_service(pubsub),
+                background_trio_service(gossipsub),
+            ):
+                contain_pubsub_tasks(pubsub, self._fault)
+                await pubsub.wait_until_ready()
+                pubsub.set_topic_validator(FACTS_TOPIC, self._validate, False)
+                pubsub.set_topic_validator(ANCHORS_TOPIC, self._validate_notice, False)
+                subscription = await pubsub.subscribe(FACTS_TOPIC)
+                notices = await pubsub.subscribe(ANCHORS_TOPIC)
+                host.set_stream_handler(SYNC_PROTOCOL, server.handle)
+                host.get_network().register_notifee(Notifee(self._connected, self._disconnected))
+                self._listen = [f"{a}" for a in host.get_addrs()]
+                self._bound = list(host.get_transport_addrs()) or self._bound
+                nursery.start_soon(self._read_gossip, subscription)
+                nursery.start_soon(self._read_notices, notices)
+                nursery.start_soon(self._publisher)
+                nursery.start_soon(self._syncer, receive)
+                nursery.start_soon(self._periodic_sync)
+                nursery.start_soon(self._disconnector)
+                for address in self._config.bootstrap:
+                    nursery.start_soon(self._keep_connected, address)
+                up()
+                await self._stop.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._host = self._pubsub = self._sync_now = None
+            self._listen = []
+            self._validated.clear()
+            self._to_disconnect.clear()
+            for peer in self._peers.values():
+                peer.connected_since = None
 
     def _connected(self, peer: ID) -> None:
         key = str(peer)
@@ -423,6 +486,8 @@ class Libp2pNetwork:
                 log.debug("anchor notice not handled", exc_info=True)
 
     def _offence(self, forwarder: ID, reason: str) -> None:
+        """Count an offence (a rejected gossip message, a refused sync request, a stream whose
+        bytes raised) against a peer; ban it after ``offence_limit`` within the window."""
         key = str(forwarder)
         peer = self._peers[key]
         peer.rejected += 1
@@ -431,11 +496,18 @@ class Libp2pNetwork:
         peer.offences.append(now)
         while peer.offences and now - peer.offences[0] > self._config.offence_window:
             peer.offences.popleft()
-        log.warning("rejected gossip from %s: %s", key, reason)
+        log.warning("offence by %s: %s", key, reason)
         if len(peer.offences) >= self._config.offence_limit:
-            log.warning("disconnecting %s after %d rejected messages", key, len(peer.offences))
+            log.warning("disconnecting %s after %d offences", key, len(peer.offences))
             self._banned[key] = now + self._config.ban_seconds
             self._to_disconnect.add(forwarder)
+
+    def _fault(self, peer: ID | None, reason: str) -> None:
+        """A stream or pubsub task failed on what ``peer`` sent (``p2p.guard``, ``p2p.sync``)."""
+        host = self._host
+        if peer is None or (host is not None and peer == host.get_id()):
+            return  # nobody to blame (logged where it happened)
+        self._offence(peer, reason)
 
     async def _disconnector(self) -> None:
         assert self._host is not None
@@ -563,7 +635,7 @@ class Libp2pNetwork:
                 continue
             try:
                 with trio.fail_after(10):  # resolved on every attempt: container IPs change
-                    await self._host.connect(await _resolved(info))
+                    await self._host.connect(await resolved(info))
                 log.info("connected to bootstrap peer %s", info.peer_id)
                 delay = self._config.redial_min
             except Exception as exc:
@@ -572,32 +644,12 @@ class Libp2pNetwork:
                 delay = min(delay * 2, self._config.redial_max)
 
 
-_DNS = {"dns": socket.AF_UNSPEC, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
-
-
-async def _resolved(info: PeerInfo) -> PeerInfo:
-    """``info`` with /dns, /dns4 and /dns6 addresses replaced by the IP addresses they name.
-
-    py-libp2p 0.8.1's own resolution (dnspython's async resolver) fails to dial names such as
-    ``localhost`` or compose service names, so the host resolves with the system resolver."""
-    addresses: list[multiaddr.Multiaddr] = []
-    for address in info.addrs:
-        parts = str(address).split("/")
-        if len(parts) < 3 or parts[1] not in _DNS:
-            addresses.append(address)
-            continue
-        try:
-            found = await trio.to_thread.run_sync(
-                socket.getaddrinfo, parts[2], None, _DNS[parts[1]], socket.SOCK_STREAM
-            )
-        except OSError as exc:
-            log.info("cannot resolve %s: %s", parts[2], exc)
-            continue
-        rest = "/".join(parts[3:])
-        for family, *_, sockaddr in found:
-            kind = "ip6" if family == socket.AF_INET6 else "ip4"
-            addresses.append(multiaddr.Multiaddr(f"/{kind}/{sockaddr[0]}/{rest}"))
-    return PeerInfo(info.peer_id, list(dict.fromkeys(addresses)) or info.addrs)
+def _peer_of_address(address: str) -> str | None:
+    """The peer id in a multiaddr with /p2p/, or None (the redialler logs bad addresses)."""
+    try:
+        return str(info_from_p2p_addr(multiaddr.Multiaddr(address)).peer_id)
+    except Exception:  # multiaddr and peer id parsers raise various types
+        return None
 
 
 def math_inf() -> float:

@@ -7,11 +7,23 @@ requests of at most ``MAX_GET`` binary CIDs, answered by ``records``
 (``{"t": "records", "records": [{"block", "sig"}]}``, only the facts the responder holds). Every
 record is verified like a gossip message, and must be one that was asked for. ``blocks``
 requests fetch other blocks by CID (batch manifests), each checked against its CID.
+
+The responder (``SyncServer``) defends itself: a request must arrive within
+``SYNC_IDLE_TIMEOUT`` seconds (whole, length prefix to last byte) and its answer must be taken
+within as long, or the stream is reset; a peer holds at most ``MAX_STREAMS_PER_PEER`` sync
+streams at once; reconciliation runs in worker threads (at most ``RECON_THREADS`` at a time),
+never on the trio loop; ``recon`` answers keep to ``p2p.reconcile.answer_budget`` and
+``records``/``blocks`` answers to the frame limit (what does not fit is omitted, as for facts
+the responder lacks: the initiator asks again). A malformed or refused request (bad framing,
+not DAG-CBOR, an unknown type, a recon request ``p2p.reconcile.check_request`` refuses, too
+many streams) is answered with ``{"t": "error"}``, the stream is closed, and the peer is
+reported to ``on_offence``; a peer that merely hangs up or goes quiet is not.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,9 +35,10 @@ from libp2p.peer.id import ID
 from multiformats import CID
 
 from node.cid import cid_from_bytes, cid_to_bytes, verify_block
+from node.errors import KnowhubError
 from node.ports import FactSink
 from p2p.bridge import TrioThread
-from p2p.reconcile import ItemSet, absorb, initial_request, respond
+from p2p.reconcile import ItemSet, RequestRefused, absorb, initial_request, respond
 from p2p.wire import (
     MAX_SYNC_MESSAGE_BYTES,
     InvalidEnvelope,
@@ -39,10 +52,27 @@ log = logging.getLogger(__name__)
 SYNC_PROTOCOL = TProtocol("/knowhub/sync/1.0.0")
 MAX_GET = 256
 MAX_ROUNDS = 64
+#: Seconds a responder waits for the next request (all of it), or for its answer to be taken.
+SYNC_IDLE_TIMEOUT = 60.0
+#: Sync streams one peer may have open with a responder at once.
+MAX_STREAMS_PER_PEER = 8
+#: Reconciliations computed at once (worker threads), over all streams.
+RECON_THREADS = 2
+#: A binary CID is 36 bytes for sha2-256; anything much longer is not a CID.
+MAX_CID_BYTES = 128
+#: Room kept in a records/blocks answer for its map and list headers.
+_ANSWER_HEADROOM = 64
+
+#: Called with a peer and the reason when it sends a malformed or abusive request.
+OffenceFn = Callable[[ID, str], None]
 
 
 class SyncError(Exception):
-    pass
+    """The peer broke the protocol (malformed message, refused request)."""
+
+
+class SyncClosed(SyncError):
+    """The peer closed the stream in the middle of a message."""
 
 
 async def _read_exactly(stream: INetStream, n: int) -> bytes:
@@ -50,20 +80,20 @@ async def _read_exactly(stream: INetStream, n: int) -> bytes:
     while len(buf) < n:
         chunk = await stream.read(n - len(buf))
         if not chunk:
-            raise SyncError("stream closed mid-message")
+            raise SyncClosed("stream closed mid-message")
         buf += chunk
     return bytes(buf)
 
 
-async def read_message(stream: INetStream) -> dict[str, Any] | None:
-    """The next message, or None at a clean end of stream."""
+async def read_sized_message(stream: INetStream) -> tuple[dict[str, Any], int] | None:
+    """The next message and its size in bytes (without the prefix), or None at a clean end."""
     size = shift = 0
     for i in range(10):
         byte = await stream.read(1)
         if not byte:
             if i == 0:
                 return None
-            raise SyncError("stream closed inside a length prefix")
+            raise SyncClosed("stream closed inside a length prefix")
         size |= (byte[0] & 0x7F) << shift
         shift += 7
         if not byte[0] & 0x80:
@@ -72,15 +102,20 @@ async def read_message(stream: INetStream) -> dict[str, Any] | None:
         raise SyncError("length prefix too long")
     if size > MAX_SYNC_MESSAGE_BYTES:
         raise SyncError(f"message of {size} bytes is over {MAX_SYNC_MESSAGE_BYTES}")
+    data = await _read_exactly(stream, size)
     try:
-        obj = dag_cbor.decode(await _read_exactly(stream, size))
-    except SyncError:
-        raise
+        obj = dag_cbor.decode(data)
     except Exception as exc:  # dag_cbor raises several unrelated types for bad input
         raise SyncError(f"message is not DAG-CBOR: {exc}") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("t"), str):
         raise SyncError("message must be a map with a string t")
-    return obj
+    return obj, size
+
+
+async def read_message(stream: INetStream) -> dict[str, Any] | None:
+    """The next message, or None at a clean end of stream."""
+    got = await read_sized_message(stream)
+    return None if got is None else got[0]
 
 
 def encode_message(obj: dict[str, Any]) -> bytes:
@@ -93,59 +128,121 @@ async def write_message(stream: INetStream, obj: dict[str, Any]) -> None:
     await stream.write(encode_message(obj))
 
 
+def _recon_answer(own: ItemSet, request: dict[str, Any], size: int) -> bytes:
+    """The framed answer to a recon request (worker thread: this is the CPU-bound part)."""
+    data = dag_cbor.encode(respond(own, request, size))
+    if len(data) > MAX_SYNC_MESSAGE_BYTES:  # respond() keeps to its budget: a bug if seen
+        raise RequestRefused("the answer would exceed the frame limit")
+    return encode_varint(len(data)) + data
+
+
+def _capped(items: list[Any], size_of: Callable[[Any], int]) -> list[Any]:
+    """The longest prefix of ``items`` whose encoded sizes fit in one answer frame."""
+    room = MAX_SYNC_MESSAGE_BYTES - _ANSWER_HEADROOM
+    out = []
+    for item in items:
+        room -= size_of(item)
+        if room < 0:
+            break
+        out.append(item)
+    return out
+
+
 class SyncServer:
     """Answers sync requests from the node's catalog (read in worker threads)."""
 
-    def __init__(self, sink: FactSink, bridge: TrioThread) -> None:
+    def __init__(
+        self, sink: FactSink, bridge: TrioThread, on_offence: OffenceFn | None = None
+    ) -> None:
         self._sink = sink
         self._bridge = bridge
+        self._on_offence = on_offence
         self._cache: tuple[int, ItemSet] | None = None
+        self._streams: Counter[ID] = Counter()
+        self._limiter = trio.CapacityLimiter(RECON_THREADS)
 
     async def own_set(self) -> ItemSet:
         count = await trio.to_thread.run_sync(self._sink.fact_count)
         if self._cache is None or self._cache[0] != count:
             items = await trio.to_thread.run_sync(self._sink.fact_cids)
-            self._cache = (count, await trio.to_thread.run_sync(ItemSet, items))
+            built = await trio.to_thread.run_sync(ItemSet, items, limiter=self._limiter)
+            self._cache = (count, built)
         return self._cache[1]
 
     async def handle(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        self._streams[peer] += 1
+        clean = False
         try:
-            while (msg := await read_message(stream)) is not None:
-                if msg["t"] == "recon":
-                    own = await self.own_set()
-                    await write_message(stream, respond(own, msg))
-                elif msg["t"] == "get":
-                    cids = _cid_list(msg)
-                    records = await trio.to_thread.run_sync(self._sink.signed_records, cids)
-                    await write_message(
-                        stream,
-                        {
-                            "t": "records",
-                            "records": [
-                                {"block": block, "sig": bytes.fromhex(sig[2:])}
-                                for block, sig in records
-                            ],
-                        },
-                    )
-                elif msg["t"] == "blocks":
-                    cids = _cid_list(msg)
-                    blocks = []
-                    for cid in cids:
-                        block = await self._bridge.to_asyncio(
-                            self._sink.get_block(cid_from_bytes(cid))
-                        )
-                        if block is not None:
-                            blocks.append(block)
-                    await write_message(stream, {"t": "blocks", "blocks": blocks})
-                else:
-                    raise SyncError(f"unknown message type {msg['t']!r}")
-        except (SyncError, ValueError) as exc:
-            log.warning("sync request refused: %s", exc)
-            await write_message(stream, {"t": "error", "message": str(exc)[:200]})
+            if self._streams[peer] > MAX_STREAMS_PER_PEER:
+                raise SyncError(f"more than {MAX_STREAMS_PER_PEER} sync streams at once")
+            clean = await self._serve(stream)
+        except SyncClosed as exc:
+            log.debug("sync stream from %s: %s", peer, exc)
+        except (SyncError, ValueError) as exc:  # RequestRefused is a ValueError
+            log.warning("sync request from %s refused: %s", peer, exc)
+            if self._on_offence is not None:
+                self._on_offence(peer, f"sync: {exc}")
+            with trio.move_on_after(5):
+                await write_message(stream, {"t": "error", "message": str(exc)[:200]})
+                clean = True  # close, not reset: a reset would drop the answer in flight
         except Exception:
-            log.debug("sync stream failed", exc_info=True)
+            log.debug("sync stream from %s failed", peer, exc_info=True)
         finally:
-            await stream.close()
+            self._streams[peer] -= 1
+            if self._streams[peer] <= 0:
+                del self._streams[peer]
+            try:
+                if clean:
+                    await stream.close()
+                else:
+                    await stream.reset()
+            except Exception:
+                log.debug("closing a sync stream failed", exc_info=True)
+
+    async def _serve(self, stream: INetStream) -> bool:
+        """Answer requests until the peer closes the stream (True) or goes quiet (False)."""
+        peer = stream.muxed_conn.peer_id
+        while True:
+            with trio.move_on_after(SYNC_IDLE_TIMEOUT) as reading:
+                got = await read_sized_message(stream)
+            if reading.cancelled_caught:
+                log.info("sync stream from %s idle for %.0f s: reset", peer, SYNC_IDLE_TIMEOUT)
+                return False
+            if got is None:
+                return True
+            framed = await self._answer(*got)
+            with trio.move_on_after(SYNC_IDLE_TIMEOUT) as writing:
+                await stream.write(framed)
+            if writing.cancelled_caught:
+                log.info("sync answer to %s not taken in %.0f s: reset", peer, SYNC_IDLE_TIMEOUT)
+                return False
+
+    async def _answer(self, msg: dict[str, Any], size: int) -> bytes:
+        if msg["t"] == "recon":
+            own = await self.own_set()
+            return await trio.to_thread.run_sync(
+                _recon_answer, own, msg, size, limiter=self._limiter
+            )
+        if msg["t"] == "get":
+            cids = _cid_list(msg)
+            records = await trio.to_thread.run_sync(self._sink.signed_records, cids)
+            wire = [{"block": block, "sig": bytes.fromhex(sig[2:])} for block, sig in records]
+            fitting = _capped(wire, lambda r: len(r["block"]) + len(r["sig"]) + 24)
+            answer: dict[str, Any] = {"t": "records", "records": fitting}
+            return await trio.to_thread.run_sync(encode_message, answer)
+        if msg["t"] == "blocks":
+            blocks = []
+            for cid in _cid_list(msg):
+                try:
+                    block = await self._bridge.to_asyncio(self._sink.get_block(cid_from_bytes(cid)))
+                except KnowhubError:
+                    block = None  # not a CID this node can read: as if it did not hold it
+                if block is not None:
+                    blocks.append(block)
+            fitting = _capped(blocks, lambda b: len(b) + 9)
+            return await trio.to_thread.run_sync(encode_message, {"t": "blocks", "blocks": fitting})
+        raise SyncError(f"unknown message type {msg['t']!r}")
 
 
 async def sync_with(
@@ -154,10 +251,12 @@ async def sync_with(
     sink: FactSink,
     deliver: Callable[[list[VerifiedFact], str], Awaitable[int]],
 ) -> int:
-    """Fetch every fact ``peer`` has and this node lacks; return how many were fetched."""
+    """Fetch every fact ``peer`` has and this node lacks; return how many were fetched.
+
+    Hashing, fingerprints and signature checks run in worker threads, off the trio loop."""
     stream = await host.new_stream(peer, [SYNC_PROTOCOL])
     try:
-        own = ItemSet(await trio.to_thread.run_sync(sink.fact_cids))
+        own = await trio.to_thread.run_sync(ItemSet, await trio.to_thread.run_sync(sink.fact_cids))
         request: dict[str, Any] | None = initial_request(own)
         missing: list[bytes] = []
         rounds = 0
@@ -167,17 +266,20 @@ async def sync_with(
                 raise SyncError(f"no agreement after {MAX_ROUNDS} rounds")
             await write_message(stream, request)
             response = await _answer(stream, "recon")
-            found, request = absorb(own, response)
+            found, request = await trio.to_thread.run_sync(absorb, own, response)
             missing += found
         fetched = 0
-        for start in range(0, len(missing), MAX_GET):
-            wanted = missing[start : start + MAX_GET]
+        while missing:
+            wanted, missing = missing[:MAX_GET], missing[MAX_GET:]
             await write_message(stream, {"t": "get", "cids": wanted})
             response = await _answer(stream, "records")
-            facts = _verified(response, set(wanted))
+            facts = await trio.to_thread.run_sync(_verified, response, set(wanted))
             fetched += len(facts)
             if facts:
                 await deliver(facts, peer.to_string())
+                # an answer holds what fits in one frame: ask again for the rest
+                got = {bytes(CID.decode(f.fact.cid)) for f in facts}
+                missing = [c for c in wanted if c not in got] + missing
         return fetched
     finally:
         await stream.close()
@@ -187,8 +289,8 @@ def _cid_list(msg: dict[str, Any]) -> list[bytes]:
     cids = msg.get("cids")
     if not isinstance(cids, list) or len(cids) > MAX_GET:
         raise SyncError(f"{msg['t']} needs a list of at most {MAX_GET} CIDs")
-    if not all(isinstance(c, bytes) for c in cids):
-        raise SyncError("CIDs are byte strings")
+    if not all(isinstance(c, bytes) and 0 < len(c) <= MAX_CID_BYTES for c in cids):
+        raise SyncError(f"CIDs are byte strings of 1-{MAX_CID_BYTES} bytes")
     return cids
 
 

@@ -5,7 +5,9 @@ Everything on the wire is DAG-CBOR (docs/protocol.md specifies it with test vect
 * a **fact envelope** (gossip message data): ``{"v": 1, "facts": [{"block": bytes,
   "sig": bytes}, ...]}``, 1-64 facts, at most ``MAX_ENVELOPE_BYTES``. ``block`` is the fact's
   canonical DAG-CBOR record (its CID is computed, never sent), ``sig`` the contributor's 65-byte
-  EIP-191 signature of the CID string. One bad fact rejects the whole envelope.
+  EIP-191 signature of the CID string. One bad fact rejects the whole envelope. ``v`` is the
+  integer 1: ``1.0`` (a CBOR float) and ``true`` are refused (``is_int``), though Python finds
+  them equal to 1.
 * **sync messages**, length-prefixed (unsigned varint) on a stream, see ``p2p.reconcile``.
 
 Validation is pure: these functions raise ``InvalidEnvelope`` with the reason.
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import dag_cbor
 
@@ -28,6 +30,12 @@ MAX_FACTS_PER_ENVELOPE = 64
 MAX_ENVELOPE_BYTES = 512 * 1024
 MAX_SYNC_MESSAGE_BYTES = 4 * 1024 * 1024
 SIGNATURE_BYTES = 65
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An integer as the protocol means it: a CBOR integer, never a bool (``True == 1``) nor a
+    float (``1.0 == 1``; the protocol has no floats), whatever Python's equality says."""
+    return type(value) is int
 
 
 class InvalidEnvelope(InvalidInput):
@@ -87,8 +95,8 @@ def decode_envelope(data: bytes) -> list[VerifiedFact]:
         raise InvalidEnvelope(f"envelope is not DAG-CBOR: {exc}") from exc
     if not isinstance(obj, dict) or set(obj) != {"v", "facts"}:
         raise InvalidEnvelope("envelope must be a map with exactly v and facts")
-    if obj["v"] != ENVELOPE_VERSION or isinstance(obj["v"], bool):
-        raise InvalidEnvelope(f"unsupported envelope version {obj['v']!r}")
+    if not is_int(obj["v"]) or obj["v"] != ENVELOPE_VERSION:
+        raise InvalidEnvelope(f"unsupported envelope version {obj['v']!r} (the integer 1)")
     facts = obj["facts"]
     if not isinstance(facts, list) or not 1 <= len(facts) <= MAX_FACTS_PER_ENVELOPE:
         raise InvalidEnvelope(f"facts must be a list of 1-{MAX_FACTS_PER_ENVELOPE} records")
@@ -171,10 +179,12 @@ def decode_anchor_notice(data: bytes) -> AnchorNotice:
         obj: Any = dag_cbor.decode(data)
     except Exception as exc:  # dag_cbor raises several unrelated types for bad input
         raise InvalidEnvelope(f"anchor notice is not DAG-CBOR: {exc}") from exc
-    if not isinstance(obj, dict) or set(obj) != ANCHOR_KEYS or obj["v"] != 1:
+    if not isinstance(obj, dict) or set(obj) != ANCHOR_KEYS:
         raise InvalidEnvelope(f"anchor notice must be a map with exactly {sorted(ANCHOR_KEYS)}")
+    if not is_int(obj["v"]) or obj["v"] != 1:
+        raise InvalidEnvelope(f"unsupported anchor notice version {obj['v']!r} (the integer 1)")
     ints = (obj["chain_id"], obj["block"])
-    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**63 for i in ints):
+    if not all(is_int(i) and 0 <= i < 2**63 for i in ints):
         raise InvalidEnvelope("chain_id and block must be non-negative integers")
     sizes = {"registry": 20, "root": 32, "tx": 32}
     for key, size in sizes.items():

@@ -7,7 +7,7 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from p2p.host import _resolved
+from p2p.connections import resolved
 
 PEER = "12D3KooWC6pyXUhYGHAVaGu3jS3hRFPRbXhnUrWh7fDGsanbdNJu"
 
@@ -16,7 +16,7 @@ def resolve(address: str) -> list[str]:
     info = info_from_p2p_addr(multiaddr.Multiaddr(address))
 
     async def run() -> list[str]:
-        out = await _resolved(info)
+        out = await resolved(info)
         assert out.peer_id == ID.from_base58(PEER)
         return [str(a) for a in out.addrs]
 

@@ -75,6 +75,30 @@ def test_envelope_shape_rules() -> None:
         decode_envelope(b"\x00" * (MAX_ENVELOPE_BYTES + 1))
 
 
+@pytest.mark.parametrize("version", [1.0, True, 1.5, "1", None, -1, 2**63])
+def test_envelope_version_is_the_integer_one(version: Any) -> None:
+    """``1.0 == 1`` and ``True == 1`` in Python; on the wire neither is the integer 1."""
+    key = SigningKey.generate()
+    fact = make_fact("A float is not a version.", None, key.address)
+    record: Any = {"block": fact.block, "sig": bytes.fromhex(key.sign_cid(fact.cid)[2:])}
+    assert decode_envelope(dag_cbor.encode({"v": 1, "facts": [record]}))
+    data = dag_cbor.encode({"v": version, "facts": [record]})
+    if isinstance(version, float):
+        assert b"\xfb" in data  # a CBOR float64 on the wire  # a CBOR float64 on the wire
+    with pytest.raises(InvalidEnvelope, match="version"):
+        decode_envelope(data)
+
+
+@pytest.mark.parametrize(
+    "change", [{"v": 1.0}, {"v": True}, {"chain_id": 31337.0}, {"block": 42.0}, {"block": True}]
+)
+def test_anchor_notice_integers_are_integers(change: dict[str, Any]) -> None:
+    good = dag_cbor.decode(bytes.fromhex(VECTORS["anchor_notice"]))
+    assert isinstance(good, dict)
+    with pytest.raises(InvalidEnvelope):
+        decode_anchor_notice(dag_cbor.encode({**good, **change}))
+
+
 def test_pack_envelopes_respects_count_and_size() -> None:
     key = SigningKey.generate()
     records = []
@@ -112,7 +136,9 @@ def test_reconciliation_finds_exactly_the_difference(difference: int) -> None:
     mine = [x for i, x in enumerate(theirs) if i not in dropped] + extra
     missing, rounds, ranges = reconcile_locally(ItemSet(mine), ItemSet(theirs))
     assert sorted(missing) == sorted(theirs[i] for i in dropped)
-    assert rounds <= 6
+    # answers keep to 4x their request (p2p.reconcile.answer_budget): where that binds, the
+    # responder splits into 4 runs instead of 16, so a large difference takes a round or two more
+    assert rounds <= 8
     # cost grows with the difference, not with the 20,000 items
     assert ranges <= 1 + 16 * 4 * (difference + 50)
 

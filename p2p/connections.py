@@ -1,0 +1,70 @@
+"""Connections of the libp2p host: a notifee that reports connects and disconnects, and the
+resolution of /dns, /dns4 and /dns6 bootstrap addresses with the system resolver."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+
+import multiaddr
+import trio
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+log = logging.getLogger(__name__)
+
+
+class Notifee(INotifee):
+    """Calls ``on_connect`` / ``on_disconnect`` with the peer of each connection."""
+
+    def __init__(self, on_connect: Callable[[ID], None], on_disconnect: Callable[[ID], None]):
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_connect(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_disconnect(conn.muxed_conn.peer_id)
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+_DNS = {"dns": socket.AF_UNSPEC, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}
+
+
+async def resolved(info: PeerInfo) -> PeerInfo:
+    """``info`` with /dns, /dns4 and /dns6 addresses replaced by the IP addresses they name.
+
+    py-libp2p 0.8.1's own resolution (dnspython's async resolver) fails to dial names such as
+    ``localhost`` or compose service names, so the host resolves with the system resolver."""
+    addresses: list[multiaddr.Multiaddr] = []
+    for address in info.addrs:
+        parts = str(address).split("/")
+        if len(parts) < 3 or parts[1] not in _DNS:
+            addresses.append(address)
+            continue
+        try:
+            found = await trio.to_thread.run_sync(
+                socket.getaddrinfo, parts[2], None, _DNS[parts[1]], socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            log.info("cannot resolve %s: %s", parts[2], exc)
+            continue
+        rest = "/".join(parts[3:])
+        for family, *_, sockaddr in found:
+            kind = "ip6" if family == socket.AF_INET6 else "ip4"
+            addresses.append(multiaddr.Multiaddr(f"/{kind}/{sockaddr[0]}/{rest}"))
+    return PeerInfo(info.peer_id, list(dict.fromkeys(addresses)) or info.addrs)
