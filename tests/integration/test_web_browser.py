@@ -40,6 +40,9 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
+WAIT_MS = 120_000  # generous: the page must get there, however slow the machine
+
+
 def open_page(browser: Browser, url: str) -> tuple[Page, list[str], set[str]]:
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
@@ -55,7 +58,9 @@ def test_search_contribute_and_provenance_in_a_browser(
     browser: Browser, node: NodeProcess, tmp_path: Path
 ) -> None:
     page, errors, hosts = open_page(browser, f"{node.url}/")
-    page.wait_for_function("document.querySelector('#status').textContent.includes('facts')")
+    # locator waits, not wait_for_function: the page's CSP (script-src 'self') refuses the eval
+    # Playwright's polling of a string predicate needs when it is not true at once
+    page.locator("#status", has_text="facts").wait_for(timeout=WAIT_MS)
     text = f"Browser test: the kakapo is a flightless parrot ({time.time():.0f})."
 
     page.fill("#text", text)
@@ -85,9 +90,7 @@ def test_search_contribute_and_provenance_in_a_browser(
     assert "signature valid" in (panel.text_content() or "")
     assert f"knowhub verify {cid}" in (panel.text_content() or "")
 
-    page.wait_for_function(
-        "document.querySelector('#context').textContent.includes('cid:')", timeout=5000
-    )
+    page.locator("#context", has_text="cid:").wait_for(state="attached", timeout=WAIT_MS)
     shot = tmp_path / "knowhub-page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 20_000
@@ -107,7 +110,7 @@ def test_a_bad_filter_is_reported_on_the_page(browser: Browser, node: NodeProces
     assert "400 invalid_filter" in (page.text_content("#results") or "")
     page.fill("#filter", "{not json")
     page.click("#search-form button[type=submit]")
-    page.wait_for_function("document.querySelector('#results').textContent.includes('JSON')")
+    page.locator("#results", has_text="JSON").wait_for(timeout=WAIT_MS)
     # the browser logs the refused request itself; nothing else may fail
     assert [e for e in errors if "status of 400" not in e] == [], errors
     page.close()
