@@ -49,11 +49,12 @@ def has_visible_character(text: str) -> bool:
 def visible_character_pattern() -> str:
     """A regular expression that finds a visible character: the rule of
     :func:`has_visible_character` as one character class, for the API's schema."""
+    # surrogates are left out: no valid UTF-8 string holds one (the text check refuses a lone
+    # surrogate before this rule) and regex engines cannot name them
+    invisible = _INVISIBLE - {"Cs"}
     ranges: list[tuple[int, int]] = []
     for code in range(sys.maxunicode + 1):
-        # surrogates are left out: no valid UTF-8 string holds one (the text check refuses a
-        # lone surrogate before this rule) and regex engines cannot name them
-        if unicodedata.category(chr(code)) in _INVISIBLE - {"Cs"}:
+        if unicodedata.category(chr(code)) in invisible:
             if ranges and ranges[-1][1] == code - 1:
                 ranges[-1] = (ranges[-1][0], code)
             else:

@@ -90,20 +90,23 @@ def contain_streams(host: IHost, on_fault: FaultFn) -> None:
         try:
             await inner(stream)
         except Exception as exc:
-            peer = _peer_of(stream)
-            protocol = stream.get_protocol()
-            if is_teardown(exc):
-                log.debug("stream %s from %s ended: %s", protocol, peer, describe(exc))
-            else:
-                log.warning("stream %s from %s failed: %s", protocol, peer, describe(exc))
-                log.debug("stream failure", exc_info=True)
-                on_fault(peer, f"stream {protocol}: {describe(exc)}")
+            _report(f"stream {stream.get_protocol()}", _peer_of(stream), exc, on_fault)
             try:
                 await stream.reset()
             except Exception:
                 log.debug("resetting a failed stream failed", exc_info=True)
 
     network.set_stream_handler(contained)
+
+
+def _report(what: str, peer: ID | None, exc: Exception, on_fault: FaultFn) -> None:
+    """Teardown is logged at debug level and is no offence; anything else is the peer's fault."""
+    if is_teardown(exc):
+        log.debug("%s from %s ended: %s", what, peer, describe(exc))
+        return
+    log.warning("%s from %s failed: %s", what, peer, describe(exc))
+    log.debug("%s failure", what, exc_info=True)
+    on_fault(peer, f"{what}: {describe(exc)}")
 
 
 def contain_pubsub_tasks(pubsub: Pubsub, on_fault: FaultFn) -> None:
@@ -124,13 +127,7 @@ def contain_pubsub_tasks(pubsub: Pubsub, on_fault: FaultFn) -> None:
                 await async_fn(*task_args)
             except Exception as exc:
                 peer = task_args[0] if task_args and isinstance(task_args[0], ID) else None
-                name = getattr(async_fn, "__name__", "task")
-                if is_teardown(exc):
-                    log.debug("pubsub %s for %s ended: %s", name, peer, describe(exc))
-                else:
-                    log.warning("pubsub %s for %s failed: %s", name, peer, describe(exc))
-                    log.debug("pubsub task failure", exc_info=True)
-                    on_fault(peer, f"pubsub {name}: {describe(exc)}")
+                _report(f"pubsub {getattr(async_fn, '__name__', 'task')}", peer, exc, on_fault)
 
         run_task(contained, *args, daemon=daemon, **kwargs)
 

@@ -7,9 +7,8 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -17,42 +16,7 @@ import pytest
 from node.signing import SigningKey, write_key_file
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess, knowhub
-
-NO_CHAIN = {"KNOWHUB_LOCAL_CHAIN": "false", "KNOWHUB_SYNC_INTERVAL": "5"}
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> float:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
-def p2p(node: NodeProcess) -> dict[str, Any]:
-    result: dict[str, Any] = httpx.get(f"{node.url}/v1/status", timeout=30).json()["p2p"]
-    return result
-
-
-def address(node: NodeProcess) -> str:
-    return str(p2p(node)["listen_addresses"][0])
-
-
-def has(node: NodeProcess, cid: str) -> bool:
-    return httpx.get(f"{node.url}/v1/facts/{cid}", timeout=30).status_code == 200
-
-
-def add(node: NodeProcess, text: str) -> str:
-    response = httpx.post(f"{node.url}/v1/facts", json={"text": text}, timeout=60)
-    assert response.status_code == 201, response.text
-    return str(response.json()["cid"])
-
-
-def start(path: Path, bootstrap: NodeProcess | None = None) -> NodeProcess:
-    env = dict(NO_CHAIN)
-    if bootstrap is not None:
-        env["KNOWHUB_BOOTSTRAP"] = address(bootstrap)
-    return NodeProcess(path, env=env).start()
+from tests.p2p_nodes import add, address, has, p2p, start, wait_until
 
 
 @pytest.fixture(scope="module")

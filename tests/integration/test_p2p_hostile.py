@@ -32,8 +32,8 @@ from node.facts import Fact, make_fact
 from node.signing import SigningKey
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess
+from tests.p2p_nodes import add, address, has, p2p, start, wait_until
 
-NO_CHAIN = {"KNOWHUB_LOCAL_CHAIN": "false", "KNOWHUB_SYNC_INTERVAL": "5"}
 #: What a knowhub node serves (the attack also reads the node's own list from identify).
 PROTOCOLS = (
     "/ipfs/id/1.0.0",
@@ -45,39 +45,6 @@ PROTOCOLS = (
 )
 GARBAGE = b"\x05garbage"
 FRAME_LIMIT = 4 * 1024 * 1024
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < timeout, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def p2p(node: NodeProcess) -> dict[str, Any]:
-    result: dict[str, Any] = httpx.get(f"{node.url}/v1/status", timeout=30).json()["p2p"]
-    return result
-
-
-def address(node: NodeProcess) -> str:
-    return str(p2p(node)["listen_addresses"][0])
-
-
-def has(node: NodeProcess, cid: str) -> bool:
-    return httpx.get(f"{node.url}/v1/facts/{cid}", timeout=30).status_code == 200
-
-
-def add(node: NodeProcess, text: str) -> str:
-    response = httpx.post(f"{node.url}/v1/facts", json={"text": text}, timeout=60)
-    assert response.status_code == 201, response.text
-    return str(response.json()["cid"])
-
-
-def start(path: Path, bootstrap: NodeProcess | None = None) -> NodeProcess:
-    env = dict(NO_CHAIN)
-    if bootstrap is not None:
-        env["KNOWHUB_BOOTSTRAP"] = address(bootstrap)
-    return NodeProcess(path, env=env).start()
 
 
 def attack(kind: str, target: NodeProcess, out: Path) -> dict[str, Any]:

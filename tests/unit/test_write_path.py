@@ -241,17 +241,22 @@ async def test_ingest_beyond_the_bound_is_refused_with_retry_after() -> None:
         scheduler.close()
 
 
-async def test_a_full_ingest_lane_answers_writes_with_overloaded_and_stores_nothing(
-    tmp_path: Path,
-) -> None:
-    embedder = GatedEmbedder()
-    node = build(
+def gated_node(tmp_path: Path, embedder: GatedEmbedder, peer_wait: float) -> KnowledgeNode:
+    """A node whose ingest lane holds 8 texts, embedded 2 at a time through ``embedder``."""
+    return build(
         tmp_path,
         SqliteCatalog(tmp_path / "catalog.sqlite3"),
         embedder,
         embedding=SchedulerOptions(max_pending=8, slice_seconds=0.001, max_slice=2),
-        peer_wait=0.5,
+        peer_wait=peer_wait,
     )
+
+
+async def test_a_full_ingest_lane_answers_writes_with_overloaded_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    embedder = GatedEmbedder()
+    node = gated_node(tmp_path, embedder, peer_wait=0.5)
     await node.start()
     try:
         embedder.gate.clear()
@@ -406,13 +411,7 @@ async def test_peers_facts_wait_for_room_and_leave_headroom_for_writers(tmp_path
         return SignedFact(fact, OPERATOR.sign_cid(fact.cid))
 
     embedder = GatedEmbedder()
-    node = build(
-        tmp_path,
-        SqliteCatalog(tmp_path / "catalog.sqlite3"),
-        embedder,
-        embedding=SchedulerOptions(max_pending=8, slice_seconds=0.001, max_slice=2),
-        peer_wait=60,
-    )
+    node = gated_node(tmp_path, embedder, peer_wait=60)
     await node.start()
     try:
         embedder.gate.clear()
