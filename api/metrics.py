@@ -94,7 +94,27 @@ class NodeCollector(Collector):
             )
             gossip.add_metric(["accepted"], p2p.messages_accepted)
             gossip.add_metric(["rejected"], p2p.messages_rejected)
+            gossip.add_metric(["refused"], p2p.messages_refused)
             yield gossip
+            yield _counter(
+                "knowhub_p2p_connections_refused",
+                "Inbound libp2p connections refused by the per-address or total cap.",
+                p2p.connections_refused,
+            )
+            yield _counter(
+                "knowhub_p2p_inbox_dropped",
+                "Facts from gossip dropped on a full inbox (left to sync).",
+                p2p.inbox_dropped,
+            )
+            yield _gauge("knowhub_p2p_banned_peers", "Peers banned now.", p2p.banned_peers)
+            bands = GaugeMetricFamily(
+                "knowhub_p2p_peer_scores",
+                "Connected peers by gossipsub score band (docs/protocol.md).",
+                labels=["band"],
+            )
+            for band, count in sorted(p2p.score_bands.items()):
+                bands.add_metric([band], count)
+            yield bands
             facts = CounterMetricFamily(
                 "knowhub_p2p_facts", "Facts moved over the network.", labels=["direction"]
             )

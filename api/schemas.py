@@ -270,6 +270,21 @@ class NetworkStatusOut(BaseModel):
     running: bool = Field(description="The libp2p host is up and accepting connections.")
     error: str | None = Field(description="Why it is down, while it is (it restarts).")
     bootstrap_peers: int = Field(description="Bootstrap peers configured.")
+    messages_refused: int = Field(
+        description="Gossip messages and sync requests refused unread: from a banned peer, or "
+        "from an untrusted peer on a penalised address (docs/protocol.md, limits)."
+    )
+    connections_refused: int = Field(
+        description="Inbound connections refused by the per-address or total cap."
+    )
+    inbox_dropped: int = Field(
+        description="Facts from gossip dropped because the inbox was full (sync fetches them)."
+    )
+    banned_peers: int = Field(description="Peers banned now (offences, or by the operator).")
+    score_bands: dict[str, int] = Field(
+        description="Connected peers by gossipsub score band: trusted, positive, negative, "
+        "graylisted (docs/protocol.md)."
+    )
 
 
 class PeerOut(BaseModel):
@@ -277,7 +292,16 @@ class PeerOut(BaseModel):
     addresses: list[str]
     connected_since: float | None = Field(description="Unix time; None when not connected.")
     facts_received: int
-    rejected_messages: int
+    rejected_messages: int = Field(
+        description="Offences ever (rejected messages, refused "
+        "sync requests, streams whose bytes raised)."
+    )
+    recent_offences: int = Field(description="Offences within the offence window.")
+    banned: bool
+    trusted: bool = Field(
+        description="Bootstrap, operator-connected or recently useful: redialled, never trimmed."
+    )
+    score: float | None = Field(description="Gossipsub peer score as this node sees it.")
 
 
 class PeerConnectIn(BaseModel):

@@ -118,6 +118,7 @@ def build_network(settings: Settings, data_dir: Path) -> Network | None:
     if settings.p2p_listen.strip().lower() == "off":
         log.info("p2p networking off")
         return None
+    from p2p.admission import ConnectionLimits
     from p2p.host import Libp2pNetwork, P2PConfig
 
     bootstrap = [a.strip() for a in settings.bootstrap.split(",") if a.strip()]
@@ -129,6 +130,13 @@ def build_network(settings: Settings, data_dir: Path) -> Network | None:
             listen=[a.strip() for a in settings.p2p_listen.split(",") if a.strip()],
             bootstrap=list(dict.fromkeys(bootstrap)),
             sync_interval=settings.sync_interval,
+            limits=ConnectionLimits(
+                low_watermark=min(settings.p2p_low_watermark, settings.p2p_high_watermark),
+                high_watermark=settings.p2p_high_watermark,
+                grace_seconds=settings.p2p_grace_seconds,
+                max_connections=settings.p2p_max_connections,
+                max_per_ip=settings.p2p_max_per_ip,
+            ),
         )
     )
 

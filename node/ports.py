@@ -326,6 +326,13 @@ class PeerStatus:
     connected_since: float | None
     facts_received: int
     rejected_messages: int
+    #: Offences within the offence window (a ban follows at the limit).
+    recent_offences: int = 0
+    banned: bool = False
+    #: Bootstrap, operator-connected or recently useful: dialled, never trimmed.
+    trusted: bool = False
+    #: Gossipsub score as this node sees it (None when gossip is not running).
+    score: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +357,17 @@ class NetworkStatus:
     error: str | None = None
     #: Bootstrap peers configured: with some, no connected peer means cut off.
     bootstrap_peers: int = 0
+    #: Gossip messages and sync requests refused unread (banned peer, or untrusted on a
+    #: penalised address).
+    messages_refused: int = 0
+    #: Inbound connections refused by the per-address or total cap.
+    connections_refused: int = 0
+    #: Facts from gossip dropped because the inbox was full (sync fetches them later).
+    inbox_dropped: int = 0
+    banned_peers: int = 0
+    #: Connected peers by gossipsub score band: trusted, positive, negative (below 0, gossip
+    #: to them is limited), graylisted (their control messages ignored).
+    score_bands: dict[str, int] = field(default_factory=dict)
 
 
 class FactSink(Protocol):

@@ -132,6 +132,24 @@ class Settings(BaseSettings):
     sync_interval: float = Field(
         30.0, gt=0, description="Seconds between catch-up syncs with each connected peer."
     )
+    p2p_low_watermark: int = Field(
+        32, ge=0, description="Trimming stops at this many libp2p connections (docs/protocol.md)."
+    )
+    p2p_high_watermark: int = Field(
+        64,
+        ge=1,
+        description="Above this many libp2p connections, idle and misbehaving peers' connections "
+        "are closed down to the low watermark (trusted peers and young connections are kept).",
+    )
+    p2p_max_connections: int = Field(
+        256, ge=1, description="Hard cap on libp2p connections, and on inbound ones at once."
+    )
+    p2p_max_per_ip: int = Field(
+        64, ge=1, description="Inbound libp2p connections from one IP address at once."
+    )
+    p2p_grace_seconds: float = Field(
+        30.0, ge=0, description="A libp2p connection younger than this is not trimmed."
+    )
 
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
     body_timeout: float = Field(

@@ -17,11 +17,18 @@ log = logging.getLogger(__name__)
 
 
 class Notifee(INotifee):
-    """Calls ``on_connect`` / ``on_disconnect`` with the peer of each connection."""
+    """Calls ``on_connect`` with the peer and remote IP of each connection, ``on_disconnect``
+    with the peer of each closed one, and ``on_gone`` when the peer has no connection left."""
 
-    def __init__(self, on_connect: Callable[[ID], None], on_disconnect: Callable[[ID], None]):
+    def __init__(
+        self,
+        on_connect: Callable[[ID, str | None], None],
+        on_disconnect: Callable[[ID], None],
+        on_gone: Callable[[ID], None],
+    ):
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        self._on_gone = on_gone
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -30,16 +37,32 @@ class Notifee(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_connect(conn.muxed_conn.peer_id)
+        self._on_connect(conn.muxed_conn.peer_id, remote_ip(conn))
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_disconnect(conn.muxed_conn.peer_id)
+        peer = conn.muxed_conn.peer_id
+        self._on_disconnect(peer)
+        if not network.get_connections(peer):
+            self._on_gone(peer)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
 
     async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
+
+
+def remote_ip(conn: INetConn) -> str | None:
+    """The IP address a connection comes from (None when the transport does not say)."""
+    try:
+        addresses = conn.get_transport_addresses()
+    except Exception:  # transports differ in what they offer
+        return None
+    for address in addresses:
+        parts = str(address).split("/")
+        if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
+            return parts[2]
+    return None
 
 
 _DNS = {"dns": socket.AF_UNSPEC, "dns4": socket.AF_INET, "dns6": socket.AF_INET6}

@@ -9,12 +9,15 @@ built-in per-topic publish throttle, and publishing paced by an outbound queue o
 
 Hostile peers. Exceptions a peer's bytes raise inside py-libp2p are contained per stream and per
 pubsub task (``p2p.guard``) and count as offences, like rejected gossip and refused sync
-requests: ``offence_limit`` offences within ``offence_window`` seconds and the peer is
-disconnected and refused for ``ban_seconds``. Should the network layer (host, pubsub, the
-node's tasks) fail anyway, it is not silent: the failure is logged, ``status()`` reports it
-(``running`` false, ``error`` why; readiness and ``/metrics`` show it) and the layer is started
-again on the same listen addresses, after ``restart_min`` seconds doubling to ``restart_max``
-(back to ``restart_min`` once a run lasted a minute).
+requests; offences ban peers and penalise addresses (``p2p.peers``). Inbound connections are
+admitted under per-address and total caps and give their slot back when they close, and only
+trusted peers are dialled (``p2p.admission``); connections above the high watermark are trimmed
+(``p2p.upkeep``); gossipsub scores peers (``p2p.scoring``); facts from gossip wait in a bounded
+inbox (``p2p.inbox``). Should the network layer (host, pubsub, the node's tasks) fail anyway,
+it is not silent: the failure is logged, ``status()`` reports it (``running`` false, ``error``
+why; readiness and ``/metrics`` show it) and the layer is started again on the same listen
+addresses, after ``restart_min`` seconds doubling to ``restart_max`` (back to ``restart_min``
+once a run lasted a minute).
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +38,9 @@ from libp2p.abc import IHost
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TMuxerOptions, TProtocol
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -51,11 +54,16 @@ from multiformats import multihash
 from node.errors import InvalidInput, KnowhubError, Unavailable
 from node.facts import Fact
 from node.ports import AnchorEvent, FactSink, NetworkStatus, PeerStatus
+from p2p import admission, upkeep
+from p2p.admission import Admission, ConnectionLimits
 from p2p.bridge import TrioThread
 from p2p.connections import Notifee, resolved
 from p2p.guard import contain_pubsub_tasks, contain_streams, describe, supervise
 from p2p.identity import load_or_create_identity
+from p2p.inbox import Inbox
+from p2p.peers import PeerBook, PeerPolicy
 from p2p.reconcile import ItemSet
+from p2p.scoring import GRAYLIST_THRESHOLD, score_params
 from p2p.sync import (
     MAX_GET,
     SYNC_PROTOCOL,
@@ -96,27 +104,18 @@ class P2PConfig:
     bootstrap: Sequence[str] = ()
     #: Seconds between catch-up syncs with every connected peer (also run on each connect).
     sync_interval: float = 30.0
-    #: Bootstrap redial backoff bounds, seconds.
-    redial_min: float = 1.0
-    redial_max: float = 60.0
-    #: Offences (rejected messages, refused sync requests, streams whose bytes raised) from one
-    #: peer within ``offence_window`` seconds before disconnecting it for ``ban_seconds``.
-    offence_limit: int = 5
-    offence_window: float = 60.0
-    ban_seconds: float = 600.0
+    #: Offences, bans, penalised addresses, trust and redial backoff (``p2p.peers``).
+    peers: PeerPolicy = field(default_factory=PeerPolicy)
+    #: Watermarks and caps on connections (``p2p.admission``).
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    #: Facts from gossip waiting for the node, per forwarding peer and in all (``p2p.inbox``).
+    inbox_per_peer: int = 512
+    inbox_total: int = 4096
     #: Network layer restart backoff bounds, seconds.
     restart_min: float = 1.0
     restart_max: float = 60.0
     #: Seconds between two published envelopes (the libp2p per-peer queue holds 32).
     publish_interval: float = 0.01
-
-
-@dataclass(slots=True)
-class _Peer:
-    connected_since: float | None = None
-    facts_received: int = 0
-    rejected: int = 0
-    offences: deque[float] = field(default_factory=deque)
 
 
 class Libp2pNetwork:
@@ -128,8 +127,10 @@ class Libp2pNetwork:
         self._pubsub: Pubsub | None = None
         self._peer_id = ""
         self._listen: list[str] = []
-        self._peers: dict[str, _Peer] = defaultdict(_Peer)
-        self._banned: dict[str, float] = {}
+        self._book = PeerBook(config.peers)
+        self._admission = Admission(config.limits)
+        self._inbox: Inbox[VerifiedFact] = Inbox(config.inbox_per_peer, config.inbox_total)
+        self._gossip: GossipSub | None = None
         self._validated: dict[bytes, tuple[list[VerifiedFact], str]] = {}
         self._outbound: deque[SignedRecord] = deque()
         self._notices: deque[bytes] = deque()
@@ -140,6 +141,7 @@ class Libp2pNetwork:
         self.published = 0
         self.received = 0
         self.rejected = 0
+        self.refused = 0
         self.accepted = 0
         self.syncs = 0
         self.anchor_notices = 0
@@ -184,7 +186,8 @@ class Libp2pNetwork:
         host = self._host
         out = []
         connected = {str(p) for p in host.get_connected_peers()} if host is not None else set()
-        for peer_id, peer in sorted(self._peers.items()):
+        book = self._book
+        for peer_id, peer in book:
             if peer_id not in connected and not peer.facts_received and not peer.rejected:
                 continue
             addrs: list[str] = []
@@ -200,9 +203,23 @@ class Libp2pNetwork:
                     connected_since=peer.connected_since if peer_id in connected else None,
                     facts_received=peer.facts_received,
                     rejected_messages=peer.rejected,
+                    recent_offences=book.recent_offences(peer_id),
+                    banned=book.is_banned(peer_id),
+                    trusted=book.is_trusted(peer_id),
+                    score=self._score(peer_id),
                 )
             )
         return out
+
+    def _score(self, peer_id: str) -> float | None:
+        """The peer's gossipsub score (``p2p.scoring``), None without a running router."""
+        gossip = self._gossip
+        if gossip is None or gossip.scorer is None:
+            return None
+        try:
+            return round(gossip.scorer.score(ID.from_base58(peer_id), [FACTS_TOPIC]), 3)
+        except Exception:  # a record of an odd id, or the scorer mid-update: no score to show
+            return None
 
     def down(self) -> str | None:
         """Why the network layer is not running now, or None when it is."""
@@ -227,10 +244,31 @@ class Libp2pNetwork:
             fact_set_digest=digest,
             signed_facts=signed,
             anchor_notices=self.anchor_notices,
+            messages_refused=self.refused,
+            connections_refused=self._admission.refused,
+            inbox_dropped=self._inbox.dropped,
+            banned_peers=sum(1 for peer, _ in self._book if self._book.is_banned(peer)),
+            score_bands=self._score_bands(),
             running=host is not None and down is None,
             error=down if down is not None else (None if host is not None else "not running"),
             bootstrap_peers=self._bootstrap_peers(),
         )
+
+    def _score_bands(self) -> dict[str, int]:
+        host = self._host
+        bands = {"trusted": 0, "positive": 0, "negative": 0, "graylisted": 0}
+        for peer in host.get_connected_peers() if host is not None else []:
+            key = str(peer)
+            score = self._score(key)
+            if self._book.is_trusted(key):
+                bands["trusted"] += 1
+            elif score is None or score >= 0:
+                bands["positive"] += 1
+            elif score >= GRAYLIST_THRESHOLD:
+                bands["negative"] += 1
+            else:
+                bands["graylisted"] += 1
+        return bands
 
     def _bootstrap_peers(self) -> int:
         """Configured bootstrap peers other than this node (cluster lists name it too)."""
@@ -253,7 +291,9 @@ class Libp2pNetwork:
             info = info_from_p2p_addr(multiaddr.Multiaddr(address))
         except Exception as exc:
             raise InvalidInput(f"not a multiaddr with /p2p/: {address}", field="address") from exc
-        self._banned.pop(str(info.peer_id), None)
+        key = str(info.peer_id)
+        self._book.unban(key)
+        self._book.protect(key)  # the operator asked for this peer: trusted, never trimmed
 
         async def dial() -> None:
             host = self._live_host()
@@ -308,7 +348,7 @@ class Libp2pNetwork:
             multihash.unwrap(peer.to_bytes())  # a peer id is a multihash of a public key
         except Exception as exc:  # base58 and multihash errors vary
             raise InvalidInput(f"not a peer id: {peer_id}", field="peer_id") from exc
-        self._banned[peer_id] = time.monotonic() + block_seconds
+        self._book.ban(peer_id, block_seconds)
 
         async def hang_up() -> None:
             host = self._host
@@ -371,9 +411,18 @@ class Libp2pNetwork:
             muxer_opt=cast(TMuxerOptions, {YAMUX_ID: Yamux}),
             # no automatic dialling of every peer in the peerstore: this node dials its
             # bootstrap peers itself (with backoff) and must not redial peers it blocked
-            connection_config=ConnectionConfig(min_connections=0, low_watermark=0),
+            connection_config=ConnectionConfig(
+                min_connections=0,
+                low_watermark=0,
+                max_connections=self._config.limits.max_connections,
+                high_watermark=self._config.limits.max_connections,
+            ),
         )
         contain_streams(host, self._fault)
+        book = self._book
+        admission.install(
+            cast(Swarm, host.get_network()), self._admission, book.may_dial, book.dialled
+        )
         gossipsub = GossipSub(
             protocols=GOSSIP_PROTOCOLS,
             degree=6,
@@ -382,14 +431,15 @@ class Libp2pNetwork:
             heartbeat_interval=1,
             heartbeat_initial_delay=0.1,
             spam_protection_enabled=False,
+            score_params=score_params(book.is_trusted, book.is_banned),
         )
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         assert self._stop is not None and self._sink is not None
         self._wake_publisher = trio.Event()
         send, receive = trio.open_memory_channel[ID](256)
-        server = SyncServer(self._sink, self._trio, self._fault)
+        server = SyncServer(self._sink, self._trio, self._fault, self._refuses)
         try:
-            self._host, self._pubsub = host, pubsub
+            self._host, self._pubsub, self._gossip = host, pubsub, gossipsub
             self._peer_id = host.get_id().to_string()
             self._sync_now = send
             async with (
@@ -405,45 +455,59 @@ class Libp2pNetwork:
                 subscription = await pubsub.subscribe(FACTS_TOPIC)
                 notices = await pubsub.subscribe(ANCHORS_TOPIC)
                 host.set_stream_handler(SYNC_PROTOCOL, server.handle)
-                host.get_network().register_notifee(Notifee(self._connected, self._disconnected))
+                redialler = upkeep.Redialler(host, book, nursery)
+                host.get_network().register_notifee(
+                    Notifee(self._connected, self._disconnected, redialler.left)
+                )
                 self._listen = [f"{a}" for a in host.get_addrs()]
                 self._bound = list(host.get_transport_addrs()) or self._bound
                 nursery.start_soon(self._read_gossip, subscription)
+                nursery.start_soon(self._ingest)
                 nursery.start_soon(self._read_notices, notices)
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._syncer, receive)
                 nursery.start_soon(self._periodic_sync)
-                nursery.start_soon(self._disconnector)
+                nursery.start_soon(upkeep.hang_up_refused, host, book, self._to_disconnect)
+                nursery.start_soon(upkeep.trim, host, book, self._config.limits)
                 for address in self._config.bootstrap:
-                    nursery.start_soon(self._keep_connected, address)
+                    nursery.start_soon(upkeep.keep_connected, host, book, address)
                 up()
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            self._host = self._pubsub = self._sync_now = None
+            self._host = self._pubsub = self._gossip = self._sync_now = None
             self._listen = []
             self._validated.clear()
             self._to_disconnect.clear()
-            for peer in self._peers.values():
-                peer.connected_since = None
+            self._book.all_disconnected()
 
-    def _connected(self, peer: ID) -> None:
+    def _connected(self, peer: ID, ip: str | None) -> None:
         key = str(peer)
-        if self._banned.get(key, 0) > time.monotonic():
+        self._book.connected(key, ip)
+        if self._book.is_banned(key):
             self._to_disconnect.add(peer)
             return
-        self._peers[key].connected_since = time.time()
         if self._sync_now is not None:
             with contextlib.suppress(trio.WouldBlock):
                 self._sync_now.send_nowait(peer)
 
     def _disconnected(self, peer: ID) -> None:
-        self._peers[str(peer)].connected_since = None
+        self._book.disconnected(str(peer))
+
+    def _refuses(self, peer: ID) -> bool:
+        """Whether to refuse what ``peer`` sends unread (``PeerBook.refuses``); counted."""
+        key = str(peer)
+        if self._book.refuses(key):
+            self.refused += 1
+            if self._book.is_banned(key) or self._book.offence(key, against_address=False):
+                self._to_disconnect.add(peer)
+            return True
+        return False
 
     def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """Gossipsub validator: False drops the message and stops it from being forwarded."""
         key = str(forwarder)
-        if self._banned.get(key, 0) > time.monotonic():
+        if self._refuses(forwarder):
             return False
         try:
             facts = decode_envelope(msg.data)
@@ -457,7 +521,7 @@ class Libp2pNetwork:
         return True
 
     def _validate_notice(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        if self._banned.get(str(forwarder), 0) > time.monotonic():
+        if self._refuses(forwarder):
             return False
         try:
             decode_anchor_notice(msg.data)
@@ -487,19 +551,17 @@ class Libp2pNetwork:
 
     def _offence(self, forwarder: ID, reason: str) -> None:
         """Count an offence (a rejected gossip message, a refused sync request, a stream whose
-        bytes raised) against a peer; ban it after ``offence_limit`` within the window."""
+        bytes raised) against a peer and its address; ban and disconnect it at the limit."""
         key = str(forwarder)
-        peer = self._peers[key]
-        peer.rejected += 1
         self.rejected += 1
-        now = time.monotonic()
-        peer.offences.append(now)
-        while peer.offences and now - peer.offences[0] > self._config.offence_window:
-            peer.offences.popleft()
-        log.warning("offence by %s: %s", key, reason)
-        if len(peer.offences) >= self._config.offence_limit:
-            log.warning("disconnecting %s after %d offences", key, len(peer.offences))
-            self._banned[key] = now + self._config.ban_seconds
+        log.debug("offence by %s: %s", key, reason)
+        if self._book.offence(key):
+            log.warning(
+                "banning %s after %d offences (last: %s)",
+                key,
+                self._book.recent_offences(key),
+                reason,
+            )
             self._to_disconnect.add(forwarder)
 
     def _fault(self, peer: ID | None, reason: str) -> None:
@@ -509,48 +571,26 @@ class Libp2pNetwork:
             return  # nobody to blame (logged where it happened)
         self._offence(peer, reason)
 
-    async def _disconnector(self) -> None:
-        assert self._host is not None
-        while True:
-            await trio.sleep(0.2)
-            while self._to_disconnect:
-                peer = self._to_disconnect.pop()
-                try:
-                    await self._host.disconnect(peer)
-                except Exception:
-                    log.debug("disconnect %s failed", peer, exc_info=True)
-
     async def _read_gossip(self, subscription: Any) -> None:
+        """Put validated facts in the inbox, credited to the peer that forwarded them."""
         assert self._host is not None
         own = self._host.get_id().to_bytes()
-        batches: trio.MemorySendChannel[tuple[list[VerifiedFact], str]]
-        batches, incoming = trio.open_memory_channel[tuple[list[VerifiedFact], str]](math_inf())
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._ingest, incoming)
-            while True:
-                msg = await subscription.get()
-                if msg.from_id == own:
-                    continue
-                # facts are credited to the peer that forwarded them (the validator saw it)
-                checked = self._validated.pop(msg.from_id + msg.seqno, None)
-                if checked is None:
-                    continue  # not validated by us: never accept unvalidated data
-                batches.send_nowait(checked)
+        while True:
+            msg = await subscription.get()
+            if msg.from_id == own:
+                continue
+            checked = self._validated.pop(msg.from_id + msg.seqno, None)
+            if checked is None:
+                continue  # not validated by us: never accept unvalidated data
+            facts, forwarder = checked
+            if not self._inbox.put(facts, forwarder):
+                log.debug("inbox full: %d facts from %s left to sync", len(facts), forwarder)
 
-    async def _ingest(
-        self, incoming: trio.MemoryReceiveChannel[tuple[list[VerifiedFact], str]]
-    ) -> None:
-        """Hand verified facts to the node, batching what arrived meanwhile (the node embeds
-        them with its own model, so batches keep the model busy and the reader free)."""
-        async for facts, origin in incoming:
-            groups: dict[str, list[VerifiedFact]] = {origin: list(facts)}
-            while len(groups) < 16:
-                try:
-                    more, who = incoming.receive_nowait()
-                except trio.WouldBlock:
-                    break
-                groups.setdefault(who, []).extend(more)
-            for who, group in groups.items():
+    async def _ingest(self) -> None:
+        """Hand verified facts to the node, all that waits from up to 16 forwarders at a time
+        (the node embeds them with its own model, so batches keep the model busy)."""
+        while True:
+            for who, group in (await self._inbox.take()).items():
                 await self.deliver(group, who)
 
     async def deliver(self, facts: list[VerifiedFact], peer: str) -> int:
@@ -563,7 +603,7 @@ class Libp2pNetwork:
         except KnowhubError as exc:
             log.warning("node refused %d facts from %s: %s", len(facts), peer, exc.message)
             return 0
-        self._peers[peer].facts_received += len(facts)
+        self._book.delivered(peer, len(facts))
         self.received += len(facts)
         return created
 
@@ -616,33 +656,6 @@ class Libp2pNetwork:
                 except trio.WouldBlock:
                     break
 
-    async def _keep_connected(self, address: str) -> None:
-        """Dial a bootstrap peer, and redial with backoff whenever it is not connected."""
-        assert self._host is not None
-        try:
-            info: PeerInfo = info_from_p2p_addr(multiaddr.Multiaddr(address))
-        except Exception as exc:
-            log.error("bad bootstrap address %s: %s", address, exc)
-            return
-        if info.peer_id == self._host.get_id():
-            return  # a cluster-wide bootstrap list names this node too
-        delay = self._config.redial_min
-        while True:
-            blocked = self._banned.get(str(info.peer_id), 0) > time.monotonic()
-            if blocked or info.peer_id in self._host.get_connected_peers():
-                delay = self._config.redial_min
-                await trio.sleep(1.0)
-                continue
-            try:
-                with trio.fail_after(10):  # resolved on every attempt: container IPs change
-                    await self._host.connect(await resolved(info))
-                log.info("connected to bootstrap peer %s", info.peer_id)
-                delay = self._config.redial_min
-            except Exception as exc:
-                log.info("bootstrap peer %s unreachable (%r); retry in %.0f s", address, exc, delay)
-                await trio.sleep(delay)
-                delay = min(delay * 2, self._config.redial_max)
-
 
 def _peer_of_address(address: str) -> str | None:
     """The peer id in a multiaddr with /p2p/, or None (the redialler logs bad addresses)."""
@@ -650,7 +663,3 @@ def _peer_of_address(address: str) -> str | None:
         return str(info_from_p2p_addr(multiaddr.Multiaddr(address)).peer_id)
     except Exception:  # multiaddr and peer id parsers raise various types
         return None
-
-
-def math_inf() -> float:
-    return float("inf")

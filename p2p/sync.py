@@ -22,6 +22,7 @@ reported to ``on_offence``; a peer that merely hangs up or goes quiet is not.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -152,11 +153,17 @@ class SyncServer:
     """Answers sync requests from the node's catalog (read in worker threads)."""
 
     def __init__(
-        self, sink: FactSink, bridge: TrioThread, on_offence: OffenceFn | None = None
+        self,
+        sink: FactSink,
+        bridge: TrioThread,
+        on_offence: OffenceFn | None = None,
+        refuses: Callable[[ID], bool] | None = None,
     ) -> None:
         self._sink = sink
         self._bridge = bridge
         self._on_offence = on_offence
+        #: Peers whose requests are refused unread (banned, untrusted on a penalised address).
+        self._refuses = refuses
         self._cache: tuple[int, ItemSet] | None = None
         self._streams: Counter[ID] = Counter()
         self._limiter = trio.CapacityLimiter(RECON_THREADS)
@@ -171,6 +178,10 @@ class SyncServer:
 
     async def handle(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
+        if self._refuses is not None and self._refuses(peer):
+            with contextlib.suppress(Exception):  # already going: nothing more to do
+                await stream.reset()
+            return
         self._streams[peer] += 1
         clean = False
         try:

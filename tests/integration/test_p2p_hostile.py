@@ -20,8 +20,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,6 +31,7 @@ from node.facts import Fact, make_fact
 from node.signing import SigningKey
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess
+from tests.p2p_attacks import bare_host
 from tests.p2p_nodes import add, address, has, p2p, start, wait_until
 
 #: What a knowhub node serves (the attack also reads the node's own list from identify).
@@ -224,27 +224,6 @@ def test_a_network_layer_that_is_down_says_so(tmp_path: Path) -> None:
 
 
 # -- the attacks (a separate process) ----------------------------------------------------------
-
-
-@asynccontextmanager
-async def bare_host() -> AsyncIterator[Any]:
-    import multiaddr
-    from libp2p import new_host
-    from libp2p.crypto.ed25519 import create_new_key_pair
-    from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
-    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-    from libp2p.security.noise.transport import Transport as NoiseTransport
-    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
-    from libp2p.stream_muxer.yamux.yamux import Yamux
-
-    key_pair = create_new_key_pair()
-    host = new_host(
-        key_pair=key_pair,
-        sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
-        muxer_opt={YAMUX_ID: Yamux},  # type: ignore[dict-item]
-    )
-    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        yield host
 
 
 def bad_key_rpc() -> bytes:

@@ -1,0 +1,115 @@
+"""Peers in bulk against a real node process (issue 15): churn with bans, and a Sybil flood.
+
+The attackers are bare py-libp2p hosts in their own process (``tests/p2p_attacks.py``); the
+figures at full scale (1,000 churned peers, 500 flooding ids) are scripts/bench_p2p_abuse.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import ROOT
+from tests.helpers import NodeProcess
+from tests.p2p_nodes import NO_CHAIN, add, address, has, p2p, start, wait_until
+
+#: Small limits so that the test needs few peers: without inbound slots coming back when a
+#: connection closes (p2p.admission), the node stops accepting after 64 peers.
+LIMITS = {
+    "KNOWHUB_P2P_MAX_CONNECTIONS": "64",
+    "KNOWHUB_P2P_LOW_WATERMARK": "8",
+    "KNOWHUB_P2P_HIGH_WATERMARK": "16",
+    "KNOWHUB_P2P_GRACE_SECONDS": "2",
+}
+
+
+def attackers(kind: str, target: NodeProcess, out: Path, *options: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "tests.p2p_attacks", kind, address(target), str(out)]
+    return subprocess.Popen([*command, *options], cwd=ROOT, text=True)
+
+
+def report_of(out: Path) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def test_churned_and_banned_peers_give_their_slots_back_and_extra_ones_are_trimmed(
+    tmp_path: Path,
+) -> None:
+    target = NodeProcess(tmp_path / "target", env={**NO_CHAIN, **LIMITS}).start()
+    late: NodeProcess | None = None
+    out = tmp_path / "churn.json"
+    churn = attackers("churn", target, out, "--peers", "400", "--banned", "120", "--hold", "30")
+    try:
+        wait_until(out.exists, timeout=900, what="400 peers to connect and leave")
+        report = report_of(out)
+        assert report["failed_count"] == 0, report  # every dial of 400 got in
+        assert report["misbehaved"] >= 100, report
+        status = p2p(target)
+        assert status["banned_peers"] >= 100, status
+        assert status["running"] and status["error"] is None, status
+        # 30 held connections are over the high watermark (16): trimmed to the low one (8)
+        wait_until(lambda: p2p(target)["connected_peers"] <= 8, timeout=120, what="trimming")
+        churn.terminate()
+        churn.wait(timeout=60)
+        # an honest peer connects and receives a new fact
+        late = start(tmp_path / "late", bootstrap=target)
+        wait_until(lambda: p2p(late)["connected_peers"] >= 1, what="the honest peer to connect")
+        cid = add(target, "An honest peer still gets in after four hundred came and went.")
+        wait_until(lambda: has(late, cid), what="the fact to reach the honest peer")
+        assert "libp2p thread failed" not in target.log()
+    finally:
+        if churn.poll() is None:
+            churn.kill()
+        for node in (target, late):
+            if node is not None:
+                node.stop()
+
+
+def test_a_sybil_flood_from_one_address_is_refused_unread_and_honest_gossip_flows(
+    tmp_path: Path,
+) -> None:
+    target = start(tmp_path / "target")
+    neighbour = start(tmp_path / "neighbour", bootstrap=target)
+    flood: subprocess.Popen[str] | None = None
+    try:
+        wait_until(lambda: p2p(target)["connected_peers"] >= 1, what="the neighbour to connect")
+        first = add(neighbour, "The neighbour was useful before the flood began.")
+        wait_until(lambda: has(target, first), what="the neighbour's first fact")
+        before = p2p(target)
+        out = tmp_path / "flood.json"
+        flood = attackers("flood", target, out, "--ids", "100", "--messages", "20")
+        honest: list[str] = []
+        while flood.poll() is None and len(honest) < 40:
+            honest.append(add(neighbour, f"Honest fact number {len(honest)} during a flood."))
+        assert flood.wait(timeout=900) == 0
+        report = report_of(out)
+        wait_until(
+            lambda: all(has(target, cid) for cid in honest), what="honest facts during the flood"
+        )
+        after = p2p(target)
+        rejected = after["messages_rejected"] - before["messages_rejected"]
+        refused = after["messages_refused"] - before["messages_refused"]
+        sent = report["messages_sent"]
+        assert sent >= 1000, report
+        # once the address is penalised (50 offences), the rest is refused before decoding,
+        # dropped by the score gate before its signature is checked, or never read at all
+        # (the sender is banned after five refusals and disconnected)
+        assert rejected <= 120, (rejected, refused, report)
+        assert refused >= 100, (rejected, refused, report)
+        # none of the flood's envelopes got a fact in (each held one bad signature)
+        assert after["signed_facts"] == before["signed_facts"] + len(honest)
+        peers = httpx.get(f"{target.url}/v1/peers", timeout=30).json()["peers"]
+        mine = [p for p in peers if p["peer_id"] == p2p(neighbour)["peer_id"]]
+        assert mine and mine[0]["trusted"] and not mine[0]["banned"], mine
+        assert any(p["banned"] for p in peers)
+    finally:
+        if flood is not None and flood.poll() is None:
+            flood.kill()
+        target.stop()
+        neighbour.stop()

@@ -1,0 +1,272 @@
+"""Hostile libp2p peers in bulk, for tests and scripts/bench_p2p_abuse.py: bare py-libp2p hosts,
+each with a fresh identity, run in their own process against one node.
+
+    python -m tests.p2p_attacks churn ADDRESS OUT.json [--peers N] [--banned B] [--hold H]
+    python -m tests.p2p_attacks flood ADDRESS OUT.json [--ids N] [--messages M]
+
+``churn``: N peers connect one after another (``--concurrent`` at a time) and leave; B of them
+first misbehave (five malformed sync requests each, enough for a ban); then H more connect
+and stay connected until the process is stopped (the node should trim them). OUT.json gets
+the dial outcomes, in order, and is written before holding.
+
+``flood``: N fresh ids each connect, open ``/meshsub/1.1.0`` and publish M correctly signed
+pubsub messages whose envelope holds 63 valid facts and one with a bad signature, the most
+expensive invalid message the protocol allows; then leave. OUT.json gets the counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+#: py-libp2p's pubsub signing prefix (the spec's "libp2p-pubsub:").
+PUBSUB_PREFIX = b"libp2p-pubsub:"
+FACTS_TOPIC = "/knowhub/facts/1"
+
+
+@asynccontextmanager
+async def bare_host(listen: bool = True) -> AsyncIterator[Any]:
+    """A py-libp2p host with a fresh Ed25519 identity, Noise and Yamux, nothing else."""
+    import multiaddr
+    from libp2p import new_host
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    key_pair = create_new_key_pair()
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)},
+        muxer_opt={YAMUX_ID: Yamux},  # type: ignore[dict-item]
+    )
+    addresses = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")] if listen else []
+    async with host.run(addresses):
+        yield host
+
+
+def innermost(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def frame(data: bytes) -> bytes:
+    from p2p.wire import encode_varint
+
+    return encode_varint(len(data)) + data
+
+
+async def misbehave(host: Any, peer: Any, times: int = 5) -> int:
+    """Send ``times`` malformed sync requests (each an offence); the answers that came back."""
+    import dag_cbor
+    import trio
+    from libp2p.custom_types import TProtocol
+
+    answered = 0
+    for _ in range(times):
+        try:
+            with trio.fail_after(30):
+                stream = await host.new_stream(peer, [TProtocol("/knowhub/sync/1.0.0")])
+                await stream.write(frame(dag_cbor.encode({"t": "bogus"})))
+                answered += bool(await stream.read(1))
+                await stream.close()
+        except Exception:  # refused or reset; once we are banned, the node hangs up
+            if peer not in host.get_connected_peers():
+                break
+    return answered
+
+
+async def churn(target: str, peers: int, banned: int, concurrent: int, hold: int) -> dict[str, Any]:
+    import multiaddr
+    import trio
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    info = info_from_p2p_addr(multiaddr.Multiaddr(target))
+    outcomes: list[str] = [""] * peers
+    limit = trio.Semaphore(concurrent)
+
+    async def one(i: int) -> None:
+        async with limit:
+            try:
+                async with bare_host(listen=False) as host:
+                    with trio.fail_after(30):
+                        await host.connect(info)
+                    if i % max(1, peers // max(1, banned)) == 0 and banned:
+                        await misbehave(host, info.peer_id)
+                        outcomes[i] = "banned"
+                    else:
+                        await trio.sleep(0.05)
+                        outcomes[i] = "ok"
+                    with trio.move_on_after(10):  # leave: py-libp2p keeps sockets otherwise
+                        await host.disconnect(info.peer_id)
+            except Exception as exc:
+                outcomes[i] = f"failed: {innermost(exc)}"[:300]
+
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for i in range(peers):
+            nursery.start_soon(one, i)
+    report = {
+        "peers": peers,
+        "ok": outcomes.count("ok"),
+        "misbehaved": outcomes.count("banned"),
+        "failed": [o for o in outcomes if o.startswith("failed")][:20],
+        "failed_count": sum(o.startswith("failed") for o in outcomes),
+        "last_failed_index": max(
+            (i for i, o in enumerate(outcomes) if o.startswith("failed")), default=None
+        ),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    return report
+
+
+async def hold_open(target: str, count: int, out: Path, report: dict[str, Any]) -> None:
+    """Connect ``count`` more peers at once and keep them connected until the process is
+    stopped; OUT.json is written once all of them have tried."""
+    import multiaddr
+    import trio
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    info = info_from_p2p_addr(multiaddr.Multiaddr(target))
+    connected = tried = 0
+    all_tried = trio.Event()
+
+    async def one() -> None:
+        nonlocal connected, tried
+        try:
+            async with bare_host(listen=False) as host:
+                with trio.fail_after(30):
+                    await host.connect(info)
+                connected += 1
+                tried += 1
+                if tried == count:
+                    all_tried.set()
+                await trio.sleep_forever()
+        except Exception:
+            tried += 1
+            if tried == count:
+                all_tried.set()
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(count):
+            nursery.start_soon(one)
+        await all_tried.wait()
+        report["held"] = connected
+        await trio.Path(out).write_text(json.dumps(report))
+        await trio.sleep_forever()
+
+
+def flood_envelope() -> bytes:
+    """63 validly signed facts and a 64th whose signature is another fact's."""
+    from node.facts import make_fact
+    from node.signing import SigningKey
+    from p2p.wire import SignedRecord, encode_envelope
+
+    key = SigningKey.generate()
+    records = []
+    for i in range(64):
+        fact = make_fact(f"Flood fact {i} from {os.getpid()} at {time.time()}.", None, key.address)
+        records.append(SignedRecord(fact.block, bytes.fromhex(key.sign_cid(fact.cid)[2:])))
+    records[-1] = SignedRecord(records[-1].block, records[0].signature)
+    return encode_envelope(records)
+
+
+def signed_rpc(key_pair: Any, peer_id: Any, data: bytes, seqno: int, subscribe: bool) -> bytes:
+    from libp2p.pubsub.pb import rpc_pb2
+
+    message = rpc_pb2.Message(
+        from_id=peer_id.to_bytes(),
+        data=data,
+        seqno=seqno.to_bytes(8, "big"),
+        topicIDs=[FACTS_TOPIC],
+    )
+    signature = key_pair.private_key.sign(PUBSUB_PREFIX + message.SerializeToString())
+    message.key = key_pair.public_key.serialize()
+    message.signature = signature
+    rpc = rpc_pb2.RPC(publish=[message])
+    if subscribe:
+        rpc.subscriptions.append(rpc_pb2.RPC.SubOpts(subscribe=True, topicid=FACTS_TOPIC))
+    return frame(rpc.SerializeToString())
+
+
+async def flood(target: str, ids: int, messages: int, concurrent: int) -> dict[str, Any]:
+    import multiaddr
+    import trio
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    info = info_from_p2p_addr(multiaddr.Multiaddr(target))
+    envelope = flood_envelope()
+    sent = 0
+    failed = 0
+    limit = trio.Semaphore(concurrent)
+
+    async def one() -> None:
+        nonlocal sent, failed
+        async with limit:
+            try:
+                async with bare_host(listen=False) as host:
+                    key_pair = create_new_key_pair()  # the messages' author: another fresh id
+                    author = ID.from_pubkey(key_pair.public_key)
+                    with trio.fail_after(60):
+                        await host.connect(info)
+                        stream = await host.new_stream(info.peer_id, [TProtocol("/meshsub/1.1.0")])
+                        for n in range(messages):
+                            await stream.write(signed_rpc(key_pair, author, envelope, n, n == 0))
+                            sent += 1
+                        await trio.sleep(0.2)
+                        await stream.close()
+            except Exception:  # refused, reset or disconnected: that is the node's right
+                failed += 1
+
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        for _ in range(ids):
+            nursery.start_soon(one)
+    return {
+        "ids": ids,
+        "messages_sent": sent,
+        "ids_failed": failed,
+        "envelope_bytes": len(envelope),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def main(argv: list[str]) -> None:
+    import trio
+
+    parser = argparse.ArgumentParser(prog="python -m tests.p2p_attacks")
+    parser.add_argument("kind", choices=["churn", "flood"])
+    parser.add_argument("address")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--peers", type=int, default=400)
+    parser.add_argument("--banned", type=int, default=120)
+    parser.add_argument("--hold", type=int, default=0)
+    parser.add_argument("--concurrent", type=int, default=8)
+    parser.add_argument("--ids", type=int, default=500)
+    parser.add_argument("--messages", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.kind == "churn":
+        report = trio.run(churn, args.address, args.peers, args.banned, args.concurrent, args.hold)
+        if args.hold:
+            trio.run(hold_open, args.address, args.hold, args.out, report)
+        args.out.write_text(json.dumps(report))
+    else:
+        result = trio.run(flood, args.address, args.ids, args.messages, args.concurrent)
+        args.out.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
