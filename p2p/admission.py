@@ -16,10 +16,10 @@ What. ``install`` changes one swarm instance, no library code:
 
 * ``_do_handle_inbound_connection`` is replaced by one that asks ``Admission.admit`` with the
   remote IP first (a per-address cap and a hard cap on inbound connections, both counted from
-  accept, handshakes included), upgrades the connection the library's way
-  (``upgrade_inbound_raw_conn``: security, muxer, ``add_conn``), then waits for **that**
-  connection to close, so the limiter token and the address's count come back when the peer
-  leaves or is disconnected;
+  accept, handshakes included, and a rate for penalised addresses), upgrades the connection
+  the library's way (``upgrade_inbound_raw_conn``: security, muxer, ``add_conn``), then waits
+  for **that** connection to close, so the limiter token and the address's count come back when
+  the peer leaves or is disconnected;
 * ``dial_peer`` asks ``may_dial(peer)`` first (``p2p.peers``: only trusted peers, not banned,
   with backoff) and reports each outcome to ``dialled``. Peers already connected are not
   dialled, so nothing changes for them.
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,24 +65,56 @@ class ConnectionLimits:
     max_connections: int = 256
     #: Inbound connections from one IP address at once (accepted, in handshake or open).
     max_per_ip: int = 64
+    #: New inbound connections per second (and burst) from an address penalised for offences
+    #: (``p2p.peers``): each costs ~10-30 ms of CPU in handshakes, so a Sybil swarm on one
+    #: address is throttled at accept, before any handshake.
+    penalised_rate: float = 1.0
+    penalised_burst: int = 4
 
 
 class Admission:
-    """Counts inbound connections per address and in all; refuses beyond the limits."""
+    """Counts inbound connections per address and in all; refuses beyond the limits, and
+    throttles new connections from penalised addresses (a token bucket per address)."""
 
-    def __init__(self, limits: ConnectionLimits) -> None:
+    def __init__(
+        self,
+        limits: ConnectionLimits,
+        penalised: Callable[[str | None], bool] = lambda _: False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._limits = limits
+        self._penalised = penalised
+        self._clock = clock
         self._by_ip: Counter[str] = Counter()
+        self._buckets: dict[str, tuple[float, float]] = {}  # ip -> (tokens, at)
         self.open = 0
         self.refused = 0
 
     def admit(self, ip: str | None) -> bool:
         key = ip or "?"
-        if self.open >= self._limits.max_connections or self._by_ip[key] >= self._limits.max_per_ip:
+        limits = self._limits
+        if (
+            self.open >= limits.max_connections
+            or self._by_ip[key] >= limits.max_per_ip
+            or (self._penalised(ip) and not self._take_token(key))
+        ):
             self.refused += 1
             return False
         self.open += 1
         self._by_ip[key] += 1
+        return True
+
+    def _take_token(self, key: str) -> bool:
+        now = self._clock()
+        burst = float(self._limits.penalised_burst)
+        tokens, at = self._buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - at) * self._limits.penalised_rate)
+        if len(self._buckets) > 4096:  # addresses penalised long ago: full buckets anyway
+            self._buckets.clear()
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
         return True
 
     def release(self, ip: str | None) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,16 +61,18 @@ from p2p.guard import contain_pubsub_tasks, contain_streams, describe, supervise
 from p2p.identity import load_or_create_identity
 from p2p.inbox import Inbox
 from p2p.peers import PeerBook, PeerPolicy
+from p2p.publisher import Publisher
 from p2p.reconcile import ItemSet
-from p2p.scoring import GRAYLIST_THRESHOLD, score_params
+from p2p.scoring import score_params
 from p2p.sync import (
-    MAX_GET,
     SYNC_PROTOCOL,
     SyncServer,
     fetch_blocks_from,
     fetch_facts_from,
+    from_peers,
     sync_with,
 )
+from p2p.views import peer_statuses, score_bands
 from p2p.wire import (
     AnchorNotice,
     InvalidEnvelope,
@@ -80,7 +81,6 @@ from p2p.wire import (
     decode_anchor_notice,
     decode_envelope,
     encode_anchor_notice,
-    pack_envelopes,
 )
 
 log = logging.getLogger(__name__)
@@ -128,17 +128,14 @@ class Libp2pNetwork:
         self._peer_id = ""
         self._listen: list[str] = []
         self._book = PeerBook(config.peers)
-        self._admission = Admission(config.limits)
+        self._admission = Admission(config.limits, self._book.ip_penalised)
         self._inbox: Inbox[VerifiedFact] = Inbox(config.inbox_per_peer, config.inbox_total)
         self._gossip: GossipSub | None = None
         self._validated: dict[bytes, tuple[list[VerifiedFact], str]] = {}
-        self._outbound: deque[SignedRecord] = deque()
-        self._notices: deque[bytes] = deque()
+        self._publisher = Publisher(FACTS_TOPIC, ANCHORS_TOPIC, config.publish_interval)
         self._stop: trio.Event | None = None
-        self._wake_publisher: trio.Event | None = None
         self._sync_now: trio.MemorySendChannel[ID] | None = None
         self._to_disconnect: set[ID] = set()
-        self.published = 0
         self.received = 0
         self.rejected = 0
         self.refused = 0
@@ -164,7 +161,7 @@ class Libp2pNetwork:
     def publish(self, records: Sequence[tuple[bytes, str]]) -> None:
         signed = [SignedRecord(block, bytes.fromhex(sig[2:])) for block, sig in records]
         if signed:
-            self._trio.call_soon(self._enqueue, signed)
+            self._trio.call_soon(self._publisher.put_records, signed)
 
     def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None:
         notice = AnchorNotice(
@@ -175,51 +172,10 @@ class Libp2pNetwork:
             tx_hash=bytes.fromhex(event.tx_hash[2:]),
             block_number=event.block_number,
         )
-        self._trio.call_soon(self._queue_notice, encode_anchor_notice(notice))
-
-    def _queue_notice(self, data: bytes) -> None:
-        self._notices.append(data)
-        if self._wake_publisher is not None:
-            self._wake_publisher.set()
+        self._trio.call_soon(self._publisher.put_notice, encode_anchor_notice(notice))
 
     def peers(self) -> list[PeerStatus]:
-        host = self._host
-        out = []
-        connected = {str(p) for p in host.get_connected_peers()} if host is not None else set()
-        book = self._book
-        for peer_id, peer in book:
-            if peer_id not in connected and not peer.facts_received and not peer.rejected:
-                continue
-            addrs: list[str] = []
-            if host is not None:
-                try:
-                    addrs = [str(a) for a in host.get_peerstore().addrs(ID.from_base58(peer_id))]
-                except Exception:
-                    addrs = []
-            out.append(
-                PeerStatus(
-                    peer_id=peer_id,
-                    addresses=addrs,
-                    connected_since=peer.connected_since if peer_id in connected else None,
-                    facts_received=peer.facts_received,
-                    rejected_messages=peer.rejected,
-                    recent_offences=book.recent_offences(peer_id),
-                    banned=book.is_banned(peer_id),
-                    trusted=book.is_trusted(peer_id),
-                    score=self._score(peer_id),
-                )
-            )
-        return out
-
-    def _score(self, peer_id: str) -> float | None:
-        """The peer's gossipsub score (``p2p.scoring``), None without a running router."""
-        gossip = self._gossip
-        if gossip is None or gossip.scorer is None:
-            return None
-        try:
-            return round(gossip.scorer.score(ID.from_base58(peer_id), [FACTS_TOPIC]), 3)
-        except Exception:  # a record of an odd id, or the scorer mid-update: no score to show
-            return None
+        return peer_statuses(self._host, self._book, self._gossip, FACTS_TOPIC)
 
     def down(self) -> str | None:
         """Why the network layer is not running now, or None when it is."""
@@ -235,7 +191,7 @@ class Libp2pNetwork:
             peer_id=self._peer_id,
             listen_addresses=list(self._listen),
             connected_peers=len(host.get_connected_peers()) if host is not None else 0,
-            facts_published=self.published,
+            facts_published=self._publisher.published,
             facts_received=self.received,
             messages_rejected=self.rejected,
             messages_accepted=self.accepted,
@@ -248,27 +204,11 @@ class Libp2pNetwork:
             connections_refused=self._admission.refused,
             inbox_dropped=self._inbox.dropped,
             banned_peers=sum(1 for peer, _ in self._book if self._book.is_banned(peer)),
-            score_bands=self._score_bands(),
+            score_bands=score_bands(self._host, self._book, self._gossip, FACTS_TOPIC),
             running=host is not None and down is None,
             error=down if down is not None else (None if host is not None else "not running"),
             bootstrap_peers=self._bootstrap_peers(),
         )
-
-    def _score_bands(self) -> dict[str, int]:
-        host = self._host
-        bands = {"trusted": 0, "positive": 0, "negative": 0, "graylisted": 0}
-        for peer in host.get_connected_peers() if host is not None else []:
-            key = str(peer)
-            score = self._score(key)
-            if self._book.is_trusted(key):
-                bands["trusted"] += 1
-            elif score is None or score >= 0:
-                bands["positive"] += 1
-            elif score >= GRAYLIST_THRESHOLD:
-                bands["negative"] += 1
-            else:
-                bands["graylisted"] += 1
-        return bands
 
     def _bootstrap_peers(self) -> int:
         """Configured bootstrap peers other than this node (cluster lists name it too)."""
@@ -314,33 +254,7 @@ class Libp2pNetwork:
         return [(f.fact, f.signature) for f in found]
 
     async def _from_peers(self, fetch: Any, cids: list[str], kind: type) -> Any:
-        """Ask connected peers in turn for what is still missing, MAX_GET at a time; a peer is
-        asked again while its answers bring something (an answer holds one frame at most)."""
-        host = self._live_host()
-        got: Any = kind()
-        missing = list(cids)
-
-        def have() -> set[str]:
-            return set(got) if isinstance(got, dict) else {f.fact.cid for f in got}
-
-        for peer in host.get_connected_peers():
-            while missing:
-                before = len(got)
-                for start in range(0, len(missing), MAX_GET):
-                    try:
-                        with trio.fail_after(60):
-                            result = await fetch(host, peer, missing[start : start + MAX_GET])
-                    except Exception as exc:
-                        log.info("fetch from %s failed: %r", peer, exc)
-                        break
-                    if isinstance(got, dict):
-                        got.update(result)
-                    else:
-                        got.extend(result)
-                missing = [c for c in missing if c not in have()]
-                if len(got) == before:
-                    break
-        return got
+        return await from_peers(self._live_host(), fetch, cids, kind)
 
     async def disconnect(self, peer_id: str, block_seconds: float) -> None:
         try:
@@ -435,7 +349,6 @@ class Libp2pNetwork:
         )
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         assert self._stop is not None and self._sink is not None
-        self._wake_publisher = trio.Event()
         send, receive = trio.open_memory_channel[ID](256)
         server = SyncServer(self._sink, self._trio, self._fault, self._refuses)
         try:
@@ -464,7 +377,7 @@ class Libp2pNetwork:
                 nursery.start_soon(self._read_gossip, subscription)
                 nursery.start_soon(self._ingest)
                 nursery.start_soon(self._read_notices, notices)
-                nursery.start_soon(self._publisher)
+                nursery.start_soon(self._publisher.run, pubsub)
                 nursery.start_soon(self._syncer, receive)
                 nursery.start_soon(self._periodic_sync)
                 nursery.start_soon(upkeep.hang_up_refused, host, book, self._to_disconnect)
@@ -487,6 +400,8 @@ class Libp2pNetwork:
         if self._book.is_banned(key):
             self._to_disconnect.add(peer)
             return
+        if self._book.refuses(key):
+            return  # untrusted on a penalised address: served, but nothing is asked of it
         if self._sync_now is not None:
             with contextlib.suppress(trio.WouldBlock):
                 self._sync_now.send_nowait(peer)
@@ -499,7 +414,7 @@ class Libp2pNetwork:
         key = str(peer)
         if self._book.refuses(key):
             self.refused += 1
-            if self._book.is_banned(key) or self._book.offence(key, against_address=False):
+            if self._book.is_banned(key):
                 self._to_disconnect.add(peer)
             return True
         return False
@@ -607,34 +522,11 @@ class Libp2pNetwork:
         self.received += len(facts)
         return created
 
-    def _enqueue(self, records: list[SignedRecord]) -> None:
-        self._outbound.extend(records)
-        if self._wake_publisher is not None:
-            self._wake_publisher.set()
-
-    async def _publisher(self) -> None:
-        assert self._pubsub is not None and self._wake_publisher is not None
-        while True:
-            await self._wake_publisher.wait()
-            self._wake_publisher = trio.Event()
-            while self._notices:
-                try:
-                    await self._pubsub.publish(ANCHORS_TOPIC, self._notices.popleft())
-                except Exception:
-                    log.warning("publishing an anchor notice failed", exc_info=True)
-            while self._outbound:
-                records = [self._outbound.popleft() for _ in range(min(len(self._outbound), 64))]
-                for envelope in pack_envelopes(records):
-                    try:
-                        await self._pubsub.publish(FACTS_TOPIC, envelope)
-                    except Exception:
-                        log.warning("publishing an envelope failed", exc_info=True)
-                    await trio.sleep(self._config.publish_interval)
-                self.published += len(records)
-
     async def _syncer(self, requests: trio.MemoryReceiveChannel[ID]) -> None:
         assert self._host is not None and self._sink is not None
         async for peer in requests:
+            if peer not in self._host.get_connected_peers() or self._book.refuses(str(peer)):
+                continue  # gone meanwhile (a dial would be refused anyway), or refused
             try:
                 with trio.fail_after(120):
                     fetched = await sync_with(self._host, peer, self._sink, self.deliver)

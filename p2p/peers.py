@@ -10,12 +10,12 @@ libp2p's events and asks it before dialling, validating and answering. Rules:
 * Offences also count against the peer's **IP address**: once peers on one address have
   committed ``ip_offence_limit`` offences within the window, the address is **penalised** and
   every peer on it that is not trusted is refused at the cheapest point (its gossip dropped
-  before decoding, its sync requests refused); each refusal is an offence of that peer (so it
-  is banned soon) but not of the address (so the penalty ages out once the abuse stops). A
-  fresh peer id costs an attacker nothing; an address does. Trusted peers on the address are
-  not affected, and untrusted ones still
-  connect and receive gossip (a NAT may hide honest peers behind a Sybil's address); what they
-  send is read again once the address's offences have aged out of the window.
+  before decoding, its sync requests refused, no offence) and new connections from it are
+  throttled at accept (``p2p.admission``). A fresh peer id costs an attacker nothing; an address
+  does. Trusted peers on the address are not affected, and untrusted ones that get in still
+  receive gossip (a NAT may hide honest peers behind a Sybil's address); what they send is read
+  again once the address's offences have aged out of the window (refusals are no offences, so
+  they are not banned for it).
 * A peer is **trusted** when it is protected (a bootstrap peer, one the operator connected) or
   **useful**: it delivered a fact this node accepted within ``useful_seconds``.
 * Only trusted peers are (re)dialled, and not while banned: after a failed dial the next waits
@@ -121,15 +121,13 @@ class PeerBook:
         if facts:
             record.last_useful = self._clock()
 
-    def offence(self, peer: str, against_address: bool = True) -> bool:
-        """Count an offence against the peer (and its address unless told not to: a message
-        refused unread because the address is penalised does not feed that penalty); True
-        when it bans the peer now."""
+    def offence(self, peer: str) -> bool:
+        """Count an offence against the peer and its address; True when it bans the peer now."""
         now = self._clock()
         record = self.get(peer)
         record.rejected += 1
         _push(record.offences, now, self.policy.offence_window)
-        if against_address and record.ip is not None:
+        if record.ip is not None:
             _push(self._ip_offences.setdefault(record.ip, deque()), now, self.policy.offence_window)
         if len(record.offences) >= self.policy.offence_limit and not self.is_banned(peer):
             record.banned_until = now + self.policy.ban_seconds

@@ -366,3 +366,33 @@ def _verified(response: dict[str, Any], wanted: set[bytes]) -> list[VerifiedFact
             raise SyncError(f"peer sent {fact.fact.cid}, which was not asked for")
         out.append(fact)
     return out
+
+
+async def from_peers(host: IHost, fetch: Any, cids: list[str], kind: type) -> Any:
+    """Ask connected peers in turn for what is still missing, MAX_GET at a time, with ``fetch``
+    (``fetch_blocks_from`` into a dict, or ``fetch_facts_from`` into a list); a peer is asked
+    again while its answers bring something (an answer holds one frame at most)."""
+    got: Any = kind()
+    missing = list(cids)
+
+    def have() -> set[str]:
+        return set(got) if isinstance(got, dict) else {f.fact.cid for f in got}
+
+    for peer in host.get_connected_peers():
+        while missing:
+            before = len(got)
+            for start in range(0, len(missing), MAX_GET):
+                try:
+                    with trio.fail_after(60):
+                        result = await fetch(host, peer, missing[start : start + MAX_GET])
+                except Exception as exc:  # gone, refused, or a bad answer: ask the next peer
+                    log.info("fetch from %s failed: %r", peer, exc)
+                    break
+                if isinstance(got, dict):
+                    got.update(result)
+                else:
+                    got.extend(result)
+            missing = [c for c in missing if c not in have()]
+            if len(got) == before:
+                break
+    return got

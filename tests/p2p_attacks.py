@@ -3,15 +3,20 @@ each with a fresh identity, run in their own process against one node.
 
     python -m tests.p2p_attacks churn ADDRESS OUT.json [--peers N] [--banned B] [--hold H]
     python -m tests.p2p_attacks flood ADDRESS OUT.json [--ids N] [--messages M]
+    python -m tests.p2p_attacks recon ADDRESS OUT.json [--streams S]
 
-``churn``: N peers connect one after another (``--concurrent`` at a time) and leave; B of them
-first misbehave (five malformed sync requests each, enough for a ban); then H more connect
-and stay connected until the process is stopped (the node should trim them). OUT.json gets
-the dial outcomes, in order, and is written before holding.
+``churn``: N peers connect one after another (``--concurrent`` at a time) and leave; the last B
+of them first misbehave (five malformed sync requests each, enough for a ban); then H more
+connect at once and stay connected until the process is stopped (the node should trim them).
+OUT.json gets the dial outcomes, and is written before holding.
 
 ``flood``: N fresh ids each connect, open ``/meshsub/1.1.0`` and publish M correctly signed
 pubsub messages whose envelope holds 63 valid facts and one with a bad signature, the most
 expensive invalid message the protocol allows; then leave. OUT.json gets the counts.
+
+``recon``: one peer opens S sync streams at once on one connection and sends on each the
+amplification request of issue 15 (32,768 copies of ``[b"", null, <wrong fingerprint>]``,
+655 KB); OUT.json gets, per stream, the request and answer sizes and the answer's type.
 """
 
 from __future__ import annotations
@@ -101,7 +106,7 @@ async def churn(target: str, peers: int, banned: int, concurrent: int, hold: int
                 async with bare_host(listen=False) as host:
                     with trio.fail_after(30):
                         await host.connect(info)
-                    if i % max(1, peers // max(1, banned)) == 0 and banned:
+                    if i >= peers - banned:
                         await misbehave(host, info.peer_id)
                         outcomes[i] = "banned"
                     else:
@@ -122,6 +127,9 @@ async def churn(target: str, peers: int, banned: int, concurrent: int, hold: int
         "misbehaved": outcomes.count("banned"),
         "failed": [o for o in outcomes if o.startswith("failed")][:20],
         "failed_count": sum(o.startswith("failed") for o in outcomes),
+        "failed_before_misbehaving": sum(
+            o.startswith("failed") for o in outcomes[: peers - banned]
+        ),
         "last_failed_index": max(
             (i for i, o in enumerate(outcomes) if o.startswith("failed")), default=None
         ),
@@ -244,11 +252,73 @@ async def flood(target: str, ids: int, messages: int, concurrent: int) -> dict[s
     }
 
 
+FRAME_LIMIT = 4 * 1024 * 1024
+
+
+async def read_answer(stream: Any) -> tuple[int, str]:
+    """Read one varint-framed answer: its size and its type (``t``), or a note on why not."""
+    import dag_cbor
+
+    size = shift = 0
+    while True:
+        byte = (await stream.read(1))[0]
+        size |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    if size > FRAME_LIMIT:
+        return size, "over the frame limit"
+    body = b""
+    while len(body) < size:
+        chunk = await stream.read(size - len(body))
+        if not chunk:
+            return size, "stream closed mid-answer"
+        body += chunk
+    decoded: Any = dag_cbor.decode(body)
+    return size, str(decoded["t"])
+
+
+async def recon(target: str, streams: int) -> list[dict[str, Any]]:
+    import dag_cbor
+    import multiaddr
+    import trio
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    info = info_from_p2p_addr(multiaddr.Multiaddr(target))
+    request = dag_cbor.encode({"t": "recon", "ranges": [[b"", None, b"\x00" * 16]] * 32768})
+    reports: list[dict[str, Any]] = []
+
+    async def one(host: Any) -> None:
+        report: dict[str, Any] = {"request_bytes": len(request)}
+        try:
+            stream = await host.new_stream(info.peer_id, [TProtocol("/knowhub/sync/1.0.0")])
+            await stream.write(frame(request))
+            with trio.fail_after(120):
+                report["answer_bytes"], report["answer_type"] = await read_answer(stream)
+                try:
+                    report["closed_after_answer"] = await stream.read(1) == b""
+                except Exception:  # reset: closed too
+                    report["closed_after_answer"] = True
+        except Exception as exc:  # refused or reset before an answer: no amplification
+            report["answer_bytes"], report["answer_type"] = 0, innermost(exc)[:200]
+        reports.append(report)
+
+    async with bare_host() as host:
+        await host.connect(info)
+        async with trio.open_nursery() as nursery:
+            for _ in range(streams):
+                nursery.start_soon(one, host)
+        with trio.move_on_after(10):
+            await host.disconnect(info.peer_id)
+    return reports
+
+
 def main(argv: list[str]) -> None:
     import trio
 
     parser = argparse.ArgumentParser(prog="python -m tests.p2p_attacks")
-    parser.add_argument("kind", choices=["churn", "flood"])
+    parser.add_argument("kind", choices=["churn", "flood", "recon"])
     parser.add_argument("address")
     parser.add_argument("out", type=Path)
     parser.add_argument("--peers", type=int, default=400)
@@ -257,12 +327,15 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--concurrent", type=int, default=8)
     parser.add_argument("--ids", type=int, default=500)
     parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--streams", type=int, default=8)
     args = parser.parse_args(argv)
     if args.kind == "churn":
         report = trio.run(churn, args.address, args.peers, args.banned, args.concurrent, args.hold)
         if args.hold:
             trio.run(hold_open, args.address, args.hold, args.out, report)
         args.out.write_text(json.dumps(report))
+    elif args.kind == "recon":
+        args.out.write_text(json.dumps(trio.run(recon, args.address, args.streams)))
     else:
         result = trio.run(flood, args.address, args.ids, args.messages, args.concurrent)
         args.out.write_text(json.dumps(result))

@@ -44,20 +44,27 @@ def test_churned_and_banned_peers_give_their_slots_back_and_extra_ones_are_trimm
     target = NodeProcess(tmp_path / "target", env={**NO_CHAIN, **LIMITS}).start()
     late: NodeProcess | None = None
     out = tmp_path / "churn.json"
-    churn = attackers("churn", target, out, "--peers", "400", "--banned", "120", "--hold", "30")
+    churn = attackers("churn", target, out, "--peers", "280", "--banned", "0", "--hold", "30")
     try:
-        wait_until(out.exists, timeout=900, what="400 peers to connect and leave")
+        wait_until(out.exists, timeout=900, what="280 peers to connect and leave")
         report = report_of(out)
-        assert report["failed_count"] == 0, report  # every dial of 400 got in
-        assert report["misbehaved"] >= 100, report
-        status = p2p(target)
-        assert status["banned_peers"] >= 100, status
-        assert status["running"] and status["error"] is None, status
+        assert report["failed_count"] == 0, report  # every one of 280 got in, at a cap of 64
         # 30 held connections are over the high watermark (16): trimmed to the low one (8)
         wait_until(lambda: p2p(target)["connected_peers"] <= 8, timeout=120, what="trimming")
         churn.terminate()
         churn.wait(timeout=60)
-        # an honest peer connects and receives a new fact
+        # 120 more misbehave: banned, until their address is penalised and throttled at accept
+        out = tmp_path / "banned.json"
+        churn = attackers("churn", target, out, "--peers", "120", "--banned", "120")
+        assert churn.wait(timeout=900) == 0
+        report = report_of(out)
+        status = p2p(target)
+        # five offences ban a peer; 50 from one address penalise it (the eight attackers at a
+        # time interleave, so fewer than ten are banned by then)
+        assert status["banned_peers"] >= 5 and status["messages_rejected"] >= 50, status
+        assert status["connections_refused"] > 0, status  # ... which is then throttled
+        assert status["running"] and status["error"] is None, status
+        # an honest peer on the same address connects and receives a new fact
         late = start(tmp_path / "late", bootstrap=target)
         wait_until(lambda: p2p(late)["connected_peers"] >= 1, what="the honest peer to connect")
         cid = add(target, "An honest peer still gets in after four hundred came and went.")
@@ -95,13 +102,14 @@ def test_a_sybil_flood_from_one_address_is_refused_unread_and_honest_gossip_flow
         after = p2p(target)
         rejected = after["messages_rejected"] - before["messages_rejected"]
         refused = after["messages_refused"] - before["messages_refused"]
-        sent = report["messages_sent"]
-        assert sent >= 1000, report
-        # once the address is penalised (50 offences), the rest is refused before decoding,
-        # dropped by the score gate before its signature is checked, or never read at all
-        # (the sender is banned after five refusals and disconnected)
+        # once the address is penalised (50 offences), what its untrusted peers send is refused
+        # before decoding (or dropped by the score gate before its signature is checked, or
+        # never read: a peer is banned after five refusals), and new connections from it are
+        # throttled at accept
         assert rejected <= 120, (rejected, refused, report)
-        assert refused >= 100, (rejected, refused, report)
+        assert refused >= 20, (rejected, refused, report)
+        assert report["ids_failed"] > 0, report
+        assert after["connections_refused"] > before["connections_refused"], after
         # none of the flood's envelopes got a fact in (each held one bad signature)
         assert after["signed_facts"] == before["signed_facts"] + len(honest)
         peers = httpx.get(f"{target.url}/v1/peers", timeout=30).json()["peers"]

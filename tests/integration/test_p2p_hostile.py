@@ -324,11 +324,11 @@ async def recon_attack(target: str) -> dict[str, Any]:
 
 async def restart_scenario(work: Path) -> dict[str, Any]:
     """Two networks on fake nodes; the first one's publisher fails once (see the test)."""
-    from p2p import host
+    from p2p import wire
     from p2p.host import Libp2pNetwork, P2PConfig
     from p2p.wire import pack_envelopes
 
-    host_module: Any = host  # the publisher's pack_envelopes is replaced for a moment
+    wire_module: Any = wire  # the publisher's pack_envelopes is replaced for a moment
     key = SigningKey.generate()
     first, second = signed("Known before the failure.", key), signed("Sent after it.", key)
 
@@ -344,10 +344,10 @@ async def restart_scenario(work: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"listen_before": listening}
     try:
         await wait_for(lambda: a.status().connected_peers == 1, "b to connect")
-        host_module.pack_envelopes = failing
+        wire_module.pack_envelopes = failing
         a.publish([(first[0].block, first[1])])  # the publisher raises: the layer fails
         await wait_for(lambda: a.down() is not None, "the failure")
-        host_module.pack_envelopes = pack_envelopes
+        wire_module.pack_envelopes = pack_envelopes
         down = a.status()
         report |= {
             "down_running": down.running,
@@ -365,7 +365,7 @@ async def restart_scenario(work: Path) -> dict[str, Any]:
         await wait_for(lambda: b_node.fact_count() == 2, "both facts at b")
         report["facts_at_peer"] = b_node.fact_count()
     finally:
-        host_module.pack_envelopes = pack_envelopes
+        wire_module.pack_envelopes = pack_envelopes
         await b.close()
         await a.close()
     return report

@@ -138,3 +138,21 @@ def test_admission_caps_each_address_and_the_total_and_gives_slots_back() -> Non
         admission.release("10.0.0.1")
     assert admission.per_ip("10.0.0.1") == 0 and admission.open == 2
     assert admission.admit("10.0.0.1") and admission.admit("10.0.0.4")
+
+
+def test_a_penalised_address_gets_new_connections_at_a_rate_only() -> None:
+    clock = Clock()
+    penalised = {"10.0.0.9"}
+    admission = Admission(
+        ConnectionLimits(penalised_rate=1.0, penalised_burst=2),
+        penalised=lambda ip: ip in penalised,
+        clock=clock,
+    )
+    assert admission.admit("10.0.0.9") and admission.admit("10.0.0.9")  # the burst
+    assert not admission.admit("10.0.0.9")
+    assert all(admission.admit("10.0.0.10") for _ in range(10))  # others are not throttled
+    clock.now += 1.0
+    assert admission.admit("10.0.0.9") and not admission.admit("10.0.0.9")
+    penalised.clear()  # the offences aged out
+    assert all(admission.admit("10.0.0.9") for _ in range(5))
+    assert admission.refused == 2
