@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--banned", type=int, default=300)
     parser.add_argument("--ids", type=int, default=500)
     parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--flood-only", action="store_true", help="skip recon and churn")
     args = parser.parse_args()
     queries = list(scifact_test_queries()[0].values())[: args.queries]
     result: dict[str, Any] = {"machine": machine(), "command": " ".join(sys.argv)}
@@ -125,72 +126,20 @@ def main() -> None:
             result["idle"] = idle
             print("idle", idle, flush=True)
 
-            out = work / "recon.json"
-            peak = [rss_mib(pid)]
-            proc = attackers("recon", address, out, "--streams", "8")
-            stop = threading.Event()
-
-            def watch() -> None:
-                while not stop.is_set():
-                    peak.append(rss_mib(pid))
-                    time.sleep(0.1)
-
-            watcher = threading.Thread(target=watch)
-            watcher.start()
-            during = query_p50(url, queries * 5, stop=_when_done(proc))
-            proc.wait(timeout=600)
-            stop.set()
-            watcher.join()
-            streams = json.loads(out.read_text())
-            ratio = max(s["answer_bytes"] / s["request_bytes"] for s in streams)
-            result["recon"] = {
-                "streams": len(streams),
-                "answers": sorted({s["answer_type"] for s in streams}),
-                "max_answer_bytes": max(s["answer_bytes"] for s in streams),
-                "max_answer_request_ratio": round(ratio, 4),
-                "query_p50_ms": during,
-                "query_p50_vs_idle": round(during / idle["query_p50_ms"], 2),
-                "rss_peak_delta_mib": round(max(peak) - idle["rss_mib"]),
-            }
-            print("recon", result["recon"], flush=True)
-
-            out = work / "churn.json"
-            clean = str(args.peers - args.banned)
-            proc = attackers(
-                "churn", address, out, "--peers", clean, "--banned", "0", "--hold", "100"
-            )
-            wait(out.exists, 3600, "the churn")
-            churn = json.loads(out.read_text())
-            held = p2p(url)["connected_peers"]
-            trimmed = wait(lambda: p2p(url)["connected_peers"] <= 32, 300, "trimming")
-            after_trim = p2p(url)["connected_peers"]
-            proc.terminate()
-            proc.wait(timeout=60)
-            out = work / "banned.json"
-            bad = str(args.banned)
-            attackers("churn", address, out, "--peers", bad, "--banned", bad).wait(timeout=3600)
-            banned = json.loads(out.read_text())
-            status = p2p(url)
+            if not args.flood_only:
+                result["recon"] = recon_phase(url, pid, address, queries, idle, work)
+                print("recon", result["recon"], flush=True)
+                churn = churn_phase(url, address, args, work)
             with running_node(work / "honest", KNOWHUB_BOOTSTRAP=address, **NO_CHAIN) as (h_url, _):
                 connect_s = wait(lambda: p2p(h_url)["connected_peers"] >= 1, 120, "honest connect")
                 cid = post(url, "A new fact after the churn, for the honest peer.")
                 arrival = wait(lambda: has(h_url, cid), 120, "the fact at the honest peer")
-                result["churn"] = {
-                    "peers": churn["peers"],
-                    "dial_failures": churn["failed_count"],
-                    "misbehaving_peers": banned["peers"],
-                    "misbehaving_got_in": banned["misbehaved"],
-                    "misbehaving_refused_at_accept": banned["failed_count"],
-                    "banned_peers": status["banned_peers"],
-                    "held_connections": churn.get("held"),
-                    "connections_when_held": held,
-                    "connections_after_trim": after_trim,
-                    "trim_seconds": round(trimmed, 1),
-                    "network_running": status["running"],
-                    "honest_connect_s": round(connect_s, 2),
-                    "honest_fact_arrival_s": round(arrival, 2),
-                }
-                print("churn", result["churn"], flush=True)
+                if not args.flood_only:
+                    result["churn"] = churn | {
+                        "honest_connect_s": round(connect_s, 2),
+                        "honest_fact_arrival_s": round(arrival, 2),
+                    }
+                    print("churn", result["churn"], flush=True)
 
                 first = post(h_url, "The honest peer contributes before the flood.")
                 wait(lambda: has(url, first), 120, "the honest peer's first fact")
@@ -204,6 +153,69 @@ def main() -> None:
     report("p2p_abuse", result)
 
 
+def recon_phase(
+    url: str, pid: int, address: str, queries: list[str], idle: dict[str, Any], work: Path
+) -> dict[str, Any]:
+    out = work / "recon.json"
+    peak = [rss_mib(pid)]
+    proc = attackers("recon", address, out, "--streams", "8")
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak.append(rss_mib(pid))
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    during = query_p50(url, queries * 5, stop=_when_done(proc))
+    proc.wait(timeout=600)
+    stop.set()
+    watcher.join()
+    streams = json.loads(out.read_text())
+    ratio = max(s["answer_bytes"] / s["request_bytes"] for s in streams)
+    return {
+        "streams": len(streams),
+        "answers": sorted({s["answer_type"] for s in streams}),
+        "max_answer_bytes": max(s["answer_bytes"] for s in streams),
+        "max_answer_request_ratio": round(ratio, 4),
+        "query_p50_ms": during,
+        "query_p50_vs_idle": round(during / idle["query_p50_ms"], 2),
+        "rss_peak_delta_mib": round(max(peak) - idle["rss_mib"]),
+    }
+
+
+def churn_phase(url: str, address: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    out = work / "churn.json"
+    clean = str(args.peers - args.banned)
+    proc = attackers("churn", address, out, "--peers", clean, "--banned", "0", "--hold", "100")
+    wait(out.exists, 3600, "the churn")
+    churn = json.loads(out.read_text())
+    held = p2p(url)["connected_peers"]
+    trimmed = wait(lambda: p2p(url)["connected_peers"] <= 32, 300, "trimming")
+    after_trim = p2p(url)["connected_peers"]
+    proc.terminate()
+    proc.wait(timeout=60)
+    out = work / "banned.json"
+    bad = str(args.banned)
+    attackers("churn", address, out, "--peers", bad, "--banned", bad).wait(timeout=3600)
+    banned = json.loads(out.read_text())
+    status = p2p(url)
+    return {
+        "peers": churn["peers"],
+        "dial_failures": churn["failed_count"],
+        "misbehaving_peers": banned["peers"],
+        "misbehaving_got_in": banned["misbehaved"],
+        "misbehaving_refused_at_accept": banned["failed_count"],
+        "banned_peers": status["banned_peers"],
+        "held_connections": churn.get("held"),
+        "connections_when_held": held,
+        "connections_after_trim": after_trim,
+        "trim_seconds": round(trimmed, 1),
+        "network_running": status["running"],
+    }
+
+
 def flood(
     url: str, pid: int, honest: str | None, address: str, out: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -214,9 +226,15 @@ def flood(
         "flood", address, out, "--ids", str(args.ids), "--messages", str(args.messages)
     )
     latencies: list[float] = []
+    penalised: tuple[float, int] | None = None  # (node CPU, messages written) at the penalty
     while proc.poll() is None:
         if honest is None:
-            time.sleep(0.5)
+            time.sleep(0.2)
+            offences = p2p(url)["messages_rejected"] - before["messages_rejected"]
+            if penalised is None and offences >= 50:
+                written = Path(f"{out}.progress")
+                count = written.read_text() if written.exists() else ""
+                penalised = (cpu_seconds(pid), int(count or 0))
             continue
         cid = post(honest, f"Honest fact {len(latencies)} posted during a flood at {time.time()}.")
         t0 = time.monotonic()
@@ -236,6 +254,15 @@ def flood(
         "node_cpu_s_per_1000_messages": round(1000 * cpu / max(sent, 1), 3),
         "node_cpu_share_of_a_core": round(cpu / max(report["seconds"], 0.1), 3),
         "connections_refused": after["connections_refused"] - before["connections_refused"],
+        "after_the_first_offences": None
+        if penalised is None
+        else {
+            "messages": sent - penalised[1],
+            "node_cpu_s": round(cpu0 + cpu - penalised[0], 2),
+            "node_cpu_s_per_1000_messages": round(
+                1000 * (cpu0 + cpu - penalised[0]) / max(sent - penalised[1], 1), 3
+            ),
+        },
         "flood_facts_stored": after["signed_facts"] - before["signed_facts"] - len(latencies),
         "network_running": after["running"],
     }

@@ -33,6 +33,16 @@ def attackers(kind: str, target: NodeProcess, out: Path, *options: str) -> subpr
     return subprocess.Popen([*command, *options], cwd=ROOT, text=True)
 
 
+def metric_values(text: str) -> dict[str, float]:
+    """Prometheus text as {'name{labels}': value}."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 def report_of(out: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out.read_text())
     return result
@@ -115,7 +125,13 @@ def test_a_sybil_flood_from_one_address_is_refused_unread_and_honest_gossip_flow
         peers = httpx.get(f"{target.url}/v1/peers", timeout=30).json()["peers"]
         mine = [p for p in peers if p["peer_id"] == p2p(neighbour)["peer_id"]]
         assert mine and mine[0]["trusted"] and not mine[0]["banned"], mine
+        assert mine[0]["score"] is not None and mine[0]["score"] > 0, mine
         assert any(p["banned"] for p in peers)
+        metrics = metric_values(httpx.get(f"{target.url}/metrics", timeout=30).text)
+        assert metrics['knowhub_gossip_messages_total{result="refused"}'] >= refused
+        assert metrics["knowhub_p2p_banned_peers"] >= 1
+        assert metrics["knowhub_p2p_connections_refused_total"] >= 1
+        assert metrics['knowhub_p2p_peer_scores{band="trusted"}'] >= 1
     finally:
         if flood is not None and flood.poll() is None:
             flood.kill()
