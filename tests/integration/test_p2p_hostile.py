@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +31,7 @@ from node.facts import Fact, make_fact
 from node.signing import SigningKey
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess
-from tests.p2p_attacks import bare_host
+from tests.p2p_attacks import FRAME_LIMIT, bare_host, recon
 from tests.p2p_nodes import add, address, has, p2p, start, wait_until
 
 #: What a knowhub node serves (the attack also reads the node's own list from identify).
@@ -44,7 +44,6 @@ PROTOCOLS = (
     "/knowhub/sync/1.0.0",
 )
 GARBAGE = b"\x05garbage"
-FRAME_LIMIT = 4 * 1024 * 1024
 
 
 def attack(kind: str, target: NodeProcess, out: Path) -> dict[str, Any]:
@@ -282,44 +281,7 @@ async def garbage_attack(target: str) -> dict[str, Any]:
 
 
 async def recon_attack(target: str) -> dict[str, Any]:
-    import dag_cbor
-    import multiaddr
-    import trio
-    from libp2p.custom_types import TProtocol
-    from libp2p.peer.peerinfo import info_from_p2p_addr
-
-    from p2p.wire import encode_varint
-
-    info = info_from_p2p_addr(multiaddr.Multiaddr(target))
-    request = dag_cbor.encode({"t": "recon", "ranges": [[b"", None, b"\x00" * 16]] * 32768})
-    report: dict[str, Any] = {"request_bytes": len(request)}
-    async with bare_host() as host:
-        await host.connect(info)
-        stream = await host.new_stream(info.peer_id, [TProtocol("/knowhub/sync/1.0.0")])
-        await stream.write(encode_varint(len(request)) + request)
-        with trio.fail_after(120):
-            size = shift = 0
-            while True:
-                byte = (await stream.read(1))[0]
-                size |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            report["answer_bytes"] = size
-            if size > FRAME_LIMIT:
-                report["answer_type"] = "over the frame limit"
-                return report
-            body = b""
-            while len(body) < size:
-                chunk = await stream.read(size - len(body))
-                assert chunk, "stream closed mid-answer"
-                body += chunk
-            report["answer_type"] = cast(dict[str, Any], dag_cbor.decode(body))["t"]
-            try:
-                report["closed_after_answer"] = await stream.read(1) == b""
-            except Exception:  # reset: closed too
-                report["closed_after_answer"] = True
-    return report
+    return (await recon(target, streams=1))[0]
 
 
 async def restart_scenario(work: Path) -> dict[str, Any]:
