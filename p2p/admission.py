@@ -128,8 +128,9 @@ class Admission:
         return self._by_ip[ip]
 
 
-def remote_ip(stream: Any) -> str | None:
-    """The remote IP of a raw connection, when it has one."""
+def raw_remote_ip(stream: Any) -> str | None:
+    """The remote IP of a raw (not yet upgraded) connection, when its socket says; once
+    upgraded, ``p2p.connections.remote_ip`` reads it from the connection's multiaddrs."""
     try:
         address = stream.get_remote_address()
     except Exception:  # transports differ in what they offer
@@ -151,7 +152,7 @@ def install(
         if isinstance(read_write_closer, IMuxedConn):  # QUIC and the like: not used here
             await original_inbound(cast(Any, read_write_closer), maddr, failure_event)
             return
-        ip = remote_ip(read_write_closer)
+        ip = raw_remote_ip(read_write_closer)
         if not admission.admit(ip):
             log.debug("inbound connection from %s refused: connection limits", ip)
             with contextlib.suppress(Exception):

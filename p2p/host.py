@@ -380,7 +380,7 @@ class Libp2pNetwork:
                 nursery.start_soon(self._publisher.run, pubsub)
                 nursery.start_soon(self._syncer, receive)
                 nursery.start_soon(self._periodic_sync)
-                nursery.start_soon(upkeep.hang_up_refused, host, book, self._to_disconnect)
+                nursery.start_soon(upkeep.hang_up_marked, host, self._to_disconnect)
                 nursery.start_soon(upkeep.trim, host, book, self._config.limits)
                 for address in self._config.bootstrap:
                     nursery.start_soon(upkeep.keep_connected, host, book, address)

@@ -126,9 +126,13 @@ class PeerBook:
         now = self._clock()
         record = self.get(peer)
         record.rejected += 1
-        _push(record.offences, now, self.policy.offence_window)
+        window = self.policy.offence_window
+        record.offences.append(now)
+        _age(record.offences, now, window)
         if record.ip is not None:
-            _push(self._ip_offences.setdefault(record.ip, deque()), now, self.policy.offence_window)
+            times = self._ip_offences.setdefault(record.ip, deque())
+            times.append(now)
+            _age(times, now, window)
         if len(record.offences) >= self.policy.offence_limit and not self.is_banned(peer):
             record.banned_until = now + self.policy.ban_seconds
             return True
@@ -170,7 +174,7 @@ class PeerBook:
         offences = self._ip_offences.get(ip) if ip is not None else None
         if not offences:
             return False
-        _push(offences, None, self.policy.offence_window, self._clock())
+        _age(offences, self._clock(), self.policy.offence_window)
         return len(offences) >= self.policy.ip_offence_limit
 
     def refuses(self, peer: str) -> bool:
@@ -185,7 +189,7 @@ class PeerBook:
         record = self._records.get(peer)
         if record is None:
             return 0
-        _push(record.offences, None, self.policy.offence_window, self._clock())
+        _age(record.offences, self._clock(), self.policy.offence_window)
         return len(record.offences)
 
     # -- dialling ----------------------------------------------------------------------------
@@ -254,17 +258,13 @@ class PeerBook:
         idle.sort()
         for _, peer in idle[: len(self._records) - self.policy.max_records]:
             del self._records[peer]
+        for times in self._ip_offences.values():  # aged first: stale addresses go too
+            _age(times, now, self.policy.offence_window)
         for ip in [ip for ip, times in self._ip_offences.items() if not times]:
             del self._ip_offences[ip]
 
 
-def _push(
-    times: deque[float], now: float | None, window: float, clock: float | None = None
-) -> None:
-    """Append ``now`` (when given) to ``times`` and drop what is older than ``window``."""
-    current = now if now is not None else clock
-    assert current is not None
-    if now is not None:
-        times.append(now)
-    while times and current - times[0] > window:
+def _age(times: deque[float], now: float, window: float) -> None:
+    """Drop from ``times`` (oldest first) what is older than ``window`` seconds at ``now``."""
+    while times and now - times[0] > window:
         times.popleft()

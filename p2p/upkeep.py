@@ -1,6 +1,6 @@
 """The host's connection upkeep, as trio tasks: keep bootstrap peers connected, redial useful
-peers that left, trim connections above the high watermark, and hang up on peers that are
-refused (banned, or untrusted on a penalised address).
+peers that left, trim connections above the high watermark, and hang up on peers marked for
+it (banned as they offended, or connecting while banned).
 
 Each loop takes what it needs as arguments (the host, the ``PeerBook``, the limits) and runs
 until cancelled with the session's nursery (``p2p.host``). Who may be dialled and who is
@@ -114,8 +114,8 @@ async def trim(host: IHost, book: PeerBook, limits: ConnectionLimits) -> None:
                 nursery.start_soon(hang_up, host, ID.from_base58(key))
 
 
-async def hang_up_refused(host: IHost, book: PeerBook, marked: set[ID]) -> None:
-    """Disconnect the peers put in ``marked`` (banned as they offended, or refused)."""
+async def hang_up_marked(host: IHost, marked: set[ID]) -> None:
+    """Disconnect the peers put in ``marked`` (banned: ``p2p.host``)."""
     while True:
         await trio.sleep(HANG_UP_INTERVAL)
         async with trio.open_nursery() as nursery:

@@ -156,3 +156,15 @@ def test_a_penalised_address_gets_new_connections_at_a_rate_only() -> None:
     penalised.clear()  # the offences aged out
     assert all(admission.admit("10.0.0.9") for _ in range(5))
     assert admission.refused == 2
+
+
+def test_addresses_whose_offences_aged_out_leave_the_table() -> None:
+    peers, clock = book(max_records=50, offence_limit=100, offence_window=60)
+    for i in range(100):
+        peers.connected(f"p{i}", f"10.0.{i}.1")
+        peers.offence(f"p{i}")
+        peers.disconnected(f"p{i}")
+    clock.now += 61
+    for i in range(100):  # new records push the table over its bound: a prune
+        peers.get(f"later{i}")
+    assert len(peers._ip_offences) == 0  # the 100 stale addresses went with it
