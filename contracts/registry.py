@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -23,7 +24,9 @@ from web3.exceptions import TransactionNotFound, Web3Exception, Web3RPCError
 
 from node.errors import ChainError, NonceTooLow
 from node.ports import AnchorEvent, MinedTx, OnChainAnchor, SignedTx
-from node.signing import SigningKey
+from node.signing import PYTHON_RECURSION_LIMIT, SigningKey
+
+sys.setrecursionlimit(PYTHON_RECURSION_LIMIT)  # web3 imports py_ecc, which raised it: see there
 
 log = logging.getLogger(__name__)
 

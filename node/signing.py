@@ -7,6 +7,12 @@ signer's EIP-55 address must equal the ``contributor`` field inside the record, 
 cannot be moved to another fact and a record cannot claim another contributor.
 
 Key files hold one secp256k1 private key as JSON ``{"address", "private_key"}`` (0600).
+
+Signing and recovery call libsecp256k1 (``coincurve``) directly: the node checks a signature
+for every fact it receives, and eth_account's path (the same library underneath, behind several
+layers of conversions and validation) costs ~400 us against ~60 us; importing eth_account also
+costs the CLI ~0.3 s per call. ``tests/unit/test_signing.py`` holds the two to the same
+answers (addresses, signatures, malformed and hostile signatures included).
 """
 
 from __future__ import annotations
@@ -19,25 +25,28 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_keys.exceptions import BadSignature
+from coincurve import PrivateKey, PublicKey
+from eth_hash.auto import keccak
+from eth_utils.address import to_checksum_address
 from eth_utils.exceptions import ValidationError
 
 from node.errors import InvalidInput, InvalidSignature, SignatureMismatch, StorageError
 
 log = logging.getLogger(__name__)
 
-#: CPython's default. py_ecc (imported through eth_account) raises the limit to 100,000 at
-#: import, which lets C-level recursion (the JSON decoder, deep DAG-CBOR) overflow the C stack
-#: and kill the process on one deeply nested input instead of raising RecursionError. Nothing
-#: the node runs recurses deeper than a few hundred frames (secp256k1 ladder: ~256).
+#: CPython's default. py_ecc (imported through eth_account, which web3 imports) raises the limit
+#: to 100,000 at import, which lets C-level recursion (the JSON decoder, deep DAG-CBOR) overflow
+#: the C stack and kill the process on one deeply nested input instead of raising
+#: RecursionError. Nothing the node runs recurses deeper than a few hundred frames (secp256k1
+#: ladder: ~256). Every module that imports web3 or eth_account sets it back after the import.
 PYTHON_RECURSION_LIMIT = 1000
 sys.setrecursionlimit(PYTHON_RECURSION_LIMIT)
 
 SIGNATURE_BYTES = 65
 #: secp256k1 group order / 2: signatures with a larger s are malleable copies (EIP-2).
 _HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
+#: secp256k1 group order: r must be below it.
+_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 def parse_signature(signature: object) -> bytes:
@@ -67,21 +76,40 @@ def normalize_signature(signature: object) -> str:
     return "0x" + raw[:64].hex() + f"{v:02x}"
 
 
+def personal_message_hash(text: str) -> bytes:
+    """EIP-191 ``personal_sign`` digest of ``text``."""
+    data = text.encode("utf-8")
+    return bytes(keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data))
+
+
+def _recover_address(cid: str, signature: str) -> bytes:
+    """The 20 address bytes that signed ``cid``; ``InvalidSignature`` if none can be recovered."""
+    raw = parse_signature(signature)
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")
+    if not 0 < r < _N or s == 0:
+        raise InvalidSignature("signature does not recover: r or s out of range", field="signature")
+    recovery = raw[64] - 27 if raw[64] >= 27 else raw[64]
+    try:
+        public = PublicKey.from_signature_and_message(
+            raw[:64] + bytes([recovery]), personal_message_hash(cid), hasher=None
+        )
+    except Exception as exc:  # coincurve raises ValueError or its own error for "no point"
+        raise InvalidSignature(f"signature does not recover: {exc}", field="signature") from exc
+    return bytes(keccak(public.format(compressed=False)[1:]))[-20:]
+
+
 def recover_signer(cid: str, signature: str) -> str:
     """The EIP-55 address that signed ``cid``; ``InvalidSignature`` if none can be recovered."""
-    raw = parse_signature(signature)
-    try:
-        return str(Account.recover_message(encode_defunct(text=cid), signature=raw))
-    except (BadSignature, ValidationError, ValueError) as exc:
-        raise InvalidSignature(f"signature does not recover: {exc}", field="signature") from exc
+    return str(to_checksum_address(_recover_address(cid, signature)))
 
 
 def check_signature(cid: str, contributor: str, signature: str) -> None:
     """Raise ``SignatureMismatch`` (401) unless ``signature`` over ``cid`` is by ``contributor``."""
-    signer = recover_signer(cid, signature)
-    if signer != contributor:
+    signer = _recover_address(cid, signature)
+    if "0x" + signer.hex() != contributor.lower():
         raise SignatureMismatch(
-            f"signature is by {signer}, not by the record's contributor {contributor}",
+            f"signature is by {to_checksum_address(signer)}, not by the record's contributor "
+            f"{contributor}",
             field="signature",
         )
 
@@ -104,15 +132,18 @@ class SigningKey:
 
     @property
     def address(self) -> str:
-        return str(Account.from_key(self.private_key).address)
+        public = PrivateKey(self.private_key).public_key.format(compressed=False)
+        return str(to_checksum_address(bytes(keccak(public[1:]))[-20:]))
 
     def sign_cid(self, cid: str) -> str:
-        signed = Account.sign_message(encode_defunct(text=cid), private_key=self.private_key)
-        return normalize_signature("0x" + bytes(signed.signature).hex())
+        """EIP-191 ``personal_sign`` of ``cid``: r || s || v with v in {27, 28} and low s
+        (libsecp256k1 signs deterministically, RFC 6979, and normalizes s)."""
+        raw = PrivateKey(self.private_key).sign_recoverable(personal_message_hash(cid), hasher=None)
+        return normalize_signature("0x" + (raw[:64] + bytes([raw[64] + 27])).hex())
 
     @classmethod
     def generate(cls) -> SigningKey:
-        return cls(bytes(Account.create().key))
+        return cls(PrivateKey().secret)
 
 
 def write_key_file(path: Path, key: SigningKey) -> None:

@@ -40,11 +40,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import trio
-from libp2p.abc import IMuxedConn
+from libp2p.abc import IMuxedConn, INetStream
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.network.exceptions import SwarmException
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
+from libp2p.pubsub.pubsub import Pubsub
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +225,21 @@ async def _close(muxed: IMuxedConn) -> None:
 def _held(swarm: Swarm, muxed: IMuxedConn) -> bool:
     conns = swarm.connections.get(muxed.peer_id, [])
     return any(getattr(conn, "muxed_conn", None) is muxed for conn in conns)
+
+
+def gate_pubsub_streams(pubsub: Pubsub, refuses: Callable[[ID], bool]) -> None:
+    """Reset, unread, each new gossip stream from a peer ``refuses`` names (banned, or untrusted
+    on a penalised address) instead of parsing, signature-checking and then refusing each of
+    its messages. Streams opened before the peer was refused are read on; the topic
+    validators refuse their messages. (Replaces ``continuously_read_stream`` on this instance;
+    ``Pubsub.stream_handler`` looks it up per stream.)"""
+    read = pubsub.continuously_read_stream
+
+    async def gated(stream: INetStream) -> None:
+        if refuses(stream.muxed_conn.peer_id):
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            return
+        await read(stream)
+
+    pubsub.continuously_read_stream = gated  # type: ignore[method-assign]

@@ -17,17 +17,14 @@ log = logging.getLogger(__name__)
 
 
 class Notifee(INotifee):
-    """Calls ``on_connect`` with the peer and remote IP of each connection, ``on_disconnect``
-    with the peer of each closed one, and ``on_gone`` when the peer has no connection left."""
+    """Calls ``on_connect`` with the peer and remote IP of each connection, and each of
+    ``on_gone`` with the peer once it has no connection left (a peer with two connections that
+    loses one is still connected)."""
 
     def __init__(
-        self,
-        on_connect: Callable[[ID, str | None], None],
-        on_disconnect: Callable[[ID], None],
-        on_gone: Callable[[ID], None],
-    ):
+        self, on_connect: Callable[[ID, str | None], None], *on_gone: Callable[[ID], None]
+    ) -> None:
         self._on_connect = on_connect
-        self._on_disconnect = on_disconnect
         self._on_gone = on_gone
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
@@ -41,9 +38,9 @@ class Notifee(INotifee):
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
-        self._on_disconnect(peer)
         if not network.get_connections(peer):
-            self._on_gone(peer)
+            for gone in self._on_gone:
+                gone(peer)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass

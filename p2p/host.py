@@ -22,7 +22,6 @@ once a run lasted a minute).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -56,6 +55,8 @@ from node.ports import AnchorEvent, FactSink, NetworkStatus, PeerStatus
 from p2p import admission, upkeep
 from p2p.admission import Admission, ConnectionLimits
 from p2p.bridge import TrioThread
+from p2p.catchup import CatchUp
+from p2p.checks import EnvelopeChecks
 from p2p.connections import Notifee, resolved
 from p2p.guard import contain_pubsub_tasks, contain_streams, describe, supervise
 from p2p.identity import load_or_create_identity
@@ -70,7 +71,6 @@ from p2p.sync import (
     fetch_blocks_from,
     fetch_facts_from,
     from_peers,
-    sync_with,
 )
 from p2p.views import peer_statuses, score_bands
 from p2p.wire import (
@@ -79,7 +79,6 @@ from p2p.wire import (
     SignedRecord,
     VerifiedFact,
     decode_anchor_notice,
-    decode_envelope,
     encode_anchor_notice,
 )
 
@@ -102,7 +101,8 @@ class P2PConfig:
     key_path: Path
     listen: Sequence[str] = ("/ip4/127.0.0.1/tcp/0",)
     bootstrap: Sequence[str] = ()
-    #: Seconds between catch-up syncs with every connected peer (also run on each connect).
+    #: Seconds between catch-up syncs with every connected peer (also run on each connect:
+    #: at once for trusted peers, later for others: ``p2p.catchup``).
     sync_interval: float = 30.0
     #: Offences, bans, penalised addresses, trust and redial backoff (``p2p.peers``).
     peers: PeerPolicy = field(default_factory=PeerPolicy)
@@ -132,17 +132,16 @@ class Libp2pNetwork:
         self._inbox: Inbox[VerifiedFact] = Inbox(config.inbox_per_peer, config.inbox_total)
         self._gossip: GossipSub | None = None
         self._validated: dict[bytes, tuple[list[VerifiedFact], str]] = {}
+        self._checks = EnvelopeChecks()
+        self._catchup = CatchUp(self._book, config.sync_interval, self.deliver)
         self._publisher = Publisher(FACTS_TOPIC, ANCHORS_TOPIC, config.publish_interval)
         self._stop: trio.Event | None = None
-        self._sync_now: trio.MemorySendChannel[ID] | None = None
         self._to_disconnect: set[ID] = set()
         self.received = 0
         self.rejected = 0
         self.refused = 0
         self.accepted = 0
-        self.syncs = 0
         self.anchor_notices = 0
-        self.last_sync_error: str | None = None
         #: Why the network layer is down (None while it runs); the last failure stays in
         #: ``last_failure`` after a restart, ``restarts`` counts them.
         self.failure: str | None = None
@@ -195,8 +194,8 @@ class Libp2pNetwork:
             facts_received=self.received,
             messages_rejected=self.rejected,
             messages_accepted=self.accepted,
-            syncs=self.syncs,
-            last_sync_error=self.last_sync_error,
+            syncs=self._catchup.syncs,
+            last_sync_error=self._catchup.last_error,
             fact_set_digest=digest,
             signed_facts=signed,
             anchor_notices=self.anchor_notices,
@@ -349,12 +348,10 @@ class Libp2pNetwork:
         )
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         assert self._stop is not None and self._sink is not None
-        send, receive = trio.open_memory_channel[ID](256)
         server = SyncServer(self._sink, self._trio, self._fault, self._refuses)
         try:
             self._host, self._pubsub, self._gossip = host, pubsub, gossipsub
             self._peer_id = host.get_id().to_string()
-            self._sync_now = send
             async with (
                 host.run(listen_addrs=listen),
                 trio.open_nursery() as nursery,
@@ -362,6 +359,7 @@ class Libp2pNetwork:
                 background_trio_service(gossipsub),
             ):
                 contain_pubsub_tasks(pubsub, self._fault)
+                admission.gate_pubsub_streams(pubsub, self._refuses)
                 await pubsub.wait_until_ready()
                 pubsub.set_topic_validator(FACTS_TOPIC, self._validate, False)
                 pubsub.set_topic_validator(ANCHORS_TOPIC, self._validate_notice, False)
@@ -378,8 +376,7 @@ class Libp2pNetwork:
                 nursery.start_soon(self._ingest)
                 nursery.start_soon(self._read_notices, notices)
                 nursery.start_soon(self._publisher.run, pubsub)
-                nursery.start_soon(self._syncer, receive)
-                nursery.start_soon(self._periodic_sync)
+                nursery.start_soon(self._catchup.run, host, self._sink)
                 nursery.start_soon(upkeep.hang_up_marked, host, self._to_disconnect)
                 nursery.start_soon(upkeep.trim, host, book, self._config.limits)
                 for address in self._config.bootstrap:
@@ -388,7 +385,7 @@ class Libp2pNetwork:
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            self._host = self._pubsub = self._gossip = self._sync_now = None
+            self._host = self._pubsub = self._gossip = None
             self._listen = []
             self._validated.clear()
             self._to_disconnect.clear()
@@ -400,11 +397,7 @@ class Libp2pNetwork:
         if self._book.is_banned(key):
             self._to_disconnect.add(peer)
             return
-        if self._book.refuses(key):
-            return  # untrusted on a penalised address: served, but nothing is asked of it
-        if self._sync_now is not None:
-            with contextlib.suppress(trio.WouldBlock):
-                self._sync_now.send_nowait(peer)
+        self._catchup.connected(peer)
 
     def _disconnected(self, peer: ID) -> None:
         self._book.disconnected(str(peer))
@@ -425,7 +418,7 @@ class Libp2pNetwork:
         if self._refuses(forwarder):
             return False
         try:
-            facts = decode_envelope(msg.data)
+            facts = self._checks.check(msg.data)
         except InvalidEnvelope as exc:
             self._offence(forwarder, exc.message)
             return False
@@ -521,32 +514,6 @@ class Libp2pNetwork:
         self._book.delivered(peer, len(facts))
         self.received += len(facts)
         return created
-
-    async def _syncer(self, requests: trio.MemoryReceiveChannel[ID]) -> None:
-        assert self._host is not None and self._sink is not None
-        async for peer in requests:
-            if peer not in self._host.get_connected_peers() or self._book.refuses(str(peer)):
-                continue  # gone meanwhile (a dial would be refused anyway), or refused
-            try:
-                with trio.fail_after(120):
-                    fetched = await sync_with(self._host, peer, self._sink, self.deliver)
-                self.syncs += 1
-                self.last_sync_error = None
-                if fetched:
-                    log.info("sync with %s: fetched %d missing facts", peer, fetched)
-            except Exception as exc:
-                self.last_sync_error = f"{peer}: {exc!r}"
-                log.warning("sync with %s failed: %r", peer, exc)
-
-    async def _periodic_sync(self) -> None:
-        assert self._host is not None and self._sync_now is not None
-        while True:
-            await trio.sleep(self._config.sync_interval)
-            for peer in self._host.get_connected_peers():
-                try:
-                    self._sync_now.send_nowait(peer)
-                except trio.WouldBlock:
-                    break
 
 
 def _peer_of_address(address: str) -> str | None:

@@ -15,7 +15,7 @@ Validation is pure: these functions raise ``InvalidEnvelope`` with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -85,8 +85,12 @@ def verify_record(block: Any, signature: Any) -> VerifiedFact:
     return VerifiedFact(fact, sig_hex)
 
 
-def decode_envelope(data: bytes) -> list[VerifiedFact]:
-    """Decode and verify a gossip envelope; ``InvalidEnvelope`` on the first problem."""
+def decode_envelope(
+    data: bytes, verify: Callable[[Any, Any], VerifiedFact] = verify_record
+) -> list[VerifiedFact]:
+    """Decode and verify a gossip envelope; ``InvalidEnvelope`` on the first problem.
+
+    ``verify`` checks one record (``verify_record`` or one that remembers its answers)."""
     if len(data) > MAX_ENVELOPE_BYTES:
         raise InvalidEnvelope(f"envelope is {len(data)} bytes, over {MAX_ENVELOPE_BYTES}")
     try:
@@ -105,7 +109,7 @@ def decode_envelope(data: bytes) -> list[VerifiedFact]:
     for item in facts:
         if not isinstance(item, dict) or set(item) != {"block", "sig"}:
             raise InvalidEnvelope("each fact must be a map with exactly block and sig")
-        verified = verify_record(item["block"], item["sig"])
+        verified = verify(item["block"], item["sig"])
         if verified.fact.cid in seen:
             raise InvalidEnvelope(f"fact {verified.fact.cid} appears twice")
         seen.add(verified.fact.cid)

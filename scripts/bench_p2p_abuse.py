@@ -15,9 +15,11 @@ Phases, against one node process (uvicorn, real model, SQLite, FAISS; no chain; 
    time for a new fact posted at the target to reach it;
 4. flood: ``--ids`` fresh ids on one address publish ``--messages`` invalid envelopes each
    (63 valid facts and one bad signature: the costliest invalid message), first alone (the
-   target's CPU per 1,000 flood messages and per second, offences vs refusals, connections
-   refused), then again while the honest node, trusted by now, posts facts to the target one
-   after another (the honest facts' arrival p50/p99).
+   target's CPU per second and per 1,000 flood messages, both those written and those the
+   attackers meant to send, offences vs refusals, connections refused; CPU also above the
+   target's own, measured for 20 s before with the same polling), then again while the honest
+   node, trusted by now, posts facts to the target one after another (the honest facts'
+   arrival p50/p99).
 
 Attackers run as ``python -m tests.p2p_attacks`` processes on the same machine (they compete
 for the same cores: the figures are pessimistic for the node).
@@ -143,11 +145,20 @@ def main() -> None:
 
                 first = post(h_url, "The honest peer contributes before the flood.")
                 wait(lambda: has(url, first), 120, "the honest peer's first fact")
-                # the cost of a flood alone (no honest traffic, nobody polling the node) ...
-                result["flood"] = flood(url, pid, None, address, work / "flood.json", args)
+                # the node's own CPU with the honest neighbour connected and /v1/status polled as
+                # during the flood: the baseline the flood's cost is measured above
+                result["flood_baseline"] = baseline(url, pid)
+                print("flood baseline", result["flood_baseline"], flush=True)
+                # the cost of a flood alone (no honest traffic) ...
+                idle_rate = result["flood_baseline"]["node_cpu_share_of_a_core"]
+                result["flood"] = flood(
+                    url, pid, None, address, work / "flood.json", args, idle_rate
+                )
                 print("flood", result["flood"], flush=True)
                 # ... and honest gossip during a second one
-                result["flood_honest"] = flood(url, pid, h_url, address, work / "f2.json", args)
+                result["flood_honest"] = flood(
+                    url, pid, h_url, address, work / "f2.json", args, idle_rate
+                )
                 print("flood with honest gossip", result["flood_honest"], flush=True)
     OUT.mkdir(exist_ok=True)
     report("p2p_abuse", result)
@@ -216,34 +227,76 @@ def churn_phase(url: str, address: str, args: argparse.Namespace, work: Path) ->
     }
 
 
+#: How often the flood phase reads the target's counters, seconds (the baseline does the same).
+POLL = 0.5
+
+
+def baseline(url: str, pid: int, seconds: float = 20.0) -> dict[str, Any]:
+    """The target's CPU while nothing attacks it, its counters polled as during a flood."""
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        p2p(url)
+        time.sleep(POLL)
+    cpu, elapsed = cpu_seconds(pid) - cpu0, time.monotonic() - t0
+    return {"seconds": round(elapsed, 1), "node_cpu_share_of_a_core": round(cpu / elapsed, 4)}
+
+
 def flood(
-    url: str, pid: int, honest: str | None, address: str, out: Path, args: argparse.Namespace
+    url: str,
+    pid: int,
+    honest: str | None,
+    address: str,
+    out: Path,
+    args: argparse.Namespace,
+    idle_rate: float,
 ) -> dict[str, Any]:
     """One flood; with ``honest`` (a trusted neighbour's URL), facts posted there meanwhile, one
-    after another, and the time each takes to reach the target."""
-    before, cpu0 = p2p(url), cpu_seconds(pid)
+    after another, and the time each takes to reach the target. CPU figures "above idle"
+    subtract ``idle_rate`` (the baseline's share of a core) over the same time."""
+    before, cpu0, t0 = p2p(url), cpu_seconds(pid), time.monotonic()
     proc = attackers(
         "flood", address, out, "--ids", str(args.ids), "--messages", str(args.messages)
     )
     latencies: list[float] = []
-    penalised: tuple[float, int] | None = None  # (node CPU, messages written) at the penalty
+    # (node CPU, messages written, time) when the address was penalised
+    penalised: tuple[float, int, float] | None = None
     while proc.poll() is None:
         if honest is None:
-            time.sleep(0.2)
+            time.sleep(POLL)
             offences = p2p(url)["messages_rejected"] - before["messages_rejected"]
             if penalised is None and offences >= 50:
                 written = Path(f"{out}.progress")
                 count = written.read_text() if written.exists() else ""
-                penalised = (cpu_seconds(pid), int(count or 0))
+                penalised = (cpu_seconds(pid), int(count or 0), time.monotonic())
             continue
         cid = post(honest, f"Honest fact {len(latencies)} posted during a flood at {time.time()}.")
         t0 = time.monotonic()
         wait(lambda cid=cid: has(url, cid), 120, "an honest fact")
         latencies.append(time.monotonic() - t0)
-    cpu = cpu_seconds(pid) - cpu0
+    cpu, ended = cpu_seconds(pid) - cpu0, time.monotonic()
     report = json.loads(out.read_text())
     after = p2p(url)
     sent = report["messages_sent"]
+
+    def after_penalty() -> dict[str, Any]:
+        assert penalised is not None
+        spent = cpu0 + cpu - penalised[0]
+        above = spent - idle_rate * (ended - penalised[2])
+        messages = max(sent - penalised[1], 1)
+        # what the attackers meant to send after that point (ids x messages, less what was
+        # written before it): most of it never gets written, the node resets the streams
+        offered = max(args.ids * args.messages - penalised[1], 1)
+        return {
+            "messages": sent - penalised[1],
+            "messages_offered": offered,
+            "node_cpu_s_per_1000_offered": round(1000 * spent / offered, 3),
+            "seconds": round(ended - penalised[2], 1),
+            "node_cpu_s": round(spent, 2),
+            "node_cpu_s_above_idle": round(above, 2),
+            "node_cpu_s_per_1000_messages": round(1000 * spent / messages, 3),
+            "node_cpu_s_above_idle_per_1000_messages": round(1000 * above / messages, 3),
+        }
+
     result: dict[str, Any] = {
         "ids": report["ids"],
         "messages_sent": sent,
@@ -254,15 +307,8 @@ def flood(
         "node_cpu_s_per_1000_messages": round(1000 * cpu / max(sent, 1), 3),
         "node_cpu_share_of_a_core": round(cpu / max(report["seconds"], 0.1), 3),
         "connections_refused": after["connections_refused"] - before["connections_refused"],
-        "after_the_first_offences": None
-        if penalised is None
-        else {
-            "messages": sent - penalised[1],
-            "node_cpu_s": round(cpu0 + cpu - penalised[0], 2),
-            "node_cpu_s_per_1000_messages": round(
-                1000 * (cpu0 + cpu - penalised[0]) / max(sent - penalised[1], 1), 3
-            ),
-        },
+        "node_cpu_s_above_idle": round(cpu - idle_rate * (ended - t0), 2),
+        "after_the_first_offences": None if penalised is None else after_penalty(),
         "flood_facts_stored": after["signed_facts"] - before["signed_facts"] - len(latencies),
         "network_running": after["running"],
     }

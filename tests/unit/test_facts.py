@@ -131,3 +131,13 @@ def test_cid_parsing_and_verification() -> None:
     for bad in ["", "not-a-cid", "bafy", "x" * 500, "Qm123"]:
         with pytest.raises(InvalidCid):
             parse_cid(bad)
+
+
+def test_direct_cids_equal_what_multiformats_builds() -> None:
+    from node.cid import DAG_CBOR as CBOR
+    from node.cid import RAW, cid_for
+
+    for size in (0, 1, 31, 32, 33, 1000):
+        data = bytes(range(256))[:size] * 3
+        assert dag_cbor_cid(data) == str(cid_for(data, CBOR))
+        assert raw_cid(data) == str(cid_for(data, RAW))

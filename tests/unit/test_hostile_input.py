@@ -34,10 +34,14 @@ def test_json_depth_is_measured_outside_strings() -> None:
     assert json_depth_exceeds(b'{"q":"x","filter":{"a":' + nested(80_000) + b"}}")
 
 
-def test_the_recursion_limit_is_restored_after_py_ecc() -> None:
-    # py_ecc raises it to 100,000 at import; json then overflowed the C stack (exit 139)
+@pytest.mark.parametrize(
+    "imports", ["node.signing", "node.signing, contracts.registry", "contracts.registry"]
+)
+def test_the_recursion_limit_is_restored_after_py_ecc(imports: str) -> None:
+    # py_ecc (under web3 and eth_account) raises it to 100,000 at import; json then overflowed
+    # the C stack (exit 139)
     code = (
-        "import node.signing, json, sys\n"
+        f"import {imports}, json, sys\n"
         "assert sys.getrecursionlimit() <= 10000, sys.getrecursionlimit()\n"
         "try:\n    json.loads('[' * 200000 + ']' * 200000)\n"
         "except RecursionError:\n    print('refused')\n"

@@ -75,3 +75,32 @@ def test_inbound_slots_and_per_address_counts_come_back_when_peers_leave() -> No
             assert admission.refused == 0
 
     trio.run(main)
+
+
+def test_gossip_streams_of_refused_peers_are_reset_unread() -> None:
+    from types import SimpleNamespace
+
+    from p2p.admission import gate_pubsub_streams
+
+    read: list[str] = []
+    reset: list[str] = []
+
+    class Pubsub:
+        async def continuously_read_stream(self, stream: Any) -> None:
+            read.append(stream.muxed_conn.peer_id)
+
+    def stream(peer: str) -> Any:
+        async def do_reset() -> None:
+            reset.append(peer)
+
+        return SimpleNamespace(muxed_conn=SimpleNamespace(peer_id=peer), reset=do_reset)
+
+    pubsub = Pubsub()
+    gate_pubsub_streams(cast(Any, pubsub), lambda peer: cast(str, peer).startswith("bad"))
+
+    async def main() -> None:
+        for peer in ("good-1", "bad-1", "good-2", "bad-2"):
+            await pubsub.continuously_read_stream(stream(peer))
+
+    trio.run(main)
+    assert read == ["good-1", "good-2"] and reset == ["bad-1", "bad-2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import stat
 from pathlib import Path
 
@@ -149,3 +150,56 @@ def test_required_signatures_refuse_unsigned(tmp_path: Path) -> None:
     with pytest.raises(SignatureRequired, match="requires signed"):
         node.accept({"text": "Paris is in France."})
     assert node.accept(signed_item(ALICE)).fact.contributor == ALICE.address
+
+
+def _eth_account_signer(cid: str, signature: str) -> str | None:
+    """What eth_account recovers (None: it refuses), the reference for the direct path."""
+    raw = bytes.fromhex(signature[2:])
+    try:
+        return str(Account.recover_message(encode_defunct(text=cid), signature=raw))
+    except Exception:
+        return None
+
+
+def test_direct_recovery_answers_as_eth_account_does() -> None:
+    import random
+
+    rng = random.Random(15)
+    cid = make_fact("Recovery is checked against eth_account.", None, ALICE.address).cid
+    good = ALICE.sign_cid(cid)
+    r, s = int(good[2:66], 16), int(good[66:130], 16)
+    cases = [good, BOB.sign_cid(cid), good[:-2] + "1c", good[:-2] + "00", good[:-2] + "01"]
+    for r_edge in (0, 1, N - 1, N, 2**256 - 1):
+        cases.append("0x" + r_edge.to_bytes(32, "big").hex() + good[66:])
+    for s_edge in (0, 1, N // 2):
+        cases.append("0x" + good[2:66] + s_edge.to_bytes(32, "big").hex() + good[-2:])
+    for _ in range(300):  # random r and low s: some points exist, some do not
+        r_rand = rng.randrange(2**256) if rng.random() < 0.1 else rng.randrange(1, N)
+        s_rand = rng.randrange(1, N // 2)
+        cases.append(f"0x{r_rand:064x}{s_rand:064x}{rng.choice((27, 28)):02x}")
+    cases.append(f"0x{r:064x}{s:064x}{good[-2:]}")
+    recovered = 0
+    for signature in cases:
+        expected = _eth_account_signer(cid, signature)
+        try:
+            got: str | None = recover_signer(cid, signature)
+        except InvalidSignature:
+            got = None
+        assert got == expected, signature
+        recovered += got is not None
+        if got is not None:
+            check_signature(cid, got, signature)
+    assert recovered > 100  # most random (r, s) recover some address
+
+
+def test_direct_signing_and_addresses_are_eth_accounts() -> None:
+    # coincurve signs deterministically (RFC 6979) as eth_account does: byte-equal signatures
+    rng = random.Random(16)
+    for n in range(50):
+        key = SigningKey(rng.randbytes(32)) if n else SigningKey.generate()
+        account = Account.from_key(key.private_key)
+        assert key.address == account.address
+        text = make_fact(f"fact {n}", None, key.address).cid
+        expected = Account.sign_message(encode_defunct(text=text), private_key=key.private_key)
+        assert key.sign_cid(text) == "0x" + bytes(expected.signature).hex()
+        assert recover_signer(text, key.sign_cid(text)) == key.address
