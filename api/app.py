@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Match
 
 from api import errors
 from api.deps import get_node_of
+from api.docs_ui import mount_docs
 from api.metrics import Metrics
 from api.middleware import BodyGuard
 from api.observability import RequestContext
@@ -54,8 +55,11 @@ def create_app(
         version=__version__,
         summary="Contribute facts; retrieve ranked, cited context for LLM agents.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by mount_docs, not from a CDN
+        redoc_url=None,
     )
     errors.install(app)
+    mount_docs(app)
     install_openapi(app, lambda: _vector_dimension(app))
     for router in ROUTERS:
         app.include_router(router)

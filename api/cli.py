@@ -13,11 +13,12 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from api import cli_provenance
-from api.client import DEFAULT_URL, NodeClient, NodeError
+from api.client import DEFAULT_URL, NodeClient, NodeError, Unreachable
 
 log = logging.getLogger("knowhub")
 
@@ -81,7 +82,15 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("text")
     query.add_argument("-k", type=int, default=5)
     query.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="hybrid")
-    query.add_argument("--filter", type=json.loads, help='JSON, e.g. {"lang": "en"}')
+    query.add_argument(
+        "--filter",
+        type=_filter_arg,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE|JSON",
+        help="metadata filter: lang=en (repeat for more keys) or a JSON object, e.g. "
+        '\'{"year": {"$gte": 2020}}\'',
+    )
     query.add_argument("--json", action="store_true", help="print the raw JSON answer")
 
     with_url(sub.add_parser("status", help="show the node's status"))
@@ -147,6 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "import-car": _import_car,
             }
             return handler[args.command](client, args)
+    except Unreachable as exc:
+        sys.stderr.write(
+            f"knowhub: {exc}\n"
+            "knowhub: is a node running there? Start one with `knowhub node` (or "
+            "scripts/node.sh), or point --url / KNOWHUB_URL at a running node.\n"
+        )
+        return 1
     except NodeError as exc:
         sys.stderr.write(f"knowhub: {exc}\n")
         return 2 if exc.code == "usage" else 1
@@ -156,6 +172,7 @@ def _run_node(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from api.server import api_options, serve
+    from node.bootstrap import preflight
     from node.settings import Settings
 
     overrides: dict[str, Any] = {
@@ -179,6 +196,10 @@ def _run_node(args: argparse.Namespace) -> int:
     except ValueError as exc:
         sys.stderr.write(f"knowhub: invalid setting {exc}\n")
         return 2
+    problem = preflight(settings)
+    if problem is not None:
+        sys.stderr.write(f"knowhub: cannot start: {problem}\n")
+        return 1
     return serve(settings, options)
 
 
@@ -197,6 +218,25 @@ def _mcp(args: argparse.Namespace) -> int:
     )
     server.run(transport="stdio")
     return 0
+
+
+def _filter_arg(value: str) -> dict[str, Any]:
+    """``--filter``: a JSON object, or KEY=VALUE (a string value)."""
+    if value.lstrip().startswith("{"):
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON object: {value!r} ({exc})") from exc
+        if not isinstance(parsed, dict):
+            raise argparse.ArgumentTypeError(f"not a JSON object: {value!r}")
+        return parsed
+    key, sep, text = value.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f'want KEY=VALUE (e.g. lang=en) or a JSON object (e.g. \'{{"lang": "en"}}\'), '
+            f"got {value!r}"
+        )
+    return {key.strip(): text}
 
 
 def _parse_meta(pairs: list[str], typed: list[str]) -> dict[str, Any]:
@@ -232,7 +272,10 @@ def _add(client: NodeClient, args: argparse.Namespace) -> int:
 
 
 def _query(client: NodeClient, args: argparse.Namespace) -> int:
-    result = client.query(args.text, k=args.k, mode=args.mode, filter=args.filter)
+    where: dict[str, Any] = {}
+    for part in args.filter:
+        where.update(part)
+    result = client.query(args.text, k=args.k, mode=args.mode, filter=where or None)
     if args.json:
         _out(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0
@@ -300,17 +343,23 @@ def _import(client: NodeClient, args: argparse.Namespace) -> int:
         total=total, initial=done, unit="fact", disable=args.no_progress, file=sys.stderr
     ) as bar:
         for line_no, batch in _batches(path, args.batch_size, skip=done, beir=args.beir):
-            items = [item for _, item in batch]
+            for n, item in batch:
+                if isinstance(item, _BadLine):  # reported here, never sent
+                    counts["error"] += 1
+                    sys.stderr.write(f"line {n}: {item.reason}\n")
+            sendable = [(n, item) for n, item in batch if not isinstance(item, _BadLine)]
+            items = [item for _, item in sendable]
             if key is not None:
                 items = [
                     cli_provenance.signed_submission(key, i) if isinstance(i, dict) else i
                     for i in items
                 ]
-            result = client.add_batch(items)
-            for (n, _), item in zip(batch, result.results, strict=True):
-                counts[item.status] += 1
-                if item.error is not None:
-                    sys.stderr.write(f"line {n}: {item.error.message}\n")
+            if items:
+                result = client.add_batch(items)
+                for (n, _), item in zip(sendable, result.results, strict=True):
+                    counts[item.status] += 1
+                    if item.error is not None:
+                        sys.stderr.write(f"line {n}: {item.error.message}\n")
             checkpoint.save(line_no)
             bar.update(len(batch))
     _out(
@@ -318,6 +367,13 @@ def _import(client: NodeClient, args: argparse.Namespace) -> int:
         f"failed {counts['error']}" + (f" (resumed after line {done})" if done else "")
     )
     return 1 if counts["error"] else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _BadLine:
+    """A line of an import file that cannot be a submission (reported, not sent)."""
+
+    reason: str
 
 
 def _batches(
@@ -331,9 +387,9 @@ def _batches(
             if line_no <= skip or not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except ValueError:
-                obj = {"text": None, "_error": "line is not JSON"}
+                obj: Any = json.loads(line)
+            except ValueError as exc:
+                obj = _BadLine(f"not JSON ({exc})")
             if beir and isinstance(obj, dict) and "_id" in obj:
                 title = str(obj.get("title") or "").strip()
                 obj = {

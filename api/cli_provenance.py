@@ -97,7 +97,7 @@ def keys(args: argparse.Namespace) -> int:
         _out(load_key(args.file).address)
         return 0
     if args.out.exists():
-        raise NodeError(0, "usage", f"{args.out} exists; not overwriting a key")
+        raise NodeError(0, "exists", f"{args.out} exists; not overwriting a key")
     key = SigningKey.generate()
     write_key_file(args.out, key)
     _out(f"{key.address} {args.out}")

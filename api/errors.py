@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -111,10 +112,22 @@ def describe_validation(exc: RequestValidationError) -> tuple[str, str, str | No
         return "malformed_json", f"request body is not valid JSON: {ctx.get('error', '')}", None
     if first.get("type") == "missing" and field is None:
         return "missing_body", "request body is required (a JSON object)", None
-    message = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more problem(s))"
+    problems = [_problem(e) for e in errors]
+    message = problems[0]
+    if len(problems) > 1:  # name every problem, up to a bound: the caller fixes them in one go
+        shown = problems[1:_PROBLEMS_SHOWN]
+        message += "; also " + "; ".join(shown)
+        if len(problems) > _PROBLEMS_SHOWN:
+            message += f"; and {len(problems) - _PROBLEMS_SHOWN} more"
     return "invalid_request", message, field
+
+
+_PROBLEMS_SHOWN = 5
+
+
+def _problem(error: Any) -> str:
+    loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+    return f"{loc}: {error.get('msg')}" if loc else str(error.get("msg"))
 
 
 def install(app: FastAPI) -> None:

@@ -18,7 +18,8 @@ from node.settings import Settings
 
 log = logging.getLogger(__name__)
 
-STARTUP_FAILURE = 3  # uvicorn's own exit status when startup fails
+#: Exit status when the node cannot start (port taken, startup failed): the CLI's "any error".
+STARTUP_FAILURE = 1
 
 
 def api_options(settings: Settings) -> ApiOptions:

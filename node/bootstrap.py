@@ -150,6 +150,27 @@ def read_bootstrap_file(path: Path) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
+def preflight(settings: Settings) -> str | None:
+    """What would stop a node with ``settings`` from starting, found before anything loads (one
+    line saying what is missing and the ways out), or None."""
+    if settings.chain_rpc and not settings.registry_address:
+        return (
+            "KNOWHUB_CHAIN_RPC is set but KNOWHUB_REGISTRY_ADDRESS is not; deploy a registry with "
+            "`knowhub chain deploy --rpc URL --key FILE`"
+        )
+    if not settings.chain_rpc and settings.local_chain:
+        from contracts.anvil import ANVIL_BIN
+
+        if not ANVIL_BIN.exists():
+            return (
+                f"the local chain needs anvil, which is not installed ({ANVIL_BIN} is missing): "
+                "run `bash scripts/setup.sh` (it installs anvil with npm), or set "
+                "KNOWHUB_CHAIN_RPC (with KNOWHUB_REGISTRY_ADDRESS) to anchor on another chain, "
+                "or KNOWHUB_LOCAL_CHAIN=false to run without anchoring"
+            )
+    return None
+
+
 def build_ledger(settings: Settings, operator: SigningKey, data_dir: Path) -> Ledger | None:
     """The chain the node anchors to: a configured RPC, a local anvil, or none."""
     from contracts.anvil import LocalChain, registry_file, remember_registry

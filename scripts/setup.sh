@@ -17,13 +17,14 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# npm_install_once DIR: install DIR's pinned npm packages unless its lock file is unchanged.
+# npm_install_once DIR: install exactly what DIR's lock file pins (npm ci: fails when the lock
+# and package.json disagree) unless the lock file is unchanged since the last install.
 npm_install_once() {
   local lock_hash stamp="$1/node_modules/.knowhub-setup"
   lock_hash="$(sha256sum "$1/package-lock.json" | cut -c1-16)"
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_hash" ]; then
     echo "installing npm packages in $1 (a few minutes the first time)..." >&2
-    (cd "$1" && npm install --no-audit --no-fund --loglevel=error >&2)
+    (cd "$1" && npm ci --no-audit --no-fund --loglevel=error >&2)
     echo "$lock_hash" > "$stamp"
   fi
 }

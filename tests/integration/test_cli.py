@@ -63,6 +63,7 @@ def test_add_reports_node_errors(node: NodeProcess) -> None:
     unreachable = knowhub("status", "--url", f"http://127.0.0.1:{free_port()}")
     assert unreachable.returncode == 1
     assert "cannot reach node" in unreachable.stderr
+    assert "knowhub node" in unreachable.stderr and "--url" in unreachable.stderr
 
 
 def test_import_is_resumable(node: NodeProcess, tmp_path: Path) -> None:
@@ -75,7 +76,7 @@ def test_import_is_resumable(node: NodeProcess, tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     first = knowhub("import", str(path), "--batch-size", "8", "--url", node.url)
     assert first.returncode == 1  # one bad line is reported, the rest are stored
-    assert "line 8: " in first.stderr
+    assert "line 8: not JSON" in first.stderr
     assert "created 30, already stored 0, failed 1" in first.stdout
     assert "fact/s" in first.stderr or "%" in first.stderr  # the progress bar
     resumed = knowhub("import", str(path), "--url", node.url)
@@ -169,7 +170,7 @@ def test_node_takes_its_port_before_building_the_node(tmp_path: Path) -> None:
             [sys.executable, "-m", "api.cli", "node"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-    assert result.returncode == 3
+    assert result.returncode == 1  # "any error", as the README says (uvicorn's own was 3)
     assert f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use" in result.stderr
     assert "embedding model" not in result.stderr
     assert not (tmp_path / "chain").exists()

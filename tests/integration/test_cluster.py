@@ -26,7 +26,10 @@ from tests.helpers import JsIpfsDaemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 API_KEY = "cluster-test-key-0123456789"
-WRITES_PER_MINUTE = 8  # per node and client
+#: Per node and client, per hour: the bucket refills one write per 450 s, so however slow the
+#: machine, the writes of the rate-limit test cannot earn a token back before it hits the limit
+#: (issue 16: at 8/minute, a busy machine refilled it and the test never saw a 429).
+WRITES_PER_HOUR = 8
 
 
 class Running:
@@ -46,7 +49,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     env = {
         **os.environ,
         "KNOWHUB_API_KEYS": API_KEY,
-        "KNOWHUB_RATE_LIMIT_WRITES": f"{WRITES_PER_MINUTE}/minute",
+        "KNOWHUB_RATE_LIMIT_WRITES": f"{WRITES_PER_HOUR}/hour",
     }
     log = (base / "cluster.log").open("ab")
     proc = subprocess.Popen(
@@ -181,7 +184,7 @@ def test_metrics_scrape(running: Running) -> None:
 def test_rate_limit_answers_429_with_retry_after(running: Running) -> None:
     node2 = running.urls[1]
     codes = []
-    for i in range(WRITES_PER_MINUTE + 2):
+    for i in range(WRITES_PER_HOUR + 2):
         reply = httpx.post(
             f"{node2}/v1/facts",
             json={"text": f"rate limited fact {i} {time.time()}"},
@@ -191,10 +194,10 @@ def test_rate_limit_answers_429_with_retry_after(running: Running) -> None:
         codes.append(reply.status_code)
         if reply.status_code == 429:
             assert reply.json()["error"]["code"] == "rate_limited"
-            assert 1 <= int(reply.headers["retry-after"]) <= 60 / WRITES_PER_MINUTE + 1
+            assert 1 <= int(reply.headers["retry-after"]) <= 3600 / WRITES_PER_HOUR + 1
             break
     assert codes[-1] == 429 and set(codes[:-1]) == {201}, codes
-    assert len(codes) - 1 <= WRITES_PER_MINUTE
+    assert len(codes) - 1 <= WRITES_PER_HOUR
     # reads are limited separately and still answer
     assert httpx.get(f"{node2}/v1/status").status_code == 200
 

@@ -120,7 +120,7 @@ def test_cli_signs_with_a_key_file(node: NodeProcess, tmp_path: Path) -> None:
     address = made.stdout.split()[0]
     assert key_file.stat().st_mode & 0o777 == 0o600
     again = knowhub("keys", "new", "--out", str(key_file))
-    assert again.returncode != 0 and "not overwriting" in again.stderr
+    assert again.returncode == 1 and "not overwriting" in again.stderr
     added = knowhub("add", "Signed on the client side.", "--key", str(key_file), "--url", node.url)
     assert added.returncode == 0, added.stderr
     cid = added.stdout.split()[0]

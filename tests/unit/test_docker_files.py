@@ -144,7 +144,13 @@ def test_dockerfile_pins_what_pyproject_pins() -> None:
     pins = pyproject_pins()
     torch = re.search(r"^ARG TORCH_VERSION=(\S+)$", text, re.M)
     assert torch and torch.group(1) == pins["torch"]
-    assert "--index-url https://download.pytorch.org/whl/cpu" in text  # never the CUDA wheels
+    # never the CUDA wheels: PyTorch's CPU index by default, and always the +cpu build
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    assert re.search(
+        r'pip install -c requirements/constraints.txt --index-url "\$\{TORCH_INDEX_URL\}" '
+        r'\\\n\s+"torch==\$\{TORCH_VERSION\}\+cpu"',
+        text,
+    )
     assert re.search(r"pip install -c requirements/constraints.txt \.", text)
     python = re.search(r"^ARG PYTHON_VERSION=(\d+)\.(\d+)\.\d+$", text, re.M)
     assert python and (int(python.group(1)), int(python.group(2))) == sys.version_info[:2]
@@ -179,3 +185,19 @@ def test_cluster_translation_of_the_container_world(tmp_path: Path) -> None:
     assert "KNOWHUB_IPFS_API" not in env  # no Kubo here unless --ipfs-api
     init = net.init_command()
     assert f"--member={tmp_path.resolve()}/cluster/node1=/dns4/localhost/tcp/" in " ".join(init)
+
+
+def test_every_knowhub_container_mounts_a_named_data_volume() -> None:
+    """The image declares VOLUME /data: a service without a named volume there gets an anonymous
+    one on each `up` (init did)."""
+    spec = compose()
+    named = set(spec["volumes"])
+    knowhub = [
+        name
+        for name, service in spec["services"].items()
+        if service.get("image", "").startswith("knowhub:")
+    ]
+    assert {"init", "node1", "node2", "node3"} <= set(knowhub)
+    for name in knowhub:
+        mounts = [str(v).split(":") for v in spec["services"][name].get("volumes", [])]
+        assert any(m[0] in named and m[1] == "/data" for m in mounts), name

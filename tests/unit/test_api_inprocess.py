@@ -1,0 +1,99 @@
+"""The REST API in-process (the fast tier): the real app and routers, FastAPI's TestClient, the
+node's service on in-memory fakes (hash embedder, memory index and blocks, SQLite catalog in a
+temporary directory). The same requests against a real uvicorn process and the real model are
+in tests/integration/test_api.py; these answer in milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from index.sqlite_catalog import SqliteCatalog
+from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.service import KnowledgeNode, NodeOptions
+from node.signing import SigningKey
+
+OPERATOR = SigningKey.generate()
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    def make_node() -> KnowledgeNode:
+        embedder = HashEmbedder()
+        return KnowledgeNode(
+            SqliteCatalog(tmp_path / "catalog.sqlite3"),
+            MemoryVectorIndex(embedder.dimension),
+            embedder,
+            MemoryContentStore(),
+            NodeOptions(data_dir=tmp_path),
+            operator=OPERATOR,
+        )
+
+    with TestClient(create_app(make_node)) as test_client:
+        yield test_client
+
+
+def test_contribute_get_query_and_status(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    body = {"text": "Octopuses have three hearts.", "metadata": {"topic": "biology"}}
+    first = client.post("/v1/facts", json=body)
+    assert first.status_code == 201, first.text
+    cid = first.json()["cid"]
+    again = client.post("/v1/facts", json=body)
+    assert again.status_code == 200 and again.json() == {"cid": cid, "status": "exists"}
+    got = client.get(f"/v1/facts/{cid}").json()
+    assert (
+        got["record"]["text"] == body["text"] and got["record"]["contributor"] == OPERATOR.address
+    )
+    hits = client.post("/v1/query", json={"query": "octopuses hearts", "k": 3, "mode": "keyword"})
+    assert hits.status_code == 200 and hits.json()["results"][0]["cid"] == cid
+    assert client.get("/v1/status").json()["facts"] == 1
+    assert client.get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b'{"text": "' + b"\\ud800" + b'"}', 400),  # a lone surrogate
+        (b"[" * 5000 + b"]" * 5000, 400),  # nested JSON
+        (b'{"text": ""}', 400),
+        (b"not json", 400),
+    ],
+)
+def test_hostile_bodies_get_a_clear_4xx_and_change_nothing(
+    client: TestClient, content: bytes, code: int
+) -> None:
+    reply = client.post("/v1/facts", content=content, headers={"content-type": "application/json"})
+    assert reply.status_code == code, reply.text
+    assert reply.json()["error"]["code"]
+    assert client.get("/v1/status").json()["facts"] == 0
+
+
+def test_odd_cids_are_refused_and_unknown_ones_are_404(client: TestClient) -> None:
+    assert client.get("/v1/facts/not-a-cid").status_code == 400
+    assert client.get("/v1/facts/zzzzz").status_code == 400
+    unknown = "bafyreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua"
+    assert client.get(f"/v1/facts/{unknown}").status_code == 404
+
+
+def test_every_validation_problem_is_named(client: TestClient) -> None:
+    reply = client.post("/v1/query", json={"query": "x", "k": 0, "mode": "fuzzy"})
+    assert reply.status_code == 400
+    message = reply.json()["error"]["message"]
+    assert message.startswith("k: ") and "; also mode: " in message, message
+    assert "more problem" not in message
+
+
+def test_api_docs_are_served_without_the_internet(client: TestClient) -> None:
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = client.get(page)
+        assert html.status_code == 200 and f"/docs/assets/{asset}" in html.text
+        assert "cdn." not in html.text and "fonts.googleapis" not in html.text
+        script = client.get(f"/docs/assets/{asset}")
+        assert script.status_code == 200 and len(script.content) > 100_000
+    assert client.get("/docs/assets/swagger-ui.css").status_code == 200
+    assert client.get("/docs/oauth2-redirect").status_code == 200
