@@ -19,6 +19,7 @@ from typing import Any
 
 from api import cli_provenance
 from api.client import DEFAULT_URL, NodeClient, NodeError, Unreachable
+from node.limits import DEFAULT_K, MAX_K
 
 log = logging.getLogger("knowhub")
 
@@ -80,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
 
     query = with_url(sub.add_parser("query", help="retrieve ranked facts"))
     query.add_argument("text")
-    query.add_argument("-k", type=int, default=5)
+    query.add_argument(
+        "-k", type=int, default=DEFAULT_K, help=f"1 to {MAX_K} (default %(default)s)"
+    )
     query.add_argument("--mode", choices=["dense", "keyword", "hybrid"], default="hybrid")
     query.add_argument(
         "--filter",

@@ -39,6 +39,7 @@ from api.schemas import (
     SnapshotOut,
     StatusOut,
 )
+from node.limits import DEFAULT_K
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 M = TypeVar("M", bound=BaseModel)
@@ -270,7 +271,7 @@ class NodeClient:
         self,
         query: str,
         *,
-        k: int = 5,
+        k: int = DEFAULT_K,
         mode: str = "hybrid",
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,
@@ -426,7 +427,7 @@ class AsyncNodeClient:
         self,
         query: str,
         *,
-        k: int = 5,
+        k: int = DEFAULT_K,
         mode: str = "hybrid",
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,

@@ -1,9 +1,10 @@
-"""The interactive API documentation (``/docs``, ``/redoc``), served without the internet.
+"""The interactive API documentation (``/docs``), served without the internet.
 
 FastAPI's own pages load Swagger UI and ReDoc from a CDN: on an offline or firewalled node they
-are blank. The same assets come here from a pinned package (``fastapi-offline``: Swagger UI 5,
-which renders the OpenAPI 3.1 document FastAPI writes, and ReDoc) and are served by the node at
-``/docs/assets``. Invariant: no page here references a URL outside the node.
+are blank. Swagger UI's assets come here from a pinned package (``fastapi-offline``: Swagger UI
+5, which renders the OpenAPI 3.1 document FastAPI writes) and are served by the node at
+``/docs/assets``. There is no ``/redoc``: ReDoc's standalone bundle still fetches its logo from
+cdn.redoc.ly. Invariant: the page fetches nothing from outside the node (a browser test checks).
 """
 
 from __future__ import annotations
@@ -12,11 +13,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import (
-    get_redoc_html,
-    get_swagger_ui_html,
-    get_swagger_ui_oauth2_redirect_html,
-)
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -24,9 +21,9 @@ ASSETS_URL = "/docs/assets"
 ASSETS = Path(str(files("fastapi_offline") / "static"))
 
 
-def mount_docs(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redoc") -> None:
-    """Serve Swagger UI at ``docs_url`` and ReDoc at ``redoc_url`` from local assets (create
-    the app with ``docs_url=None, redoc_url=None`` so FastAPI's CDN pages are not there)."""
+def mount_docs(app: FastAPI, *, docs_url: str = "/docs") -> None:
+    """Serve Swagger UI at ``docs_url`` from local assets (create the app with
+    ``docs_url=None, redoc_url=None`` so FastAPI's CDN pages are not there)."""
     router = APIRouter(include_in_schema=False)
     oauth2_redirect = f"{docs_url}/oauth2-redirect"
 
@@ -49,17 +46,6 @@ def mount_docs(app: FastAPI, *, docs_url: str = "/docs", redoc_url: str = "/redo
     @router.get(oauth2_redirect, response_class=HTMLResponse)
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
-
-    @router.get(redoc_url, response_class=HTMLResponse)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
-        return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{assets(request)}/redoc.standalone.js",
-            redoc_favicon_url=f"{assets(request)}/favicon.png",
-            with_google_fonts=False,
-        )
 
     app.include_router(router)
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS), name="docs-assets")

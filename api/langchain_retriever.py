@@ -26,6 +26,7 @@ from pydantic import Field
 
 from api.client import DEFAULT_URL, AsyncNodeClient, NodeClient
 from api.schemas import QueryHit, QueryOut
+from node.limits import DEFAULT_K, MAX_K
 
 
 class KnowhubRetriever(BaseRetriever):
@@ -33,7 +34,7 @@ class KnowhubRetriever(BaseRetriever):
 
     url: str = DEFAULT_URL
     api_key: str | None = Field(default=None, description="Default: $KNOWHUB_API_KEY.")
-    k: int = Field(default=5, ge=1, le=100)
+    k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K)
     mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
     filter: dict[str, Any] | None = None
     min_score: float | None = None

@@ -39,8 +39,9 @@ from api.views import fact_out, provenance_out, query_out, status_out
 from node import __version__
 from node.errors import KnowhubError
 from node.filters import parse_filter
+from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_TEXT_BYTES
 from node.search import Query, SearchMode
-from node.service import MAX_K, KnowledgeNode
+from node.service import KnowledgeNode
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class Backend(Protocol):
         self,
         query: str,
         *,
-        k: int = 5,
+        k: int = DEFAULT_K,
         mode: str = "hybrid",
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,
@@ -92,7 +93,7 @@ class LocalBackend:
         self,
         query: str,
         *,
-        k: int = 5,
+        k: int = DEFAULT_K,
         mode: str = "hybrid",
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,
@@ -172,8 +173,10 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
         "pending), plus a ready-made context block with numbered citations.",
     )
     async def search_knowledge(
-        query: Annotated[str, Field(min_length=1, max_length=4096, description="The question.")],
-        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many facts.")] = 5,
+        query: Annotated[
+            str, Field(min_length=1, max_length=MAX_QUERY_BYTES, description="The question.")
+        ],
+        k: Annotated[int, Field(ge=1, le=MAX_K, description="How many facts.")] = DEFAULT_K,
         mode: Annotated[
             Literal["hybrid", "dense", "keyword"],
             Field(description="dense: meaning; keyword: BM25 words; hybrid: both (default)."),
@@ -239,7 +242,8 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
     )
     async def contribute_fact(
         text: Annotated[
-            str, Field(min_length=1, max_length=16384, description="The fact, one statement.")
+            str,
+            Field(min_length=1, max_length=MAX_TEXT_BYTES, description="The fact, one statement."),
         ],
         ctx: Context[Any, Any],
         metadata: Annotated[

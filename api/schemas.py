@@ -6,22 +6,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
-from node.facts import (
-    INT64_MAX,
-    INT64_MIN,
+from node.facts import INT64_MAX, INT64_MIN, visible_character_pattern
+from node.limits import (
+    DEFAULT_K,
+    MAX_BATCH,
+    MAX_FILTER_KEYS,
+    MAX_IN_VALUES,
+    MAX_K,
+    MAX_METADATA_BYTES,
     MAX_METADATA_KEY_CHARS,
+    MAX_QUERY_BYTES,
     MAX_TEXT_BYTES,
-    visible_character_pattern,
+    MAX_VECTOR_COMPONENTS,
 )
-from node.filters import MAX_FILTER_KEYS, MAX_IN_VALUES
 from node.search import SearchMode
-from node.service import MAX_BATCH, MAX_K
 
 MetadataIn = dict[str, Any]
 
 # JSON Schema for what the domain checks (node.facts, node.filters), so that the OpenAPI
-# document says what the API accepts. Byte limits (16 KiB of UTF-8 text, 4 KiB of encoded
-# metadata) and EIP-55 checksums cannot be said in JSON Schema; the descriptions say them.
+# document says what the API accepts. Byte limits (of UTF-8 text, of encoded metadata) and
+# EIP-55 checksums cannot be said in JSON Schema; the descriptions say them. Every number comes
+# from node.limits.
 _KEY = {"type": "string", "minLength": 1, "maxLength": MAX_METADATA_KEY_CHARS, "pattern": "^[^$]"}
 _SCALAR: list[dict[str, Any]] = [
     {"type": "string"},
@@ -32,6 +37,10 @@ _SCALAR: list[dict[str, Any]] = [
 
 def _visible_text(schema: dict[str, Any]) -> None:
     schema.update(minLength=1, maxLength=MAX_TEXT_BYTES, pattern=visible_character_pattern())
+
+
+def _visible_query(schema: dict[str, Any]) -> None:
+    schema.update(minLength=1, maxLength=MAX_QUERY_BYTES, pattern=visible_character_pattern())
 
 
 def _replace_type(schema: dict[str, Any]) -> None:
@@ -97,14 +106,15 @@ class FactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(
-        description="The fact, 1 byte to 16 KiB of UTF-8, with at least one visible character "
-        "(not only whitespace, control or zero-width characters).",
+        description=f"The fact, 1 to {MAX_TEXT_BYTES} bytes of UTF-8, with at least one visible "
+        "character (not only whitespace, control or zero-width characters).",
         examples=["The Eiffel Tower is in Paris."],
         json_schema_extra=_visible_text,
     )
     metadata: MetadataIn | None = Field(
         None,
-        description="Up to 4 KiB encoded: keys (1-128 characters, not starting with '$') map "
+        description=f"Up to {MAX_METADATA_BYTES} bytes encoded: keys (1-{MAX_METADATA_KEY_CHARS} "
+        "characters, not starting with '$') map "
         "to a string, 64-bit integer, boolean or list of strings.",
         examples=[{"source": "https://en.wikipedia.org/wiki/Eiffel_Tower", "lang": "en"}],
         json_schema_extra=_metadata_schema,
@@ -171,11 +181,12 @@ class QueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(
-        description="What to look for: up to 16 KiB of UTF-8 with a visible character.",
+        description=f"What to look for: up to {MAX_QUERY_BYTES} bytes of UTF-8 with a visible "
+        "character.",
         examples=["Where is the Eiffel Tower?"],
-        json_schema_extra=_visible_text,
+        json_schema_extra=_visible_query,
     )
-    k: StrictInt = Field(5, ge=1, le=MAX_K, description="How many facts to return.")
+    k: StrictInt = Field(DEFAULT_K, ge=1, le=MAX_K, description="How many facts to return.")
     mode: SearchMode = Field(
         SearchMode.HYBRID, description="dense (embeddings), keyword (BM25) or hybrid (RRF)."
     )
@@ -190,7 +201,7 @@ class QueryIn(BaseModel):
     )
     vector: list[StrictFloat] | None = Field(
         None,
-        max_length=4096,
+        max_length=MAX_VECTOR_COMPONENTS,
         description="Optional query embedding made with the node's model (see /v1/status); "
         "used instead of embedding `query` for the dense ranking.",
     )

@@ -21,11 +21,9 @@ from eth_utils.address import is_checksum_address
 
 from node.cid import dag_cbor_cid
 from node.errors import InvalidFact
+from node.limits import MAX_METADATA_BYTES, MAX_METADATA_KEY_CHARS, MAX_TEXT_BYTES
 
 RECORD_VERSION = 1
-MAX_TEXT_BYTES = 16 * 1024
-MAX_METADATA_BYTES = 4 * 1024
-MAX_METADATA_KEY_CHARS = 128
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 

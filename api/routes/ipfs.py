@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -80,15 +80,16 @@ def _car_version(accept: str | None, fmt: str | None) -> None:
                     raise InvalidInput(f"unsupported CAR parameter {param!r}: only CARv1")
 
 
-@router.api_route(
-    "/ipfs/{cid}",
-    methods=["GET", "HEAD"],
-    responses={
-        200: {"content": {RAW: {}, CAR: {}}},
-        400: {"model": ErrorBody},
-        404: {"model": ErrorBody},
-    },
-)
+_GATEWAY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {RAW: {}, CAR: {}}},
+    400: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+}
+
+
+# one route per method: one api_route with both gave GET and HEAD the same operationId
+@router.get("/ipfs/{cid}", responses=_GATEWAY_RESPONSES)
+@router.head("/ipfs/{cid}", responses=_GATEWAY_RESPONSES)
 async def gateway(
     cid: str,
     request: Request,

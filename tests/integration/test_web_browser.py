@@ -114,3 +114,13 @@ def test_a_bad_filter_is_reported_on_the_page(browser: Browser, node: NodeProces
     # the browser logs the refused request itself; nothing else may fail
     assert [e for e in errors if "status of 400" not in e] == [], errors
     page.close()
+
+
+def test_api_docs_render_offline(browser: Browser, node: NodeProcess) -> None:
+    # Swagger UI comes from the node itself (api/docs_ui.py), not from a CDN
+    page, errors, hosts = open_page(browser, f"{node.url}/docs")
+    page.locator(".swagger-ui .info", has_text="knowhub node").wait_for(timeout=WAIT_MS)
+    page.locator(".opblock", has_text="/v1/query").first.wait_for(timeout=WAIT_MS)
+    assert hosts == {urlsplit(node.url).netloc}
+    assert not errors, errors
+    page.close()

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from index.sqlite_catalog import SqliteCatalog
+from node import limits
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
@@ -89,11 +90,33 @@ def test_every_validation_problem_is_named(client: TestClient) -> None:
 
 
 def test_api_docs_are_served_without_the_internet(client: TestClient) -> None:
-    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
-        html = client.get(page)
-        assert html.status_code == 200 and f"/docs/assets/{asset}" in html.text
-        assert "cdn." not in html.text and "fonts.googleapis" not in html.text
-        script = client.get(f"/docs/assets/{asset}")
-        assert script.status_code == 200 and len(script.content) > 100_000
+    html = client.get("/docs")
+    assert html.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in html.text
+    assert "cdn." not in html.text
+    script = client.get("/docs/assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and len(script.content) > 100_000
+    assert client.get("/redoc").status_code == 404  # ReDoc would fetch from its CDN
     assert client.get("/docs/assets/swagger-ui.css").status_code == 200
     assert client.get("/docs/oauth2-redirect").status_code == 200
+
+
+def test_published_limits_are_the_ones_the_node_enforces(client: TestClient) -> None:
+    # one home (node.limits): the OpenAPI document, the web page and the LangChain retriever
+    # declare the numbers the domain checks
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    query, fact = schemas["QueryIn"]["properties"], schemas["FactIn"]["properties"]
+    assert query["k"]["maximum"] == limits.MAX_K and query["k"]["default"] == limits.DEFAULT_K
+    assert query["query"]["maxLength"] == limits.MAX_QUERY_BYTES
+    assert fact["text"]["maxLength"] == limits.MAX_TEXT_BYTES
+    assert schemas["BatchIn"]["properties"]["facts"]["maxItems"] == limits.MAX_BATCH
+    page = client.get("/").text
+    assert "{{" not in page
+    assert f'maxlength="{limits.MAX_QUERY_BYTES}"' in page
+    assert f'maxlength="{limits.MAX_TEXT_BYTES}"' in page
+    from api.langchain_retriever import KnowhubRetriever
+
+    field = KnowhubRetriever.model_fields["k"]
+    assert field.default == limits.DEFAULT_K
+    assert any(getattr(m, "le", None) == limits.MAX_K for m in field.metadata)
+    too_long = "x" * (limits.MAX_QUERY_BYTES + 1)
+    assert client.post("/v1/query", json={"query": too_long}).status_code == 400

@@ -8,7 +8,8 @@ import pytest
 
 from node.cid import canonical_cid_string, dag_cbor_cid, parse_cid, raw_cid, verify_block
 from node.errors import InvalidCid, InvalidFact
-from node.facts import MAX_METADATA_BYTES, MAX_TEXT_BYTES, decode_fact, make_fact
+from node.facts import decode_fact, make_fact
+from node.limits import MAX_METADATA_BYTES, MAX_TEXT_BYTES
 from tests.verifying_client import cid_of  # CIDs computed by hand from the spec
 
 

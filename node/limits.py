@@ -1,0 +1,33 @@
+"""Every size and count a record or a request is held to: the one home of these numbers.
+
+The domain checks them (``node.facts``, ``node.filters``, the service's query rules); the REST
+schemas, the MCP tools, the Python clients and the LangChain retriever declare them from here,
+so the documents they publish (OpenAPI, MCP tool schemas) say what the node enforces.
+Sizes of text are UTF-8 bytes, which is what the node counts; a schema that can only bound
+characters bounds them by the same number (a character is at least one byte), and the node's
+byte check decides.
+
+Invariant: nothing outside this module writes one of these numbers as a literal.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: A fact's text, UTF-8 bytes.
+MAX_TEXT_BYTES: Final = 16 * 1024
+#: A fact's metadata, as its DAG-CBOR encoding.
+MAX_METADATA_BYTES: Final = 4 * 1024
+MAX_METADATA_KEY_CHARS: Final = 128
+#: A query's text, UTF-8 bytes.
+MAX_QUERY_BYTES: Final = 16 * 1024
+#: Hits a query may ask for, and how many it gets by default.
+MAX_K: Final = 100
+DEFAULT_K: Final = 5
+#: Facts in one batch request (and in one ingest step of a snapshot or a recovery).
+MAX_BATCH: Final = 1000
+#: Keys in a metadata filter, and values in one ``$in``.
+MAX_FILTER_KEYS: Final = 16
+MAX_IN_VALUES: Final = 256
+#: Components of a query vector a client may send (the model's dimension is checked after).
+MAX_VECTOR_COMPONENTS: Final = 4096
