@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from node.facts import Fact
 from node.filters import MetadataFilter
+from node.origin import Origin
 from node.provenance import Batch, BatchStatus, Provenance
 from node.search import Hit
 
@@ -375,8 +376,11 @@ class FactSink(Protocol):
     loop; the other methods are blocking and thread-safe (the network calls them from its
     own threads)."""
 
-    async def receive_facts(self, facts: Sequence[tuple[Fact, str]], peer: str) -> int:
-        """Store verified (fact, 0x signature) pairs from ``peer``; return how many were new."""
+    async def receive_facts(
+        self, facts: Sequence[tuple[Fact, str]], peer: str, origin: Origin
+    ) -> int:
+        """Store verified (fact, 0x signature) pairs from ``peer``, which came by ``origin``
+        (gossip or sync); return how many were new."""
         ...
 
     def fact_cids(self) -> list[bytes]:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -40,6 +41,7 @@ from node.facts import Fact, has_visible_character
 from node.follower import ChainFollower
 from node.limits import MAX_BATCH, MAX_K, MAX_QUERY_BYTES
 from node.manifest import Block
+from node.origin import Origin
 from node.ports import (
     AnchorEvent,
     Catalog,
@@ -227,7 +229,9 @@ class KnowledgeNode:
         self._follower = (
             None
             if ledger is None
-            else ChainFollower(catalog, ledger, network, self._blocks, self._receive)
+            else ChainFollower(
+                catalog, ledger, network, self._blocks, partial(self._receive, origin=Origin.CHAIN)
+            )
         )
         self._following: asyncio.Task[None] | None = None
         self._catalog = catalog
@@ -255,7 +259,9 @@ class KnowledgeNode:
         await self._in_thread(self.reconcile)
         if found.recover:
             for start in range(0, len(found.recover), MAX_BATCH):
-                await self.contribute_many(found.recover[start : start + MAX_BATCH])
+                await self.contribute_many(
+                    found.recover[start : start + MAX_BATCH], origin=Origin.RECOVERY
+                )
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flush")
         self._publisher = asyncio.create_task(self._blocks.run_publisher(), name="publisher")
         if self._anchorer is not None:
@@ -394,10 +400,11 @@ class KnowledgeNode:
         self,
         facts: Sequence[Fact | SignedFact | KnowhubError],
         *,
-        announce: bool = True,
-        anchor: bool = True,
+        origin: Origin = Origin.LOCAL,
     ) -> list[Contribution | KnowhubError]:
         """Store valid facts (errors pass through in place); durable when this returns.
+        ``origin`` decides whether they are announced to peers and anchored here
+        (``node.origin``).
 
         A bare ``Fact`` is stored without a signature (facts from a CAR or a peer whose
         signature is unknown); ``SignedFact``s must have been checked (see ``accept``).
@@ -429,6 +436,7 @@ class KnowledgeNode:
             try:
                 vectors = await self._scheduler.embed_ingest([f.text for f in todo])
                 async with self._write_lock:
+                    anchor = origin.anchored_here(self._options.anchor_peer_facts)
                     created = await self._in_thread(
                         self._store_facts, todo, vectors, signatures, anchor
                     )
@@ -446,7 +454,7 @@ class KnowledgeNode:
             self._blocks.wake.set()
             if self._anchorer is not None:
                 self._anchorer.wake.set()
-            if announce and self._network is not None:
+            if origin.announced and self._network is not None:
                 self._network.publish(
                     [
                         (f.block, signatures[f.cid])
@@ -646,7 +654,7 @@ class KnowledgeNode:
         except KnowhubError:
             return None
 
-    async def _receive(self, facts: Sequence[SignedFact]) -> int:
+    async def _receive(self, facts: Sequence[SignedFact], origin: Origin) -> int:
         """Facts from peers or the chain follower, in chunks that may fill at most
         ``PEER_SHARE`` of the ingest bounds (the rest stays for REST writers). A chunk waits
         up to ``peer_wait`` seconds for room (backpressure: sync and gossip readers slow down);
@@ -660,9 +668,7 @@ class KnowledgeNode:
                 self._deferred += len(facts) - start
                 break
             try:
-                results = await self.contribute_many(
-                    chunk, announce=False, anchor=self._options.anchor_peer_facts
-                )
+                results = await self.contribute_many(chunk, origin=origin)
             except Overloaded:
                 self._deferred += len(facts) - start
                 break
@@ -732,7 +738,7 @@ class KnowledgeNode:
         created = existing = 0
         for start in range(0, len(car.facts), MAX_BATCH):
             outcomes = await self.contribute_many(
-                car.facts[start : start + MAX_BATCH], anchor=self._options.anchor_peer_facts
+                car.facts[start : start + MAX_BATCH], origin=Origin.CAR
             )
             for outcome in outcomes:
                 if isinstance(outcome, KnowhubError):

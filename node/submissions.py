@@ -10,6 +10,7 @@ from typing import Any
 from node.cid import cid_from_bytes, cid_to_bytes
 from node.errors import InvalidFact, InvalidSignature, KnowhubError
 from node.facts import Fact, make_fact
+from node.origin import Origin
 from node.ports import Catalog
 from node.signing import check_signature, normalize_signature
 
@@ -58,7 +59,7 @@ class NodeSink:
     def __init__(
         self,
         catalog: Catalog,
-        store: Callable[[Sequence[SignedFact]], Awaitable[int]],
+        store: Callable[[Sequence[SignedFact], Origin], Awaitable[int]],
         block: Callable[[str], Awaitable[bytes | None]],
         on_anchor: Callable[[int, str], None],
     ) -> None:
@@ -73,7 +74,9 @@ class NodeSink:
     async def get_block(self, cid: str) -> bytes | None:
         return await self._block(cid)
 
-    async def receive_facts(self, facts: Sequence[tuple[Fact, str]], peer: str) -> int:
+    async def receive_facts(
+        self, facts: Sequence[tuple[Fact, str]], peer: str, origin: Origin
+    ) -> int:
         # Peers' facts were verified by the network layer; the node checks the signatures again
         # (cheap) so that nothing unverified can reach the catalog through this door.
         checked: list[SignedFact] = []
@@ -85,7 +88,7 @@ class NodeSink:
                 checked.append(SignedFact(fact, normalize_signature(signature)))
             except KnowhubError as exc:
                 log.warning("dropping fact %s from %s: %s", fact.cid, peer, exc.message)
-        return await self._store(checked)
+        return await self._store(checked, origin)
 
     def fact_cids(self) -> list[bytes]:
         return [cid_to_bytes(c) for c in self._catalog.signed_cids()]

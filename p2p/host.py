@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -51,6 +52,7 @@ from multiformats import multihash
 
 from node.errors import InvalidInput, KnowhubError, Unavailable
 from node.facts import Fact
+from node.origin import Origin
 from node.ports import AnchorEvent, FactSink, NetworkStatus, PeerStatus
 from p2p import admission, upkeep
 from p2p.admission import Admission, ConnectionLimits
@@ -133,7 +135,9 @@ class Libp2pNetwork:
         self._gossip: GossipSub | None = None
         self._validated: dict[bytes, tuple[list[VerifiedFact], str]] = {}
         self._checks = EnvelopeChecks()
-        self._catchup = CatchUp(self._book, config.sync_interval, self.deliver)
+        self._catchup = CatchUp(
+            self._book, config.sync_interval, partial(self.deliver, origin=Origin.SYNC)
+        )
         self._publisher = Publisher(FACTS_TOPIC, ANCHORS_TOPIC, config.publish_interval)
         self._stop: trio.Event | None = None
         self._to_disconnect: set[ID] = set()
@@ -499,14 +503,14 @@ class Libp2pNetwork:
         (the node embeds them with its own model, so batches keep the model busy)."""
         while True:
             for who, group in (await self._inbox.take()).items():
-                await self.deliver(group, who)
+                await self.deliver(group, who, Origin.GOSSIP)
 
-    async def deliver(self, facts: list[VerifiedFact], peer: str) -> int:
+    async def deliver(self, facts: list[VerifiedFact], peer: str, origin: Origin) -> int:
         """Give verified facts to the node (from gossip or sync); count them for ``peer``."""
         assert self._sink is not None
         try:
             created = await self._trio.to_asyncio(
-                self._sink.receive_facts([(f.fact, f.signature) for f in facts], peer)
+                self._sink.receive_facts([(f.fact, f.signature) for f in facts], peer, origin)
             )
         except KnowhubError as exc:
             log.warning("node refused %d facts from %s: %s", len(facts), peer, exc.message)

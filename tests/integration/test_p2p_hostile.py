@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from node.facts import Fact, make_fact
+from node.origin import Origin
 from node.signing import SigningKey
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess
@@ -150,7 +151,9 @@ class FakeNode:
         }
         self._cid = CID
 
-    async def receive_facts(self, facts: Sequence[tuple[Fact, str]], peer: str) -> int:
+    async def receive_facts(
+        self, facts: Sequence[tuple[Fact, str]], peer: str, origin: Origin
+    ) -> int:
         new = 0
         for fact, signature in facts:
             key = bytes(self._cid.decode(fact.cid))

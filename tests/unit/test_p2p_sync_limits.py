@@ -17,6 +17,7 @@ import pytest
 import trio
 
 from node.facts import Fact
+from node.origin import Origin
 from p2p import sync
 from p2p.reconcile import (
     ANSWER_RATIO,
@@ -245,7 +246,9 @@ class FakeSink:
         self.items = items
         self.records = records or []
 
-    async def receive_facts(self, facts: Sequence[tuple[Fact, str]], peer: str) -> int:
+    async def receive_facts(
+        self, facts: Sequence[tuple[Fact, str]], peer: str, origin: Origin
+    ) -> int:
         return 0
 
     def fact_cids(self) -> list[bytes]:

@@ -23,6 +23,7 @@ from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import KnowhubError, NotFound, Overloaded, StorageError
 from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.origin import Origin
 from node.ports import NewFact
 from node.search import Query, SearchMode
 from node.service import Contribution, KnowledgeNode, NodeOptions
@@ -268,7 +269,12 @@ async def test_a_full_ingest_lane_answers_writes_with_overloaded_and_stores_noth
         from node.submissions import SignedFact
 
         gossiped = make_fact("from a peer", contributor=OPERATOR.address)
-        assert await node._receive([SignedFact(gossiped, OPERATOR.sign_cid(gossiped.cid))]) == 0
+        assert (
+            await node._receive(
+                [SignedFact(gossiped, OPERATOR.sign_cid(gossiped.cid))], Origin.GOSSIP
+            )
+            == 0
+        )
         status = await node.status()
         assert status.ingest.pending == 8 and status.ingest.bound == 8
         assert status.ingest.deferred_to_sync == 1 and status.ingest.full
@@ -416,13 +422,17 @@ async def test_peers_facts_wait_for_room_and_leave_headroom_for_writers(tmp_path
     try:
         embedder.gate.clear()
         # peers' facts enter an empty lane (4 texts: half the bound) and get stuck in the model
-        peers = asyncio.ensure_future(node._receive([signed(f"p{i}") for i in range(4)]))
+        peers = asyncio.ensure_future(
+            node._receive([signed(f"p{i}") for i in range(4)], Origin.SYNC)
+        )
         assert await asyncio.to_thread(embedder.started.wait, 60)
         # a REST writer still has room: peers may fill only half of the bounds
         writer = asyncio.ensure_future(node.contribute_many([make_fact(f"w{i}") for i in range(3)]))
         await asyncio.sleep(0)
         # more peers' facts wait for room (backpressure) instead of being dropped
-        later = asyncio.ensure_future(node._receive([signed(f"q{i}") for i in range(2)]))
+        later = asyncio.ensure_future(
+            node._receive([signed(f"q{i}") for i in range(2)], Origin.SYNC)
+        )
         await asyncio.sleep(0.3)
         assert not later.done()
         embedder.gate.set()
