@@ -19,7 +19,7 @@ from api.schemas import (
     StatusOut,
 )
 from node.ports import StoredFact
-from node.service import NodeStatus, ProvenanceView, QueryResult
+from node.results import NodeStatus, ProvenanceView, QueryResult
 
 
 def query_out(result: QueryResult) -> QueryOut:

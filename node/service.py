@@ -28,7 +28,6 @@ from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import (
     ChainError,
     IncompatibleDataDir,
-    InvalidQuery,
     KnowhubError,
     NetworkingOff,
     NotFound,
@@ -37,9 +36,9 @@ from node.errors import (
     StorageError,
     Unavailable,
 )
-from node.facts import Fact, has_visible_character
+from node.facts import Fact
 from node.follower import ChainFollower
-from node.limits import MAX_BATCH, MAX_K, MAX_QUERY_BYTES
+from node.limits import MAX_BATCH
 from node.manifest import Block
 from node.origin import Origin
 from node.ports import (
@@ -49,15 +48,23 @@ from node.ports import (
     Embedder,
     Ledger,
     Network,
-    NetworkStatus,
     NewFact,
     PeerStatus,
     StoredFact,
     VectorIndex,
 )
-from node.provenance import Provenance
 from node.recovery import IntegrityReport, audit, mark_clean
-from node.search import Hit, Query, SearchMode, format_context, reciprocal_rank_fusion
+from node.results import (
+    CarImport,
+    ChainStatus,
+    Contribution,
+    IngestStatus,
+    NodeStatus,
+    ProvenanceView,
+    QueryResult,
+)
+from node.retrieval import Retriever, check_query
+from node.search import Query, SearchMode, format_context
 from node.signing import SigningKey, signature_valid
 from node.submissions import NodeSink, SignedFact, parse_submission
 
@@ -70,111 +77,6 @@ T = TypeVar("T")
 #: ``NodeOptions.peer_wait`` seconds until it fits in ``PEER_SHARE`` of the lane's bounds.
 PEER_CHUNK = 32
 PEER_SHARE = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Contribution:
-    cid: str
-    created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ScoredFact:
-    fact: StoredFact
-    score: float
-    #: Block number of the fact's anchor; None while pending.
-    anchored_block: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QueryResult:
-    results: list[ScoredFact]
-    context: str
-    embed_ms: float
-    search_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    version: str
-    facts: int
-    index_kind: str
-    index_size: int
-    model: str
-    dimension: int
-    data_dir: str
-    content_store: str
-    publication_backlog: int
-    content_store_error: str | None
-    operator: str
-    require_signatures: bool
-    chain: ChainStatus | None
-    network: NetworkStatus | None
-    ingest: IngestStatus
-    integrity: IntegrityReport
-
-    def not_ready(self) -> list[str]:
-        """Why the node cannot take writes now (empty: ready). Liveness is separate."""
-        reasons = []
-        if self.ingest.write_error is not None:
-            reasons.append(f"writes are failing: {self.ingest.write_error}")
-        if self.ingest.full:
-            reasons.append(f"the ingest queue is full ({self.ingest.pending} texts waiting)")
-        net = self.network
-        if net is not None and not net.running:
-            reasons.append(f"the network layer is down: {net.error or 'unknown error'}")
-        elif net is not None and net.bootstrap_peers and not net.connected_peers:
-            reasons.append(
-                f"no peer connected ({net.bootstrap_peers} bootstrap peers configured): "
-                "gossip and catch-up sync are cut off"
-            )
-        return reasons
-
-
-@dataclass(frozen=True, slots=True)
-class IngestStatus:
-    #: Texts admitted and waiting to be embedded (REST, CAR, gossip, sync).
-    pending: int
-    #: The bound beyond which writes get 503 + Retry-After.
-    bound: int
-    queries_waiting: int
-    #: Facts from peers left to catch-up sync because the queue was full.
-    deferred_to_sync: int
-    texts_per_second: float
-    #: The next write would be refused with 503 (count or time bound reached).
-    full: bool
-    #: The last storage error of a write, until a write succeeds again.
-    write_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ChainStatus:
-    rpc_url: str
-    chain_id: int | None
-    registry: str
-    account: str
-    queued: int
-    open_batches: int
-    last_anchored_block: int | None
-    error: str | None
-    follow_block: int | None
-    verified_batches: int
-    facts_from_chain: int
-    follow_error: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ProvenanceView:
-    provenance: Provenance
-    signature_valid: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CarImport:
-    roots: list[str]
-    facts: int
-    created: int
-    existing: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +140,7 @@ class KnowledgeNode:
         self._index = index
         self._embedder = embedder
         self._options = options
+        self._retriever = Retriever(catalog, index, embedder, options.candidate_pool)
         self._scheduler = EmbedScheduler(embedder, options.embedding, query_embedder=query_embedder)
         self._write_lock = asyncio.Lock()
         #: CIDs being embedded and stored right now, so concurrent calls do it only once.
@@ -516,92 +419,20 @@ class KnowledgeNode:
         return ProvenanceView(found, valid)
 
     async def query(self, query: Query) -> QueryResult:
-        _check_query(query)
+        check_query(query)
         embed_ms = 0.0
         vector: np.ndarray | None = None
         if query.vector is not None and query.mode is not SearchMode.KEYWORD:
-            vector = self._query_vector(query.vector)
+            vector = self._retriever.query_vector(query.vector)
         elif query.mode is not SearchMode.KEYWORD:
             t0 = time.perf_counter()
             vector = (await self._scheduler.embed_query([query.text]))[0]
             embed_ms = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
-        results = await self._in_thread(self._rank, query, vector)
+        results = await self._in_thread(self._retriever.rank, query, vector)
         search_ms = (time.perf_counter() - t1) * 1000
         context = format_context(query.text, [(r.fact.cid, r.fact.text) for r in results])
         return QueryResult(results, context, embed_ms, search_ms)
-
-    def _query_vector(self, values: tuple[float, ...]) -> np.ndarray:
-        # float64: float32 overflows to inf on the norm of 384 x 3e38 and scores all 0
-        vector = np.asarray(values, dtype=np.float64)
-        if vector.shape != (self._embedder.dimension,):
-            raise InvalidQuery(
-                f"vector must have {self._embedder.dimension} numbers "
-                f"(the node's model is {self._embedder.model_name}), got {len(values)}"
-            )
-        if not np.isfinite(vector).all():
-            raise InvalidQuery("vector must hold finite numbers")
-        norm = float(np.linalg.norm(vector))
-        if not (np.isfinite(norm) and norm > 0.0):
-            raise InvalidQuery("vector must be finite and not all zero")
-        unit = vector / norm
-        if not np.isfinite(unit).all() or not np.any(unit.astype(np.float32)):
-            raise InvalidQuery("vector is too close to zero to give a direction")
-        result: np.ndarray = unit.astype(np.float32)
-        return result
-
-    def _rank(self, query: Query, vector: np.ndarray | None) -> list[ScoredFact]:
-        # Fusion needs a deep pool from each ranker; a single ranker needs only a margin for
-        # identical texts, and searches deeper when de-duplication eats it.
-        if query.mode is SearchMode.HYBRID:
-            pool = max(self._options.candidate_pool, 2 * query.k)
-        else:
-            pool = 2 * query.k + 10
-        total = len(self._index)
-        while True:
-            hits = self._candidates(query, vector, pool)
-            results, below_min_score = self._materialize(hits, query)
-            if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
-                anchored = self._catalog.anchored_blocks([r.fact.id for r in results])
-                return [ScoredFact(r.fact, r.score, anchored.get(r.fact.id)) for r in results]
-            pool *= 4
-
-    def _candidates(self, query: Query, vector: np.ndarray | None, pool: int) -> list[Hit]:
-        keyword: list[Hit] = []
-        dense: list[Hit] = []
-        if query.mode is not SearchMode.DENSE:
-            keyword = self._catalog.keyword_search(query.text, pool, query.filter)
-        if vector is not None:
-            allowed = None
-            if query.filter is not None:
-                allowed = self._catalog.filter_ids(query.filter)
-                if len(allowed) == 0:
-                    return []
-            dense = self._index.search(vector, pool, allowed)
-        if query.mode is SearchMode.HYBRID:
-            return reciprocal_rank_fusion([dense, keyword])
-        return dense if query.mode is SearchMode.DENSE else keyword
-
-    def _materialize(self, hits: list[Hit], query: Query) -> tuple[list[ScoredFact], bool]:
-        """The first k distinct texts among ``hits`` (rows fetched a chunk at a time), and
-        whether the scores fell below ``min_score`` (nothing deeper can qualify then)."""
-        seen: set[str] = set()
-        out: list[ScoredFact] = []
-        step = max(2 * query.k, 10)
-        for start in range(0, len(hits), step):
-            chunk = hits[start : start + step]
-            rows = self._catalog.get_by_ids([h.id for h in chunk])
-            for hit in chunk:
-                if query.min_score is not None and hit.score < query.min_score:
-                    return out, True
-                row = rows.get(hit.id)
-                if row is None or row.text in seen:
-                    continue
-                seen.add(row.text)
-                out.append(ScoredFact(row, hit.score))
-                if len(out) == query.k:
-                    return out, False
-        return out, False
 
     async def status(self) -> NodeStatus:
         return await self._in_thread(self._status)
@@ -779,18 +610,3 @@ def _fact_cid(cid: str) -> str:
     if parsed.version != 1 or parsed.codec.name != DAG_CBOR:
         raise NotFound(f"no fact {cid}: facts are CIDv1 dag-cbor")
     return cid_string(parsed)
-
-
-def _check_query(query: Query) -> None:
-    if not isinstance(query.text, str):
-        raise InvalidQuery("query must be a string")
-    try:
-        size = len(query.text.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise InvalidQuery("query is not valid Unicode (lone surrogate)") from exc
-    if size > MAX_QUERY_BYTES:
-        raise InvalidQuery(f"query is {size} bytes, over the limit of {MAX_QUERY_BYTES}")
-    if not has_visible_character(query.text):
-        raise InvalidQuery("query must hold a visible character")
-    if not 1 <= query.k <= MAX_K:
-        raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {query.k}")

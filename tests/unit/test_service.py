@@ -14,8 +14,9 @@ from node.errors import IncompatibleDataDir, InvalidFact, InvalidQuery, NotFound
 from node.facts import make_fact
 from node.filters import parse_filter
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.results import Contribution
 from node.search import Query, SearchMode
-from node.service import Contribution, KnowledgeNode, NodeOptions
+from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
 from node.submissions import parse_submission
 

@@ -25,8 +25,9 @@ from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.origin import Origin
 from node.ports import NewFact
+from node.results import Contribution
 from node.search import Query, SearchMode
-from node.service import Contribution, KnowledgeNode, NodeOptions
+from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
 
 pytestmark = pytest.mark.anyio

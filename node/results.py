@@ -1,0 +1,119 @@
+"""What the node's use cases answer: contributions, ranked facts, provenance views, status.
+
+Plain frozen records, built by ``node.service`` and its helpers and turned into wire schemas at
+the edge (``api.schemas``, ``api.views``); nothing here does work beyond deciding readiness
+from a status (``NodeStatus.not_ready``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from node.ports import NetworkStatus, StoredFact
+from node.provenance import Provenance
+from node.recovery import IntegrityReport
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    cid: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredFact:
+    fact: StoredFact
+    score: float
+    #: Block number of the fact's anchor; None while pending.
+    anchored_block: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    results: list[ScoredFact]
+    context: str
+    embed_ms: float
+    search_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    version: str
+    facts: int
+    index_kind: str
+    index_size: int
+    model: str
+    dimension: int
+    data_dir: str
+    content_store: str
+    publication_backlog: int
+    content_store_error: str | None
+    operator: str
+    require_signatures: bool
+    chain: ChainStatus | None
+    network: NetworkStatus | None
+    ingest: IngestStatus
+    integrity: IntegrityReport
+
+    def not_ready(self) -> list[str]:
+        """Why the node cannot take writes now (empty: ready). Liveness is separate."""
+        reasons = []
+        if self.ingest.write_error is not None:
+            reasons.append(f"writes are failing: {self.ingest.write_error}")
+        if self.ingest.full:
+            reasons.append(f"the ingest queue is full ({self.ingest.pending} texts waiting)")
+        net = self.network
+        if net is not None and not net.running:
+            reasons.append(f"the network layer is down: {net.error or 'unknown error'}")
+        elif net is not None and net.bootstrap_peers and not net.connected_peers:
+            reasons.append(
+                f"no peer connected ({net.bootstrap_peers} bootstrap peers configured): "
+                "gossip and catch-up sync are cut off"
+            )
+        return reasons
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStatus:
+    #: Texts admitted and waiting to be embedded (REST, CAR, gossip, sync).
+    pending: int
+    #: The bound beyond which writes get 503 + Retry-After.
+    bound: int
+    queries_waiting: int
+    #: Facts from peers left to catch-up sync because the queue was full.
+    deferred_to_sync: int
+    texts_per_second: float
+    #: The next write would be refused with 503 (count or time bound reached).
+    full: bool
+    #: The last storage error of a write, until a write succeeds again.
+    write_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    rpc_url: str
+    chain_id: int | None
+    registry: str
+    account: str
+    queued: int
+    open_batches: int
+    last_anchored_block: int | None
+    error: str | None
+    follow_block: int | None
+    verified_batches: int
+    facts_from_chain: int
+    follow_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenanceView:
+    provenance: Provenance
+    signature_valid: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CarImport:
+    roots: list[str]
+    facts: int
+    created: int
+    existing: int

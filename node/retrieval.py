@@ -1,0 +1,116 @@
+"""Retrieval: the search rules run against the catalog and the vector index.
+
+``Retriever`` ranks a checked query (dense, keyword or hybrid with reciprocal rank fusion),
+de-duplicates identical texts, honours ``min_score`` and deepens its candidate pool until it has
+``k`` results or nothing deeper can qualify. Its methods block (SQLite, FAISS): the service calls
+them from a worker thread. ``check_query`` holds a query to ``node.limits`` before any work.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from node.errors import InvalidQuery
+from node.facts import has_visible_character
+from node.limits import MAX_K, MAX_QUERY_BYTES
+from node.ports import Catalog, Embedder, VectorIndex
+from node.results import ScoredFact
+from node.search import Hit, Query, SearchMode, reciprocal_rank_fusion
+
+
+class Retriever:
+    def __init__(
+        self, catalog: Catalog, index: VectorIndex, embedder: Embedder, candidate_pool: int
+    ) -> None:
+        self._catalog = catalog
+        self._index = index
+        self._embedder = embedder
+        #: Candidates taken from each ranker before fusion / de-duplication.
+        self._pool = candidate_pool
+
+    def query_vector(self, values: tuple[float, ...]) -> np.ndarray:
+        # float64: float32 overflows to inf on the norm of 384 x 3e38 and scores all 0
+        vector = np.asarray(values, dtype=np.float64)
+        if vector.shape != (self._embedder.dimension,):
+            raise InvalidQuery(
+                f"vector must have {self._embedder.dimension} numbers "
+                f"(the node's model is {self._embedder.model_name}), got {len(values)}"
+            )
+        if not np.isfinite(vector).all():
+            raise InvalidQuery("vector must hold finite numbers")
+        norm = float(np.linalg.norm(vector))
+        if not (np.isfinite(norm) and norm > 0.0):
+            raise InvalidQuery("vector must be finite and not all zero")
+        unit = vector / norm
+        if not np.isfinite(unit).all() or not np.any(unit.astype(np.float32)):
+            raise InvalidQuery("vector is too close to zero to give a direction")
+        result: np.ndarray = unit.astype(np.float32)
+        return result
+
+    def rank(self, query: Query, vector: np.ndarray | None) -> list[ScoredFact]:
+        # Fusion needs a deep pool from each ranker; a single ranker needs only a margin for
+        # identical texts, and searches deeper when de-duplication eats it.
+        hybrid = query.mode is SearchMode.HYBRID
+        pool = max(self._pool, 2 * query.k) if hybrid else 2 * query.k + 10
+        total = len(self._index)
+        while True:
+            hits = self._candidates(query, vector, pool)
+            results, below_min_score = self._materialize(hits, query)
+            if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
+                anchored = self._catalog.anchored_blocks([r.fact.id for r in results])
+                return [ScoredFact(r.fact, r.score, anchored.get(r.fact.id)) for r in results]
+            pool *= 4
+
+    def _candidates(self, query: Query, vector: np.ndarray | None, pool: int) -> list[Hit]:
+        keyword: list[Hit] = []
+        dense: list[Hit] = []
+        if query.mode is not SearchMode.DENSE:
+            keyword = self._catalog.keyword_search(query.text, pool, query.filter)
+        if vector is not None:
+            allowed = None
+            if query.filter is not None:
+                allowed = self._catalog.filter_ids(query.filter)
+                if len(allowed) == 0:
+                    return []
+            dense = self._index.search(vector, pool, allowed)
+        if query.mode is SearchMode.HYBRID:
+            return reciprocal_rank_fusion([dense, keyword])
+        return dense if query.mode is SearchMode.DENSE else keyword
+
+    def _materialize(self, hits: list[Hit], query: Query) -> tuple[list[ScoredFact], bool]:
+        """The first k distinct texts among ``hits`` (rows fetched a chunk at a time), and
+        whether the scores fell below ``min_score`` (nothing deeper can qualify then)."""
+        seen: set[str] = set()
+        out: list[ScoredFact] = []
+        step = max(2 * query.k, 10)
+        for start in range(0, len(hits), step):
+            chunk = hits[start : start + step]
+            rows = self._catalog.get_by_ids([h.id for h in chunk])
+            for hit in chunk:
+                if query.min_score is not None and hit.score < query.min_score:
+                    return out, True
+                row = rows.get(hit.id)
+                if row is None or row.text in seen:
+                    continue
+                seen.add(row.text)
+                out.append(ScoredFact(row, hit.score))
+                if len(out) == query.k:
+                    return out, False
+        return out, False
+
+
+def check_query(query: Query) -> None:
+    """``InvalidQuery`` unless the query is within ``node.limits`` and holds a visible
+    character."""
+    if not isinstance(query.text, str):
+        raise InvalidQuery("query must be a string")
+    try:
+        size = len(query.text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidQuery("query is not valid Unicode (lone surrogate)") from exc
+    if size > MAX_QUERY_BYTES:
+        raise InvalidQuery(f"query is {size} bytes, over the limit of {MAX_QUERY_BYTES}")
+    if not has_visible_character(query.text):
+        raise InvalidQuery("query must hold a visible character")
+    if not 1 <= query.k <= MAX_K:
+        raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {query.k}")
