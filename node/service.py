@@ -31,13 +31,11 @@ from node.errors import (
     KnowhubError,
     NetworkingOff,
     NotFound,
-    Overloaded,
     SignatureRequired,
-    StorageError,
-    Unavailable,
 )
 from node.facts import Fact
 from node.follower import ChainFollower
+from node.ingest import Ingest
 from node.limits import MAX_BATCH
 from node.manifest import Block
 from node.origin import Origin
@@ -48,7 +46,6 @@ from node.ports import (
     Embedder,
     Ledger,
     Network,
-    NewFact,
     PeerStatus,
     StoredFact,
     VectorIndex,
@@ -72,11 +69,6 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-#: Facts from peers enter the ingest lane in chunks of this many, each waiting up to
-#: ``NodeOptions.peer_wait`` seconds until it fits in ``PEER_SHARE`` of the lane's bounds.
-PEER_CHUNK = 32
-PEER_SHARE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,14 +135,17 @@ class KnowledgeNode:
         self._retriever = Retriever(catalog, index, embedder, options.candidate_pool)
         self._scheduler = EmbedScheduler(embedder, options.embedding, query_embedder=query_embedder)
         self._write_lock = asyncio.Lock()
-        #: CIDs being embedded and stored right now, so concurrent calls do it only once.
-        self._inflight: dict[str, asyncio.Future[None]] = {}
-        #: Peer facts left to sync because the ingest lane was full.
-        self._deferred = 0
-        #: The last storage failure of a write, until a write succeeds again (readiness).
-        self._write_error: str | None = None
+        self._ingest = Ingest(
+            catalog,
+            index,
+            self._scheduler,
+            self._write_lock,
+            anchor_peer_records=options.anchor_peer_facts,
+            peer_wait=options.peer_wait,
+            on_stored=self._wake_workers,
+            publish=None if network is None else network.publish,
+        )
         self._integrity = IntegrityReport()
-        self._dirty = False
         self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -241,9 +236,9 @@ class KnowledgeNode:
     async def _flush_periodically(self) -> None:
         while True:
             await asyncio.sleep(self._options.index_flush_interval)
-            if self._dirty:
+            if self._ingest.dirty:
                 async with self._write_lock:
-                    self._dirty = False
+                    self._ingest.dirty = False
                     await self._in_thread(self._index.save)
 
     # -- contribute --------------------------------------------------------------------------
@@ -305,101 +300,9 @@ class KnowledgeNode:
         *,
         origin: Origin = Origin.LOCAL,
     ) -> list[Contribution | KnowhubError]:
-        """Store valid facts (errors pass through in place); durable when this returns.
-        ``origin`` decides whether they are announced to peers and anchored here
-        (``node.origin``).
-
-        A bare ``Fact`` is stored without a signature (facts from a CAR or a peer whose
-        signature is unknown); ``SignedFact``s must have been checked (see ``accept``).
-        """
-        signatures = {
-            f.fact.cid: f.signature for f in facts if isinstance(f, SignedFact) and f.signature
-        }
-        plain = [f.fact if isinstance(f, SignedFact) else f for f in facts]
-        valid = [f for f in plain if isinstance(f, Fact)]
-        known = await self._in_thread(self._catalog.existing, [f.cid for f in valid])
-        fresh: dict[str, Fact] = {}
-        waiting: dict[str, asyncio.Future[None]] = {}
-        for fact in valid:
-            if fact.cid in known or fact.cid in fresh:
-                continue
-            if fact.cid in self._inflight:  # being embedded by a concurrent call: not twice
-                waiting[fact.cid] = self._inflight[fact.cid]
-            else:
-                fresh[fact.cid] = fact
-        created: set[str] = set()
-        failed: dict[str, KnowhubError] = {}
-        if fresh:
-            todo = list(fresh.values())
-            self._scheduler.admit(len(todo))  # Overloaded (503) before anything is done
-            loop = asyncio.get_running_loop()
-            for f in todo:
-                self._inflight[f.cid] = loop.create_future()
-            error: BaseException | None = None
-            try:
-                vectors = await self._scheduler.embed_ingest([f.text for f in todo])
-                async with self._write_lock:
-                    anchor = origin.anchored_here(self._options.anchor_peer_facts)
-                    created = await self._in_thread(
-                        self._store_facts, todo, vectors, signatures, anchor
-                    )
-                self._write_error = None
-            except BaseException as exc:
-                error = exc
-                if isinstance(exc, StorageError):
-                    self._write_error = exc.message
-                raise
-            finally:
-                # Waiters on these CIDs learn the outcome: stored, or this call's failure.
-                # Never "exists" for a fact that was not stored.
-                for f in todo:
-                    _settle(self._inflight.pop(f.cid), error)
-            self._blocks.wake.set()
-            if self._anchorer is not None:
-                self._anchorer.wake.set()
-            if origin.announced and self._network is not None:
-                self._network.publish(
-                    [
-                        (f.block, signatures[f.cid])
-                        for f in todo
-                        if f.cid in created and f.cid in signatures
-                    ]
-                )
-        for cid, future in waiting.items():
-            try:
-                await asyncio.shield(future)  # stored by the other call, or failed there
-            except KnowhubError as exc:
-                failed[cid] = exc
-            except Exception as exc:  # not ours to interpret: the fact is not stored
-                failed[cid] = StorageError(f"storing {cid} failed: {type(exc).__name__}")
-        results: list[Contribution | KnowhubError] = []
-        for item in plain:
-            if isinstance(item, Fact):
-                if item.cid in failed:
-                    results.append(failed[item.cid])
-                    continue
-                results.append(Contribution(item.cid, item.cid in created))
-                created.discard(item.cid)  # a repeat inside one batch is not created twice
-            else:
-                results.append(item)
-        return results
-
-    def _store_facts(
-        self, facts: list[Fact], vectors: np.ndarray, signatures: dict[str, str], anchor: bool
-    ) -> set[str]:
-        rows = self._catalog.insert(
-            [
-                NewFact(f, v, signatures.get(f.cid), anchor)
-                for f, v in zip(facts, vectors, strict=True)
-            ]
-        )
-        new = [(row_id, i) for i, (row_id, was_created) in enumerate(rows) if was_created]
-        if new:
-            ids = np.array([row_id for row_id, _ in new], dtype=np.int64)
-            self._index.add(ids, vectors[[i for _, i in new]])
-            self._dirty = True
-            log.debug("stored %d new facts", len(new))
-        return {facts[i].cid for _, i in new}
+        """Store valid facts (errors pass through in place); durable when this returns
+        (``node.ingest``)."""
+        return await self._ingest.contribute_many(facts, origin=origin)
 
     # -- read --------------------------------------------------------------------------------
 
@@ -463,11 +366,17 @@ class KnowledgeNode:
             pending=stats.ingest_pending,
             bound=stats.max_pending,
             queries_waiting=stats.queries_waiting,
-            deferred_to_sync=self._deferred,
+            deferred_to_sync=self._ingest.deferred,
             texts_per_second=stats.texts_per_second,
             full=stats.full,
-            write_error=self._write_error,
+            write_error=self._ingest.write_error,
         )
+
+    def _wake_workers(self) -> None:
+        """New facts are stored: the block publisher and the anchorer have work."""
+        self._blocks.wake.set()
+        if self._anchorer is not None:
+            self._anchorer.wake.set()
 
     def _anchor_hint(self, chain_id: int, registry: str) -> None:
         ledger = self._ledger
@@ -486,25 +395,7 @@ class KnowledgeNode:
             return None
 
     async def _receive(self, facts: Sequence[SignedFact], origin: Origin) -> int:
-        """Facts from peers or the chain follower, in chunks that may fill at most
-        ``PEER_SHARE`` of the ingest bounds (the rest stays for REST writers). A chunk waits
-        up to ``peer_wait`` seconds for room (backpressure: sync and gossip readers slow down);
-        what still does not fit is left for the next catch-up sync (or follower pass) instead
-        of growing memory."""
-        created = 0
-        for start in range(0, len(facts), PEER_CHUNK):
-            chunk = facts[start : start + PEER_CHUNK]
-            wait = self._options.peer_wait
-            if not await self._scheduler.wait_for_room(len(chunk), PEER_SHARE, wait):
-                self._deferred += len(facts) - start
-                break
-            try:
-                results = await self.contribute_many(chunk, origin=origin)
-            except Overloaded:
-                self._deferred += len(facts) - start
-                break
-            created += sum(1 for r in results if isinstance(r, Contribution) and r.created)
-        return created
+        return await self._ingest.receive(facts, origin)
 
     def peers(self) -> list[PeerStatus]:
         return [] if self._network is None else self._network.peers()
@@ -586,23 +477,6 @@ class KnowledgeNode:
         # asyncio.to_thread, not anyio: a cancelled task must stop waiting at once (anyio
         # shields the wait and drops a native cancellation, which hung close()).
         return await asyncio.to_thread(fn, *args, **kwargs)
-
-
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    """Tell the waiters of a CID whether the call storing it succeeded (then the fact is in
-    the catalog) or failed; a failure is marked retrieved, so nobody waiting is no warning."""
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-        return
-    if isinstance(error, KnowhubError):
-        future.set_exception(error)
-    elif isinstance(error, asyncio.CancelledError):
-        future.set_exception(Unavailable("the request that was storing this fact was cancelled"))
-    else:
-        future.set_exception(StorageError(f"storing the fact failed: {type(error).__name__}"))
-    future.exception()
 
 
 def _fact_cid(cid: str) -> str:
