@@ -25,7 +25,7 @@ from node.content import BlockService
 from node.errors import ChainError, KnowhubError, NonceTooLow
 from node.manifest import build_manifest
 from node.merkle import build_tree
-from node.ports import AnchorEvent, Catalog, Ledger, OnChainAnchor
+from node.ports import AnchorBook, AnchorEvent, Ledger, OnChainAnchor
 from node.provenance import Batch, BatchStatus
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class AnchorStatus:
 class Anchorer:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: AnchorBook,
         ledger: Ledger,
         blocks: BlockService,
         options: AnchorOptions,

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from multiformats import CID
 
@@ -48,7 +48,7 @@ from node.manifest import (
     links,
     read_manifest,
 )
-from node.ports import Catalog, ContentStore
+from node.ports import ContentStore, FactRecords, PublicationQueue
 from node.signing import check_signature, normalize_signature
 from node.submissions import SignedFact
 
@@ -62,6 +62,10 @@ SNAPSHOT_CHUNK = 4096
 SPOOL_DIR = "tmp"
 
 
+class BlockCatalog(FactRecords, PublicationQueue, Protocol):
+    """The catalog roles the block service uses: fact blocks and their publication queue."""
+
+
 class DagScope(StrEnum):
     ALL = "all"
     ENTITY = "entity"
@@ -69,7 +73,7 @@ class DagScope(StrEnum):
 
 
 class BlockService:
-    def __init__(self, store: ContentStore, catalog: Catalog) -> None:
+    def __init__(self, store: ContentStore, catalog: BlockCatalog) -> None:
         self._store = store
         self._catalog = catalog
         self.wake = asyncio.Event()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 from multiformats import CID
 
@@ -21,7 +22,7 @@ from node.content import BlockService
 from node.errors import ChainError, KnowhubError, NotFound
 from node.manifest import Block, InvalidManifest, parse_manifest
 from node.merkle import build_tree
-from node.ports import AnchorEvent, Catalog, Ledger, Network
+from node.ports import AnchorBook, AnchorEvent, CatalogSettings, FactRecords, Ledger, Network
 from node.provenance import Batch, BatchStatus
 from node.submissions import SignedFact
 
@@ -31,10 +32,14 @@ FOLLOW_KEY = "chain_follow_block"
 MAX_SPAN = 5000
 
 
+class FollowerCatalog(AnchorBook, FactRecords, CatalogSettings, Protocol):
+    """The catalog roles the follower uses: batches to adopt, facts it has, its progress."""
+
+
 class ChainFollower:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: FollowerCatalog,
         ledger: Ledger,
         network: Network | None,
         blocks: BlockService,

@@ -25,7 +25,7 @@ from node.embedding import EmbedScheduler
 from node.errors import KnowhubError, Overloaded, StorageError, Unavailable
 from node.facts import Fact
 from node.origin import Origin
-from node.ports import Catalog, NewFact, VectorIndex
+from node.ports import FactRecords, NewFact, VectorIndex
 from node.results import Contribution
 from node.submissions import SignedFact
 
@@ -40,7 +40,7 @@ PEER_SHARE = 0.5
 class Ingest:
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: FactRecords,
         index: VectorIndex,
         scheduler: EmbedScheduler,
         write_lock: asyncio.Lock,

@@ -108,8 +108,8 @@ class VectorIndex(Protocol):
         ...
 
 
-class Catalog(Protocol):
-    """The source of truth: every acknowledged fact, its vector, metadata and keyword index."""
+class FactRecords(Protocol):
+    """The catalog's facts: stored durably with their vectors, read back by CID or row id."""
 
     def insert(self, facts: Sequence[NewFact]) -> list[tuple[int, bool]]:
         """Store durably in one transaction; per fact ``(row id, created)``, in order."""
@@ -120,12 +120,6 @@ class Catalog(Protocol):
     def get(self, cid: str) -> StoredFact | None: ...
 
     def get_by_ids(self, ids: Sequence[int]) -> dict[int, StoredFact]: ...
-
-    def keyword_search(
-        self, text: str, limit: int, flt: MetadataFilter | None = None
-    ) -> list[Hit]: ...
-
-    def filter_ids(self, flt: MetadataFilter) -> Ids: ...
 
     def ids(self) -> Ids: ...
 
@@ -149,6 +143,26 @@ class Catalog(Protocol):
         """(block, signature) of the signed facts among ``cids``."""
         ...
 
+
+class FactSearch(Protocol):
+    """The catalog as retrieval sees it: keyword ranking, metadata filters, rows by id."""
+
+    def keyword_search(
+        self, text: str, limit: int, flt: MetadataFilter | None = None
+    ) -> list[Hit]: ...
+
+    def filter_ids(self, flt: MetadataFilter) -> Ids: ...
+
+    def get_by_ids(self, ids: Sequence[int]) -> dict[int, StoredFact]: ...
+
+    def anchored_blocks(self, ids: Sequence[int]) -> dict[int, int]:
+        """Fact id -> anchor block number, for the anchored facts among ``ids``."""
+        ...
+
+
+class PublicationQueue(Protocol):
+    """Fact blocks waiting to be written to the content store."""
+
     def pending_publication(self, limit: int) -> list[tuple[str, bytes]]:
         """Fact blocks not yet written to the content store: (cid, block), oldest first."""
         ...
@@ -156,6 +170,10 @@ class Catalog(Protocol):
     def mark_published(self, cids: Sequence[str]) -> None: ...
 
     def publication_backlog(self) -> int: ...
+
+
+class AnchorBook(Protocol):
+    """Facts waiting for an anchor batch, the batches, and each fact's provenance."""
 
     def anchor_backlog(self) -> tuple[int, float | None]:
         """Facts waiting for a batch, and the Unix time the oldest was queued."""
@@ -188,9 +206,19 @@ class Catalog(Protocol):
         """Fact id -> anchor block number, for the anchored facts among ``ids``."""
         ...
 
+
+class CatalogSettings(Protocol):
+    """Small persistent values (the model a data dir was built with, follower progress)."""
+
     def get_setting(self, key: str) -> str | None: ...
 
     def set_setting(self, key: str, value: str) -> None: ...
+
+
+class Catalog(FactRecords, FactSearch, PublicationQueue, AnchorBook, CatalogSettings, Protocol):
+    """The source of truth: every acknowledged fact, its vector, metadata and keyword index,
+    its publication and anchoring state. One adapter (``index.sqlite_catalog``) plays every
+    role; each use case is typed with the roles it needs."""
 
     def close(self) -> None: ...
 

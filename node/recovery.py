@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from node.errors import InvalidFact, KnowhubError
 from node.facts import Fact, decode_fact
-from node.ports import BlockInventory, Catalog, ContentStore, VectorIndex
+from node.ports import BlockInventory, CatalogSettings, ContentStore, FactRecords, VectorIndex
 from node.signing import SigningKey
 from node.submissions import SignedFact
 
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 CLEAN_SHUTDOWN = "clean_shutdown"
 #: At most this many unrecoverable CIDs are kept for the status (all are logged).
 MAX_REPORTED = 100
+
+
+class AuditedCatalog(FactRecords, CatalogSettings, Protocol):
+    """The catalog roles the audit uses: the facts, and whether the last shutdown was clean."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,7 @@ class Audit:
 
 
 async def audit(
-    catalog: Catalog, index: VectorIndex, store: ContentStore, operator: SigningKey
+    catalog: AuditedCatalog, index: VectorIndex, store: ContentStore, operator: SigningKey
 ) -> Audit:
     """Compare the catalog with the index and (when needed) the blockstore."""
     return await asyncio.to_thread(
@@ -71,7 +76,7 @@ async def audit(
 
 
 def _audit(
-    catalog: Catalog,
+    catalog: AuditedCatalog,
     index: VectorIndex,
     store: ContentStore,
     operator: SigningKey,
@@ -126,7 +131,7 @@ def _audit(
     return Audit(report, recover)
 
 
-def mark_clean(catalog: Catalog) -> None:
+def mark_clean(catalog: CatalogSettings) -> None:
     catalog.set_setting(CLEAN_SHUTDOWN, "1")
 
 

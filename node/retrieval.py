@@ -13,14 +13,14 @@ import numpy as np
 from node.errors import InvalidQuery
 from node.facts import has_visible_character
 from node.limits import MAX_K, MAX_QUERY_BYTES
-from node.ports import Catalog, Embedder, VectorIndex
+from node.ports import Embedder, FactSearch, VectorIndex
 from node.results import ScoredFact
 from node.search import Hit, Query, SearchMode, reciprocal_rank_fusion
 
 
 class Retriever:
     def __init__(
-        self, catalog: Catalog, index: VectorIndex, embedder: Embedder, candidate_pool: int
+        self, catalog: FactSearch, index: VectorIndex, embedder: Embedder, candidate_pool: int
     ) -> None:
         self._catalog = catalog
         self._index = index

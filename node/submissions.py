@@ -11,7 +11,7 @@ from node.cid import cid_from_bytes, cid_to_bytes
 from node.errors import InvalidFact, InvalidSignature, KnowhubError
 from node.facts import Fact, make_fact
 from node.origin import Origin
-from node.ports import Catalog
+from node.ports import FactRecords
 from node.signing import check_signature, normalize_signature
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class NodeSink:
 
     def __init__(
         self,
-        catalog: Catalog,
+        catalog: FactRecords,
         store: Callable[[Sequence[SignedFact], Origin], Awaitable[int]],
         block: Callable[[str], Awaitable[bytes | None]],
         on_anchor: Callable[[int, str], None],
