@@ -154,6 +154,12 @@ class SqliteCatalog(AnchorTables):
         self._lock = threading.RLock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
+        #: Reads in progress on the per-thread connections, and whether close() has begun:
+        #: closing a connection another thread is reading with crashes the process (SIGSEGV in
+        #: CPython's sqlite3), so close() waits for them and later reads are refused.
+        self._reads = threading.Condition()
+        self._active_reads = 0
+        self._closed = False
         if self.get_setting("publish_queue_seeded") is None:
             # catalogs written before the content store existed: publish every fact once
             with self._cursor(write=True) as cur:
@@ -183,13 +189,22 @@ class SqliteCatalog(AnchorTables):
         their own thread, so queries never wait behind a write transaction (WAL readers see
         the last committed state and do not block the writer)."""
         if not write and self._path != ":memory:":
-            cur = self._reader().cursor()
+            with self._reads:
+                if self._closed:
+                    raise StorageError("catalog is closed")
+                self._active_reads += 1
             try:
-                yield cur
-            except sqlite3.Error as exc:
-                raise StorageError(f"catalog error: {exc}") from exc
+                cur = self._reader().cursor()
+                try:
+                    yield cur
+                except sqlite3.Error as exc:
+                    raise StorageError(f"catalog error: {exc}") from exc
+                finally:
+                    cur.close()
             finally:
-                cur.close()
+                with self._reads:
+                    self._active_reads -= 1
+                    self._reads.notify_all()
             return
         with self._lock:
             cur = self._db.cursor()
@@ -415,11 +430,20 @@ class SqliteCatalog(AnchorTables):
         with self._cursor() as cur:
             return int(cur.execute("SELECT count(*) FROM facts").fetchone()[0])
 
-    def close(self) -> None:
+    def close(self, read_timeout: float = 60.0) -> None:
+        """Close every connection once the reads in progress are done (new ones are refused
+        from now on). Reads still running after ``read_timeout`` seconds keep their
+        connections open (logged): closing them under a reader would crash the process."""
+        with self._reads:
+            self._closed = True
+            idle = self._reads.wait_for(lambda: self._active_reads == 0, timeout=read_timeout)
         with self._lock:
-            for reader in self._readers:
-                reader.close()
-            self._readers.clear()
+            if idle:
+                for reader in self._readers:
+                    reader.close()
+                self._readers.clear()
+            else:
+                log.warning("catalog closed with reads still running; their connections stay")
             self._db.close()
 
 

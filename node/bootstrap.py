@@ -153,6 +153,9 @@ def read_bootstrap_file(path: Path) -> list[str]:
 def preflight(settings: Settings) -> str | None:
     """What would stop a node with ``settings`` from starting, found before anything loads (one
     line saying what is missing and the ways out), or None."""
+    held = DataDirLock(settings.data_dir).in_use()
+    if held is not None:
+        return held
     if settings.chain_rpc and not settings.registry_address:
         return (
             "KNOWHUB_CHAIN_RPC is set but KNOWHUB_REGISTRY_ADDRESS is not; deploy a registry with "

@@ -38,10 +38,7 @@ class DataDirLock:
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise DataDirInUse(
-                f"data dir {self.path.parent} is in use by another knowhub node (pid {holder}); "
-                "stop it or give this node another --data-dir"
-            ) from None
+            raise DataDirInUse(self._in_use_by(holder)) from None
         except OSError as exc:
             os.close(fd)
             raise ConfigError(f"cannot lock data dir {self.path.parent}: {exc}") from exc
@@ -49,6 +46,32 @@ class DataDirLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
         return self
+
+    def in_use(self) -> str | None:
+        """Whether another process holds the lock, without taking it or creating anything:
+        the ``DataDirInUse`` message, or None (a check before starting; ``acquire`` decides)."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except OSError:
+            return None  # no lock file: nobody has run here, or it cannot be opened yet
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            return self._in_use_by(holder)
+        except OSError:
+            return None
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def _in_use_by(self, holder: str) -> str:
+        return (
+            f"data dir {self.path.parent} is in use by another knowhub node (pid {holder}); "
+            "stop it or give this node another --data-dir"
+        )
 
     def release(self) -> None:
         if self._fd is not None:

@@ -3,12 +3,14 @@ the ways out, exit status 1, nothing started (issue 16)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from api import cli
 from contracts import anvil
+from node.datadir import DataDirLock
 
 
 def test_a_missing_anvil_is_one_clear_line_and_exit_1(
@@ -36,3 +38,17 @@ def test_a_chain_rpc_without_a_registry_is_refused_before_anything_loads(
     code = cli.main(["node", "--data-dir", str(tmp_path / "data"), "--port", "0"])
     assert code == 1
     assert "KNOWHUB_REGISTRY_ADDRESS is not" in capsys.readouterr().err
+
+
+def test_a_data_dir_in_use_is_one_clear_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held = DataDirLock(tmp_path / "data").acquire()  # another node runs there
+    try:
+        code = cli.main(["node", "--data-dir", str(tmp_path / "data"), "--port", "0"])
+    finally:
+        held.release()
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert err.strip().startswith("knowhub: cannot start: data dir")
+    assert f"in use by another knowhub node (pid {os.getpid()})" in err
