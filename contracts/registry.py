@@ -209,7 +209,7 @@ class RegistryLedger(RegistryClient):
                 self._w3.eth.send_raw_transaction(raw)
         except ChainError as exc:
             text = str(exc.__cause__).lower()
-            if isinstance(exc.__cause__, Web3RPCError) and "already known" in text:
+            if isinstance(exc.__cause__, Web3RPCError) and already_known(text):
                 return
             if "nonce too low" in text or "nonce is too low" in text:
                 if self.receipt("0x" + Web3.keccak(raw).hex()) is not None:
@@ -223,6 +223,19 @@ class RegistryLedger(RegistryClient):
         finally:
             if self._on_close is not None:
                 self._on_close()
+
+
+#: How clients say "this transaction is in my pool already": geth and erigon "already known",
+#: anvil "transaction already imported", OpenEthereum "...was already imported", Besu "Known
+#: transaction", Nethermind "AlreadyKnown".
+_ALREADY_KNOWN = ("already known", "already imported", "known transaction", "alreadyknown")
+
+
+def already_known(message: str) -> bool:
+    """Whether an ``eth_sendRawTransaction`` error says the node has the transaction already
+    (resending it is then a success: it is pending or mined)."""
+    text = message.lower()
+    return any(phrase in text for phrase in _ALREADY_KNOWN)
 
 
 def deploy_registry(rpc_url: str, key: SigningKey, *, timeout: float = 30.0) -> str:

@@ -14,9 +14,10 @@ from node.errors import ChainError, NonceTooLow
 from node.facts import make_fact
 from node.memory import MemoryLedger
 from node.merkle import build_tree
-from node.ports import Ledger
+from node.ports import Ledger, MinedTx
 from node.signing import SigningKey
 from tests.helpers import ANVIL_KEYS, Anvil, free_port
+from tests.p2p_nodes import wait_until
 
 
 class Control(Protocol):
@@ -77,6 +78,15 @@ def tree_of(n: int, tag: str) -> tuple[list[bytes], bytes, list[list[bytes]]]:
     return cids, tree.root, [tree.proof(c) for c in cids]
 
 
+def mined_receipt(chain: Ledger, tx_hash: str) -> MinedTx:
+    """The receipt once the transaction is mined: anvil answers eth_sendRawTransaction before
+    its automine has sealed the block, so a busy machine can ask too early."""
+    wait_until(lambda: chain.receipt(tx_hash) is not None, 120, f"a receipt for {tx_hash}")
+    mined = chain.receipt(tx_hash)
+    assert mined is not None
+    return mined
+
+
 def test_anchor_receipt_record_and_verify(ledger: tuple[Ledger, Control]) -> None:
     chain, _ = ledger
     cids, root, proofs = tree_of(5, "congruent")
@@ -85,9 +95,9 @@ def test_anchor_receipt_record_and_verify(ledger: tuple[Ledger, Control]) -> Non
     nonce = chain.next_nonce()
     tx = chain.sign_anchor(root, "bafyreimanifest", 5, nonce)
     chain.broadcast(tx.raw)
-    chain.broadcast(tx.raw)  # a known transaction again is not an error
-    mined = chain.receipt(tx.tx_hash)
-    assert mined is not None and mined.success
+    chain.broadcast(tx.raw)  # a known transaction again is not an error, pending or mined
+    mined = mined_receipt(chain, tx.tx_hash)
+    assert mined.success
     anchor = chain.get_anchor(root)
     assert anchor is not None
     assert (anchor.submitter, anchor.count, anchor.manifest_cid) == (
@@ -108,10 +118,11 @@ def test_second_anchor_of_a_root_reverts(ledger: tuple[Ledger, Control]) -> None
     _, root, _ = tree_of(2, "twice")
     first = chain.sign_anchor(root, "m", 2, chain.next_nonce())
     chain.broadcast(first.raw)
+    mined_receipt(chain, first.tx_hash)
     again = chain.sign_anchor(root, "m", 2, chain.next_nonce())
     chain.broadcast(again.raw)
-    mined = chain.receipt(again.tx_hash)
-    assert mined is not None and not mined.success
+    mined = mined_receipt(chain, again.tx_hash)
+    assert not mined.success
     anchor = chain.get_anchor(root)
     assert anchor is not None and chain.find_anchor_tx(root, anchor.block_number) == first.tx_hash
 
@@ -121,7 +132,9 @@ def test_used_nonce_is_refused(ledger: tuple[Ledger, Control]) -> None:
     _, root, _ = tree_of(1, "nonce a")
     _, other, _ = tree_of(1, "nonce b")
     nonce = chain.next_nonce()
-    chain.broadcast(chain.sign_anchor(root, "m", 1, nonce).raw)
+    first = chain.sign_anchor(root, "m", 1, nonce)
+    chain.broadcast(first.raw)
+    mined_receipt(chain, first.tx_hash)  # mined: the nonce is used (pending, it is a replacement)
     with pytest.raises(NonceTooLow):
         chain.broadcast(chain.sign_anchor(other, "m", 1, nonce).raw)
 
@@ -138,8 +151,8 @@ def test_pending_transactions_mine_later_or_are_dropped(ledger: tuple[Ledger, Co
     assert chain.next_nonce() == tx.nonce
     chain.broadcast(tx.raw)  # the same bytes can be sent again
     control.mine()
-    mined = chain.receipt(tx.tx_hash)
-    assert mined is not None and mined.success and chain.get_anchor(root) is not None
+    mined = mined_receipt(chain, tx.tx_hash)
+    assert mined.success and chain.get_anchor(root) is not None
 
 
 def test_replacement_with_higher_fees_has_a_new_hash(ledger: tuple[Ledger, Control]) -> None:
