@@ -105,8 +105,7 @@ def describe_validation(exc: RequestValidationError) -> tuple[str, str, str | No
     if not errors:
         return "invalid_request", "invalid request", None
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    field = ".".join(loc) or None
+    field = _location(first) or None
     if first.get("type") == "json_invalid":
         ctx = first.get("ctx", {}) or {}
         return "malformed_json", f"request body is not valid JSON: {ctx.get('error', '')}", None
@@ -125,8 +124,13 @@ def describe_validation(exc: RequestValidationError) -> tuple[str, str, str | No
 _PROBLEMS_SHOWN = 5
 
 
+def _location(error: Any) -> str:
+    """Where in the body a pydantic error is ("metadata.lang"), "" for the body itself."""
+    return ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+
+
 def _problem(error: Any) -> str:
-    loc = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+    loc = _location(error)
     return f"{loc}: {error.get('msg')}" if loc else str(error.get("msg"))
 
 

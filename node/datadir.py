@@ -36,7 +36,7 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            holder = _holder(fd)
             os.close(fd)
             raise DataDirInUse(self._in_use_by(holder)) from None
         except OSError as exc:
@@ -57,8 +57,7 @@ class DataDirLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            return self._in_use_by(holder)
+            return self._in_use_by(_holder(fd))
         except OSError:
             return None
         else:
@@ -79,3 +78,8 @@ class DataDirLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def _holder(fd: int) -> str:
+    """The pid the lock holder wrote into the lock file."""
+    return os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
