@@ -1,4 +1,8 @@
-"""The anchoring tables of the SQLite catalog: queue, batches and per-fact proofs.
+"""The anchoring tables of the SQLite catalog: queue, batches and per-record proofs.
+
+Facts wait in ``anchor_queue`` and get their proof in ``batch_facts``; records of other kinds
+keep the same state in their own row (``index.sqlite_records``); every method here covers
+both, so a batch may hold records of any kind.
 
 ``anchor_queue`` holds facts not yet in a batch (filled in the same transaction that stores a
 fact, so nothing acknowledged escapes anchoring); sealing a batch moves its facts to
@@ -14,7 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 
-from node.facts import decode_fact
+from node.kinds import decode_record
 from node.provenance import Batch, BatchStatus, Provenance
 
 ANCHOR_SCHEMA = """
@@ -106,18 +110,21 @@ class AnchorTables:
     def anchor_backlog(self) -> tuple[int, float | None]:
         with self._cursor() as cur:
             count, oldest = cur.execute(
-                "SELECT count(*), min(queued_at) FROM anchor_queue"
+                "SELECT count(*), min(t) FROM (SELECT queued_at AS t FROM anchor_queue "
+                "UNION ALL SELECT anchor_queued_at FROM records WHERE anchor_queued_at IS NOT NULL)"
             ).fetchone()
         return int(count), None if oldest is None else float(oldest)
 
-    def queued_for_anchor(self, limit: int) -> list[str]:
+    def queued_for_anchor(self, limit: int) -> list[tuple[str, str]]:
         with self._cursor() as cur:
             rows = cur.execute(
-                "SELECT f.cid FROM anchor_queue q JOIN facts f ON f.id = q.fact_id "
-                "ORDER BY q.fact_id LIMIT ?",
+                "SELECT cid, kind FROM (SELECT f.cid AS cid, 'fact' AS kind, q.queued_at AS t, "
+                "q.fact_id AS n FROM anchor_queue q JOIN facts f ON f.id = q.fact_id "
+                "UNION ALL SELECT cid, kind, anchor_queued_at, 0 FROM records "
+                "WHERE anchor_queued_at IS NOT NULL) ORDER BY t, n LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [str(r[0]) for r in rows]
+        return [(str(cid), str(kind)) for cid, kind in rows]
 
     def seal_batch(self, root: bytes, manifest_cid: str, proofs: dict[str, list[bytes]]) -> Batch:
         now = time.time()
@@ -129,12 +136,7 @@ class AnchorTables:
             )
             batch_id = int(cur.lastrowid or 0)
             for cid, proof in proofs.items():
-                fact_id = cur.execute("SELECT id FROM facts WHERE cid = ?", (cid,)).fetchone()[0]
-                cur.execute(
-                    "INSERT INTO batch_facts (fact_id, batch_id, proof) VALUES (?, ?, ?)",
-                    (fact_id, batch_id, b"".join(proof)),
-                )
-                cur.execute("DELETE FROM anchor_queue WHERE fact_id = ?", (fact_id,))
+                _place_in_batch(cur, cid, batch_id, b"".join(proof))
         return Batch(batch_id, root, manifest_cid, len(proofs), now)
 
     def batches(self, statuses: Sequence[BatchStatus]) -> list[Batch]:
@@ -171,15 +173,7 @@ class AnchorTables:
             )
             batch_id = int(cur.lastrowid or 0)
             for cid, proof in proofs.items():
-                row = cur.execute("SELECT id FROM facts WHERE cid = ?", (cid,)).fetchone()
-                if row is None:
-                    continue
-                cur.execute(
-                    "INSERT OR IGNORE INTO batch_facts (fact_id, batch_id, proof) VALUES (?, ?, ?)",
-                    (row[0], batch_id, b"".join(proof)),
-                )
-                adopted += cur.rowcount
-                cur.execute("DELETE FROM anchor_queue WHERE fact_id = ?", (row[0],))
+                adopted += _place_in_batch(cur, cid, batch_id, b"".join(proof))
         return adopted
 
     def save_batch(self, batch: Batch) -> None:
@@ -204,21 +198,23 @@ class AnchorTables:
                 ),
             )
 
-    def batch_cids(self, batch_id: int) -> list[str]:
+    def batch_cids(self, batch_id: int) -> list[tuple[str, str]]:
         with self._cursor() as cur:
             rows = cur.execute(
-                "SELECT f.cid FROM batch_facts b JOIN facts f ON f.id = b.fact_id "
-                "WHERE b.batch_id = ? ORDER BY f.cid",
-                (batch_id,),
+                "SELECT f.cid, 'fact' FROM batch_facts b JOIN facts f ON f.id = b.fact_id "
+                "WHERE b.batch_id = ? UNION ALL SELECT cid, kind FROM records WHERE batch_id = ? "
+                "ORDER BY 1",
+                (batch_id, batch_id),
             ).fetchall()
-        return [str(r[0]) for r in rows]
+        return [(str(cid), str(kind)) for cid, kind in rows]
 
     def provenance(self, cid: str) -> Provenance | None:
         with self._cursor() as cur:
             row = cur.execute(
                 "SELECT f.block, f.signature, b.batch_id, b.proof FROM facts f "
-                "LEFT JOIN batch_facts b ON b.fact_id = f.id WHERE f.cid = ?",
-                (cid,),
+                "LEFT JOIN batch_facts b ON b.fact_id = f.id WHERE f.cid = ? UNION ALL "
+                "SELECT block, signature, batch_id, proof FROM records WHERE cid = ?",
+                (cid, cid),
             ).fetchone()
             if row is None:
                 return None
@@ -230,11 +226,11 @@ class AnchorTables:
                         f"SELECT {_BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)
                     ).fetchone()
                 )
-        fact = decode_fact(bytes(block))
+        record = decode_record(bytes(block))
         return Provenance(
             cid=cid,
-            record=fact.record(),
-            contributor=fact.contributor,
+            record=record.record(),
+            contributor=record.contributor,
             signature=None if signature is None else str(signature),
             batch=batch,
             proof=[] if proof is None else split_proof(bytes(proof)),
@@ -254,6 +250,26 @@ class AnchorTables:
                 ):
                     out[int(fact_id)] = int(block)
         return out
+
+
+def _place_in_batch(cur: sqlite3.Cursor, cid: str, batch_id: int, proof: bytes) -> int:
+    """Give the record ``cid`` (a fact or a record of another kind) its place in a batch
+    unless it has one, and take it off the anchoring queue; 1 when placed, else 0."""
+    row = cur.execute("SELECT id FROM facts WHERE cid = ?", (cid,)).fetchone()
+    if row is not None:
+        cur.execute(
+            "INSERT OR IGNORE INTO batch_facts (fact_id, batch_id, proof) VALUES (?, ?, ?)",
+            (row[0], batch_id, proof),
+        )
+        placed = cur.rowcount
+        cur.execute("DELETE FROM anchor_queue WHERE fact_id = ?", (row[0],))
+        return placed
+    cur.execute(
+        "UPDATE records SET batch_id = ?, proof = ?, anchor_queued_at = NULL "
+        "WHERE cid = ? AND batch_id IS NULL",
+        (batch_id, proof, cid),
+    )
+    return cur.rowcount
 
 
 #: SQLite's limit on bound parameters is 32,766; stay below it.

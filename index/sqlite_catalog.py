@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
+from index.sqlite_records import RECORDS_SCHEMA, RecordTables
 from node.errors import StorageError
 from node.facts import metadata_json_string, metadata_to_json
 from node.filters import MetadataFilter, encode_scalar
@@ -30,7 +31,7 @@ from node.search import Hit
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS facts (
@@ -136,7 +137,7 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms[:64])
 
 
-class SqliteCatalog(AnchorTables):
+class SqliteCatalog(AnchorTables, RecordTables):
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         try:
@@ -149,6 +150,7 @@ class SqliteCatalog(AnchorTables):
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._db.executescript(ANCHOR_SCHEMA)
+            self._db.executescript(RECORDS_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -168,7 +170,8 @@ class SqliteCatalog(AnchorTables):
         version = self.get_setting("schema_version")
         if version == "1":
             self._migrate_1_to_2()
-        elif version is None:
+            version = "2"
+        if version in ("2", None):  # 3 adds the records table (created above when missing)
             self.set_setting("schema_version", SCHEMA_VERSION)
         elif version != SCHEMA_VERSION:
             raise StorageError(
@@ -377,7 +380,11 @@ class SqliteCatalog(AnchorTables):
 
     def block(self, cid: str) -> bytes | None:
         with self._cursor() as cur:
-            row = cur.execute("SELECT block FROM facts WHERE cid = ?", (cid,)).fetchone()
+            row = cur.execute(
+                "SELECT block FROM facts WHERE cid = ? UNION ALL "
+                "SELECT block FROM records WHERE cid = ?",
+                (cid, cid),
+            ).fetchone()
         return None if row is None else bytes(row[0])
 
     def cids(self) -> list[str]:
@@ -386,7 +393,8 @@ class SqliteCatalog(AnchorTables):
 
     def signed_cids(self) -> list[str]:
         with self._cursor() as cur:
-            return [r[0] for r in cur.execute("SELECT cid FROM facts WHERE signature IS NOT NULL")]
+            facts = [r[0] for r in cur.execute("SELECT cid FROM facts WHERE signature IS NOT NULL")]
+            return facts + self._record_cids(cur)
 
     def signed_records(self, cids: Sequence[str]) -> list[tuple[bytes, str]]:
         out: list[tuple[bytes, str]] = []
@@ -401,6 +409,7 @@ class SqliteCatalog(AnchorTables):
                         chunk,
                     )
                 ]
+                out += self._record_blocks(cur, chunk)
         return out
 
     def pending_publication(self, limit: int) -> list[tuple[str, bytes]]:
@@ -410,6 +419,11 @@ class SqliteCatalog(AnchorTables):
                 "ORDER BY q.fact_id LIMIT ?",
                 (limit,),
             ).fetchall()
+            if len(rows) < limit:
+                rows += cur.execute(
+                    "SELECT cid, block FROM records WHERE published = 0 ORDER BY stored_at LIMIT ?",
+                    (limit - len(rows),),
+                ).fetchall()
         return [(str(cid), bytes(block)) for cid, block in rows]
 
     def mark_published(self, cids: Sequence[str]) -> None:
@@ -421,10 +435,16 @@ class SqliteCatalog(AnchorTables):
                     f"(SELECT id FROM facts WHERE cid IN ({marks}))",
                     chunk,
                 )
+                cur.execute(f"UPDATE records SET published = 1 WHERE cid IN ({marks})", chunk)
 
     def publication_backlog(self) -> int:
         with self._cursor() as cur:
-            return int(cur.execute("SELECT count(*) FROM publish_queue").fetchone()[0])
+            return int(
+                cur.execute(
+                    "SELECT (SELECT count(*) FROM publish_queue) + "
+                    "(SELECT count(*) FROM records WHERE published = 0)"
+                ).fetchone()[0]
+            )
 
     def count(self) -> int:
         with self._cursor() as cur:

@@ -173,13 +173,14 @@ class Anchorer:
                 await _thread(self._catalog.queued_for_anchor, self._options.batch_size)
             )
 
-    async def _seal(self, cids: list[str]) -> Batch:
-        manifest, blocks = build_manifest(cids)
+    async def _seal(self, queued: list[tuple[str, str]]) -> Batch:
+        cids = [cid for cid, _ in queued]
+        manifest, blocks = build_manifest(cids, dict(queued))
         await self._blocks.store_dag(blocks, [manifest.cid])
         tree = build_tree([bytes(CID.decode(c)) for c in cids])
         proofs = {c: tree.proof(bytes(CID.decode(c))) for c in cids}
         batch = await _thread(self._catalog.seal_batch, tree.root, str(manifest.cid), proofs)
-        log.info("sealed batch %d: %d facts, root 0x%s", batch.id, batch.count, tree.root.hex())
+        log.info("sealed batch %d: %d records, root 0x%s", batch.id, batch.count, tree.root.hex())
         return batch
 
     # -- chain -------------------------------------------------------------------------------

@@ -40,8 +40,9 @@ from node.errors import (
     StorageError,
     Unavailable,
 )
-from node.facts import decode_fact
+from node.kinds import decode_record, kind_of, with_signature
 from node.manifest import (
+    DEFAULT_KIND,
     Block,
     InvalidManifest,
     build_snapshot_manifest,
@@ -49,8 +50,8 @@ from node.manifest import (
     read_manifest,
 )
 from node.ports import ContentStore, FactRecords, PublicationQueue
-from node.signing import check_signature, normalize_signature
-from node.submissions import SignedFact
+from node.records import SignedRecord
+from node.signing import normalize_signature
 
 log = logging.getLogger(__name__)
 
@@ -159,23 +160,30 @@ class BlockService:
         """Store (and pin) the snapshot manifest of every signed fact, each with its signature;
         return its root and the count. Unsigned facts (none since catalog schema 2 but those
         an older version imported from CARs) are left out: they cannot be imported anywhere."""
-        signed = await asyncio.to_thread(self._signed_facts)
-        root, blocks = build_snapshot_manifest(signed)
+        signed, kinds = await asyncio.to_thread(self._signed_records)
+        root, blocks = build_snapshot_manifest(signed, kinds)
         await self.store_dag(blocks, [root.cid])
         return root, len(signed)
 
-    def _signed_facts(self) -> list[tuple[str, bytes]]:
+    def _signed_records(self) -> tuple[list[tuple[str, bytes]], dict[str, str]]:
+        """(CID, signature) of every signed record of any kind, and the kind of each record
+        that is not a fact."""
         cids = self._catalog.signed_cids()
         out: list[tuple[str, bytes]] = []
+        kinds: dict[str, str] = {}
         for start in range(0, len(cids), SNAPSHOT_CHUNK):
             for block, signature in self._catalog.signed_records(
                 cids[start : start + SNAPSHOT_CHUNK]
             ):
-                out.append((dag_cbor_cid(block), bytes.fromhex(signature.removeprefix("0x"))))
-        unsigned = self._catalog.count() - len(out)
+                cid = dag_cbor_cid(block)
+                out.append((cid, bytes.fromhex(signature.removeprefix("0x"))))
+                kind = kind_of(block).name
+                if kind != DEFAULT_KIND:
+                    kinds[cid] = kind
+        unsigned = self._catalog.count() + len(kinds) - len(out)
         if unsigned > 0:
             log.warning("snapshot leaves out %d facts that carry no signature", unsigned)
-        return out
+        return out, kinds
 
     async def store_dag(self, blocks: list[Block], roots: list[CID]) -> None:
         """Put manifest blocks into the content store, then pin the roots (recursively)."""
@@ -191,11 +199,11 @@ CarSource = Path | BinaryIO
 
 @dataclass(frozen=True, slots=True)
 class LoadedCar:
-    """A snapshot CAR that passed every check: its roots, its facts with their contributors'
-    signatures (checked), and its manifest blocks."""
+    """A snapshot CAR that passed every check: its roots, its signed records of every kind
+    (signatures checked), and its manifest blocks."""
 
     roots: list[CID]
-    facts: list[SignedFact]
+    facts: list[SignedRecord]
     manifests: list[Block]
 
 
@@ -215,14 +223,15 @@ def load_car(source: CarSource) -> LoadedCar:
         roots, by_cid = _index_blocks(source)
     if not roots:
         raise InvalidCar("CAR has no root: a snapshot's root is its manifest")
-    facts: dict[str, SignedFact] = {}
+    facts: dict[str, SignedRecord] = {}
     manifests: dict[bytes, Block] = {}
     for root in roots:
         listed = _walk_snapshot(root, by_cid)
         for signed in listed:
-            facts.setdefault(signed.fact.cid, signed)
+            facts.setdefault(signed.cid, signed)
         canonical, blocks = build_snapshot_manifest(
-            (s.fact.cid, _signature_bytes(s)) for s in listed
+            ((s.cid, s.signature_bytes) for s in listed),
+            {s.cid: s.kind for s in listed if s.kind != DEFAULT_KIND},
         )
         if canonical.cid != root:
             raise InvalidCar(
@@ -235,11 +244,6 @@ def load_car(source: CarSource) -> LoadedCar:
     return LoadedCar(roots, list(facts.values()), list(manifests.values()))
 
 
-def _signature_bytes(signed: SignedFact) -> bytes:
-    assert signed.signature is not None  # every fact load_car returns is signed
-    return bytes.fromhex(signed.signature.removeprefix("0x"))
-
-
 def _index_blocks(stream: BinaryIO) -> tuple[list[CID], dict[bytes, tuple[CID, bytes]]]:
     """The roots, and every verified block by binary CID."""
     roots, blocks = read_car(stream)
@@ -249,9 +253,9 @@ def _index_blocks(stream: BinaryIO) -> tuple[list[CID], dict[bytes, tuple[CID, b
     return roots, by_cid
 
 
-def _walk_snapshot(root: CID, by_cid: dict[bytes, tuple[CID, bytes]]) -> list[SignedFact]:
-    """The signed facts a snapshot manifest tree lists, in manifest order, each checked."""
-    out: list[SignedFact] = []
+def _walk_snapshot(root: CID, by_cid: dict[bytes, tuple[CID, bytes]]) -> list[SignedRecord]:
+    """The signed records a snapshot manifest tree lists, in manifest order, each checked."""
+    out: list[SignedRecord] = []
     stack = [root]
     seen: set[bytes] = set()
     while stack:
@@ -276,33 +280,32 @@ def _walk_snapshot(root: CID, by_cid: dict[bytes, tuple[CID, bytes]]) -> list[Si
                 f"manifest {cid_string(cid)} lists facts without their signatures: a snapshot "
                 "leaf must carry each contributor's signature (export it with this version)"
             )
-        for link, signature in zip(node.facts, node.signatures, strict=True):
-            out.append(_signed_fact(link, signature, by_cid))
+        for i, (link, signature) in enumerate(zip(node.facts, node.signatures, strict=True)):
+            out.append(_signed_record(link, signature, node.kind_of(i), by_cid))
     return out
 
 
-def _signed_fact(link: CID, signature: bytes, by_cid: dict[bytes, tuple[CID, bytes]]) -> SignedFact:
+def _signed_record(
+    link: CID, signature: bytes, kind: str, by_cid: dict[bytes, tuple[CID, bytes]]
+) -> SignedRecord:
     name = cid_string(link)
     if link.codec.name != DAG_CBOR or bytes(link) not in by_cid:
-        raise InvalidCar(f"CAR is incomplete: fact {name} is missing")
+        raise InvalidCar(f"CAR is incomplete: {kind} {name} is missing")
     try:
-        fact = decode_fact(by_cid[bytes(link)][1])
+        body = decode_record(by_cid[bytes(link)][1])
     except InvalidFact as exc:
-        raise InvalidCar(f"fact {name} is not a valid fact record: {exc.message}") from exc
-    if fact.contributor is None:
-        raise InvalidCar(
-            f"fact {name} names no contributor: facts in a CAR must be signed by their contributor"
-        )
+        raise InvalidCar(f"{kind} {name} is not a valid {kind} record: {exc.message}") from exc
+    if body.kind != kind:
+        raise InvalidCar(f"record {name} is a {body.kind}, but its manifest says {kind}")
+    hex_signature = "0x" + signature.hex()
     try:
-        hex_signature = normalize_signature("0x" + signature.hex())
-        if hex_signature != "0x" + signature.hex():
+        if normalize_signature(hex_signature) != hex_signature:
             raise InvalidSignature("a manifest holds signatures in canonical form (v 27 or 28)")
-        check_signature(fact.cid, fact.contributor, hex_signature)
+        return with_signature(body, hex_signature)
     except KnowhubError as exc:
         raise InvalidCar(
-            f"fact {name} (contributor {fact.contributor}) has no valid signature: {exc.message}"
+            f"{kind} {name} (contributor {body.contributor}) has no valid signature: {exc.message}"
         ) from exc
-    return SignedFact(fact, hex_signature)
 
 
 # -- upload spool ------------------------------------------------------------------------------

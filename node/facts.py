@@ -22,8 +22,13 @@ from eth_utils.address import is_checksum_address
 from node.cid import dag_cbor_cid
 from node.errors import InvalidFact
 from node.limits import MAX_METADATA_BYTES, MAX_METADATA_KEY_CHARS, MAX_TEXT_BYTES
+from node.records import RecordKind, decode_map
 
 RECORD_VERSION = 1
+#: Fact records carry no ``kind`` key (they predate kinds): a map without one is a fact.
+FACT_KIND_NAME = "fact"
+#: The largest canonical fact block: text, metadata and the fixed fields.
+MAX_FACT_BLOCK = MAX_TEXT_BYTES + MAX_METADATA_BYTES + 256
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
@@ -75,6 +80,10 @@ class Fact:
     block: bytes
     cid: str
 
+    @property
+    def kind(self) -> str:
+        return FACT_KIND_NAME
+
     def record(self) -> dict[str, Any]:
         """The record as plain JSON-compatible data (lists for list values)."""
         return {
@@ -120,13 +129,12 @@ def decode_fact(block: bytes) -> Fact:
 
     The bytes must be the canonical encoding of a valid record: re-encoding gives them back.
     """
-    if len(block) > MAX_TEXT_BYTES + MAX_METADATA_BYTES + 256:
-        raise InvalidFact(f"fact block is {len(block)} bytes, over the limit")
-    try:
-        record = dag_cbor.decode(block)
-    except Exception as exc:  # dag_cbor raises several unrelated types for bad input
-        raise InvalidFact(f"fact block is not valid DAG-CBOR: {exc}") from exc
-    if not isinstance(record, dict) or set(record) != _RECORD_KEYS:
+    return fact_from_map(decode_map(block, MAX_FACT_BLOCK, "fact"), block)
+
+
+def fact_from_map(record: Mapping[str, Any], block: bytes) -> Fact:
+    """A fact from its decoded DAG-CBOR map and block (the fact row of ``node.kinds``)."""
+    if set(record) != _RECORD_KEYS:
         raise InvalidFact("fact block must be a map with exactly v, text, metadata, contributor")
     if type(record["v"]) is not int or record["v"] != RECORD_VERSION:  # not 1.0, not True
         raise InvalidFact(f"unsupported fact record version {record['v']!r}", field="v")
@@ -134,6 +142,9 @@ def decode_fact(block: bytes) -> Fact:
     if fact.block != block:
         raise InvalidFact("fact block is not in canonical DAG-CBOR form")
     return fact
+
+
+FACT = RecordKind(FACT_KIND_NAME, fact_from_map, MAX_FACT_BLOCK, lambda _fact: None)
 
 
 def _check_text(text: Any) -> str:

@@ -22,9 +22,17 @@ from node.content import BlockService
 from node.errors import ChainError, KnowhubError, NotFound
 from node.manifest import Block, InvalidManifest, parse_manifest
 from node.merkle import build_tree
-from node.ports import AnchorBook, AnchorEvent, CatalogSettings, FactRecords, Ledger, Network
+from node.ports import (
+    AnchorBook,
+    AnchorEvent,
+    CatalogSettings,
+    FactRecords,
+    Ledger,
+    Network,
+    RecordBook,
+)
 from node.provenance import Batch, BatchStatus
-from node.submissions import SignedFact
+from node.records import SignedRecord
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +40,8 @@ FOLLOW_KEY = "chain_follow_block"
 MAX_SPAN = 5000
 
 
-class FollowerCatalog(AnchorBook, FactRecords, CatalogSettings, Protocol):
-    """The catalog roles the follower uses: batches to adopt, facts it has, its progress."""
+class FollowerCatalog(AnchorBook, FactRecords, RecordBook, CatalogSettings, Protocol):
+    """The catalog roles the follower uses: batches to adopt, records it has, its progress."""
 
 
 class ChainFollower:
@@ -43,9 +51,11 @@ class ChainFollower:
         ledger: Ledger,
         network: Network | None,
         blocks: BlockService,
-        store: Callable[[Sequence[SignedFact]], Awaitable[int]],
+        store: Callable[[Sequence[SignedRecord]], Awaitable[int]],
         interval: float = 5.0,
+        withdrawn: Callable[[Sequence[str]], set[str]] = lambda _cids: set(),
     ) -> None:
+        self._withdrawn = withdrawn
         self._catalog = catalog
         self._ledger = ledger
         self._network = network
@@ -116,14 +126,14 @@ class ChainFollower:
                 len(cids),
             )
             return True
-        have = await asyncio.to_thread(self._catalog.existing, cids)
+        have = await asyncio.to_thread(self._held, cids)
         missing = [c for c in cids if c not in have]
         if missing and self._network is not None:
-            found = await self._network.fetch_facts(missing)
+            found = await self._network.fetch_records(missing)
             if found:
-                await self._store([SignedFact(fact, sig) for fact, sig in found])
+                await self._store(found)
                 self.facts_fetched += len(found)
-            have = await asyncio.to_thread(self._catalog.existing, missing)
+            have = await asyncio.to_thread(self._held, missing)
             missing = [c for c in missing if c not in have]
         if missing:
             log.info("batch 0x%s: %d facts not available yet", event.root.hex(), len(missing))
@@ -132,6 +142,15 @@ class ChainFollower:
         await self._adopt(event, cids)
         self.verified_batches += 1
         return True
+
+    def _held(self, cids: Sequence[str]) -> set[str]:
+        """The CIDs among ``cids`` this node holds (facts, records of other kinds) or will
+        never hold (withdrawn: a revoked fact); a batch is complete when all are."""
+        return (
+            set(self._catalog.existing(cids))
+            | self._catalog.held_records(cids)
+            | self._withdrawn(cids)
+        )
 
     async def _adopt(self, event: AnchorEvent, cids: list[str]) -> None:
         """Make the on-chain batch the provenance of its facts that have none here."""

@@ -1,16 +1,21 @@
-"""Ingest: facts in, durably stored, indexed, handed on.
+"""Ingest: signed records of every kind in, durably stored, indexed, handed on.
 
-``Ingest.contribute_many`` is the one write path: it skips facts the catalog has, embeds each
-new text once even when concurrent calls carry it (they wait for the first), stores facts,
-signatures and vectors in one catalog transaction (fsynced before it returns) and adds the
-vectors to the index under the node's write lock, then wakes the block publisher and the
-anchorer and, when the origin says so, announces the records to peers. ``receive`` is the door
-for peers' and the chain follower's facts: chunks that may fill only ``PEER_SHARE`` of the
-ingest bounds and wait ``peer_wait`` seconds for room, the rest left to the next sync.
+``Ingest.contribute_many`` is the one write path. Every record first passes the node's
+**rules** (``RecordRule``: e.g. a revoked fact is refused, a tombstone must be by the fact's
+contributor); then facts are embedded (each new text once even when concurrent calls carry it:
+they wait for the first) and stored with signatures and vectors in one catalog transaction
+(fsynced before it returns), their vectors added to the index, and records of other kinds are
+stored whole (``RecordBook``), all under the node's write lock, where the rules are asked again
+so that a record and a correction of it arriving together are ordered. The rules then apply
+their effects to what was stored (a tombstone erases its fact). Finally the block publisher and
+the anchorer are woken and, when the origin says so, the records are announced to peers.
+``receive`` is the door for peers' and the chain follower's records: chunks that may fill only
+``PEER_SHARE`` of the ingest bounds and wait ``peer_wait`` seconds for room, the rest left to
+the next sync.
 
-Invariants: a call returns "created" or "exists" only for a fact that is in the catalog; an
+Invariants: a call returns "created" or "exists" only for a record that is in the catalog; an
 overloaded node refuses (``Overloaded``, 503) before any work; a storage failure is kept in
-``write_error`` (readiness) until a write succeeds.
+``write_error`` (readiness) until a write succeeds; a record the rules refuse is never stored.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -25,9 +31,9 @@ from node.embedding import EmbedScheduler
 from node.errors import KnowhubError, Overloaded, StorageError, Unavailable
 from node.facts import Fact
 from node.origin import Origin
-from node.ports import FactRecords, NewFact, VectorIndex
+from node.ports import FactRecords, NewFact, RecordBook, VectorIndex
+from node.records import RecordBody, SignedRecord
 from node.results import Contribution
-from node.submissions import SignedFact
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +43,37 @@ PEER_CHUNK = 32
 PEER_SHARE = 0.5
 
 
+Item = Fact | SignedRecord | KnowhubError
+
+
+class IngestCatalog(FactRecords, RecordBook, Protocol):
+    """The catalog roles the write path uses."""
+
+
+class RecordRule(Protocol):
+    """A rule about records that depends on what the node holds (``node.revocation``)."""
+
+    def refuse(self, records: Sequence[RecordBody]) -> dict[str, KnowhubError]:
+        """CID -> why that record may not be stored now (blocking; catalog reads). An
+        ``InvalidInput`` or ``Unauthorized`` answer is the sender's fault (peers are
+        penalised for it); anything else (``Gone``: revoked) is not."""
+        ...
+
+    def withdrawn(self, cids: Sequence[str]) -> set[str]:
+        """The CIDs among ``cids`` this node will never hold (a revoked fact): nobody needs
+        to fetch them (blocking)."""
+        ...
+
+    def stored(self, records: Sequence[SignedRecord]) -> list[int]:
+        """Apply the effects of records just stored (blocking, under the write lock); the
+        catalog row ids that left the catalog (their vectors leave the index)."""
+        ...
+
+
 class Ingest:
     def __init__(
         self,
-        catalog: FactRecords,
+        catalog: IngestCatalog,
         index: VectorIndex,
         scheduler: EmbedScheduler,
         write_lock: asyncio.Lock,
@@ -48,8 +81,10 @@ class Ingest:
         anchor_peer_records: bool,
         peer_wait: float,
         on_stored: Callable[[], None],
-        publish: Callable[[Sequence[tuple[bytes, str]]], None] | None,
+        publish: Callable[[Sequence[SignedRecord]], None] | None,
+        rules: Sequence[RecordRule] = (),
     ) -> None:
+        self._rules = list(rules)
         self._catalog = catalog
         self._index = index
         self._scheduler = scheduler
@@ -67,24 +102,75 @@ class Ingest:
         #: The index changed since it was last saved (the node's flusher clears it).
         self.dirty = False
 
+    def refuse(self, records: Sequence[RecordBody]) -> dict[str, KnowhubError]:
+        """Why each refused record may not be stored now, by CID (every rule asked)."""
+        refused: dict[str, KnowhubError] = {}
+        if records:
+            for rule in self._rules:
+                for cid, why in rule.refuse(records).items():
+                    refused.setdefault(cid, why)
+        return refused
+
+    def withdrawn(self, cids: Sequence[str]) -> set[str]:
+        """The CIDs among ``cids`` some rule says this node will never hold."""
+        out: set[str] = set()
+        for rule in self._rules:
+            out |= rule.withdrawn(cids)
+        return out
+
     async def contribute_many(
-        self,
-        facts: Sequence[Fact | SignedFact | KnowhubError],
-        *,
-        origin: Origin = Origin.LOCAL,
+        self, items: Sequence[Item], *, origin: Origin = Origin.LOCAL
     ) -> list[Contribution | KnowhubError]:
-        """Store valid facts (errors pass through in place); durable when this returns.
-        ``origin`` decides whether they are announced to peers and anchored here
+        """Store valid records of any kind (errors pass through in place); durable when this
+        returns. ``origin`` decides whether they are announced to peers and anchored here
         (``node.origin``).
 
-        A bare ``Fact`` is stored without a signature (facts from a CAR or a peer whose
-        signature is unknown); ``SignedFact``s must have been checked (see ``accept``).
+        A bare ``Fact`` is stored without a signature (a recovered fact whose signature was
+        lost); a ``SignedRecord`` was checked where it was made (``node.records``).
         """
-        signatures = {
-            f.fact.cid: f.signature for f in facts if isinstance(f, SignedFact) and f.signature
-        }
-        plain = [f.fact if isinstance(f, SignedFact) else f for f in facts]
-        valid = [f for f in plain if isinstance(f, Fact)]
+        bodies = [_body(i) for i in items if not isinstance(i, KnowhubError)]
+        refused = await asyncio.to_thread(self.refuse, bodies)
+        facts = [
+            i
+            for i in items
+            if isinstance(i, Fact | SignedRecord) and _is_fact(i) and i.cid not in refused
+        ]
+        others = [
+            i
+            for i in items
+            if isinstance(i, SignedRecord) and not _is_fact(i) and i.cid not in refused
+        ]
+        failed: dict[str, KnowhubError] = dict(refused)
+        created = await self._store_facts_once(facts, origin, failed)
+        if others:
+            created |= await self._store_records(others, origin, failed)
+        new = [i for i in items if isinstance(i, SignedRecord) and i.cid in created]
+        if created:
+            self._on_stored()
+        if new and origin.announced and self._publish is not None:
+            self._publish(new)
+        results: list[Contribution | KnowhubError] = []
+        for item in items:
+            if isinstance(item, KnowhubError):
+                results.append(item)
+                continue
+            cid = _body(item).cid
+            if cid in failed:
+                results.append(failed[cid])
+                continue
+            results.append(Contribution(cid, cid in created))
+            created.discard(cid)  # a repeat inside one batch is not created twice
+        return results
+
+    async def _store_facts_once(
+        self, items: Sequence[Fact | SignedRecord], origin: Origin, failed: dict[str, KnowhubError]
+    ) -> set[str]:
+        """Embed and store the new facts among ``items``; facts a concurrent call is storing
+        are waited for. Failures land in ``failed``; returns the CIDs created here."""
+        if not items:
+            return set()
+        signatures = {i.cid: i.signature for i in items if isinstance(i, SignedRecord)}
+        valid = [_fact(i) for i in items]
         known = await asyncio.to_thread(self._catalog.existing, [f.cid for f in valid])
         fresh: dict[str, Fact] = {}
         waiting: dict[str, asyncio.Future[None]] = {}
@@ -96,7 +182,6 @@ class Ingest:
             else:
                 fresh[fact.cid] = fact
         created: set[str] = set()
-        failed: dict[str, KnowhubError] = {}
         if fresh:
             todo = list(fresh.values())
             self._scheduler.admit(len(todo))  # Overloaded (503) before anything is done
@@ -109,7 +194,7 @@ class Ingest:
                 async with self._write_lock:
                     anchor = origin.anchored_here(self._anchor_peer_records)
                     created = await asyncio.to_thread(
-                        self._store_facts, todo, vectors, signatures, anchor
+                        self._store_facts, todo, vectors, signatures, anchor, failed
                     )
                 self.write_error = None
             except BaseException as exc:
@@ -121,16 +206,7 @@ class Ingest:
                 # Waiters on these CIDs learn the outcome: stored, or this call's failure.
                 # Never "exists" for a fact that was not stored.
                 for f in todo:
-                    _settle(self._inflight.pop(f.cid), error)
-            self._on_stored()
-            if origin.announced and self._publish is not None:
-                self._publish(
-                    [
-                        (f.block, signatures[f.cid])
-                        for f in todo
-                        if f.cid in created and f.cid in signatures
-                    ]
-                )
+                    _settle(self._inflight.pop(f.cid), error, failed.get(f.cid))
         for cid, future in waiting.items():
             try:
                 await asyncio.shield(future)  # stored by the other call, or failed there
@@ -138,28 +214,24 @@ class Ingest:
                 failed[cid] = exc
             except Exception as exc:  # not ours to interpret: the fact is not stored
                 failed[cid] = StorageError(f"storing {cid} failed: {type(exc).__name__}")
-        results: list[Contribution | KnowhubError] = []
-        for item in plain:
-            if isinstance(item, Fact):
-                if item.cid in failed:
-                    results.append(failed[item.cid])
-                    continue
-                results.append(Contribution(item.cid, item.cid in created))
-                created.discard(item.cid)  # a repeat inside one batch is not created twice
-            else:
-                results.append(item)
-        return results
+        return created
 
     def _store_facts(
-        self, facts: list[Fact], vectors: np.ndarray, signatures: dict[str, str], anchor: bool
+        self,
+        facts: list[Fact],
+        vectors: np.ndarray,
+        signatures: dict[str, str],
+        anchor: bool,
+        failed: dict[str, KnowhubError],
     ) -> set[str]:
+        # asked again under the write lock: a correction stored since the first check wins
+        refused = self.refuse(facts)
+        failed.update(refused)
+        keep = [i for i, f in enumerate(facts) if f.cid not in refused]
         rows = self._catalog.insert(
-            [
-                NewFact(f, v, signatures.get(f.cid), anchor)
-                for f, v in zip(facts, vectors, strict=True)
-            ]
+            [NewFact(facts[i], vectors[i], signatures.get(facts[i].cid), anchor) for i in keep]
         )
-        new = [(row_id, i) for i, (row_id, was_created) in enumerate(rows) if was_created]
+        new = [(row_id, keep[n]) for n, (row_id, was_created) in enumerate(rows) if was_created]
         if new:
             ids = np.array([row_id for row_id, _ in new], dtype=np.int64)
             self._index.add(ids, vectors[[i for _, i in new]])
@@ -167,7 +239,38 @@ class Ingest:
             log.debug("stored %d new facts", len(new))
         return {facts[i].cid for _, i in new}
 
-    async def receive(self, facts: Sequence[SignedFact], origin: Origin) -> int:
+    async def _store_records(
+        self, records: list[SignedRecord], origin: Origin, failed: dict[str, KnowhubError]
+    ) -> set[str]:
+        """Store records of kinds other than fact and apply the rules' effects, under the
+        write lock (in a worker thread). Returns the CIDs created."""
+        anchor = origin.anchored_here(self._anchor_peer_records)
+        async with self._write_lock:
+            try:
+                created = await asyncio.to_thread(self._put_records, records, anchor, failed)
+                self.write_error = None
+            except StorageError as exc:
+                self.write_error = exc.message
+                raise
+        return created
+
+    def _put_records(
+        self, records: list[SignedRecord], anchor: bool, failed: dict[str, KnowhubError]
+    ) -> set[str]:
+        refused = self.refuse([r.body for r in records])
+        failed.update(refused)
+        keep = [r for r in records if r.cid not in refused]
+        flags = self._catalog.put_records(keep, anchor)
+        new = [r for r, was_created in zip(keep, flags, strict=True) if was_created]
+        gone: list[int] = []
+        for rule in self._rules:
+            gone += rule.stored(new)
+        if gone:
+            self._index.remove(np.array(sorted(set(gone)), dtype=np.int64))
+            self.dirty = True
+        return {r.cid for r in new}
+
+    async def receive(self, facts: Sequence[SignedRecord], origin: Origin) -> int:
         """Facts from peers or the chain follower, in chunks that may fill at most
         ``PEER_SHARE`` of the ingest bounds (the rest stays for REST writers). A chunk waits
         up to ``peer_wait`` seconds for room (backpressure: sync and gossip readers slow down);
@@ -189,11 +292,31 @@ class Ingest:
         return created
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+def _body(item: Fact | SignedRecord) -> RecordBody:
+    return item.body if isinstance(item, SignedRecord) else item
+
+
+def _is_fact(item: Item) -> bool:
+    return isinstance(item, Fact) or (
+        isinstance(item, SignedRecord) and isinstance(item.body, Fact)
+    )
+
+
+def _fact(item: Fact | SignedRecord) -> Fact:
+    body = _body(item)
+    assert isinstance(body, Fact)  # _is_fact chose it
+    return body
+
+
+def _settle(
+    future: asyncio.Future[None], error: BaseException | None, refused: KnowhubError | None
+) -> None:
     """Tell the waiters of a CID whether the call storing it succeeded (then the fact is in
-    the catalog) or failed; a failure is marked retrieved, so nobody waiting is no warning."""
+    the catalog), was refused by a rule, or failed; a failure is marked retrieved, so nobody
+    waiting is no warning."""
     if future.done():
         return
+    error = refused if error is None else error
     if error is None:
         future.set_result(None)
         return

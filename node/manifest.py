@@ -13,15 +13,21 @@ carries) add to every leaf ``"signatures": [bytes(65), ...]``, parallel to ``"fa
 contributor's EIP-191 signature ``r || s || v`` (v 27/28) of each fact's CID, so facts travel
 with their provenance. The same set of signed facts always gives the same snapshot root.
 
+Records of every kind (``node.kinds``) are listed under ``facts`` (the key keeps its first
+name). When a leaf lists a record that is not a fact, the leaf says which kind each entry is:
+``"kinds": [str, ...]``, parallel to ``"facts"``; a leaf of facts only has no ``kinds``, so
+every manifest built before kinds existed is still the canonical one for its facts.
+
 Field sets are closed: a leaf has exactly ``v, type, count, facts`` (plus ``signatures`` in a
-snapshot), an inner node exactly ``v, type, count, children``; ``count`` is the number of facts
-below the node (a leaf's equals its fact list's length). Anything else is ``InvalidManifest``,
-so a manifest can carry nothing but links, counts and signatures.
+snapshot, plus ``kinds`` as above), an inner node exactly ``v, type, count, children``;
+``count`` is the number of records below the node (a leaf's equals its list's length).
+Anything else is ``InvalidManifest``, so a manifest can carry nothing but links, counts,
+signatures and kind names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +46,15 @@ _BASE_KEYS = frozenset({"v", "type", "count"})
 LEAF_KEYS = _BASE_KEYS | {"facts"}
 SNAPSHOT_LEAF_KEYS = LEAF_KEYS | {"signatures"}
 INNER_KEYS = _BASE_KEYS | {"children"}
+_LEAF_SHAPES = (
+    LEAF_KEYS,
+    SNAPSHOT_LEAF_KEYS,
+    LEAF_KEYS | {"kinds"},
+    SNAPSHOT_LEAF_KEYS | {"kinds"},
+)
+#: The kind of an entry a leaf lists without ``kinds`` (``node.facts.FACT_KIND_NAME``).
+DEFAULT_KIND = "fact"
+MAX_KIND_CHARS = 64
 
 
 class InvalidManifest(InvalidInput):
@@ -61,6 +76,11 @@ class ManifestNode:
     children: list[CID]
     facts: list[CID]
     signatures: list[bytes] | None
+    #: The kind of each entry of ``facts`` (all ``"fact"`` when the leaf has no ``kinds``).
+    kinds: list[str] | None = None
+
+    def kind_of(self, index: int) -> str:
+        return DEFAULT_KIND if self.kinds is None else self.kinds[index]
 
 
 def _block(obj: dict[str, Any]) -> Block:
@@ -68,23 +88,31 @@ def _block(obj: dict[str, Any]) -> Block:
     return Block(cid_for(data, DAG_CBOR), data)
 
 
-def build_manifest(fact_cids: Iterable[str]) -> tuple[Block, list[Block]]:
-    """The root batch manifest block and every manifest block of the tree (root last)."""
-    return _build(sorted(set(fact_cids)), None)
+def build_manifest(
+    record_cids: Iterable[str], kinds: Mapping[str, str] | None = None
+) -> tuple[Block, list[Block]]:
+    """The root batch manifest block and every manifest block of the tree (root last).
+    ``kinds`` names the kind of each record that is not a fact (CID -> kind)."""
+    return _build(sorted(set(record_cids)), None, kinds or {})
 
 
-def build_snapshot_manifest(signed: Iterable[tuple[str, bytes]]) -> tuple[Block, list[Block]]:
-    """The root snapshot manifest (leaves carry each fact's 65-byte signature) and every
-    manifest block of its tree, root last. ``signed`` is (fact CID, signature) pairs."""
+def build_snapshot_manifest(
+    signed: Iterable[tuple[str, bytes]], kinds: Mapping[str, str] | None = None
+) -> tuple[Block, list[Block]]:
+    """The root snapshot manifest (leaves carry each record's 65-byte signature) and every
+    manifest block of its tree, root last. ``signed`` is (record CID, signature) pairs,
+    ``kinds`` as for ``build_manifest``."""
     by_cid = dict(signed)
     for cid, signature in by_cid.items():
         if len(signature) != SIGNATURE_BYTES:
             raise ValueError(f"signature of {cid} is {len(signature)} bytes, not 65")
     cids = sorted(by_cid)
-    return _build(cids, [by_cid[c] for c in cids])
+    return _build(cids, [by_cid[c] for c in cids], kinds or {})
 
 
-def _build(cids: list[str], signatures: list[bytes] | None) -> tuple[Block, list[Block]]:
+def _build(
+    cids: list[str], signatures: list[bytes] | None, kinds: Mapping[str, str]
+) -> tuple[Block, list[Block]]:
     level: list[Block] = []
     counts: list[int] = []
     for start in range(0, max(len(cids), 1), LEAF_SIZE):  # an empty set is one empty leaf
@@ -97,6 +125,9 @@ def _build(cids: list[str], signatures: list[bytes] | None) -> tuple[Block, list
         }
         if signatures is not None:
             leaf["signatures"] = signatures[start : start + LEAF_SIZE]
+        leaf_kinds = [kinds.get(c, DEFAULT_KIND) for c in chunk]
+        if any(k != DEFAULT_KIND for k in leaf_kinds):
+            leaf["kinds"] = leaf_kinds
         level.append(_block(leaf))
         counts.append(len(chunk))
     blocks = list(level)
@@ -132,9 +163,9 @@ def read_manifest(data: bytes) -> ManifestNode:
     if type(obj.get("v")) is not int or obj["v"] != 1:
         raise InvalidManifest("not a knowhub manifest (type/v)")
     keys = set(obj)
-    if keys not in (LEAF_KEYS, SNAPSHOT_LEAF_KEYS, INNER_KEYS):
+    if keys != INNER_KEYS and keys not in _LEAF_SHAPES:
         raise InvalidManifest(
-            f"manifest fields must be {sorted(LEAF_KEYS)} (+ signatures) or "
+            f"manifest fields must be {sorted(LEAF_KEYS)} (+ signatures, kinds) or "
             f"{sorted(INNER_KEYS)}, not {sorted(keys)}"
         )
     count = obj["count"]
@@ -150,15 +181,28 @@ def read_manifest(data: bytes) -> ManifestNode:
         return ManifestNode(count, links_, [], None)
     if count != len(links_):
         raise InvalidManifest(f"leaf manifest count is {count} but it lists {len(links_)} facts")
+    kinds = _leaf_kinds(obj.get("kinds"), len(links_))
     signatures = obj.get("signatures")
     if signatures is None:
-        return ManifestNode(count, [], links_, None)
+        return ManifestNode(count, [], links_, None, kinds)
     if not isinstance(signatures, list) or len(signatures) != len(links_):
         raise InvalidManifest("manifest signatures must be a list parallel to facts")
     sigs = [s for s in signatures if isinstance(s, bytes) and len(s) == SIGNATURE_BYTES]
     if len(sigs) != len(signatures):
         raise InvalidManifest(f"manifest signatures must be {SIGNATURE_BYTES}-byte strings")
-    return ManifestNode(count, [], links_, sigs)
+    return ManifestNode(count, [], links_, sigs, kinds)
+
+
+def _leaf_kinds(kinds: Any, entries: int) -> list[str] | None:
+    if kinds is None:
+        return None
+    if not isinstance(kinds, list) or len(kinds) != entries:
+        raise InvalidManifest("manifest kinds must be a list parallel to facts")
+    if not all(isinstance(k, str) and 0 < len(k) <= MAX_KIND_CHARS for k in kinds):
+        raise InvalidManifest(f"manifest kinds must be names of 1-{MAX_KIND_CHARS} characters")
+    if all(k == DEFAULT_KIND for k in kinds):
+        raise InvalidManifest("a leaf of facts only carries no kinds (canonical form)")
+    return list(kinds)
 
 
 def parse_manifest(data: bytes) -> tuple[list[CID], list[CID]]:

@@ -18,6 +18,7 @@ from node.facts import Fact
 from node.filters import MetadataFilter
 from node.origin import Origin
 from node.provenance import Batch, BatchStatus, Provenance
+from node.records import SignedRecord
 from node.search import Hit
 
 Vectors = npt.NDArray[np.float32]
@@ -128,7 +129,7 @@ class FactRecords(Protocol):
     def count(self) -> int: ...
 
     def block(self, cid: str) -> bytes | None:
-        """The stored DAG-CBOR block of a fact."""
+        """The stored DAG-CBOR block of a signed record of any kind."""
         ...
 
     def cids(self) -> list[str]:
@@ -136,11 +137,51 @@ class FactRecords(Protocol):
         ...
 
     def signed_cids(self) -> list[str]:
-        """CIDs of the facts that carry a contributor signature."""
+        """CIDs of every signed record: facts that carry a signature, and records of every
+        other kind (the set peers reconcile and a snapshot carries)."""
         ...
 
     def signed_records(self, cids: Sequence[str]) -> list[tuple[bytes, str]]:
-        """(block, signature) of the signed facts among ``cids``."""
+        """(block, signature) of the signed records of any kind among ``cids``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A signed record of a kind other than fact, as the catalog holds it."""
+
+    cid: str
+    kind: str
+    #: The CID the record is about (a tombstone: the fact it revokes), if any.
+    subject: str | None
+    contributor: str | None
+    block: bytes
+    signature: str
+    stored_at: float
+
+
+class RecordBook(Protocol):
+    """Signed records of kinds other than fact (``node.kinds``): stored whole and kept
+    forever, found by CID or by the CID they are about. They join the facts in the catalog's
+    signed set (``signed_cids``/``signed_records``), the publication queue and anchoring."""
+
+    def put_records(self, records: Sequence[SignedRecord], anchor: bool) -> list[bool]:
+        """Store durably in one transaction (queued for anchoring here when ``anchor``);
+        per record whether it was new, in order."""
+        ...
+
+    def get_record(self, cid: str) -> StoredRecord | None: ...
+
+    def held_records(self, cids: Sequence[str]) -> set[str]:
+        """The CIDs among ``cids`` of records of kinds other than fact stored here."""
+        ...
+
+    def records_about(self, subjects: Sequence[str], kind: str) -> list[StoredRecord]:
+        """Records of ``kind`` whose subject is one of ``subjects``."""
+        ...
+
+    def record_counts(self) -> dict[str, int]:
+        """How many records of each kind are stored."""
         ...
 
 
@@ -173,19 +214,20 @@ class PublicationQueue(Protocol):
 
 
 class AnchorBook(Protocol):
-    """Facts waiting for an anchor batch, the batches, and each fact's provenance."""
+    """Records (facts and other kinds) waiting for an anchor batch, the batches, and each
+    record's provenance."""
 
     def anchor_backlog(self) -> tuple[int, float | None]:
         """Facts waiting for a batch, and the Unix time the oldest was queued."""
         ...
 
-    def queued_for_anchor(self, limit: int) -> list[str]:
-        """CIDs of facts waiting for a batch, oldest first."""
+    def queued_for_anchor(self, limit: int) -> list[tuple[str, str]]:
+        """(CID, kind) of records of any kind waiting for a batch, oldest first."""
         ...
 
     def seal_batch(self, root: bytes, manifest_cid: str, proofs: dict[str, list[bytes]]) -> Batch:
-        """Create a batch of the facts in ``proofs`` (cid -> Merkle proof) and take them off
-        the queue, in one transaction."""
+        """Create a batch of the records in ``proofs`` (cid -> Merkle proof), facts or other
+        kinds, and take them off the queue, in one transaction."""
         ...
 
     def batches(self, statuses: Sequence[BatchStatus]) -> list[Batch]: ...
@@ -198,7 +240,9 @@ class AnchorBook(Protocol):
 
     def save_batch(self, batch: Batch) -> None: ...
 
-    def batch_cids(self, batch_id: int) -> list[str]: ...
+    def batch_cids(self, batch_id: int) -> list[tuple[str, str]]:
+        """(CID, kind) of every record in a batch, by CID."""
+        ...
 
     def provenance(self, cid: str) -> Provenance | None: ...
 
@@ -215,7 +259,9 @@ class CatalogSettings(Protocol):
     def set_setting(self, key: str, value: str) -> None: ...
 
 
-class Catalog(FactRecords, FactSearch, PublicationQueue, AnchorBook, CatalogSettings, Protocol):
+class Catalog(
+    FactRecords, RecordBook, FactSearch, PublicationQueue, AnchorBook, CatalogSettings, Protocol
+):
     """The source of truth: every acknowledged fact, its vector, metadata and keyword index,
     its publication and anchoring state. One adapter (``index.sqlite_catalog``) plays every
     role; each use case is typed with the roles it needs."""
@@ -399,26 +445,35 @@ class NetworkStatus:
     score_bands: dict[str, int] = field(default_factory=dict)
 
 
-class FactSink(Protocol):
-    """What the network needs from the node. ``receive_facts`` is a coroutine on the node's
+class RecordSink(Protocol):
+    """What the network needs from the node. ``receive_records`` is a coroutine on the node's
     loop; the other methods are blocking and thread-safe (the network calls them from its
     own threads)."""
 
-    async def receive_facts(
-        self, facts: Sequence[tuple[Fact, str]], peer: str, origin: Origin
+    async def receive_records(
+        self, records: Sequence[SignedRecord], peer: str, origin: Origin
     ) -> int:
-        """Store verified (fact, 0x signature) pairs from ``peer``, which came by ``origin``
-        (gossip or sync); return how many were new."""
+        """Store verified records of any kind from ``peer``, which came by ``origin`` (gossip
+        or sync); return how many were new. Records the node's state refuses (a revoked fact
+        from a stale peer) are dropped, not counted."""
         ...
 
-    def fact_cids(self) -> list[bytes]:
-        """Every signed fact's binary CID."""
+    def judge(self, records: Sequence[SignedRecord]) -> str | None:
+        """Why these verified records are invalid given what this node knows (a tombstone by
+        someone other than the fact's contributor), or None. An answer is the sender's fault:
+        the network penalises it like any invalid message. Quick (catalog reads)."""
         ...
 
-    def fact_count(self) -> int: ...
+    def record_cids(self) -> list[bytes]:
+        """Every signed record's binary CID (the set peers reconcile)."""
+        ...
+
+    def set_version(self) -> int:
+        """A number that changes whenever the set of ``record_cids`` changes (a cache key)."""
+        ...
 
     def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
-        """(block, 0x signature) of the signed facts among ``cids``."""
+        """(block, 0x signature) of the signed records among ``cids``."""
         ...
 
     async def get_block(self, cid: str) -> bytes | None:
@@ -434,9 +489,9 @@ class Network(Protocol):
     """Gossip and catch-up with peers (libp2p). ``publish`` never blocks or fails: what peers
     miss, the sync protocol brings them later."""
 
-    async def start(self, sink: FactSink) -> None: ...
+    async def start(self, sink: RecordSink) -> None: ...
 
-    def publish(self, records: Sequence[tuple[bytes, str]]) -> None: ...
+    def publish(self, records: Sequence[SignedRecord]) -> None: ...
 
     def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None:
         """Tell peers a batch was anchored (a hint; they check the chain)."""
@@ -460,8 +515,8 @@ class Network(Protocol):
         """Blocks (e.g. manifests) from connected peers, each checked against its CID."""
         ...
 
-    async def fetch_facts(self, cids: Sequence[str]) -> list[tuple[Fact, str]]:
-        """Signed facts from connected peers, each verified; those no peer had are absent."""
+    async def fetch_records(self, cids: Sequence[str]) -> list[SignedRecord]:
+        """Signed records from connected peers, each verified; those no peer had are absent."""
         ...
 
     async def close(self) -> None: ...

@@ -32,8 +32,8 @@ import numpy as np
 from node.errors import InvalidFact, KnowhubError
 from node.facts import Fact, decode_fact
 from node.ports import BlockInventory, CatalogSettings, ContentStore, FactRecords, VectorIndex
+from node.records import SignedRecord
 from node.signing import SigningKey
-from node.submissions import SignedFact
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class IntegrityReport:
 class Audit:
     report: IntegrityReport
     #: Facts to re-ingest (with their restored signatures) before serving.
-    recover: list[SignedFact]
+    recover: list[Fact | SignedRecord]
 
 
 async def audit(
@@ -98,18 +98,18 @@ def _audit(
         if len(lost_ids):
             log.error("the %s content store cannot be listed: nothing to recover from", store.kind)
         return Audit(IntegrityReport(lost_from_catalog=len(lost_ids)), [])
-    fact_cids = [c for c in store.list_cids() if c.startswith("bafyrei")]  # CIDv1 dag-cbor
-    have = catalog.existing(fact_cids)
-    recover: list[SignedFact] = []
+    record_cids = [c for c in store.list_cids() if c.startswith("bafyrei")]  # CIDv1 dag-cbor
+    have = catalog.existing(record_cids)
+    recover: list[Fact | SignedRecord] = []
     unrecoverable: list[str] = []
-    for cid in (c for c in fact_cids if c not in have):
+    for cid in (c for c in record_cids if c not in have):
         fact = _fact_block(store, cid, loop)
         if fact is None:  # a manifest or another DAG-CBOR block, not a fact
             continue
         if fact.contributor == operator.address:
-            recover.append(SignedFact(fact, operator.sign_cid(fact.cid)))
+            recover.append(SignedRecord(fact, operator.sign_cid(fact.cid)))
         elif fact.contributor is None:
-            recover.append(SignedFact(fact, None))
+            recover.append(fact)
         else:
             unrecoverable.append(fact.cid)
     if recover:

@@ -50,6 +50,7 @@ from node.ports import (
     StoredFact,
     VectorIndex,
 )
+from node.records import SignedRecord
 from node.recovery import IntegrityReport, audit, mark_clean
 from node.results import (
     CarImport,
@@ -63,7 +64,7 @@ from node.results import (
 from node.retrieval import Retriever, check_query
 from node.search import Query, SearchMode, format_context
 from node.signing import SigningKey, signature_valid
-from node.submissions import NodeSink, SignedFact, parse_submission
+from node.submissions import NodeSink, parse_submission
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +121,6 @@ class KnowledgeNode:
             else Anchorer(catalog, ledger, self._blocks, options.anchor, on_anchored=self._announce)
         )
         self._anchoring: asyncio.Task[None] | None = None
-        self._follower = (
-            None
-            if ledger is None
-            else ChainFollower(
-                catalog, ledger, network, self._blocks, partial(self._receive, origin=Origin.CHAIN)
-            )
-        )
-        self._following: asyncio.Task[None] | None = None
         self._catalog = catalog
         self._index = index
         self._embedder = embedder
@@ -145,6 +138,19 @@ class KnowledgeNode:
             on_stored=self._wake_workers,
             publish=None if network is None else network.publish,
         )
+        self._follower = (
+            None
+            if ledger is None
+            else ChainFollower(
+                catalog,
+                ledger,
+                network,
+                self._blocks,
+                partial(self._receive, origin=Origin.CHAIN),
+                withdrawn=self._ingest.withdrawn,
+            )
+        )
+        self._following: asyncio.Task[None] | None = None
         self._integrity = IntegrityReport()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -168,7 +174,13 @@ class KnowledgeNode:
             self._following = asyncio.create_task(self._follower.run(), name="chain-follower")
         if self._network is not None:
             await self._network.start(
-                NodeSink(self._catalog, self._receive, self._block_or_none, self._anchor_hint)
+                NodeSink(
+                    self._catalog,
+                    self._receive,
+                    self._block_or_none,
+                    self._anchor_hint,
+                    self._ingest.refuse,
+                )
             )
 
     async def close(self, anchor_timeout: float = 0.0) -> None:
@@ -243,7 +255,7 @@ class KnowledgeNode:
 
     # -- contribute --------------------------------------------------------------------------
 
-    def accept(self, item: Any) -> SignedFact:
+    def accept(self, item: Any) -> SignedRecord:
         """A submission as a signed fact: the contributor's signature checked, or, when it has
         neither contributor nor signature, made the operator's (``SignatureRequired`` when the
         node requires signatures)."""
@@ -260,18 +272,19 @@ class KnowledgeNode:
                     field="signature",
                 )
             fact, _ = parse_submission({**item, "contributor": self._operator.address})
-            return SignedFact(fact, self._operator.sign_cid(fact.cid))
+            return SignedRecord(fact, self._operator.sign_cid(fact.cid))
         fact, signature = parse_submission(item)
-        return SignedFact(fact, signature)
+        assert signature is not None  # parse_submission checked it; None was handled above
+        return SignedRecord(fact, signature)
 
-    async def accept_many(self, items: Sequence[Any]) -> list[SignedFact | KnowhubError]:
+    async def accept_many(self, items: Sequence[Any]) -> list[SignedRecord | KnowhubError]:
         """``accept`` for each item, in a worker thread: hashing and signing (or checking
         signatures of) a large batch takes long enough to stall the event loop, and with it
         every query."""
         return await self._in_thread(self._accept_each, items)
 
-    def _accept_each(self, items: Sequence[Any]) -> list[SignedFact | KnowhubError]:
-        accepted: list[SignedFact | KnowhubError] = []
+    def _accept_each(self, items: Sequence[Any]) -> list[SignedRecord | KnowhubError]:
+        accepted: list[SignedRecord | KnowhubError] = []
         for item in items:
             try:
                 accepted.append(self.accept(item))
@@ -288,7 +301,7 @@ class KnowledgeNode:
         """Length of the node's embeddings (and of a query ``vector``)."""
         return self._embedder.dimension
 
-    async def contribute(self, fact: Fact | SignedFact) -> Contribution:
+    async def contribute(self, fact: Fact | SignedRecord) -> Contribution:
         (result,) = await self.contribute_many([fact])
         if isinstance(result, KnowhubError):
             raise result
@@ -296,12 +309,12 @@ class KnowledgeNode:
 
     async def contribute_many(
         self,
-        facts: Sequence[Fact | SignedFact | KnowhubError],
+        facts: Sequence[Fact | SignedRecord | KnowhubError],
         *,
         origin: Origin = Origin.LOCAL,
     ) -> list[Contribution | KnowhubError]:
-        """Store valid facts (errors pass through in place); durable when this returns
-        (``node.ingest``)."""
+        """Store valid records of any kind (errors pass through in place); durable when this
+        returns (``node.ingest``)."""
         return await self._ingest.contribute_many(facts, origin=origin)
 
     # -- read --------------------------------------------------------------------------------
@@ -394,7 +407,7 @@ class KnowledgeNode:
         except KnowhubError:
             return None
 
-    async def _receive(self, facts: Sequence[SignedFact], origin: Origin) -> int:
+    async def _receive(self, facts: Sequence[SignedRecord], origin: Origin) -> int:
         return await self._ingest.receive(facts, origin)
 
     def peers(self) -> list[PeerStatus]:

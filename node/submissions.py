@@ -1,17 +1,23 @@
-"""Submissions: what a REST client or a peer hands the node, checked before it is stored."""
+"""Submissions: what a REST client or a peer hands the node, checked before it is stored.
+
+``parse_submission`` checks a REST/CLI fact (and its signature, once); ``NodeSink`` is the
+node as the network sees it: it takes records the network already verified
+(``node.kinds.verify_record``; the ``SignedRecord`` type says so) and asks the node's rules
+whether they are acceptable.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from node.cid import cid_from_bytes, cid_to_bytes
-from node.errors import InvalidFact, InvalidSignature, KnowhubError
+from node.errors import InvalidFact, InvalidInput, InvalidSignature, KnowhubError, Unauthorized
 from node.facts import Fact, make_fact
 from node.origin import Origin
-from node.ports import FactRecords
+from node.ports import FactRecords, RecordBook
+from node.records import RecordBody, SignedRecord
 from node.signing import check_signature, normalize_signature
 
 log = logging.getLogger(__name__)
@@ -19,12 +25,8 @@ log = logging.getLogger(__name__)
 SUBMISSION_KEYS = frozenset({"text", "metadata", "contributor", "signature"})
 
 
-@dataclass(frozen=True, slots=True)
-class SignedFact:
-    """A fact and its contributor's signature over its CID (None: not signed)."""
-
-    fact: Fact
-    signature: str | None
+class SinkCatalog(FactRecords, RecordBook, Protocol):
+    """The catalog roles the network's view of the node reads."""
 
 
 def parse_submission(item: Any) -> tuple[Fact, str | None]:
@@ -54,19 +56,21 @@ def parse_submission(item: Any) -> tuple[Fact, str | None]:
 
 
 class NodeSink:
-    """The node as the network sees it (``node.ports.FactSink``)."""
+    """The node as the network sees it (``node.ports.RecordSink``)."""
 
     def __init__(
         self,
-        catalog: FactRecords,
-        store: Callable[[Sequence[SignedFact], Origin], Awaitable[int]],
+        catalog: SinkCatalog,
+        store: Callable[[Sequence[SignedRecord], Origin], Awaitable[int]],
         block: Callable[[str], Awaitable[bytes | None]],
         on_anchor: Callable[[int, str], None],
+        refuse: Callable[[Sequence[RecordBody]], dict[str, KnowhubError]],
     ) -> None:
         self._catalog = catalog
         self._store = store
         self._block = block
         self._on_anchor = on_anchor
+        self._refuse = refuse
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         self._on_anchor(chain_id, registry)
@@ -74,27 +78,25 @@ class NodeSink:
     async def get_block(self, cid: str) -> bytes | None:
         return await self._block(cid)
 
-    async def receive_facts(
-        self, facts: Sequence[tuple[Fact, str]], peer: str, origin: Origin
+    async def receive_records(
+        self, records: Sequence[SignedRecord], peer: str, origin: Origin
     ) -> int:
-        # Peers' facts were verified by the network layer; the node checks the signatures again
-        # (cheap) so that nothing unverified can reach the catalog through this door.
-        checked: list[SignedFact] = []
-        for fact, signature in facts:
-            try:
-                if fact.contributor is None:
-                    raise InvalidSignature("fact has no contributor", field="contributor")
-                check_signature(fact.cid, fact.contributor, normalize_signature(signature))
-                checked.append(SignedFact(fact, normalize_signature(signature)))
-            except KnowhubError as exc:
-                log.warning("dropping fact %s from %s: %s", fact.cid, peer, exc.message)
-        return await self._store(checked, origin)
+        # verified by the network layer (the type says so): not checked again here
+        return await self._store(records, origin)
 
-    def fact_cids(self) -> list[bytes]:
+    def judge(self, records: Sequence[SignedRecord]) -> str | None:
+        for cid, why in self._refuse([r.body for r in records]).items():
+            if isinstance(why, InvalidInput | Unauthorized):
+                return f"{cid}: {why.message}"
+        return None
+
+    def record_cids(self) -> list[bytes]:
         return [cid_to_bytes(c) for c in self._catalog.signed_cids()]
 
-    def fact_count(self) -> int:
-        return self._catalog.count()
+    def set_version(self) -> int:
+        # Facts are only added or erased (one per tombstone), records only added: the pair of
+        # counts changes whenever the signed set does.
+        return self._catalog.count() + (sum(self._catalog.record_counts().values()) << 32)
 
     def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
         return self._catalog.signed_records([cid_from_bytes(c) for c in cids])

@@ -25,10 +25,10 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
-from node.ports import FactSink
+from node.ports import RecordSink
+from node.records import SignedRecord
 from p2p.peers import PeerBook
 from p2p.sync import sync_with
-from p2p.wire import VerifiedFact
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class CatchUp:
         self,
         book: PeerBook,
         interval: float,
-        deliver: Callable[[list[VerifiedFact], str], Awaitable[int]],
+        deliver: Callable[[list[SignedRecord], str], Awaitable[int]],
     ) -> None:
         self._book = book
         self._interval = interval
@@ -64,7 +64,7 @@ class CatchUp:
         with contextlib.suppress(trio.WouldBlock):
             self._queue.send_nowait(peer)
 
-    async def run(self, host: IHost, sink: FactSink) -> None:
+    async def run(self, host: IHost, sink: RecordSink) -> None:
         """Serve sync requests for ``host`` until cancelled."""
         send, receive = trio.open_memory_channel[ID](256)
         self._queue = send
@@ -98,7 +98,7 @@ class CatchUp:
                     break
 
     async def _serve(
-        self, host: IHost, sink: FactSink, requests: trio.MemoryReceiveChannel[ID]
+        self, host: IHost, sink: RecordSink, requests: trio.MemoryReceiveChannel[ID]
     ) -> None:
         async for peer in requests:
             if peer not in host.get_connected_peers() or self._book.refuses(str(peer)):

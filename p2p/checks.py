@@ -22,7 +22,8 @@ import hashlib
 from collections import OrderedDict
 from typing import Any
 
-from p2p.wire import InvalidEnvelope, VerifiedFact, decode_envelope, verify_record
+from node.records import SignedRecord
+from p2p.wire import InvalidEnvelope, decode_envelope, verify_record
 
 
 class EnvelopeChecks:
@@ -30,14 +31,14 @@ class EnvelopeChecks:
         self, rejected: int = 4096, records: int = 16384, record_bytes: int = 16 * 1024 * 1024
     ) -> None:
         self._rejected: OrderedDict[bytes, str] = OrderedDict()
-        self._records: OrderedDict[tuple[bytes, bytes], VerifiedFact] = OrderedDict()
+        self._records: OrderedDict[tuple[bytes, bytes], SignedRecord] = OrderedDict()
         self._max_rejected = rejected
         self._max_records = records
         self._max_record_bytes = record_bytes
         self._record_bytes = 0
         self.remembered = 0  # answers given from memory (rejections and records)
 
-    def check(self, data: bytes) -> list[VerifiedFact]:
+    def check(self, data: bytes) -> list[SignedRecord]:
         """The envelope's verified facts; ``InvalidEnvelope`` as ``decode_envelope`` raises it."""
         digest = hashlib.sha256(data).digest()
         reason = self._rejected.get(digest)
@@ -53,7 +54,7 @@ class EnvelopeChecks:
                 self._rejected.popitem(last=False)
             raise
 
-    def _verify(self, block: Any, signature: Any) -> VerifiedFact:
+    def _verify(self, block: Any, signature: Any) -> SignedRecord:
         if not isinstance(block, bytes) or not isinstance(signature, bytes):
             return verify_record(block, signature)  # raises with the reason
         key = (block, signature)

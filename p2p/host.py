@@ -51,9 +51,9 @@ from libp2p.tools.anyio_service import background_trio_service
 from multiformats import multihash
 
 from node.errors import InvalidInput, KnowhubError, Unavailable
-from node.facts import Fact
 from node.origin import Origin
-from node.ports import AnchorEvent, FactSink, NetworkStatus, PeerStatus
+from node.ports import AnchorEvent, NetworkStatus, PeerStatus, RecordSink
+from node.records import SignedRecord
 from p2p import admission, upkeep
 from p2p.admission import Admission, ConnectionLimits
 from p2p.bridge import TrioThread
@@ -71,15 +71,13 @@ from p2p.sync import (
     SYNC_PROTOCOL,
     SyncServer,
     fetch_blocks_from,
-    fetch_facts_from,
+    fetch_records_from,
     from_peers,
 )
 from p2p.views import peer_statuses, score_bands
 from p2p.wire import (
     AnchorNotice,
     InvalidEnvelope,
-    SignedRecord,
-    VerifiedFact,
     decode_anchor_notice,
     encode_anchor_notice,
 )
@@ -124,16 +122,16 @@ class Libp2pNetwork:
     def __init__(self, config: P2PConfig) -> None:
         self._config = config
         self._trio = TrioThread()
-        self._sink: FactSink | None = None
+        self._sink: RecordSink | None = None
         self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
         self._peer_id = ""
         self._listen: list[str] = []
         self._book = PeerBook(config.peers)
         self._admission = Admission(config.limits, self._book.ip_penalised)
-        self._inbox: Inbox[VerifiedFact] = Inbox(config.inbox_per_peer, config.inbox_total)
+        self._inbox: Inbox[SignedRecord] = Inbox(config.inbox_per_peer, config.inbox_total)
         self._gossip: GossipSub | None = None
-        self._validated: dict[bytes, tuple[list[VerifiedFact], str]] = {}
+        self._validated: dict[bytes, tuple[list[SignedRecord], str]] = {}
         self._checks = EnvelopeChecks()
         self._catchup = CatchUp(
             self._book, config.sync_interval, partial(self.deliver, origin=Origin.SYNC)
@@ -156,15 +154,14 @@ class Libp2pNetwork:
 
     # -- node.ports.Network (asyncio side) ----------------------------------------------------
 
-    async def start(self, sink: FactSink) -> None:
+    async def start(self, sink: RecordSink) -> None:
         self._sink = sink
         await self._trio.start(self._main)
         log.info("libp2p peer %s listening on %s", self._peer_id, ", ".join(self._listen))
 
-    def publish(self, records: Sequence[tuple[bytes, str]]) -> None:
-        signed = [SignedRecord(block, bytes.fromhex(sig[2:])) for block, sig in records]
-        if signed:
-            self._trio.call_soon(self._publisher.put_records, signed)
+    def publish(self, records: Sequence[SignedRecord]) -> None:
+        if records:
+            self._trio.call_soon(self._publisher.put_records, list(records))
 
     def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None:
         notice = AnchorNotice(
@@ -223,9 +220,9 @@ class Libp2pNetwork:
 
     def _digest(self) -> tuple[str, int]:
         assert self._sink is not None
-        count = self._sink.fact_count()
+        count = self._sink.set_version()
         if self._digest_cache is None or self._digest_cache[0] != count:
-            items = ItemSet(self._sink.fact_cids())
+            items = ItemSet(self._sink.record_cids())
             self._digest_cache = (count, items.digest(), len(items))
         return self._digest_cache[1], self._digest_cache[2]
 
@@ -252,9 +249,11 @@ class Libp2pNetwork:
     async def fetch_blocks(self, cids: Sequence[str]) -> dict[str, bytes]:
         return await self._trio.call(self._from_peers, fetch_blocks_from, list(cids), dict)
 
-    async def fetch_facts(self, cids: Sequence[str]) -> list[tuple[Fact, str]]:
-        found = await self._trio.call(self._from_peers, fetch_facts_from, list(cids), list)
-        return [(f.fact, f.signature) for f in found]
+    async def fetch_records(self, cids: Sequence[str]) -> list[SignedRecord]:
+        found: list[SignedRecord] = await self._trio.call(
+            self._from_peers, fetch_records_from, list(cids), list
+        )
+        return found
 
     async def _from_peers(self, fetch: Any, cids: list[str], kind: type) -> Any:
         return await from_peers(self._live_host(), fetch, cids, kind)
@@ -426,6 +425,11 @@ class Libp2pNetwork:
         except InvalidEnvelope as exc:
             self._offence(forwarder, exc.message)
             return False
+        assert self._sink is not None
+        invalid = self._sink.judge(facts)  # what only the node's state can tell (catalog reads)
+        if invalid is not None:
+            self._offence(forwarder, invalid)
+            return False
         if len(self._validated) > 4096:
             self._validated.clear()
         self._validated[msg.from_id + msg.seqno] = (facts, key)
@@ -505,13 +509,11 @@ class Libp2pNetwork:
             for who, group in (await self._inbox.take()).items():
                 await self.deliver(group, who, Origin.GOSSIP)
 
-    async def deliver(self, facts: list[VerifiedFact], peer: str, origin: Origin) -> int:
-        """Give verified facts to the node (from gossip or sync); count them for ``peer``."""
+    async def deliver(self, facts: list[SignedRecord], peer: str, origin: Origin) -> int:
+        """Give verified records to the node (from gossip or sync); count them for ``peer``."""
         assert self._sink is not None
         try:
-            created = await self._trio.to_asyncio(
-                self._sink.receive_facts([(f.fact, f.signature) for f in facts], peer, origin)
-            )
+            created = await self._trio.to_asyncio(self._sink.receive_records(facts, peer, origin))
         except KnowhubError as exc:
             log.warning("node refused %d facts from %s: %s", len(facts), peer, exc.message)
             return 0

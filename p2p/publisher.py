@@ -13,8 +13,8 @@ from collections import deque
 import trio
 from libp2p.pubsub.pubsub import Pubsub
 
+from node.records import SignedRecord
 from p2p import wire
-from p2p.wire import SignedRecord
 
 log = logging.getLogger(__name__)
 

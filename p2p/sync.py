@@ -37,13 +37,13 @@ from multiformats import CID
 
 from node.cid import cid_from_bytes, cid_to_bytes, verify_block
 from node.errors import KnowhubError
-from node.ports import FactSink
+from node.ports import RecordSink
+from node.records import SignedRecord
 from p2p.bridge import TrioThread
 from p2p.reconcile import ItemSet, RequestRefused, absorb, initial_request, respond
 from p2p.wire import (
     MAX_SYNC_MESSAGE_BYTES,
     InvalidEnvelope,
-    VerifiedFact,
     encode_varint,
     verify_record,
 )
@@ -154,7 +154,7 @@ class SyncServer:
 
     def __init__(
         self,
-        sink: FactSink,
+        sink: RecordSink,
         bridge: TrioThread,
         on_offence: OffenceFn | None = None,
         refuses: Callable[[ID], bool] | None = None,
@@ -169,9 +169,9 @@ class SyncServer:
         self._limiter = trio.CapacityLimiter(RECON_THREADS)
 
     async def own_set(self) -> ItemSet:
-        count = await trio.to_thread.run_sync(self._sink.fact_count)
+        count = await trio.to_thread.run_sync(self._sink.set_version)
         if self._cache is None or self._cache[0] != count:
-            items = await trio.to_thread.run_sync(self._sink.fact_cids)
+            items = await trio.to_thread.run_sync(self._sink.record_cids)
             built = await trio.to_thread.run_sync(ItemSet, items, limiter=self._limiter)
             self._cache = (count, built)
         return self._cache[1]
@@ -259,15 +259,16 @@ class SyncServer:
 async def sync_with(
     host: IHost,
     peer: ID,
-    sink: FactSink,
-    deliver: Callable[[list[VerifiedFact], str], Awaitable[int]],
+    sink: RecordSink,
+    deliver: Callable[[list[SignedRecord], str], Awaitable[int]],
 ) -> int:
     """Fetch every fact ``peer`` has and this node lacks; return how many were fetched.
 
     Hashing, fingerprints and signature checks run in worker threads, off the trio loop."""
     stream = await host.new_stream(peer, [SYNC_PROTOCOL])
     try:
-        own = await trio.to_thread.run_sync(ItemSet, await trio.to_thread.run_sync(sink.fact_cids))
+        cids = await trio.to_thread.run_sync(sink.record_cids)
+        own = await trio.to_thread.run_sync(ItemSet, cids)
         request: dict[str, Any] | None = initial_request(own)
         missing: list[bytes] = []
         rounds = 0
@@ -289,7 +290,7 @@ async def sync_with(
             if facts:
                 await deliver(facts, peer.to_string())
                 # an answer holds what fits in one frame: ask again for the rest
-                got = {bytes(CID.decode(f.fact.cid)) for f in facts}
+                got = {bytes(CID.decode(f.cid)) for f in facts}
                 missing = [c for c in wanted if c not in got] + missing
         return fetched
     finally:
@@ -328,7 +329,7 @@ async def fetch_blocks_from(host: IHost, peer: ID, cids: list[str]) -> dict[str,
     return out
 
 
-async def fetch_facts_from(host: IHost, peer: ID, cids: list[str]) -> list[VerifiedFact]:
+async def fetch_records_from(host: IHost, peer: ID, cids: list[str]) -> list[SignedRecord]:
     """Signed facts ``peer`` has among ``cids`` (at most MAX_GET), each verified."""
     stream = await host.new_stream(peer, [SYNC_PROTOCOL])
     try:
@@ -350,7 +351,7 @@ async def _answer(stream: INetStream, kind: str) -> dict[str, Any]:
     return response
 
 
-def _verified(response: dict[str, Any], wanted: set[bytes]) -> list[VerifiedFact]:
+def _verified(response: dict[str, Any], wanted: set[bytes]) -> list[SignedRecord]:
     records = response.get("records")
     if not isinstance(records, list) or len(records) > len(wanted):
         raise SyncError("records must be a list no longer than the request")
@@ -362,21 +363,21 @@ def _verified(response: dict[str, Any], wanted: set[bytes]) -> list[VerifiedFact
             fact = verify_record(record.get("block"), record.get("sig"))
         except InvalidEnvelope as exc:
             raise SyncError(f"peer sent a bad record: {exc.message}") from exc
-        if bytes(CID.decode(fact.fact.cid)) not in wanted:
-            raise SyncError(f"peer sent {fact.fact.cid}, which was not asked for")
+        if bytes(CID.decode(fact.cid)) not in wanted:
+            raise SyncError(f"peer sent {fact.cid}, which was not asked for")
         out.append(fact)
     return out
 
 
 async def from_peers(host: IHost, fetch: Any, cids: list[str], kind: type) -> Any:
     """Ask connected peers in turn for what is still missing, MAX_GET at a time, with ``fetch``
-    (``fetch_blocks_from`` into a dict, or ``fetch_facts_from`` into a list); a peer is asked
+    (``fetch_blocks_from`` into a dict, or ``fetch_records_from`` into a list); a peer is asked
     again while its answers bring something (an answer holds one frame at most)."""
     got: Any = kind()
     missing = list(cids)
 
     def have() -> set[str]:
-        return set(got) if isinstance(got, dict) else {f.fact.cid for f in got}
+        return set(got) if isinstance(got, dict) else {f.cid for f in got}
 
     for peer in host.get_connected_peers():
         while missing:

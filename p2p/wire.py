@@ -2,10 +2,12 @@
 
 Everything on the wire is DAG-CBOR (docs/protocol.md specifies it with test vectors):
 
-* a **fact envelope** (gossip message data): ``{"v": 1, "facts": [{"block": bytes,
-  "sig": bytes}, ...]}``, 1-64 facts, at most ``MAX_ENVELOPE_BYTES``. ``block`` is the fact's
-  canonical DAG-CBOR record (its CID is computed, never sent), ``sig`` the contributor's 65-byte
-  EIP-191 signature of the CID string. One bad fact rejects the whole envelope. ``v`` is the
+* a **record envelope** (gossip message data): ``{"v": 1, "facts": [{"block": bytes,
+  "sig": bytes}, ...]}``, 1-64 signed records of any kind (``node.kinds``; the key keeps its
+  first name, ``facts``, so envelopes of facts are what they always were), at most
+  ``MAX_ENVELOPE_BYTES``. ``block`` is the record's canonical DAG-CBOR (its CID is computed,
+  never sent), ``sig`` the contributor's 65-byte EIP-191 signature of the CID string. One bad
+  record rejects the whole envelope. ``v`` is the
   integer 1: ``1.0`` (a CBOR float) and ``true`` are refused (``is_int``), though Python finds
   them equal to 1.
 * **sync messages**, length-prefixed (unsigned varint) on a stream, see ``p2p.reconcile``.
@@ -17,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import dag_cbor
 
 from node.errors import InvalidInput, KnowhubError
-from node.facts import Fact, decode_fact
-from node.signing import check_signature
+from node.kinds import verify_record as verify_signed
+from node.records import SignedRecord
 
 ENVELOPE_VERSION = 1
 MAX_FACTS_PER_ENVELOPE = 64
@@ -42,21 +44,19 @@ class InvalidEnvelope(InvalidInput):
     code = "invalid_envelope"
 
 
-@dataclass(frozen=True, slots=True)
-class SignedRecord:
-    """A fact block and its contributor's signature, as it travels between peers."""
+class RawRecord(NamedTuple):
+    """A record as bytes on the wire, not checked: what a sender puts in an envelope (and what
+    tests forge). Receivers turn it into a ``SignedRecord`` with ``verify_record``."""
 
     block: bytes
     signature: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class VerifiedFact:
-    fact: Fact
-    signature: str  # 0x hex, as the node stores it
+def raw(record: SignedRecord) -> RawRecord:
+    return RawRecord(record.block, record.signature_bytes)
 
 
-def encode_envelope(records: Sequence[SignedRecord]) -> bytes:
+def encode_envelope(records: Sequence[RawRecord]) -> bytes:
     return dag_cbor.encode(
         {
             "v": ENVELOPE_VERSION,
@@ -65,29 +65,22 @@ def encode_envelope(records: Sequence[SignedRecord]) -> bytes:
     )
 
 
-def verify_record(block: Any, signature: Any) -> VerifiedFact:
-    """A record from a peer, checked completely: canonical fact, contributor, signature."""
+def verify_record(block: Any, signature: Any) -> SignedRecord:
+    """A record from a peer, checked completely (``node.kinds.verify_record``): a canonical
+    record of a known kind, its contributor, and the contributor's signature."""
     if not isinstance(block, bytes) or not isinstance(signature, bytes):
         raise InvalidEnvelope("block and sig must be byte strings")
     if len(signature) != SIGNATURE_BYTES:
         raise InvalidEnvelope(f"sig must be {SIGNATURE_BYTES} bytes, got {len(signature)}")
     try:
-        fact = decode_fact(block)
+        return verify_signed(block, signature)
     except KnowhubError as exc:
-        raise InvalidEnvelope(f"bad fact block: {exc.message}") from exc
-    if fact.contributor is None:
-        raise InvalidEnvelope(f"fact {fact.cid} has no contributor to check a signature against")
-    sig_hex = "0x" + signature.hex()
-    try:
-        check_signature(fact.cid, fact.contributor, sig_hex)
-    except KnowhubError as exc:
-        raise InvalidEnvelope(f"fact {fact.cid}: {exc.message}") from exc
-    return VerifiedFact(fact, sig_hex)
+        raise InvalidEnvelope(f"bad record: {exc.message}") from exc
 
 
 def decode_envelope(
-    data: bytes, verify: Callable[[Any, Any], VerifiedFact] = verify_record
-) -> list[VerifiedFact]:
+    data: bytes, verify: Callable[[Any, Any], SignedRecord] = verify_record
+) -> list[SignedRecord]:
     """Decode and verify a gossip envelope; ``InvalidEnvelope`` on the first problem.
 
     ``verify`` checks one record (``verify_record`` or one that remembers its answers)."""
@@ -104,15 +97,15 @@ def decode_envelope(
     facts = obj["facts"]
     if not isinstance(facts, list) or not 1 <= len(facts) <= MAX_FACTS_PER_ENVELOPE:
         raise InvalidEnvelope(f"facts must be a list of 1-{MAX_FACTS_PER_ENVELOPE} records")
-    out: list[VerifiedFact] = []
+    out: list[SignedRecord] = []
     seen: set[str] = set()
     for item in facts:
         if not isinstance(item, dict) or set(item) != {"block", "sig"}:
             raise InvalidEnvelope("each fact must be a map with exactly block and sig")
         verified = verify(item["block"], item["sig"])
-        if verified.fact.cid in seen:
-            raise InvalidEnvelope(f"fact {verified.fact.cid} appears twice")
-        seen.add(verified.fact.cid)
+        if verified.cid in seen:
+            raise InvalidEnvelope(f"record {verified.cid} appears twice")
+        seen.add(verified.cid)
         out.append(verified)
     return out
 
@@ -120,9 +113,9 @@ def decode_envelope(
 def pack_envelopes(records: Sequence[SignedRecord]) -> list[bytes]:
     """Split records into as few envelopes as the count and size limits allow."""
     out: list[bytes] = []
-    chunk: list[SignedRecord] = []
+    chunk: list[RawRecord] = []
     size = 16
-    for record in records:
+    for record in map(raw, records):
         item = len(record.block) + len(record.signature) + 16
         if chunk and (len(chunk) == MAX_FACTS_PER_ENVELOPE or size + item > MAX_ENVELOPE_BYTES):
             out.append(encode_envelope(chunk))

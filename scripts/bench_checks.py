@@ -31,7 +31,7 @@ from node.cid import DAG_CBOR, cid_for, dag_cbor_cid
 from node.facts import make_fact
 from node.signing import SigningKey, recover_signer
 from p2p.checks import EnvelopeChecks
-from p2p.wire import InvalidEnvelope, SignedRecord, decode_envelope, encode_envelope
+from p2p.wire import InvalidEnvelope, RawRecord, decode_envelope, encode_envelope
 
 
 def per_call_us(fn: Callable[[], Any], n: int, repeat: int) -> float:
@@ -67,12 +67,10 @@ def main() -> None:
     ]
     signatures = [key.sign_cid(f.cid) for f in facts]
     records = [
-        SignedRecord(f.block, bytes.fromhex(s[2:])) for f, s in zip(facts, signatures, strict=True)
+        RawRecord(f.block, bytes.fromhex(s[2:])) for f, s in zip(facts, signatures, strict=True)
     ]
-    bad = encode_envelope([*records[:63], SignedRecord(records[63].block, records[0].signature)])
-    new_bad = encode_envelope(
-        [*records[:63], SignedRecord(records[64].block, records[0].signature)]
-    )
+    bad = encode_envelope([*records[:63], RawRecord(records[63].block, records[0].signature)])
+    new_bad = encode_envelope([*records[:63], RawRecord(records[64].block, records[0].signature)])
     block, cid, signature = facts[0].block, facts[0].cid, signatures[0]
 
     def fresh_checks() -> None:  # a new memory each call: nothing remembered

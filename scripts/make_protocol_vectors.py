@@ -22,7 +22,7 @@ from node.facts import make_fact  # noqa: E402
 from node.signing import SigningKey  # noqa: E402
 from p2p.reconcile import ItemSet, initial_request, respond  # noqa: E402
 from p2p.sync import encode_message  # noqa: E402
-from p2p.wire import AnchorNotice, SignedRecord, encode_anchor_notice, encode_envelope  # noqa: E402
+from p2p.wire import AnchorNotice, RawRecord, encode_anchor_notice, encode_envelope  # noqa: E402
 
 OUT = ROOT / "docs" / "vectors" / "p2p.json"
 #: anvil's second default account: a public test key, never use it for anything real
@@ -37,9 +37,9 @@ def vectors() -> dict[str, object]:
         make_fact("Water boils at 100 degrees Celsius at sea level.", {"lang": "en"}, KEY.address),
         make_fact("The Danube flows through ten countries.", {"tags": ["geo"]}, KEY.address),
     ]
-    records = [SignedRecord(f.block, bytes.fromhex(KEY.sign_cid(f.cid)[2:])) for f in facts]
-    forged = SignedRecord(facts[0].block, bytes.fromhex(OTHER.sign_cid(facts[0].cid)[2:]))
-    moved = SignedRecord(facts[1].block, records[0].signature)
+    records = [RawRecord(f.block, bytes.fromhex(KEY.sign_cid(f.cid)[2:])) for f in facts]
+    forged = RawRecord(facts[0].block, bytes.fromhex(OTHER.sign_cid(facts[0].cid)[2:]))
+    moved = RawRecord(facts[1].block, records[0].signature)
     items = ItemSet([bytes(CID.decode(f.cid)) for f in facts])
     request = initial_request(ItemSet([bytes(CID.decode(facts[0].cid))]))
     return {

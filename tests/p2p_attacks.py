@@ -179,14 +179,14 @@ def flood_envelope() -> bytes:
     """63 validly signed facts and a 64th whose signature is another fact's."""
     from node.facts import make_fact
     from node.signing import SigningKey
-    from p2p.wire import SignedRecord, encode_envelope
+    from p2p.wire import RawRecord, encode_envelope
 
     key = SigningKey.generate()
     records = []
     for i in range(64):
         fact = make_fact(f"Flood fact {i} from {os.getpid()} at {time.time()}.", None, key.address)
-        records.append(SignedRecord(fact.block, bytes.fromhex(key.sign_cid(fact.cid)[2:])))
-    records[-1] = SignedRecord(records[-1].block, records[0].signature)
+        records.append(RawRecord(fact.block, bytes.fromhex(key.sign_cid(fact.cid)[2:])))
+    records[-1] = RawRecord(records[-1].block, records[0].signature)
     return encode_envelope(records)
 
 

@@ -30,7 +30,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from node.facts import make_fact
 from node.signing import SigningKey
-from p2p.wire import MAX_ENVELOPE_BYTES, SignedRecord, encode_envelope
+from p2p.wire import MAX_ENVELOPE_BYTES, RawRecord, encode_envelope
 
 TOPIC = "/knowhub/facts/1"
 ALICE = SigningKey.generate()
@@ -57,16 +57,16 @@ def bad_messages() -> tuple[dict[str, bytes], list[str]]:
     messages = {
         "malformed": b"\xff\x00 not cbor at all",
         "forged_signature": encode_envelope(
-            [SignedRecord(forged.block, bytes.fromhex(MALLORY.sign_cid(forged.cid)[2:]))]
+            [RawRecord(forged.block, bytes.fromhex(MALLORY.sign_cid(forged.cid)[2:]))]
         ),
         "moved_signature": encode_envelope(
-            [SignedRecord(moved.block, bytes.fromhex(ALICE.sign_cid(other.cid)[2:]))]
+            [RawRecord(moved.block, bytes.fromhex(ALICE.sign_cid(other.cid)[2:]))]
         ),
         "no_contributor": encode_envelope(
-            [SignedRecord(unsigned.block, bytes.fromhex(ALICE.sign_cid(unsigned.cid)[2:]))]
+            [RawRecord(unsigned.block, bytes.fromhex(ALICE.sign_cid(unsigned.cid)[2:]))]
         ),
         "non_canonical": encode_envelope(
-            [SignedRecord(noncanon, bytes.fromhex(ALICE.sign_cid(good.cid)[2:]))]
+            [RawRecord(noncanon, bytes.fromhex(ALICE.sign_cid(good.cid)[2:]))]
         ),
         "oversized": b"\xa2" + b"\x00" * (MAX_ENVELOPE_BYTES + 10),
     }

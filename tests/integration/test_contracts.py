@@ -39,14 +39,14 @@ def test_committed_artifact_matches_the_source() -> None:
     assert ARTIFACT["compiler"].startswith("0.8.37")
 
 
-def fact_cids(n: int, seed: int) -> list[bytes]:
+def record_cids(n: int, seed: int) -> list[bytes]:
     rng = random.Random(seed)
     return [bytes(CID.decode(make_fact(f"fact {seed}-{i}-{rng.random()}").cid)) for i in range(n)]
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 33])
 def test_merkle_tree_equals_openzeppelin(n: int) -> None:
-    cids = fact_cids(n, n)
+    cids = record_cids(n, n)
     reference = json.loads(
         subprocess.run(
             ["node", str(TOOLS / "oz-merkle.mjs")],
@@ -99,7 +99,7 @@ def registry(chain: Web3) -> Any:
 
 
 def test_anchor_and_verify_on_chain(chain: Web3, registry: Any) -> None:
-    cids = fact_cids(10, 99)
+    cids = record_cids(10, 99)
     tree = build_tree(cids)
     sender = list(chain.eth.accounts)[1]
     tx = registry.functions.anchor(tree.root, "bafyreimanifest", len(cids)).transact(
@@ -121,13 +121,13 @@ def test_anchor_and_verify_on_chain(chain: Web3, registry: Any) -> None:
     tampered = [bytes([proof[0][0] ^ 1]) + proof[0][1:], *proof[1:]]
     assert not registry.functions.verifyFact(cids[0], tampered, tree.root).call()
     assert not registry.functions.verifyFact(cids[0][:-1] + b"\x00", proof, tree.root).call()
-    other = build_tree(fact_cids(3, 7))  # a valid proof against a root nobody anchored
-    some = fact_cids(3, 7)[0]
+    other = build_tree(record_cids(3, 7))  # a valid proof against a root nobody anchored
+    some = record_cids(3, 7)[0]
     assert not registry.functions.verifyFact(some, other.proof(some), other.root).call()
 
 
 def test_anchoring_a_root_twice_or_empty_reverts(chain: Web3, registry: Any) -> None:
-    tree = build_tree(fact_cids(2, 5))
+    tree = build_tree(record_cids(2, 5))
     sender = chain.eth.accounts[0]
     chain.eth.wait_for_transaction_receipt(
         registry.functions.anchor(tree.root, "m", 2).transact({"from": sender})
@@ -135,6 +135,6 @@ def test_anchoring_a_root_twice_or_empty_reverts(chain: Web3, registry: Any) -> 
     with pytest.raises(ContractCustomError):
         registry.functions.anchor(tree.root, "m", 2).transact({"from": sender})
     with pytest.raises(ContractCustomError):
-        registry.functions.anchor(build_tree(fact_cids(1, 6)).root, "m", 0).transact(
+        registry.functions.anchor(build_tree(record_cids(1, 6)).root, "m", 0).transact(
             {"from": sender}
         )

@@ -29,6 +29,7 @@ import pytest
 
 from node.facts import Fact, make_fact
 from node.origin import Origin
+from node.records import SignedRecord
 from node.signing import SigningKey
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess
@@ -141,7 +142,7 @@ def test_sync_amplification_request_is_refused(
 
 
 class FakeNode:
-    """The node as the network sees it (``node.ports.FactSink``), in memory."""
+    """The node as the network sees it (``node.ports.RecordSink``), in memory."""
 
     def __init__(self, facts: Sequence[tuple[Fact, str]] = ()) -> None:
         from multiformats import CID
@@ -151,20 +152,24 @@ class FakeNode:
         }
         self._cid = CID
 
-    async def receive_facts(
-        self, facts: Sequence[tuple[Fact, str]], peer: str, origin: Origin
+    async def receive_records(
+        self, records: Sequence[SignedRecord], peer: str, origin: Origin
     ) -> int:
         new = 0
-        for fact, signature in facts:
-            key = bytes(self._cid.decode(fact.cid))
+        for record in records:
+            assert isinstance(record.body, Fact)
+            key = bytes(self._cid.decode(record.cid))
             new += key not in self.facts
-            self.facts[key] = (fact, signature)
+            self.facts[key] = (record.body, record.signature)
         return new
 
-    def fact_cids(self) -> list[bytes]:
+    def judge(self, records: Sequence[SignedRecord]) -> str | None:
+        return None
+
+    def record_cids(self) -> list[bytes]:
         return list(self.facts)
 
-    def fact_count(self) -> int:
+    def set_version(self) -> int:
         return len(self.facts)
 
     def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
@@ -310,7 +315,7 @@ async def restart_scenario(work: Path) -> dict[str, Any]:
     try:
         await wait_for(lambda: a.status().connected_peers == 1, "b to connect")
         wire_module.pack_envelopes = failing
-        a.publish([(first[0].block, first[1])])  # the publisher raises: the layer fails
+        a.publish([SignedRecord(*first)])  # the publisher raises: the layer fails
         await wait_for(lambda: a.down() is not None, "the failure")
         wire_module.pack_envelopes = pack_envelopes
         down = a.status()
@@ -326,9 +331,9 @@ async def restart_scenario(work: Path) -> dict[str, Any]:
         report["listen_after"] = a.status().listen_addresses
         await wait_for(lambda: a.status().connected_peers == 1, "b to reconnect")
         a_node.facts.update(FakeNode([second]).facts)
-        a.publish([(second[0].block, second[1])])
-        await wait_for(lambda: b_node.fact_count() == 2, "both facts at b")
-        report["facts_at_peer"] = b_node.fact_count()
+        a.publish([SignedRecord(*second)])
+        await wait_for(lambda: len(b_node.facts) == 2, "both facts at b")
+        report["facts_at_peer"] = len(b_node.facts)
     finally:
         wire_module.pack_envelopes = pack_envelopes
         await b.close()

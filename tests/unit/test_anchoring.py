@@ -256,7 +256,7 @@ def test_schema_1_catalog_is_migrated_and_queued(tmp_path: Path) -> None:
     db.commit()
     db.close()
     catalog = SqliteCatalog(path)
-    assert catalog.get_setting("schema_version") == "2"
+    assert catalog.get_setting("schema_version") == "3"
     assert catalog.anchor_backlog() == (1, 1.0)
     stored = catalog.get(fact.cid)
     assert stored is not None and stored.signature is None

@@ -14,9 +14,9 @@ from node.car import InvalidCar, write_car
 from node.content import clear_spool_dir, spool_dir, spool_file
 from node.facts import Fact, make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.records import SignedRecord
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey, signature_valid
-from node.submissions import SignedFact
 from tests.unit.test_car_manifest import crafted_car, crafted_leaf, signed_fact
 
 pytestmark = pytest.mark.anyio
@@ -81,7 +81,7 @@ async def test_export_import_keeps_signatures_and_does_not_anchor_others_facts(
     try:
         alice = [signed_fact(ALICE, f"Alice's fact {i}") for i in range(3)]
         for fact, sig in alice:
-            await a.contribute(SignedFact(fact, "0x" + sig.hex()))
+            await a.contribute(SignedRecord(fact, "0x" + sig.hex()))
         operator_signed = await a.contribute(a.accept({"text": "Signed by A's operator."}))
         legacy = make_fact("An unsigned fact from an old import.")
         await a.contribute(legacy)  # stored without a signature: cannot leave in a snapshot

@@ -192,7 +192,7 @@ def test_load_car_accepts_a_complete_signed_snapshot(tmp_path: Path) -> None:
     root, blocks = snapshot_blocks(pairs)
     loaded = load_car(snapshot_file(tmp_path, blocks, [root]))
     assert loaded.roots == [root]
-    assert {(s.fact.cid, s.signature) for s in loaded.facts} == {
+    assert {(s.cid, s.signature) for s in loaded.facts} == {
         (f.cid, "0x" + sig.hex()) for f, sig in pairs
     }
     assert [m.cid for m in loaded.manifests] == [root]

@@ -18,8 +18,8 @@ from node.manifest import build_manifest
 from node.memory import MemoryContentStore, MemoryLedger
 from node.merkle import build_tree, verify_proof
 from node.ports import AnchorEvent, NetworkStatus, NewFact, PeerStatus
+from node.records import SignedRecord
 from node.signing import SigningKey
-from node.submissions import SignedFact
 
 pytestmark = pytest.mark.anyio
 KEY = SigningKey.generate()
@@ -40,11 +40,11 @@ class PeerNetwork:
     async def fetch_blocks(self, cids: Sequence[str]) -> dict[str, bytes]:
         return {c: self.blocks[c] for c in cids if c in self.blocks}
 
-    async def fetch_facts(self, cids: Sequence[str]) -> list[tuple[Fact, str]]:
-        return [self.facts[c] for c in cids if c in self.facts]
+    async def fetch_records(self, cids: Sequence[str]) -> list[SignedRecord]:
+        return [SignedRecord(*self.facts[c]) for c in cids if c in self.facts]
 
     async def start(self, sink: object) -> None: ...
-    def publish(self, records: Sequence[tuple[bytes, str]]) -> None: ...
+    def publish(self, records: Sequence[SignedRecord]) -> None: ...
     def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None: ...
     def peers(self) -> list[PeerStatus]:
         return []
@@ -74,8 +74,14 @@ def rig(tmp_path: Path) -> tuple[ChainFollower, SqliteCatalog, MemoryLedger, Pee
     ledger = MemoryLedger()
     peer = PeerNetwork()
 
-    async def store(facts: Sequence[SignedFact]) -> int:
-        catalog.insert([NewFact(f.fact, np.zeros(4, np.float32), f.signature) for f in facts])
+    async def store(facts: Sequence[SignedRecord]) -> int:
+        bodies = [f.body for f in facts if isinstance(f.body, Fact)]
+        catalog.insert(
+            [
+                NewFact(b, np.zeros(4, np.float32), f.signature)
+                for b, f in zip(bodies, facts, strict=True)
+            ]
+        )
         return len(facts)
 
     blocks = BlockService(MemoryContentStore(), catalog)

@@ -12,9 +12,9 @@ from index.sqlite_catalog import SqliteCatalog
 from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.origin import Origin
+from node.records import SignedRecord
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
-from node.submissions import SignedFact
 
 KEY = SigningKey.generate()
 
@@ -35,10 +35,8 @@ class Published:
 
     async def close(self) -> None: ...
 
-    def publish(self, records: Sequence[tuple[bytes, str]]) -> None:
-        from node.facts import decode_fact
-
-        self.cids += [decode_fact(block).cid for block, _ in records]
+    def publish(self, records: Sequence[SignedRecord]) -> None:
+        self.cids += [r.cid for r in records]
 
 
 @pytest.fixture
@@ -69,9 +67,9 @@ async def test_the_service_announces_and_anchors_by_origin(
         for origin in Origin:
             fact = make_fact(f"a fact that came by {origin}", contributor=KEY.address)
             cids[origin] = fact.cid
-            await node.contribute_many([SignedFact(fact, KEY.sign_cid(fact.cid))], origin=origin)
+            await node.contribute_many([SignedRecord(fact, KEY.sign_cid(fact.cid))], origin=origin)
         assert set(network.cids) == {cids[o] for o in Origin if o.announced}
-        queued = set(catalog.queued_for_anchor(100))
+        queued = {cid for cid, _ in catalog.queued_for_anchor(100)}
         assert queued == {cids[o] for o in Origin if o.anchored_here(anchor_peer_facts)}
     finally:
         await node.close()

@@ -12,16 +12,16 @@ from node.facts import make_fact
 from node.signing import SigningKey
 from p2p import checks as checks_module
 from p2p.checks import EnvelopeChecks
-from p2p.wire import InvalidEnvelope, SignedRecord, decode_envelope, encode_envelope
+from p2p.wire import InvalidEnvelope, RawRecord, decode_envelope, encode_envelope
 
 KEY = SigningKey.generate()
 
 
-def records(n: int, tag: str = "") -> list[SignedRecord]:
+def records(n: int, tag: str = "") -> list[RawRecord]:
     out = []
     for i in range(n):
         fact = make_fact(f"Checked fact {tag}{i}.", None, KEY.address)
-        out.append(SignedRecord(fact.block, bytes.fromhex(KEY.sign_cid(fact.cid)[2:])))
+        out.append(RawRecord(fact.block, bytes.fromhex(KEY.sign_cid(fact.cid)[2:])))
     return out
 
 
@@ -45,7 +45,7 @@ def test_answers_equal_decode_envelope_and_repeats_are_not_checked_again(
     counted = CountingVerify(monkeypatch)
     checks = EnvelopeChecks()
     good = records(8)
-    bad = [*good[:7], SignedRecord(good[7].block, good[0].signature)]  # forged last signature
+    bad = [*good[:7], RawRecord(good[7].block, good[0].signature)]  # forged last signature
     good_envelope, bad_envelope = encode_envelope(good), encode_envelope(bad)
 
     assert checks.check(good_envelope) == decode_envelope(good_envelope)

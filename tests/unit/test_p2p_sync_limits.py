@@ -16,8 +16,8 @@ import dag_cbor
 import pytest
 import trio
 
-from node.facts import Fact
 from node.origin import Origin
+from node.records import SignedRecord
 from p2p import sync
 from p2p.reconcile import (
     ANSWER_RATIO,
@@ -246,15 +246,18 @@ class FakeSink:
         self.items = items
         self.records = records or []
 
-    async def receive_facts(
-        self, facts: Sequence[tuple[Fact, str]], peer: str, origin: Origin
+    async def receive_records(
+        self, records: Sequence[SignedRecord], peer: str, origin: Origin
     ) -> int:
         return 0
 
-    def fact_cids(self) -> list[bytes]:
+    def judge(self, records: Sequence[SignedRecord]) -> str | None:
+        return None
+
+    def record_cids(self) -> list[bytes]:
         return list(self.items)
 
-    def fact_count(self) -> int:
+    def set_version(self) -> int:
         return len(self.items)
 
     def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:

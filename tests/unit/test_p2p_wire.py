@@ -13,13 +13,13 @@ import dag_cbor
 import pytest
 
 from node.facts import make_fact
+from node.records import SignedRecord
 from node.signing import SigningKey
 from p2p.reconcile import ItemSet, reconcile_locally, respond
 from p2p.wire import (
     MAX_ENVELOPE_BYTES,
     MAX_FACTS_PER_ENVELOPE,
     InvalidEnvelope,
-    SignedRecord,
     decode_anchor_notice,
     decode_envelope,
     pack_envelopes,
@@ -42,11 +42,11 @@ def test_committed_vectors_match_the_code() -> None:
 
 def test_vector_envelope_decodes_to_its_facts() -> None:
     facts = decode_envelope(bytes.fromhex(VECTORS["envelope"]["bytes"]))
-    assert [f.fact.cid for f in facts] == VECTORS["envelope"]["facts"]
+    assert [f.cid for f in facts] == VECTORS["envelope"]["facts"]
     for got, want in zip(facts, VECTORS["facts"], strict=True):
-        assert got.fact.block.hex() == want["block"]
+        assert got.block.hex() == want["block"]
         assert got.signature == want["signature"]
-        assert got.fact.contributor == VECTORS["signer"]["address"]
+        assert got.contributor == VECTORS["signer"]["address"]
 
 
 @pytest.mark.parametrize("case", VECTORS["invalid_envelopes"], ids=lambda c: c["why"])
@@ -104,7 +104,7 @@ def test_pack_envelopes_respects_count_and_size() -> None:
     records = []
     for i in range(200):
         fact = make_fact(("long " * 2000) + str(i), None, key.address)  # ~10 KB each
-        records.append(SignedRecord(fact.block, bytes.fromhex(key.sign_cid(fact.cid)[2:])))
+        records.append(SignedRecord(fact, key.sign_cid(fact.cid)))
     envelopes = pack_envelopes(records)
     assert sum(len(decode_envelope(e)) for e in envelopes) == 200
     assert all(len(e) <= MAX_ENVELOPE_BYTES for e in envelopes)

@@ -136,11 +136,11 @@ def build(tmp_path: Path, require: bool) -> KnowledgeNode:
 def test_unsigned_submissions_are_signed_by_the_operator(tmp_path: Path) -> None:
     node = build(tmp_path, require=False)
     signed = node.accept({"text": "Paris is in France."})
-    assert signed.fact.contributor == BOB.address
+    assert signed.contributor == BOB.address
     assert signed.signature is not None
-    check_signature(signed.fact.cid, BOB.address, signed.signature)
+    check_signature(signed.cid, BOB.address, signed.signature)
     mine = node.accept(signed_item(ALICE))
-    assert mine.fact.contributor == ALICE.address
+    assert mine.contributor == ALICE.address
     with pytest.raises(SignatureRequired, match="must carry"):
         node.accept({"text": "x", "contributor": ALICE.address})
 
@@ -149,7 +149,7 @@ def test_required_signatures_refuse_unsigned(tmp_path: Path) -> None:
     node = build(tmp_path, require=True)
     with pytest.raises(SignatureRequired, match="requires signed"):
         node.accept({"text": "Paris is in France."})
-    assert node.accept(signed_item(ALICE)).fact.contributor == ALICE.address
+    assert node.accept(signed_item(ALICE)).contributor == ALICE.address
 
 
 def _eth_account_signer(cid: str, signature: str) -> str | None:

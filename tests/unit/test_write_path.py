@@ -267,12 +267,12 @@ async def test_a_full_ingest_lane_answers_writes_with_overloaded_and_stores_noth
         with pytest.raises(Overloaded):
             await node.contribute(make_fact("one too many"))
         # peers' facts beyond the bound wait for sync instead: no error, nothing stored
-        from node.submissions import SignedFact
+        from node.records import SignedRecord
 
         gossiped = make_fact("from a peer", contributor=OPERATOR.address)
         assert (
             await node._receive(
-                [SignedFact(gossiped, OPERATOR.sign_cid(gossiped.cid))], Origin.GOSSIP
+                [SignedRecord(gossiped, OPERATOR.sign_cid(gossiped.cid))], Origin.GOSSIP
             )
             == 0
         )
@@ -347,11 +347,11 @@ async def test_facts_the_catalog_lost_are_detected_and_recovered_from_blocks(
     await node.start()
     mine = [make_fact(f"operator fact {i}", contributor=OPERATOR.address) for i in range(3)]
     theirs = make_fact("someone else's fact", contributor=other.address)
-    from node.submissions import SignedFact
+    from node.records import SignedRecord
 
     await node.contribute_many(
-        [SignedFact(f, OPERATOR.sign_cid(f.cid)) for f in mine]
-        + [SignedFact(theirs, other.sign_cid(theirs.cid))]
+        [SignedRecord(f, OPERATOR.sign_cid(f.cid)) for f in mine]
+        + [SignedRecord(theirs, other.sign_cid(theirs.cid))]
     )
     await node._blocks.publish_pending()
     await node.close()
@@ -411,11 +411,11 @@ async def test_readiness_says_when_the_network_is_down_or_cut_off(tmp_path: Path
 
 
 async def test_peers_facts_wait_for_room_and_leave_headroom_for_writers(tmp_path: Path) -> None:
-    from node.submissions import SignedFact
+    from node.records import SignedRecord
 
-    def signed(text: str) -> SignedFact:
+    def signed(text: str) -> SignedRecord:
         fact = make_fact(text, contributor=OPERATOR.address)
-        return SignedFact(fact, OPERATOR.sign_cid(fact.cid))
+        return SignedRecord(fact, OPERATOR.sign_cid(fact.cid))
 
     embedder = GatedEmbedder()
     node = gated_node(tmp_path, embedder, peer_wait=60)
