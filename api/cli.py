@@ -325,8 +325,8 @@ def _import_car(client: NodeClient, args: argparse.Namespace) -> int:
     ) as bar:
         result = client.import_car(args.file, bar.update)
     _out(
-        f"imported {result.facts} facts (created {result.created}, already stored "
-        f"{result.existing}), roots {' '.join(result.roots)}"
+        f"imported {result.facts} records (created {result.created}, already stored "
+        f"{result.existing}, refused {result.refused}), roots {' '.join(result.roots)}"
     )
     return 0
 

@@ -18,8 +18,10 @@ from node.errors import (
     ChainError,
     InvalidInput,
     KnowhubError,
+    NotContributor,
     NotFound,
     Overloaded,
+    Revoked,
     StorageError,
     Unauthorized,
     Unavailable,
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[KnowhubError], int]] = [
     (NotFound, 404),
+    (Revoked, 410),
+    (NotContributor, 403),
     (Unauthorized, 401),
     (ChainError, 502),
     (InvalidInput, 400),
@@ -51,10 +55,13 @@ def error_response(
     message: str,
     field: str | None = None,
     headers: dict[str, str] | None = None,
+    tombstone: str | None = None,
 ) -> JSONResponse:
     field = None if field is None else printable(field)
-    body = {"error": {"code": code, "message": printable(message), "field": field}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    detail: dict[str, str | None] = {"code": code, "message": printable(message), "field": field}
+    if tombstone is not None:
+        detail["tombstone"] = tombstone
+    return JSONResponse({"error": detail}, status_code=status, headers=headers)
 
 
 def retry_after_header(exc: KnowhubError) -> dict[str, str] | None:
@@ -96,7 +103,10 @@ def _leaf_routes(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
 
 
 def error_dict(exc: KnowhubError) -> dict[str, str | None]:
-    return {"code": exc.code, "message": exc.message, "field": exc.field}
+    out = {"code": exc.code, "message": exc.message, "field": exc.field}
+    if isinstance(exc, Revoked):
+        out["tombstone"] = exc.tombstone
+    return out
 
 
 def describe_validation(exc: RequestValidationError) -> tuple[str, str, str | None]:
@@ -141,7 +151,10 @@ def install(app: FastAPI) -> None:
         headers = retry_after_header(exc)
         if status >= 500 and headers is None:  # a full queue is the node working as designed
             log.error("request failed: %s", exc.message)
-        return error_response(status, exc.code, exc.message, exc.field, headers=headers)
+        tombstone = exc.tombstone if isinstance(exc, Revoked) else None
+        return error_response(
+            status, exc.code, exc.message, exc.field, headers=headers, tombstone=tombstone
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

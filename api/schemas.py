@@ -16,6 +16,7 @@ from node.limits import (
     MAX_METADATA_BYTES,
     MAX_METADATA_KEY_CHARS,
     MAX_QUERY_BYTES,
+    MAX_REASON_BYTES,
     MAX_TEXT_BYTES,
     MAX_VECTOR_COMPONENTS,
 )
@@ -96,6 +97,9 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="Machine-readable error code, e.g. invalid_fact.")
     message: str = Field(description="What is wrong, for people.")
     field: str | None = Field(None, description="The offending field, when there is one.")
+    tombstone: str | None = Field(
+        None, description="410 revoked: the CID of the contributor's signed tombstone."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -167,6 +171,49 @@ class FactRecord(BaseModel):
     text: str
     metadata: dict[str, Any]
     contributor: str | None
+
+
+class TombstoneRecord(BaseModel):
+    v: int
+    kind: Literal["tombstone"]
+    revokes: str = Field(description="CID of the revoked fact.")
+    contributor: str
+    reason: str | None = None
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    contributor: str | None = Field(
+        None,
+        json_schema_extra={"pattern": "^0x[0-9a-fA-F]{40}$"},
+        description="EIP-55 address of the fact's contributor (who signs the tombstone). Omit "
+        "with signature to revoke, with an API key, a fact the node's operator key signed.",
+    )
+    signature: str | None = Field(
+        None,
+        json_schema_extra={"pattern": "^0x[0-9a-fA-F]{130}$"},
+        description="0x hex, 65 bytes: EIP-191 personal_sign by contributor of the tombstone's "
+        "CID (GET /v1/facts/{cid}/tombstone gives the record and CID to sign).",
+    )
+    reason: str | None = Field(
+        None,
+        max_length=MAX_REASON_BYTES,
+        description=f"Why, in at most {MAX_REASON_BYTES} bytes of UTF-8; part of the signed "
+        "record (sign the tombstone made with the same reason).",
+    )
+
+
+class RevokeOut(BaseModel):
+    tombstone: str = Field(description="CID of the signed tombstone (gossiped and anchored).")
+    revokes: str = Field(description="CID of the revoked fact.")
+    status: Literal["created", "exists"]
+
+
+class TombstoneOut(BaseModel):
+    cid: str = Field(description="The tombstone's CID: what the contributor signs (EIP-191).")
+    record: TombstoneRecord
+    block: str = Field(description="The record's DAG-CBOR bytes, base64 (hash them: the CID).")
 
 
 class FactOut(BaseModel):
@@ -361,6 +408,14 @@ class IntegrityOut(BaseModel):
     unrecoverable_count: int
 
 
+class RevocationsOut(BaseModel):
+    tombstones: int = Field(description="Tombstones stored (kept forever, gossiped, anchored).")
+    erased: int = Field(description="Facts erased here by a tombstone since the node started.")
+    purge_pending: int = Field(
+        description="Erased facts' blocks still waiting to leave the content store."
+    )
+
+
 class StatusOut(BaseModel):
     version: str
     facts: int
@@ -373,11 +428,14 @@ class StatusOut(BaseModel):
     p2p: NetworkStatusOut | None = Field(description="None when networking is off.")
     ingest: IngestStatusOut
     integrity: IntegrityOut = Field(description="What the start-up cross-check found.")
+    revocations: RevocationsOut
 
 
 class ProvenanceOut(BaseModel):
     cid: str
-    record: FactRecord = Field(description="The fact record: hash it to check the CID.")
+    record: FactRecord | TombstoneRecord = Field(
+        description="The record (a fact, or a tombstone): hash it to check the CID."
+    )
     contributor: str | None
     signature: str | None
     signature_valid: bool = Field(
@@ -411,9 +469,12 @@ class SnapshotOut(BaseModel):
 
 class ImportOut(BaseModel):
     roots: list[str]
-    facts: int
+    facts: int = Field(description="Signed records in the CAR (facts and tombstones).")
     created: int
     existing: int
+    refused: int = Field(
+        0, description="Records this node's rules refused, e.g. facts their contributor revoked."
+    )
 
 
 class CheckOut(BaseModel):

@@ -16,7 +16,9 @@ from api.schemas import (
     ProvenanceOut,
     QueryHit,
     QueryOut,
+    RevocationsOut,
     StatusOut,
+    TombstoneRecord,
 )
 from node.ports import StoredFact
 from node.results import NodeStatus, ProvenanceView, QueryResult
@@ -57,7 +59,11 @@ def provenance_out(view: ProvenanceView) -> ProvenanceOut:
     batch = p.batch if p.status == "anchored" else None
     return ProvenanceOut(
         cid=p.cid,
-        record=FactRecord.model_validate(p.record),
+        record=(
+            TombstoneRecord.model_validate(p.record)
+            if p.record.get("kind") == "tombstone"
+            else FactRecord.model_validate(p.record)
+        ),
         contributor=p.contributor,
         signature=p.signature,
         signature_valid=view.signature_valid,
@@ -108,4 +114,5 @@ def status_out(s: NodeStatus) -> StatusOut:
         else NetworkStatusOut.model_validate(s.network, from_attributes=True),
         ingest=IngestStatusOut.model_validate(s.ingest, from_attributes=True),
         integrity=IntegrityOut.model_validate(s.integrity, from_attributes=True),
+        revocations=RevocationsOut.model_validate(s.revocations, from_attributes=True),
     )

@@ -3,8 +3,9 @@
 One file per block under ``blocks/<2 chars>/<cid>``, keyed by the canonical CIDv1 base32
 string and sharded by its next-to-last two characters (like Kubo's flatfs). Writes are atomic
 (temporary file, fsync, rename, fsync of the directory): after ``kill -9`` a block is either
-whole or absent. Every read is hashed and checked against the CID. Nothing is ever garbage
-collected, so every stored block is pinned.
+whole or absent. Every read is hashed and checked against the CID. Nothing is garbage
+collected, so every stored block is pinned; a block leaves only by ``delete`` (a revoked
+fact's), which unlinks its file and fsyncs the directory.
 """
 
 from __future__ import annotations
@@ -99,6 +100,21 @@ class FilesystemBlockstore:
     async def pin(self, cid: str) -> None:
         if not await self.has(cid):
             raise NotFound(f"cannot pin {cid}: not in the store")
+
+    async def delete(self, cid: str) -> None:
+        await asyncio.to_thread(self._unlink, self._path(cid))
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+            if path.parent.exists():
+                dir_fd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        except OSError as exc:
+            raise StorageError(f"cannot delete block {path.name}: {exc}") from exc
 
     async def close(self) -> None:
         return None

@@ -141,6 +141,22 @@ class KuboContentStore:
     async def pin(self, cid: str) -> None:
         await self._rpc("pin/add", {"arg": str(parse_cid(cid)), "recursive": "true"})
 
+    async def delete(self, cid: str) -> None:
+        """``pin/rm`` then ``block/rm``: Kubo keeps an unpinned block until GC, so it is
+        removed at once; neither a missing pin nor a missing block is an error."""
+        arg = str(parse_cid(cid))
+        for command, params in (
+            ("pin/rm", {"arg": arg, "recursive": "true"}),
+            ("block/rm", {"arg": arg, "force": "true"}),
+        ):
+            try:
+                await self._rpc(command, params)
+            except NotFound:
+                pass
+            except StorageError as exc:
+                if "not pinned" not in exc.message.lower():
+                    raise
+
     async def import_car(self, car: bytes) -> list[str]:
         """``dag/import`` with the roots pinned; returns the root CIDs the daemon reports."""
         response = await self._rpc(

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
+from index.sqlite_erasure import ErasureTables
 from index.sqlite_records import RECORDS_SCHEMA, RecordTables
 from node.errors import StorageError
 from node.facts import metadata_json_string, metadata_to_json
@@ -137,7 +138,7 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms[:64])
 
 
-class SqliteCatalog(AnchorTables, RecordTables):
+class SqliteCatalog(AnchorTables, RecordTables, ErasureTables):
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         try:
@@ -147,6 +148,7 @@ class SqliteCatalog(AnchorTables, RecordTables):
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # erased facts leave zeroed pages
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
             self._db.executescript(ANCHOR_SCHEMA)
@@ -223,6 +225,16 @@ class SqliteCatalog(AnchorTables, RecordTables):
                 raise StorageError(f"catalog error: {exc}") from exc
             finally:
                 cur.close()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after an erasure)."""
+        if self._path == ":memory:":
+            return
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("WAL checkpoint after an erasure failed: %s", exc)
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

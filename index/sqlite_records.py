@@ -118,6 +118,15 @@ class RecordTables:
                 ]
         return out
 
+    def records_of_kind(self, kind: str) -> list[StoredRecord]:
+        with self._cursor() as cur:
+            return [
+                _stored(row)
+                for row in cur.execute(
+                    f"SELECT {_COLUMNS} FROM records WHERE kind = ? ORDER BY cid", (kind,)
+                )
+            ]
+
     def record_counts(self) -> dict[str, int]:
         with self._cursor() as cur:
             rows = cur.execute("SELECT kind, count(*) FROM records GROUP BY kind").fetchall()

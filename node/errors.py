@@ -73,8 +73,27 @@ class SignatureMismatch(Unauthorized):
     code = "signature_mismatch"
 
 
+class NotContributor(Unauthorized):
+    """A correction (a tombstone) signed by someone other than the fact's contributor (403):
+    only a fact's contributor can take it back."""
+
+    code = "not_contributor"
+
+
 class NotFound(KnowhubError):
     code = "not_found"
+
+
+class Revoked(KnowhubError):
+    """The fact was revoked by its contributor and erased here (410 Gone); ``tombstone`` is the
+    CID of the signed tombstone that says so. A node that receives the fact again refuses it:
+    no fault of the sender's (it may just be behind)."""
+
+    code = "revoked"
+
+    def __init__(self, message: str, *, tombstone: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.tombstone = tombstone
 
 
 class NetworkingOff(NotFound):

@@ -19,8 +19,15 @@ from node.errors import InvalidFact
 from node.facts import FACT, FACT_KIND_NAME
 from node.records import RecordBody, RecordKind, SignedRecord, decode_map
 from node.signing import check_signature, normalize_signature
+from node.tombstone import TOMBSTONE
 
-KINDS: MappingProxyType[str, RecordKind] = MappingProxyType({kind.name: kind for kind in (FACT,)})
+#: The table: one row per kind this node reads.
+KINDS: MappingProxyType[str, RecordKind] = MappingProxyType(
+    {
+        FACT.name: FACT,
+        TOMBSTONE.name: TOMBSTONE,
+    }
+)
 
 #: The largest block of any kind: the first bound on bytes from elsewhere.
 MAX_RECORD_BLOCK = max(kind.max_block for kind in KINDS.values())

@@ -31,3 +31,5 @@ MAX_FILTER_KEYS: Final = 16
 MAX_IN_VALUES: Final = 256
 #: Components of a query vector a client may send (the model's dimension is checked after).
 MAX_VECTOR_COMPONENTS: Final = 4096
+#: A tombstone's optional reason, UTF-8 bytes.
+MAX_REASON_BYTES: Final = 1024

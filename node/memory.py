@@ -140,6 +140,10 @@ class MemoryContentStore:
             raise NotFound(f"cannot pin {cid}: not in the store")
         self.pins.add(self._key(cid))
 
+    async def delete(self, cid: str) -> None:
+        self.blocks.pop(self._key(cid), None)
+        self.pins.discard(self._key(cid))
+
     async def close(self) -> None:
         return None
 

@@ -180,8 +180,22 @@ class RecordBook(Protocol):
         """Records of ``kind`` whose subject is one of ``subjects``."""
         ...
 
+    def records_of_kind(self, kind: str) -> list[StoredRecord]:
+        """Every stored record of ``kind`` (small kinds only: tombstones)."""
+        ...
+
     def record_counts(self) -> dict[str, int]:
         """How many records of each kind are stored."""
+        ...
+
+
+class FactErasure(Protocol):
+    """Taking a fact out of the catalog for good (a revocation)."""
+
+    def erase_fact(self, cid: str) -> int | None:
+        """Remove the fact, its text, metadata, vector, keyword entry and queue places in one
+        transaction, leaving no copy of the text in the catalog's files; its row id (to take
+        out of the vector index), or None when the catalog does not have it."""
         ...
 
 
@@ -260,7 +274,14 @@ class CatalogSettings(Protocol):
 
 
 class Catalog(
-    FactRecords, RecordBook, FactSearch, PublicationQueue, AnchorBook, CatalogSettings, Protocol
+    FactRecords,
+    RecordBook,
+    FactErasure,
+    FactSearch,
+    PublicationQueue,
+    AnchorBook,
+    CatalogSettings,
+    Protocol,
 ):
     """The source of truth: every acknowledged fact, its vector, metadata and keyword index,
     its publication and anchoring state. One adapter (``index.sqlite_catalog``) plays every
@@ -287,6 +308,10 @@ class ContentStore(Protocol):
     async def has(self, cid: str) -> bool: ...
 
     async def pin(self, cid: str) -> None: ...
+
+    async def delete(self, cid: str) -> None:
+        """Unpin and remove a block (a revoked fact's); absent blocks are not an error."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import dag_cbor
 from multiformats import CID
 
 from node.errors import InvalidInput
-from node.facts import make_fact
+from node.kinds import decode_record
 from node.merkle import verify_proof
+from node.records import RecordBody
 from node.signing import recover_signer
 
 
@@ -93,6 +95,16 @@ def _hex32(value: Any, name: str) -> bytes:
         raise InvalidInput(f"{name} is not hex", field=name) from exc
 
 
+def record_of(record: Mapping[str, Any]) -> RecordBody:
+    """A record of any kind from its JSON form (as ``/provenance`` shows it): encoded as
+    DAG-CBOR and decoded by the kind table, so its CID is recomputed, never trusted."""
+    try:
+        block = dag_cbor.encode(dict(record))
+    except Exception as exc:  # dag_cbor refuses values it cannot encode with various types
+        raise InvalidInput(f"record cannot be encoded as DAG-CBOR: {exc}") from exc
+    return decode_record(block)
+
+
 def check_bundle(bundle: Mapping[str, Any], chain: RegistryReader | None) -> list[Check]:
     """Every check of a provenance bundle, in order; all ``ok`` means the fact is proven.
 
@@ -104,12 +116,12 @@ def check_bundle(bundle: Mapping[str, Any], chain: RegistryReader | None) -> lis
     if not isinstance(cid, str) or not isinstance(record, Mapping):
         return [Check("bundle", False, "bundle needs 'cid' (string) and 'record' (object)")]
     try:
-        fact = make_fact(record.get("text"), record.get("metadata"), record.get("contributor"))
+        fact = record_of(record)
         checks.append(
             Check("cid", fact.cid == cid, f"record hashes to {fact.cid}, bundle says {cid}")
         )
     except InvalidInput as exc:
-        return [Check("record", False, f"record is not a valid fact: {exc.message}")]
+        return [Check("record", False, f"record is not a valid record: {exc.message}")]
     contributor = bundle.get("contributor")
     checks.append(
         Check(

@@ -54,6 +54,7 @@ class NodeStatus:
     network: NetworkStatus | None
     ingest: IngestStatus
     integrity: IntegrityReport
+    revocations: RevocationCounts
 
     def not_ready(self) -> list[str]:
         """Why the node cannot take writes now (empty: ready). Liveness is separate."""
@@ -71,6 +72,16 @@ class NodeStatus:
                 "gossip and catch-up sync are cut off"
             )
         return reasons
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationCounts:
+    #: Tombstones stored (kept forever; they are what makes a revocation stick).
+    tombstones: int
+    #: Facts erased here by a tombstone since the node started.
+    erased: int
+    #: Blocks of erased facts still waiting to leave the content store.
+    purge_pending: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +128,5 @@ class CarImport:
     facts: int
     created: int
     existing: int
+    #: Records the node's rules refused (a fact its contributor revoked): left out.
+    refused: int = 0

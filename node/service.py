@@ -28,10 +28,13 @@ from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import (
     ChainError,
     IncompatibleDataDir,
+    InvalidInput,
     KnowhubError,
     NetworkingOff,
     NotFound,
+    Revoked,
     SignatureRequired,
+    Unauthorized,
 )
 from node.facts import Fact
 from node.follower import ChainFollower
@@ -54,17 +57,18 @@ from node.records import SignedRecord
 from node.recovery import IntegrityReport, audit, mark_clean
 from node.results import (
     CarImport,
-    ChainStatus,
     Contribution,
-    IngestStatus,
     NodeStatus,
     ProvenanceView,
     QueryResult,
 )
 from node.retrieval import Retriever, check_query
+from node.revocation import Revocations, Revoker
 from node.search import Query, SearchMode, format_context
 from node.signing import SigningKey, signature_valid
+from node.status import chain_status, ingest_status
 from node.submissions import NodeSink, parse_submission
+from node.tombstone import Tombstone
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +132,7 @@ class KnowledgeNode:
         self._retriever = Retriever(catalog, index, embedder, options.candidate_pool)
         self._scheduler = EmbedScheduler(embedder, options.embedding, query_embedder=query_embedder)
         self._write_lock = asyncio.Lock()
+        self._revocations = Revocations(catalog, store)
         self._ingest = Ingest(
             catalog,
             index,
@@ -137,7 +142,10 @@ class KnowledgeNode:
             peer_wait=options.peer_wait,
             on_stored=self._wake_workers,
             publish=None if network is None else network.publish,
+            rules=[self._revocations],
         )
+        self._revoker = Revoker(catalog, self._revocations, operator, self.contribute_many)
+        self._purging: asyncio.Task[None] | None = None
         self._follower = (
             None
             if ledger is None
@@ -160,6 +168,7 @@ class KnowledgeNode:
         await self._in_thread(self._check_model)
         found = await audit(self._catalog, self._index, self._store, self._operator)
         self._integrity = found.report
+        await self._in_thread(self._revocations.sweep)  # before reconcile: it drops their ids
         await self._in_thread(self.reconcile)
         if found.recover:
             for start in range(0, len(found.recover), MAX_BATCH):
@@ -168,6 +177,7 @@ class KnowledgeNode:
                 )
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flush")
         self._publisher = asyncio.create_task(self._blocks.run_publisher(), name="publisher")
+        self._purging = asyncio.create_task(self._revocations.run(), name="revocation-purge")
         if self._anchorer is not None:
             self._anchoring = asyncio.create_task(self._anchorer.run(), name="anchorer")
         if self._follower is not None:
@@ -187,7 +197,8 @@ class KnowledgeNode:
         """Stop background work and save everything. With ``anchor_timeout`` > 0, first seal
         the facts waiting for a batch and try that long to get them anchored (graceful
         shutdown); whatever is not anchored by then resumes from the catalog on restart."""
-        for task in (self._flusher, self._publisher, self._anchoring, self._following):
+        tasks = (self._flusher, self._publisher, self._purging, self._anchoring, self._following)
+        for task in tasks:
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -323,8 +334,39 @@ class KnowledgeNode:
         canonical = _fact_cid(cid)
         stored = await self._in_thread(self._catalog.get, canonical)
         if stored is None:
-            raise NotFound(f"no fact {canonical}")
+            raise await self._in_thread(self._missing, canonical)
         return stored
+
+    def _missing(self, cid: str) -> KnowhubError:
+        """``Revoked`` (410) for a fact a tombstone erased, else ``NotFound``."""
+        return self._revocations.gone(cid) or NotFound(f"no fact {cid}")
+
+    async def revoke(
+        self,
+        cid: str,
+        *,
+        contributor: str | None = None,
+        signature: str | None = None,
+        reason: str | None = None,
+        as_operator: bool = False,
+    ) -> Contribution:
+        """Revoke a fact: its contributor's tombstone (or the operator's, for a fact the node
+        signed) is stored, gossiped and anchored; the fact is erased (``node.revocation``)."""
+        return await self._revoker.revoke(
+            _fact_cid(cid),
+            contributor=contributor,
+            signature=signature,
+            reason=reason,
+            as_operator=as_operator,
+        )
+
+    async def tombstone_for(
+        self, cid: str, contributor: str | None = None, reason: str | None = None
+    ) -> Tombstone:
+        """The tombstone a client signs to revoke ``cid``."""
+        return await self._in_thread(
+            self._revoker.tombstone_for, _fact_cid(cid), contributor, reason
+        )
 
     async def provenance(self, cid: str) -> ProvenanceView:
         canonical = _fact_cid(cid)
@@ -367,22 +409,11 @@ class KnowledgeNode:
             content_store_error=self._blocks.last_error,
             operator=self._operator.address,
             require_signatures=self._options.require_signatures,
-            chain=self._chain_status(),
+            chain=chain_status(self._anchorer, self._ledger, self._follower),
             network=None if self._network is None else self._network.status(),
-            ingest=self._ingest_status(),
+            ingest=ingest_status(self._scheduler, self._ingest),
             integrity=self._integrity,
-        )
-
-    def _ingest_status(self) -> IngestStatus:
-        stats = self._scheduler.stats()
-        return IngestStatus(
-            pending=stats.ingest_pending,
-            bound=stats.max_pending,
-            queries_waiting=stats.queries_waiting,
-            deferred_to_sync=self._ingest.deferred,
-            texts_per_second=stats.texts_per_second,
-            full=stats.full,
-            write_error=self._ingest.write_error,
+            revocations=self._revocations.counts(),
         )
 
     def _wake_workers(self) -> None:
@@ -424,29 +455,6 @@ class KnowledgeNode:
             raise NetworkingOff("networking is off on this node (KNOWHUB_P2P_LISTEN=off)")
         return self._network
 
-    def _chain_status(self) -> ChainStatus | None:
-        if self._anchorer is None or self._ledger is None:
-            return None
-        anchoring = self._anchorer.status()
-        try:
-            chain_id: int | None = self._ledger.chain_id
-        except ChainError:
-            chain_id = None
-        return ChainStatus(
-            rpc_url=self._ledger.rpc_url,
-            chain_id=chain_id,
-            registry=self._ledger.registry,
-            account=self._ledger.account,
-            queued=anchoring.queued,
-            open_batches=anchoring.open_batches,
-            last_anchored_block=anchoring.last_anchored_block,
-            error=anchoring.error,
-            follow_block=None if self._follower is None else self._follower.follow_block,
-            verified_batches=0 if self._follower is None else self._follower.verified_batches,
-            facts_from_chain=0 if self._follower is None else self._follower.facts_fetched,
-            follow_error=None if self._follower is None else self._follower.last_error,
-        )
-
     @property
     def data_dir(self) -> Path:
         return self._options.data_dir
@@ -454,8 +462,16 @@ class KnowledgeNode:
     # -- IPFS --------------------------------------------------------------------------------
 
     async def get_block(self, cid: str) -> bytes:
-        """A block by CID (any codec this node stores), verified against the CID."""
-        return await self._blocks.get_block(parse_cid(cid))
+        """A block by CID (any codec this node stores), verified against the CID; ``Revoked``
+        (410) for an erased fact's."""
+        parsed = parse_cid(cid)
+        try:
+            return await self._blocks.get_block(parsed)
+        except NotFound:
+            gone = await self._in_thread(self._revocations.gone, cid_string(parsed))
+            if gone is not None:
+                raise gone from None
+            raise
 
     def walk(self, cid: str, scope: DagScope = DagScope.ALL) -> AsyncIterator[tuple[CID, bytes]]:
         return self._blocks.walk(parse_cid(cid), scope)
@@ -470,18 +486,22 @@ class KnowledgeNode:
         (their origin anchors them; the chain follower adopts that anchor), and, being signed,
         they are announced to peers."""
         car = await self._in_thread(load_car, source)
-        created = existing = 0
+        created = existing = refused = 0
         for start in range(0, len(car.facts), MAX_BATCH):
             outcomes = await self.contribute_many(
                 car.facts[start : start + MAX_BATCH], origin=Origin.CAR
             )
             for outcome in outcomes:
-                if isinstance(outcome, KnowhubError):
+                if isinstance(outcome, Revoked | InvalidInput | Unauthorized):
+                    refused += 1  # the rules refused it (revoked, a forged tombstone)
+                elif isinstance(outcome, KnowhubError):
                     raise outcome  # storage failed: what was stored stays, a retry completes it
-                created += outcome.created
-                existing += not outcome.created
+                else:
+                    created += outcome.created
+                    existing += not outcome.created
         await self._blocks.store_dag(car.manifests, car.roots)
-        return CarImport([cid_string(r) for r in car.roots], len(car.facts), created, existing)
+        roots = [cid_string(r) for r in car.roots]
+        return CarImport(roots, len(car.facts), created, existing, refused)
 
     # -- helpers -----------------------------------------------------------------------------
 

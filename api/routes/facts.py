@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+import base64
+
+from fastapi import APIRouter, Request, Response, status
 
 from api.deps import NodeDep
 from api.errors import error_dict
@@ -16,8 +18,13 @@ from api.schemas import (
     FactIn,
     FactOut,
     ProvenanceOut,
+    RevokeIn,
+    RevokeOut,
+    TombstoneOut,
+    TombstoneRecord,
 )
 from api.views import fact_out, provenance_out
+from node.cid import canonical_cid_string as cid_canonical
 from node.errors import KnowhubError
 
 router = APIRouter(prefix="/v1/facts", tags=["facts"])
@@ -90,3 +97,57 @@ async def provenance(cid: str, node: NodeDep) -> ProvenanceOut:
     """Who contributed the fact and where it is anchored: a bundle `knowhub verify` checks
     against the chain without trusting this node."""
     return provenance_out(await node.provenance(cid))
+
+
+@router.delete(
+    "/{cid}",
+    response_model=RevokeOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": RevokeOut, "description": "Already revoked: the existing tombstone."},
+        403: {"model": ErrorBody, "description": "The signer is not the fact's contributor."},
+        404: {"model": ErrorBody},
+        **_ERRORS,
+    },
+)
+async def revoke(
+    cid: str, node: NodeDep, request: Request, response: Response, body: RevokeIn | None = None
+) -> RevokeOut:
+    """Revoke a fact: store its contributor's signed tombstone, erase the fact here (index,
+    keyword index, catalog text, blocks) and send the tombstone to every peer, which erase it
+    too; it is anchored like a fact. Without a signature, a request carrying a valid API key
+    revokes with the operator key a fact the node signed."""
+    given = body or RevokeIn()
+    as_operator = bool((request.scope.get("state") or {}).get("api_key_id"))
+    result = await node.revoke(
+        cid,
+        contributor=given.contributor,
+        signature=given.signature,
+        reason=given.reason,
+        as_operator=as_operator,
+    )
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return RevokeOut(
+        tombstone=result.cid,
+        revokes=cid_canonical(cid),
+        status="created" if result.created else "exists",
+    )
+
+
+@router.get(
+    "/{cid}/tombstone",
+    response_model=TombstoneOut,
+    responses={404: {"model": ErrorBody}, 400: {"model": ErrorBody}, 410: {"model": ErrorBody}},
+)
+async def tombstone(
+    cid: str, node: NodeDep, contributor: str | None = None, reason: str | None = None
+) -> TombstoneOut:
+    """The tombstone that revokes this fact, for its contributor to sign: its CID (sign this
+    string, EIP-191) and its bytes (hash them to check the CID without trusting the node)."""
+    made = await node.tombstone_for(cid, contributor, reason)
+    return TombstoneOut(
+        cid=made.cid,
+        record=TombstoneRecord.model_validate(made.record()),
+        block=base64.b64encode(made.block).decode(),
+    )

@@ -171,7 +171,11 @@ async def import_snapshot(request: Request, node: NodeDep) -> Response:
         spool.seek(0)
         result = await node.import_car(spool)
     body = ImportOut(
-        roots=result.roots, facts=result.facts, created=result.created, existing=result.existing
+        roots=result.roots,
+        facts=result.facts,
+        created=result.created,
+        existing=result.existing,
+        refused=result.refused,
     )
     return Response(body.model_dump_json(), media_type="application/json")
 

@@ -70,6 +70,28 @@ def test_put_get_has_pin(make_store: Callable[[], ContentStore]) -> None:
     run(scenario())
 
 
+def test_delete_unpins_and_removes_a_block(make_store: Callable[[], ContentStore]) -> None:
+    fact = make_fact("A block that is revoked and must leave the store.")
+    kept = make_fact("A block that stays.")
+
+    async def scenario() -> None:
+        store = make_store()
+        try:
+            for f in (fact, kept):
+                await store.put(f.cid, f.block)
+                await store.pin(f.cid)
+            await store.delete(fact.cid)
+            assert not await store.has(fact.cid)
+            with pytest.raises(NotFound):
+                await store.get(fact.cid)
+            await store.delete(fact.cid)  # absent: not an error
+            assert await store.get(kept.cid) == kept.block
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
 def test_missing_and_mismatched_blocks(make_store: Callable[[], ContentStore]) -> None:
     fact = make_fact("a block the store never saw")
     other = make_fact("another block")

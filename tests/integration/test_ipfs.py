@@ -184,7 +184,7 @@ def test_snapshot_round_trip_and_corrupt_car(
 
     imported = knowhub("import-car", str(car), "--url", b.url)
     assert imported.returncode == 0, imported.stderr
-    assert "imported 6 facts (created 6" in imported.stdout
+    assert "imported 6 records (created 6" in imported.stdout
     assert answers(a.url) == answers(b.url)
     snap_a = httpx.post(f"{a.url}/v1/snapshots").json()
     snap_b = httpx.post(f"{b.url}/v1/snapshots").json()
