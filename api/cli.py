@@ -98,6 +98,19 @@ def _parser() -> argparse.ArgumentParser:
 
     with_url(sub.add_parser("status", help="show the node's status"))
 
+    revoke = with_url(
+        sub.add_parser(
+            "revoke",
+            help="revoke a fact: its contributor's signed tombstone erases it on every node",
+            description="Signs the fact's tombstone with --key (the fact's contributor) and sends "
+            "it; without --key the node's operator key revokes a fact the node signed, which "
+            "needs the API key ($KNOWHUB_API_KEY).",
+        )
+    )
+    revoke.add_argument("cid")
+    revoke.add_argument("--key", type=Path, help="the contributor's key file")
+    revoke.add_argument("--reason", help="why (part of the signed tombstone)")
+
     exp = with_url(
         sub.add_parser(
             "export", help="write every signed fact, with its signature, as one CARv1 snapshot"
@@ -155,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "import": _import,
                 "query": _query,
                 "status": _status,
+                "revoke": _revoke,
                 "export": _export,
                 "import-car": _import_car,
             }
@@ -271,6 +285,13 @@ def _add(client: NodeClient, args: argparse.Namespace) -> int:
         signature=item.get("signature"),
     )
     _out(f"{result.cid} {result.status}")
+    return 0
+
+
+def _revoke(client: NodeClient, args: argparse.Namespace) -> int:
+    key = None if args.key is None else cli_provenance.load_key(args.key)
+    result = client.revoke(args.cid, key=key, reason=args.reason)
+    _out(f"{result.revokes} revoked by tombstone {result.tombstone} ({result.status})")
     return 0
 
 

@@ -18,14 +18,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import anyio
 import httpx
-from pydantic import BaseModel
 
+from api.client_calls import (
+    CAR,
+    Gone,
+    InvalidRequest,
+    M,
+    NodeError,
+    NodeUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    Unreachable,
+    _block,
+    _Call,
+    _car,
+    _fact_body,
+    _headers,
+    _parse,
+    _query_body,
+    _revoke_call,
+    error_from,
+)
 from api.schemas import (
     BatchOut,
     FactCreated,
@@ -36,171 +56,29 @@ from api.schemas import (
     PeersOut,
     ProvenanceOut,
     QueryOut,
+    RevokeOut,
     SnapshotOut,
     StatusOut,
 )
 from node.limits import DEFAULT_K
+from node.signing import SigningKey
 
 DEFAULT_URL = "http://127.0.0.1:8700"
-M = TypeVar("M", bound=BaseModel)
 
-
-class NodeError(Exception):
-    """The node answered with an error, or could not be reached (``status`` 0)."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(f"{status} {code}: {message}" if status else message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-
-
-class InvalidRequest(NodeError):
-    """400, 405, 408, 415: the request was malformed; ``code`` and ``field`` say how."""
-
-
-class PayloadTooLarge(InvalidRequest):
-    """413: the body is over the node's limit."""
-
-
-class Unauthorized(NodeError):
-    """401: an API key or a contributor signature is missing or wrong (see ``code``)."""
-
-
-class NotFound(NodeError):
-    """404: no such fact, block or route."""
-
-
-class RateLimited(NodeError):
-    """429: over the node's rate limit; retry after ``retry_after`` seconds."""
-
-    def __init__(self, *args: Any, retry_after: float = 1.0) -> None:
-        super().__init__(*args)
-        self.retry_after = retry_after
-
-
-class NodeUnavailable(NodeError):
-    """503 or another 5xx: the node is starting, stopping, busy or its storage failed.
-
-    ``retry_after`` is the node's ``Retry-After`` in seconds when it sent one (its ingest
-    queue or its connections are full: retry then), else None."""
-
-    def __init__(self, *args: Any, retry_after: float | None = None) -> None:
-        super().__init__(*args)
-        self.retry_after = retry_after
-
-
-class Unreachable(NodeError):
-    """No HTTP answer at all (connection refused, timeout)."""
-
-
-_BY_STATUS: dict[int, type[NodeError]] = {
-    400: InvalidRequest,
-    401: Unauthorized,
-    404: NotFound,
-    405: InvalidRequest,
-    408: InvalidRequest,
-    413: PayloadTooLarge,
-    415: InvalidRequest,
-    429: RateLimited,
-}
-
-
-def error_from(response: httpx.Response) -> NodeError:
-    try:
-        err = response.json()["error"]
-        code, message, fld = str(err["code"]), str(err["message"]), err.get("field")
-    except (ValueError, KeyError, TypeError):
-        code, message, fld = "http_error", response.text[:500], None
-    status = response.status_code
-    kind = _BY_STATUS.get(status, NodeUnavailable if status >= 500 else NodeError)
-    retry = _retry_after(response)
-    if kind is RateLimited:
-        return RateLimited(status, code, message, fld, retry_after=1.0 if retry is None else retry)
-    if kind is NodeUnavailable:
-        return NodeUnavailable(status, code, message, fld, retry_after=retry)
-    return kind(status, code, message, fld)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (the node sends delta-seconds), None when absent or not a
-    number."""
-    try:
-        value = float(response.headers["retry-after"])
-    except (KeyError, ValueError):
-        return None
-    return value if value >= 0 else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Call(Generic[M]):
-    """One request and the model its answer parses into (None: raw bytes)."""
-
-    method: str
-    path: str
-    model: type[M] | None
-    json: Any = None
-    params: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-def _fact_body(
-    text: str,
-    metadata: Mapping[str, Any] | None,
-    contributor: str | None,
-    signature: str | None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"text": text}
-    if metadata:
-        body["metadata"] = dict(metadata)
-    if contributor is not None:
-        body["contributor"] = contributor
-    if signature is not None:
-        body["signature"] = signature
-    return body
-
-
-def _query_body(
-    query: str,
-    k: int,
-    mode: str,
-    filter: Mapping[str, Any] | None,
-    min_score: float | None,
-    vector: Sequence[float] | None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
-    if filter:
-        body["filter"] = dict(filter)
-    if min_score is not None:
-        body["min_score"] = min_score
-    if vector is not None:
-        body["vector"] = [float(x) for x in vector]
-    return body
-
-
-def _block(cid: str) -> _Call[BaseModel]:
-    return _Call("GET", f"/ipfs/{cid}", None, params={"format": "raw"})
-
-
-def _car(cid: str, scope: str) -> _Call[BaseModel]:
-    return _Call("GET", f"/ipfs/{cid}", None, params={"format": "car", "dag-scope": scope})
-
-
-def _parse(response: httpx.Response, call: _Call[M]) -> Any:
-    if response.status_code >= 400:
-        raise error_from(response)
-    if call.model is None:
-        return response.content
-    return call.model.model_validate_json(response.content)
-
-
-def _headers(api_key: str | None) -> dict[str, str]:
-    key = api_key if api_key is not None else os.environ.get("KNOWHUB_API_KEY")
-    return {"authorization": f"Bearer {key}"} if key else {}
-
-
-CAR = "application/vnd.ipld.car"
+__all__ = [
+    "AsyncNodeClient",
+    "Gone",
+    "InvalidRequest",
+    "NodeClient",
+    "NodeError",
+    "NodeUnavailable",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Unauthorized",
+    "Unreachable",
+    "error_from",
+]
 
 
 class NodeClient:
@@ -265,6 +143,21 @@ class NodeClient:
         """The provenance bundle ``knowhub verify`` checks against the chain."""
         call = _Call("GET", f"/v1/facts/{cid}/provenance", ProvenanceOut)
         result: ProvenanceOut = self._run(call)
+        return result
+
+    def revoke(
+        self,
+        cid: str,
+        *,
+        key: SigningKey | None = None,
+        contributor: str | None = None,
+        signature: str | None = None,
+        reason: str | None = None,
+    ) -> RevokeOut:
+        """Revoke a fact: sign its tombstone with ``key`` (the contributor's), or pass a
+        ``contributor`` and ``signature`` made elsewhere, or neither to have the operator key
+        revoke a fact the node signed (needs the API key)."""
+        result: RevokeOut = self._run(_revoke_call(cid, key, contributor, signature, reason))
         return result
 
     def query(
@@ -416,6 +309,19 @@ class AsyncNodeClient:
 
     async def get(self, cid: str) -> FactOut:
         result: FactOut = await self._run(_Call("GET", f"/v1/facts/{cid}", FactOut))
+        return result
+
+    async def revoke(
+        self,
+        cid: str,
+        *,
+        key: SigningKey | None = None,
+        contributor: str | None = None,
+        signature: str | None = None,
+        reason: str | None = None,
+    ) -> RevokeOut:
+        """As ``NodeClient.revoke``."""
+        result: RevokeOut = await self._run(_revoke_call(cid, key, contributor, signature, reason))
         return result
 
     async def provenance(self, cid: str) -> ProvenanceOut:

@@ -6,8 +6,9 @@ Two ways to serve the same tools:
   node's service in-process (``LocalBackend``);
 * ``knowhub mcp --url NODE`` over stdio, calling a node's REST API with ``AsyncNodeClient``.
 
-Tools: ``search_knowledge``, ``get_fact``, ``verify_provenance`` and ``contribute_fact``; the
-last answers with a tool error unless the operator allowed contributions
+Tools: ``search_knowledge``, ``get_fact``, ``verify_provenance``, ``revoke_fact`` (with the
+contributor's signature of the tombstone: the signature is the authority) and
+``contribute_fact``; the last answers with a tool error unless the operator allowed contributions
 (``KNOWHUB_MCP_CONTRIBUTE=true`` on the node, ``--allow-contribute`` for stdio). Inputs are
 validated against the JSON Schemas the SDK derives from the signatures below; a node error
 becomes a tool error whose text starts with the node's error code (``not_found: ...``).
@@ -31,15 +32,17 @@ from api.schemas import (
     FactOut,
     ProvenanceOut,
     QueryOut,
+    RevokeOut,
     StatusOut,
     VerificationOut,
 )
 from api.verification import chain_named_by_node, verify_bundle
 from api.views import fact_out, provenance_out, query_out, status_out
 from node import __version__
+from node.cid import canonical_cid_string
 from node.errors import KnowhubError
 from node.filters import parse_filter
-from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_TEXT_BYTES
+from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_REASON_BYTES, MAX_TEXT_BYTES
 from node.search import Query, SearchMode
 from node.service import KnowledgeNode
 
@@ -82,6 +85,15 @@ class Backend(Protocol):
         signature: str | None = None,
     ) -> FactCreated: ...
 
+    async def revoke(
+        self,
+        cid: str,
+        *,
+        contributor: str | None = None,
+        signature: str | None = None,
+        reason: str | None = None,
+    ) -> RevokeOut: ...
+
 
 class LocalBackend:
     """The tools on the node's own service, through the same schema mapping as REST."""
@@ -119,6 +131,19 @@ class LocalBackend:
 
     async def status(self) -> StatusOut:
         return status_out(await self._node().status())
+
+    async def revoke(
+        self,
+        cid: str,
+        *,
+        contributor: str | None = None,
+        signature: str | None = None,
+        reason: str | None = None,
+    ) -> RevokeOut:
+        node = self._node()
+        result = await node.revoke(cid, contributor=contributor, signature=signature, reason=reason)
+        status = "created" if result.created else "exists"
+        return RevokeOut(tombstone=result.cid, revokes=canonical_cid_string(cid), status=status)
 
     async def add(
         self,
@@ -229,6 +254,32 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 from_node = True
             return await anyio.to_thread.run_sync(
                 lambda: verify_bundle(bundle, rpc, registry, chain_from_node=from_node)
+            )
+        except (NodeError, KnowhubError) as exc:
+            raise _tool_error(exc) from exc
+
+    @server.tool(
+        title="Revoke a fact",
+        description="Take back a fact: its contributor's signed tombstone erases it from this "
+        "node and every peer, and is anchored on chain. Needs the contributor's EIP-191 "
+        "signature of the tombstone CID (GET /v1/facts/{cid}/tombstone gives the CID to sign, "
+        "or use `knowhub revoke CID --key FILE`).",
+    )
+    async def revoke_fact(
+        cid: Annotated[str, Field(description="CID of the fact to revoke.")],
+        contributor: Annotated[str, Field(description="EIP-55 address of the fact's contributor.")],
+        signature: Annotated[
+            str,
+            Field(description="0x hex: the contributor's EIP-191 signature of the tombstone CID."),
+        ],
+        reason: Annotated[
+            str | None,
+            Field(max_length=MAX_REASON_BYTES, description="Why (part of the signed tombstone)."),
+        ] = None,
+    ) -> RevokeOut:
+        try:
+            return await backend.revoke(
+                cid, contributor=contributor, signature=signature, reason=reason
             )
         except (NodeError, KnowhubError) as exc:
             raise _tool_error(exc) from exc

@@ -21,7 +21,7 @@ from tests.helpers import NodeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 KEY = "mcp-test-key-0123456789abcdef"
-TOOLS = {"search_knowledge", "get_fact", "verify_provenance", "contribute_fact"}
+TOOLS = {"search_knowledge", "get_fact", "verify_provenance", "revoke_fact", "contribute_fact"}
 
 
 @pytest.fixture
