@@ -1,9 +1,10 @@
 """A hostile libp2p peer for tests: joins /knowhub/facts/1 and publishes bad messages.
 
-    python -m tests.p2p_peer ADDRESS OUT.json
+    python -m tests.p2p_peer ADDRESS OUT.json [MESSAGES.json]
 
 Connects to ADDRESS (a node's multiaddr with /p2p/), waits to be in the mesh, publishes one
-message of each kind below, and writes the CIDs of the facts it tried to smuggle in to OUT.json.
+message of each kind below (or, given MESSAGES.json, the messages it holds: ``{"name": hex}``),
+and writes the CIDs of the facts it tried to smuggle in to OUT.json.
 Each message is correctly signed by this peer (libp2p strict signing); only the content is bad.
 """
 
@@ -73,7 +74,7 @@ def bad_messages() -> tuple[dict[str, bytes], list[str]]:
     return messages, [forged.cid, moved.cid, unsigned.cid, good.cid]
 
 
-async def main(address: str, out: str) -> None:
+async def main(address: str, out: str, given: str | None = None) -> None:
     key_pair = create_new_key_pair()
     host = new_host(
         key_pair=key_pair,
@@ -90,6 +91,9 @@ async def main(address: str, out: str) -> None:
     )
     pubsub = Pubsub(host, gossipsub, strict_signing=True, max_inbound_rpc_size=4 * 1024 * 1024)
     messages, cids = bad_messages()
+    if given is not None:
+        raw = json.loads(await trio.Path(given).read_text())
+        messages, cids = {name: bytes.fromhex(data) for name, data in raw.items()}, []
     async with (
         host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]),
         background_trio_service(pubsub),
@@ -109,4 +113,4 @@ async def main(address: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], sys.argv[2])
+    trio.run(main, *sys.argv[1:4])
