@@ -18,10 +18,14 @@ sys.path.insert(0, str(ROOT))
 
 from multiformats import CID  # noqa: E402
 
+import dag_cbor  # noqa: E402
+
 from node.facts import make_fact  # noqa: E402
+from node.manifest import build_manifest  # noqa: E402
 from node.signing import SigningKey  # noqa: E402
 from p2p.reconcile import ItemSet, initial_request, respond  # noqa: E402
 from p2p.sync import encode_message  # noqa: E402
+from node.tombstone import make_tombstone  # noqa: E402
 from p2p.wire import AnchorNotice, RawRecord, encode_anchor_notice, encode_envelope  # noqa: E402
 
 OUT = ROOT / "docs" / "vectors" / "p2p.json"
@@ -40,6 +44,11 @@ def vectors() -> dict[str, object]:
     records = [RawRecord(f.block, bytes.fromhex(KEY.sign_cid(f.cid)[2:])) for f in facts]
     forged = RawRecord(facts[0].block, bytes.fromhex(OTHER.sign_cid(facts[0].cid)[2:]))
     moved = RawRecord(facts[1].block, records[0].signature)
+    tombstone = make_tombstone(facts[1].cid, KEY.address, "duplicate of another fact")
+    tomb_sig = KEY.sign_cid(tombstone.cid)
+    tomb_raw = RawRecord(tombstone.block, bytes.fromhex(tomb_sig[2:]))
+    by_other = make_tombstone(facts[1].cid, OTHER.address)
+    batch, _ = build_manifest([facts[0].cid, tombstone.cid], {tombstone.cid: "tombstone"})
     items = ItemSet([bytes(CID.decode(f.cid)) for f in facts])
     request = initial_request(ItemSet([bytes(CID.decode(facts[0].cid))]))
     return {
@@ -55,6 +64,45 @@ def vectors() -> dict[str, object]:
             for f in facts
         ],
         "envelope": {"facts": [f.cid for f in facts], "bytes": encode_envelope(records).hex()},
+        "tombstone": {
+            "record": tombstone.record(),
+            "block": tombstone.block.hex(),
+            "cid": tombstone.cid,
+            "signature": tomb_sig,
+            "revokes": facts[1].cid,
+            "envelope": encode_envelope([records[0], tomb_raw]).hex(),
+            "batch_manifest_with_kinds": {"block": batch.data.hex(), "cid": str(batch.cid)},
+        },
+        "invalid_tombstones": [
+            {
+                "why": "the fact's contributor is KEY, the tombstone is signed by OTHER (valid "
+                "as a record; refused by a node that holds the fact, and its sender penalised)",
+                "block": by_other.block.hex(),
+                "signature": OTHER.sign_cid(by_other.cid),
+            },
+            {
+                "why": "revokes is an IPLD link, not a CID string",
+                "block": dag_cbor.encode(
+                    {**tombstone.record(), "revokes": CID.decode(facts[1].cid)}
+                ).hex(),
+            },
+            {
+                "why": "unknown key",
+                "block": dag_cbor.encode({**tombstone.record(), "extra": 1}).hex(),
+            },
+            {
+                "why": "a fact record may not carry a kind key",
+                "block": dag_cbor.encode({**facts[0].record(), "kind": "fact"}).hex(),
+            },
+            {
+                "why": "unknown kind",
+                "block": dag_cbor.encode({**tombstone.record(), "kind": "retraction"}).hex(),
+            },
+            {
+                "why": "empty reason",
+                "block": dag_cbor.encode({**tombstone.record(), "reason": ""}).hex(),
+            },
+        ],
         "invalid_envelopes": [
             {"why": "signature by another key", "bytes": encode_envelope([forged]).hex()},
             {"why": "signature of another fact", "bytes": encode_envelope([moved]).hex()},
