@@ -108,6 +108,17 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     revoke.add_argument("cid")
+    moderate = with_url(
+        sub.add_parser(
+            "moderate",
+            help="operator: hide facts on this node (needs $KNOWHUB_API_KEY)",
+            description="Hidden facts are not served (451), searched or forwarded by this node; "
+            "nothing is signed or sent to peers. Undo with unhide.",
+        )
+    )
+    moderate.add_argument("action", choices=["hide", "unhide", "list"])
+    moderate.add_argument("cid", nargs="?")
+    moderate.add_argument("--reason", help="why (kept on this node)")
     revoke.add_argument("--key", type=Path, help="the contributor's key file")
     revoke.add_argument("--reason", help="why (part of the signed tombstone)")
 
@@ -169,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "query": _query,
                 "status": _status,
                 "revoke": _revoke,
+                "moderate": _moderate,
                 "export": _export,
                 "import-car": _import_car,
             }
@@ -292,6 +304,20 @@ def _revoke(client: NodeClient, args: argparse.Namespace) -> int:
     key = None if args.key is None else cli_provenance.load_key(args.key)
     result = client.revoke(args.cid, key=key, reason=args.reason)
     _out(f"{result.revokes} revoked by tombstone {result.tombstone} ({result.status})")
+    return 0
+
+
+def _moderate(client: NodeClient, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        listing = client.hidden()
+        for item in listing.hidden:
+            _out(f"{item.cid} {item.reason or ''}".rstrip())
+        _out(f"{listing.count} hidden")
+        return 0
+    if args.cid is None:
+        raise NodeError(0, "usage", f"knowhub moderate {args.action} needs a CID")
+    done = client.hide(args.cid, args.reason) if args.action == "hide" else client.unhide(args.cid)
+    _out(f"{done.cid} {done.status}")
     return 0
 
 

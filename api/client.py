@@ -51,6 +51,8 @@ from api.schemas import (
     FactCreated,
     FactOut,
     Health,
+    HiddenList,
+    HideOut,
     ImportOut,
     PeerConnected,
     PeersOut,
@@ -178,6 +180,23 @@ class NodeClient:
 
     def status(self) -> StatusOut:
         result: StatusOut = self._run(_Call("GET", "/v1/status", StatusOut))
+        return result
+
+    # -- moderation (operator: needs the API key) ---------------------------------------------
+
+    def hide(self, cid: str, reason: str | None = None) -> HideOut:
+        """Hide a fact on this node (not served, searched or forwarded here)."""
+        body = {"cid": cid} | ({"reason": reason} if reason is not None else {})
+        result: HideOut = self._run(_Call("POST", "/v1/moderation/hidden", HideOut, body))
+        return result
+
+    def unhide(self, cid: str) -> HideOut:
+        result: HideOut = self._run(_Call("DELETE", f"/v1/moderation/hidden/{cid}", HideOut))
+        return result
+
+    def hidden(self, limit: int = 1000) -> HiddenList:
+        call = _Call("GET", "/v1/moderation/hidden", HiddenList, params={"limit": str(limit)})
+        result: HiddenList = self._run(call)
         return result
 
     def health(self) -> Health:
@@ -345,6 +364,21 @@ class AsyncNodeClient:
 
     async def status(self) -> StatusOut:
         result: StatusOut = await self._run(_Call("GET", "/v1/status", StatusOut))
+        return result
+
+    async def hide(self, cid: str, reason: str | None = None) -> HideOut:
+        body = {"cid": cid} | ({"reason": reason} if reason is not None else {})
+        result: HideOut = await self._run(_Call("POST", "/v1/moderation/hidden", HideOut, body))
+        return result
+
+    async def unhide(self, cid: str) -> HideOut:
+        call = _Call("DELETE", f"/v1/moderation/hidden/{cid}", HideOut)
+        result: HideOut = await self._run(call)
+        return result
+
+    async def hidden(self, limit: int = 1000) -> HiddenList:
+        call = _Call("GET", "/v1/moderation/hidden", HiddenList, params={"limit": str(limit)})
+        result: HiddenList = await self._run(call)
         return result
 
     async def health(self) -> Health:

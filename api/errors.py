@@ -16,6 +16,7 @@ from starlette.types import Scope
 
 from node.errors import (
     ChainError,
+    Hidden,
     InvalidInput,
     KnowhubError,
     NotContributor,
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 _STATUS: list[tuple[type[KnowhubError], int]] = [
     (NotFound, 404),
     (Revoked, 410),
+    (Hidden, 451),
     (NotContributor, 403),
     (Unauthorized, 401),
     (ChainError, 502),

@@ -416,6 +416,37 @@ class RevocationsOut(BaseModel):
     )
 
 
+class ModerationOut(BaseModel):
+    hidden: int = Field(
+        description="Facts this node's operator hides: not served, searched or forwarded here."
+    )
+
+
+class HideIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cid: str = Field(description="CID of a fact this node stores.")
+    reason: str | None = Field(
+        None, max_length=MAX_REASON_BYTES, description="Why (kept on this node only)."
+    )
+
+
+class HiddenOut(BaseModel):
+    cid: str
+    reason: str | None
+    hidden_at: float = Field(description="Unix time it was hidden.")
+
+
+class HiddenList(BaseModel):
+    hidden: list[HiddenOut]
+    count: int = Field(description="How many facts are hidden in all.")
+
+
+class HideOut(BaseModel):
+    cid: str
+    status: Literal["hidden", "already_hidden", "unhidden", "not_hidden"]
+
+
 class StatusOut(BaseModel):
     version: str
     facts: int
@@ -429,6 +460,7 @@ class StatusOut(BaseModel):
     ingest: IngestStatusOut
     integrity: IntegrityOut = Field(description="What the start-up cross-check found.")
     revocations: RevocationsOut
+    moderation: ModerationOut
 
 
 class ProvenanceOut(BaseModel):

@@ -12,6 +12,7 @@ from api.schemas import (
     IntegrityOut,
     IpfsStatus,
     ModelStatus,
+    ModerationOut,
     NetworkStatusOut,
     ProvenanceOut,
     QueryHit,
@@ -115,4 +116,5 @@ def status_out(s: NodeStatus) -> StatusOut:
         ingest=IngestStatusOut.model_validate(s.ingest, from_attributes=True),
         integrity=IntegrityOut.model_validate(s.integrity, from_attributes=True),
         revocations=RevocationsOut.model_validate(s.revocations, from_attributes=True),
+        moderation=ModerationOut(hidden=s.hidden),
     )

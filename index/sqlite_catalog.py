@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
-from index.sqlite_erasure import ErasureTables
+from index.sqlite_erasure import ERASURE_SCHEMA, ErasureTables
+from index.sqlite_moderation import MODERATION_SCHEMA, ModerationTables
 from index.sqlite_records import RECORDS_SCHEMA, RecordTables
 from node.errors import StorageError
 from node.facts import metadata_json_string, metadata_to_json
@@ -138,7 +139,7 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms[:64])
 
 
-class SqliteCatalog(AnchorTables, RecordTables, ErasureTables):
+class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables):
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         try:
@@ -153,6 +154,8 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables):
             self._db.executescript(_SCHEMA)
             self._db.executescript(ANCHOR_SCHEMA)
             self._db.executescript(RECORDS_SCHEMA)
+            self._db.executescript(MODERATION_SCHEMA)
+            self._db.executescript(ERASURE_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -371,9 +374,16 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables):
             rows = cur.execute(f"SELECT id FROM facts WHERE 1 {where} ORDER BY id", params)
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
-    def ids(self) -> Ids:
+    def all_ids(self) -> Ids:
         with self._cursor() as cur:
             rows = cur.execute("SELECT id FROM facts ORDER BY id")
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def ids(self) -> Ids:
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT id FROM facts WHERE id NOT IN (SELECT fact_id FROM hidden) ORDER BY id"
+            )
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def vectors(self, ids: Ids) -> Vectors:
@@ -417,7 +427,7 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables):
                     (bytes(block), str(sig))
                     for block, sig in cur.execute(
                         f"SELECT block, signature FROM facts WHERE cid IN ({marks}) "
-                        "AND signature IS NOT NULL",
+                        "AND signature IS NOT NULL AND id NOT IN (SELECT fact_id FROM hidden)",
                         chunk,
                     )
                 ]

@@ -14,7 +14,22 @@ returned row id from the vector index under the same write lock.
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import AbstractContextManager
+
+import numpy as np
+
+from node.ports import Ids
+
+#: Row ids (and CIDs) of erased facts, so that the start-up audit can tell an id the vector index
+#: still had from a fact the catalog lost (``node.recovery``). Holds no content.
+ERASURE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS erased (
+    fact_id INTEGER PRIMARY KEY,
+    cid TEXT NOT NULL,
+    erased_at REAL NOT NULL
+);
+"""
 
 
 class ErasureTables:
@@ -32,13 +47,24 @@ class ErasureTables:
             if row is None:
                 return None
             fact_id, text = int(row[0]), str(row[1])
-            # external-content FTS5: the 'delete' command needs the indexed text once more
-            cur.execute(
-                "INSERT INTO facts_fts (facts_fts, rowid, text) VALUES ('delete', ?, ?)",
-                (fact_id, text),
-            )
-            for table in ("fact_meta", "publish_queue", "anchor_queue", "batch_facts"):
+            hidden = cur.execute("SELECT 1 FROM hidden WHERE fact_id = ?", (fact_id,)).fetchone()
+            if hidden is None:  # a hidden fact has no keyword entry (index.sqlite_moderation)
+                # external-content FTS5: the 'delete' command needs the indexed text once more
+                cur.execute(
+                    "INSERT INTO facts_fts (facts_fts, rowid, text) VALUES ('delete', ?, ?)",
+                    (fact_id, text),
+                )
+            for table in ("fact_meta", "publish_queue", "anchor_queue", "batch_facts", "hidden"):
                 cur.execute(f"DELETE FROM {table} WHERE fact_id = ?", (fact_id,))
             cur.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
+            cur.execute(
+                "INSERT OR REPLACE INTO erased (fact_id, cid, erased_at) VALUES (?, ?, ?)",
+                (fact_id, cid, time.time()),
+            )
         self._checkpoint()
         return fact_id
+
+    def erased_ids(self) -> Ids:
+        with self._cursor() as cur:
+            rows = cur.execute("SELECT fact_id FROM erased ORDER BY fact_id")
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)

@@ -84,6 +84,13 @@ class NotFound(KnowhubError):
     code = "not_found"
 
 
+class Hidden(KnowhubError):
+    """This node's operator hides the fact (451): it is not served, searched or forwarded here,
+    though other nodes may still hold it."""
+
+    code = "hidden"
+
+
 class Revoked(KnowhubError):
     """The fact was revoked by its contributor and erased here (410 Gone); ``tombstone`` is the
     CID of the signed tombstone that says so. A node that receives the fact again refuses it:

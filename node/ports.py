@@ -122,7 +122,14 @@ class FactRecords(Protocol):
 
     def get_by_ids(self, ids: Sequence[int]) -> dict[int, StoredFact]: ...
 
-    def ids(self) -> Ids: ...
+    def ids(self) -> Ids:
+        """Row ids of the facts that are searchable (stored and not hidden): what the vector
+        index holds."""
+        ...
+
+    def all_ids(self) -> Ids:
+        """Row ids of every stored fact, hidden ones included."""
+        ...
 
     def vectors(self, ids: Ids) -> Vectors: ...
 
@@ -197,6 +204,36 @@ class FactErasure(Protocol):
         transaction, leaving no copy of the text in the catalog's files; its row id (to take
         out of the vector index), or None when the catalog does not have it."""
         ...
+
+    def erased_ids(self) -> Ids:
+        """Row ids of the facts erased so far (no content: for the start-up audit)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class HiddenFact:
+    cid: str
+    reason: str | None
+    hidden_at: float
+
+
+class Moderation(Protocol):
+    """Facts this node's operator hides: kept, not served, not searched, not forwarded."""
+
+    def hide(self, cid: str, reason: str | None) -> int | None:
+        """Hide a stored fact; its row id (to leave the vector index), or None when it is not
+        stored or hidden already."""
+        ...
+
+    def unhide(self, cid: str) -> int | None:
+        """Serve a hidden fact again; its row id (to rejoin the index), or None."""
+        ...
+
+    def hidden_facts(self, limit: int) -> list[HiddenFact]: ...
+
+    def is_hidden(self, cid: str) -> bool: ...
+
+    def hidden_count(self) -> int: ...
 
 
 class FactSearch(Protocol):
@@ -277,6 +314,7 @@ class Catalog(
     FactRecords,
     RecordBook,
     FactErasure,
+    Moderation,
     FactSearch,
     PublicationQueue,
     AnchorBook,

@@ -31,7 +31,14 @@ import numpy as np
 
 from node.errors import InvalidFact, KnowhubError
 from node.facts import Fact, decode_fact
-from node.ports import BlockInventory, CatalogSettings, ContentStore, FactRecords, VectorIndex
+from node.ports import (
+    BlockInventory,
+    CatalogSettings,
+    ContentStore,
+    FactErasure,
+    FactRecords,
+    VectorIndex,
+)
 from node.records import SignedRecord
 from node.signing import SigningKey
 
@@ -42,8 +49,9 @@ CLEAN_SHUTDOWN = "clean_shutdown"
 MAX_REPORTED = 100
 
 
-class AuditedCatalog(FactRecords, CatalogSettings, Protocol):
-    """The catalog roles the audit uses: the facts, and whether the last shutdown was clean."""
+class AuditedCatalog(FactRecords, FactErasure, CatalogSettings, Protocol):
+    """The catalog roles the audit uses: the facts (and which were erased on purpose), and
+    whether the last shutdown was clean."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +91,8 @@ def _audit(
     loop: asyncio.AbstractEventLoop,
 ) -> Audit:
     index_ids = index.ids()
-    lost_ids = np.setdiff1d(index_ids, catalog.ids(), assume_unique=True)
+    accounted = np.union1d(catalog.all_ids(), catalog.erased_ids())  # hidden, erased: not lost
+    lost_ids = np.setdiff1d(index_ids, accounted, assume_unique=True)
     if len(lost_ids):
         log.error(
             "the catalog lost %d acknowledged facts that the vector index still had (ids %s%s): "

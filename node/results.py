@@ -55,6 +55,8 @@ class NodeStatus:
     ingest: IngestStatus
     integrity: IntegrityReport
     revocations: RevocationCounts
+    #: Facts this node's operator hides (``node.moderation``).
+    hidden: int
 
     def not_ready(self) -> list[str]:
         """Why the node cannot take writes now (empty: ready). Liveness is separate."""

@@ -41,6 +41,7 @@ from node.follower import ChainFollower
 from node.ingest import Ingest
 from node.limits import MAX_BATCH
 from node.manifest import Block
+from node.moderation import Moderator
 from node.origin import Origin
 from node.ports import (
     AnchorEvent,
@@ -145,6 +146,7 @@ class KnowledgeNode:
             rules=[self._revocations],
         )
         self._revoker = Revoker(catalog, self._revocations, operator, self.contribute_many)
+        self._moderator = Moderator(catalog, index, self._write_lock, self._index_changed)
         self._purging: asyncio.Task[None] | None = None
         self._follower = (
             None
@@ -335,6 +337,7 @@ class KnowledgeNode:
         stored = await self._in_thread(self._catalog.get, canonical)
         if stored is None:
             raise await self._in_thread(self._missing, canonical)
+        await self._in_thread(self._moderator.check_served, canonical)
         return stored
 
     def _missing(self, cid: str) -> KnowhubError:
@@ -359,6 +362,14 @@ class KnowledgeNode:
             reason=reason,
             as_operator=as_operator,
         )
+
+    @property
+    def moderation(self) -> Moderator:
+        """Hide and unhide facts on this node (``node.moderation``)."""
+        return self._moderator
+
+    def _index_changed(self) -> None:
+        self._ingest.dirty = True
 
     async def tombstone_for(
         self, cid: str, contributor: str | None = None, reason: str | None = None
@@ -414,6 +425,7 @@ class KnowledgeNode:
             ingest=ingest_status(self._scheduler, self._ingest),
             integrity=self._integrity,
             revocations=self._revocations.counts(),
+            hidden=self._moderator.count(),
         )
 
     def _wake_workers(self) -> None:
@@ -465,6 +477,7 @@ class KnowledgeNode:
         """A block by CID (any codec this node stores), verified against the CID; ``Revoked``
         (410) for an erased fact's."""
         parsed = parse_cid(cid)
+        await self._in_thread(self._moderator.check_served, cid_string(parsed))
         try:
             return await self._blocks.get_block(parsed)
         except NotFound:

@@ -109,10 +109,9 @@ def test_a_tombstone_must_be_canonical_and_signed_by_its_contributor() -> None:
 def test_leaves_carry_kinds_only_when_some_entry_is_not_a_fact() -> None:
     facts = [make_fact(f"Fact {i}.", None, KEY.address).cid for i in range(3)]
     plain, _ = build_manifest(facts)
-    assert "kinds" not in dag_cbor.decode(plain.data)
-    assert build_manifest(facts, {c: "fact" for c in facts})[0].cid == plain.cid
     leaf = dag_cbor.decode(plain.data)
-    assert isinstance(leaf, dict)
+    assert isinstance(leaf, dict) and "kinds" not in leaf
+    assert build_manifest(facts, {c: "fact" for c in facts})[0].cid == plain.cid
     with pytest.raises(InvalidManifest, match="canonical"):
         read_manifest(dag_cbor.encode({**leaf, "kinds": ["fact"] * 3}))
     with pytest.raises(InvalidManifest, match="parallel"):
