@@ -16,16 +16,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from multiformats import CID  # noqa: E402
-
 import dag_cbor  # noqa: E402
+from multiformats import CID  # noqa: E402
 
 from node.facts import make_fact  # noqa: E402
 from node.manifest import build_manifest  # noqa: E402
 from node.signing import SigningKey  # noqa: E402
+from node.tombstone import make_tombstone  # noqa: E402
 from p2p.reconcile import ItemSet, initial_request, respond  # noqa: E402
 from p2p.sync import encode_message  # noqa: E402
-from node.tombstone import make_tombstone  # noqa: E402
 from p2p.wire import AnchorNotice, RawRecord, encode_anchor_notice, encode_envelope  # noqa: E402
 
 OUT = ROOT / "docs" / "vectors" / "p2p.json"
