@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         help='typed metadata, e.g. year=2020, tags=["a","b"], open=true',
     )
     add.add_argument("--key", type=Path, help="sign as this key's address (knowhub keys new)")
+    add.add_argument(
+        "--supersedes",
+        metavar="CID",
+        help="an earlier fact of yours that this one corrects (search then returns this one)",
+    )
 
     imp = with_url(sub.add_parser("import", help="contribute facts from a JSON Lines file"))
     imp.add_argument("file", type=Path)
@@ -95,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
         '\'{"year": {"$gte": 2020}}\'',
     )
     query.add_argument("--json", action="store_true", help="print the raw JSON answer")
+    query.add_argument(
+        "--include-superseded", action="store_true", help="also facts a newer version replaces"
+    )
 
     with_url(sub.add_parser("status", help="show the node's status"))
 
@@ -288,6 +296,8 @@ def _parse_meta(pairs: list[str], typed: list[str]) -> dict[str, Any]:
 
 def _add(client: NodeClient, args: argparse.Namespace) -> int:
     item: dict[str, Any] = {"text": args.text, "metadata": _parse_meta(args.meta, args.meta_json)}
+    if args.supersedes is not None:
+        item["supersedes"] = args.supersedes
     if args.key is not None:
         item = cli_provenance.signed_submission(cli_provenance.load_key(args.key), item)
     result = client.add(
@@ -295,6 +305,7 @@ def _add(client: NodeClient, args: argparse.Namespace) -> int:
         item["metadata"],
         contributor=item.get("contributor"),
         signature=item.get("signature"),
+        supersedes=item.get("supersedes"),
     )
     _out(f"{result.cid} {result.status}")
     return 0
@@ -325,7 +336,13 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
     where: dict[str, Any] = {}
     for part in args.filter:
         where.update(part)
-    result = client.query(args.text, k=args.k, mode=args.mode, filter=where or None)
+    result = client.query(
+        args.text,
+        k=args.k,
+        mode=args.mode,
+        filter=where or None,
+        include_superseded=args.include_superseded,
+    )
     if args.json:
         _out(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0

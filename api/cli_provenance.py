@@ -86,7 +86,9 @@ def load_key(path: Path) -> SigningKey:
 def signed_submission(key: SigningKey, item: dict[str, Any]) -> dict[str, Any]:
     """``item`` (text, metadata) with ``key`` as contributor and its signature of the CID."""
     try:
-        fact = make_fact(item.get("text"), item.get("metadata"), key.address)
+        fact = make_fact(
+            item.get("text"), item.get("metadata"), key.address, item.get("supersedes")
+        )
     except KnowhubError:
         return item  # the node reports the problem for this item
     return {**item, "contributor": key.address, "signature": key.sign_cid(fact.cid)}

@@ -125,9 +125,11 @@ class NodeClient:
         *,
         contributor: str | None = None,
         signature: str | None = None,
+        supersedes: str | None = None,
     ) -> FactCreated:
-        """Contribute one fact (``POST /v1/facts``); ``status`` is created or exists."""
-        body = _fact_body(text, metadata, contributor, signature)
+        """Contribute one fact (``POST /v1/facts``); ``status`` is created or exists.
+        ``supersedes``: the CID of an earlier fact of the same contributor it corrects."""
+        body = _fact_body(text, metadata, contributor, signature, supersedes)
         result: FactCreated = self._run(_Call("POST", "/v1/facts", FactCreated, body))
         return result
 
@@ -171,8 +173,9 @@ class NodeClient:
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,
         vector: Sequence[float] | None = None,
+        include_superseded: bool = False,
     ) -> QueryOut:
-        body = _query_body(query, k, mode, filter, min_score, vector)
+        body = _query_body(query, k, mode, filter, min_score, vector, include_superseded)
         result: QueryOut = self._run(_Call("POST", "/v1/query", QueryOut, body))
         return result
 
@@ -316,8 +319,9 @@ class AsyncNodeClient:
         *,
         contributor: str | None = None,
         signature: str | None = None,
+        supersedes: str | None = None,
     ) -> FactCreated:
-        body = _fact_body(text, metadata, contributor, signature)
+        body = _fact_body(text, metadata, contributor, signature, supersedes)
         result: FactCreated = await self._run(_Call("POST", "/v1/facts", FactCreated, body))
         return result
 
@@ -357,8 +361,9 @@ class AsyncNodeClient:
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,
         vector: Sequence[float] | None = None,
+        include_superseded: bool = False,
     ) -> QueryOut:
-        body = _query_body(query, k, mode, filter, min_score, vector)
+        body = _query_body(query, k, mode, filter, min_score, vector, include_superseded)
         result: QueryOut = await self._run(_Call("POST", "/v1/query", QueryOut, body))
         return result
 

@@ -146,8 +146,11 @@ def _fact_body(
     metadata: Mapping[str, Any] | None,
     contributor: str | None,
     signature: str | None,
+    supersedes: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"text": text}
+    if supersedes is not None:
+        body["supersedes"] = supersedes
     if metadata:
         body["metadata"] = dict(metadata)
     if contributor is not None:
@@ -164,8 +167,11 @@ def _query_body(
     filter: Mapping[str, Any] | None,
     min_score: float | None,
     vector: Sequence[float] | None,
+    include_superseded: bool = False,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
+    if include_superseded:
+        body["include_superseded"] = True
     if filter:
         body["filter"] = dict(filter)
     if min_score is not None:

@@ -68,6 +68,7 @@ class Backend(Protocol):
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,
         vector: Sequence[float] | None = None,
+        include_superseded: bool = False,
     ) -> QueryOut: ...
 
     async def get(self, cid: str) -> FactOut: ...
@@ -110,6 +111,7 @@ class LocalBackend:
         filter: Mapping[str, Any] | None = None,
         min_score: float | None = None,
         vector: Sequence[float] | None = None,
+        include_superseded: bool = False,
     ) -> QueryOut:
         result = await self._node().query(
             Query(
@@ -119,6 +121,7 @@ class LocalBackend:
                 filter=parse_filter(dict(filter) if filter else None),
                 min_score=min_score,
                 vector=None if vector is None else tuple(vector),
+                include_superseded=include_superseded,
             )
         )
         return query_out(result)
@@ -214,9 +217,14 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 "$and $or."
             ),
         ] = None,
+        include_superseded: Annotated[
+            bool, Field(description="Also facts that a newer version by their author replaces.")
+        ] = False,
     ) -> QueryOut:
         try:
-            return await backend.query(query, k=k, mode=mode, filter=filter)
+            return await backend.query(
+                query, k=k, mode=mode, filter=filter, include_superseded=include_superseded
+            )
         except (NodeError, KnowhubError) as exc:
             raise _tool_error(exc) from exc
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from node.facts import INT64_MAX, INT64_MIN, visible_character_pattern
 from node.limits import (
@@ -137,6 +137,11 @@ class FactIn(BaseModel):
         description="0x hex, 65 bytes: EIP-191 personal_sign by contributor of the fact's CID "
         "string (compute the CID from text, metadata and contributor; see the README).",
     )
+    supersedes: str | None = Field(
+        None,
+        description="CID of an earlier fact of the same contributor that this one corrects: "
+        "the record becomes version 2, and search then returns only the newer fact.",
+    )
 
 
 class FactCreated(BaseModel):
@@ -167,10 +172,13 @@ class BatchOut(BaseModel):
 
 
 class FactRecord(BaseModel):
-    v: int
+    v: int = Field(description="1, or 2 for a record that supersedes another.")
     text: str
     metadata: dict[str, Any]
     contributor: str | None
+    supersedes: str | None = Field(
+        None, description="Version 2: the earlier fact of the same contributor it corrects."
+    )
 
 
 class TombstoneRecord(BaseModel):
@@ -222,6 +230,11 @@ class FactOut(BaseModel):
     signature: str | None = Field(description="The contributor's EIP-191 signature of the CID.")
     status: Literal["stored"] = Field(description="Storage state of the fact on this node.")
     stored_at: float = Field(description="Unix time this node first stored the fact.")
+    superseded_by: str | None = Field(
+        None,
+        description="The newer version by the same contributor that replaces this fact here "
+        "(search leaves this fact out unless include_superseded).",
+    )
 
 
 class QueryIn(BaseModel):
@@ -252,6 +265,10 @@ class QueryIn(BaseModel):
         description="Optional query embedding made with the node's model (see /v1/status); "
         "used instead of embedding `query` for the dense ranking.",
     )
+    include_superseded: StrictBool = Field(
+        False,
+        description="Also return facts that a newer version by their contributor replaces.",
+    )
 
 
 class HitProvenance(BaseModel):
@@ -267,6 +284,9 @@ class QueryHit(BaseModel):
     contributor: str | None
     provenance: HitProvenance = Field(
         description="Anchoring state; the full proof is at /v1/facts/{cid}/provenance."
+    )
+    superseded_by: str | None = Field(
+        None, description="With include_superseded: the newer version that replaces this fact."
     )
 
 

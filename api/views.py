@@ -38,6 +38,7 @@ def query_out(result: QueryResult) -> QueryOut:
                     status="pending" if r.anchored_block is None else "anchored",
                     block_number=r.anchored_block,
                 ),
+                superseded_by=r.fact.superseded_by,
             )
             for r in result.results
         ],
@@ -52,6 +53,7 @@ def fact_out(stored: StoredFact) -> FactOut:
         signature=stored.signature,
         status="stored",
         stored_at=stored.stored_at,
+        superseded_by=stored.superseded_by,
     )
 
 

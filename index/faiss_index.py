@@ -134,8 +134,12 @@ class FaissIndex:
             if len(self._tombstones) > TOMBSTONE_REBUILD_FRACTION * self._index.ntotal:
                 self._rebuild(exclude=self._tombstones)
 
-    def search(self, vector: Vectors, k: int, allowed: Ids | None = None) -> list[Hit]:
+    def search(
+        self, vector: Vectors, k: int, allowed: Ids | None = None, excluded: Ids | None = None
+    ) -> list[Hit]:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self._dimension)
+        if excluded is not None and allowed is not None:
+            allowed, excluded = np.setdiff1d(allowed, excluded), None
         with self._lock:
             if self._index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
                 return []
@@ -147,8 +151,11 @@ class FaissIndex:
             if allowed is not None:
                 selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
                 keep.append(selector)
-            if self._tombstones:
-                dead = faiss.IDSelectorBatch(np.fromiter(self._tombstones, dtype=np.int64))
+            if self._tombstones or (excluded is not None and len(excluded)):
+                gone = np.fromiter(self._tombstones, dtype=np.int64)
+                if excluded is not None:
+                    gone = np.union1d(gone, excluded)
+                dead = faiss.IDSelectorBatch(np.ascontiguousarray(gone, dtype=np.int64))
                 alive = faiss.IDSelectorNot(dead)
                 keep += [dead, alive]
                 selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)

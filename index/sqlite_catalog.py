@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sqlite3
 import threading
 import time
@@ -21,10 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from index.keywords import fts_query
 from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
 from index.sqlite_erasure import ERASURE_SCHEMA, ErasureTables
 from index.sqlite_moderation import MODERATION_SCHEMA, ModerationTables
 from index.sqlite_records import RECORDS_SCHEMA, RecordTables
+from index.sqlite_supersession import (
+    SUPERSESSION_SCHEMA,
+    SupersessionTables,
+    add_supersedes_column,
+    link,
+)
 from node.errors import StorageError
 from node.facts import metadata_json_string, metadata_to_json
 from node.filters import MetadataFilter, encode_scalar
@@ -59,87 +65,10 @@ CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
 );
 """
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-#: Words too common to help BM25 rank; dropping them keeps OR queries cheap.
-STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "been",
-        "but",
-        "by",
-        "can",
-        "did",
-        "do",
-        "does",
-        "for",
-        "from",
-        "had",
-        "has",
-        "have",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "our",
-        "she",
-        "so",
-        "than",
-        "that",
-        "the",
-        "their",
-        "them",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "to",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-    ]
-)
 
-
-def fts_query(text: str) -> str | None:
-    """Free text as an FTS5 query: each distinct non-stopword term quoted, ORed."""
-    terms: list[str] = []
-    for word in _WORD.findall(text.lower()):
-        if word not in STOPWORDS and word not in terms:
-            terms.append(word)
-    if not terms:
-        return None
-    return " OR ".join(f'"{t}"' for t in terms[:64])
-
-
-class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables):
+class SqliteCatalog(
+    AnchorTables, RecordTables, ErasureTables, ModerationTables, SupersessionTables
+):
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         try:
@@ -156,6 +85,8 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables)
             self._db.executescript(RECORDS_SCHEMA)
             self._db.executescript(MODERATION_SCHEMA)
             self._db.executescript(ERASURE_SCHEMA)
+            self._db.executescript(SUPERSESSION_SCHEMA)
+            add_supersedes_column(self._db)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -263,9 +194,8 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables)
                 fact = item.fact
                 vector = np.ascontiguousarray(item.vector, dtype=np.float32)
                 cur.execute(
-                    "INSERT OR IGNORE INTO facts "
-                    "(cid, text, metadata, contributor, signature, block, vector, stored_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO facts (cid, text, metadata, contributor, signature, "
+                    "block, vector, stored_at, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         fact.cid,
                         fact.text,
@@ -275,6 +205,7 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables)
                         fact.block,
                         vector.tobytes(),
                         now,
+                        fact.supersedes,
                     ),
                 )
                 if cur.rowcount == 0:
@@ -289,6 +220,7 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables)
                     out.append((int(row[0]), False))
                     continue
                 fact_id = int(cur.lastrowid or 0)
+                link(cur, fact_id, fact)
                 cur.execute("INSERT INTO publish_queue (fact_id) VALUES (?)", (fact_id,))
                 if item.anchor:
                     cur.execute(
@@ -334,8 +266,7 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables)
     def get(self, cid: str) -> StoredFact | None:
         with self._cursor() as cur:
             row = cur.execute(
-                "SELECT id, cid, text, metadata, contributor, stored_at, signature FROM facts "
-                "WHERE cid = ?",
+                f"SELECT {_FACT_COLUMNS} WHERE f.cid = ?",
                 (cid,),
             ).fetchone()
         return None if row is None else _row(row)
@@ -346,19 +277,26 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables)
             for chunk in chunks(list(ids)):
                 marks = ",".join("?" * len(chunk))
                 for row in cur.execute(
-                    "SELECT id, cid, text, metadata, contributor, stored_at, signature FROM facts "
-                    f"WHERE id IN ({marks})",
+                    f"SELECT {_FACT_COLUMNS} WHERE f.id IN ({marks})",
                     chunk,
                 ):
                     fact = _row(row)
                     out[fact.id] = fact
         return out
 
-    def keyword_search(self, text: str, limit: int, flt: MetadataFilter | None = None) -> list[Hit]:
+    def keyword_search(
+        self,
+        text: str,
+        limit: int,
+        flt: MetadataFilter | None = None,
+        skip_superseded: bool = False,
+    ) -> list[Hit]:
         match = fts_query(text)
         if match is None:
             return []
         where, params = _filter_sql(flt, "facts_fts.rowid")
+        if skip_superseded:
+            where += " AND facts_fts.rowid NOT IN (SELECT fact_id FROM superseded)"
         sql = (
             "SELECT rowid, bm25(facts_fts) AS s FROM facts_fts "
             f"WHERE facts_fts MATCH ? {where} ORDER BY s, rowid LIMIT ?"
@@ -489,8 +427,14 @@ class SqliteCatalog(AnchorTables, RecordTables, ErasureTables, ModerationTables)
             self._db.close()
 
 
+_FACT_COLUMNS = (
+    "f.id, f.cid, f.text, f.metadata, f.contributor, f.stored_at, f.signature, f.supersedes, "
+    "s.by FROM facts f LEFT JOIN superseded s ON s.fact_id = f.id"
+)
+
+
 def _row(row: tuple[object, ...]) -> StoredFact:
-    fact_id, cid, text, metadata, contributor, stored_at, signature = row
+    fact_id, cid, text, metadata, contributor, stored_at, signature, supersedes, by = row
     return StoredFact(
         id=int(fact_id),  # type: ignore[call-overload]
         cid=str(cid),
@@ -499,6 +443,8 @@ def _row(row: tuple[object, ...]) -> StoredFact:
         contributor=None if contributor is None else str(contributor),
         stored_at=float(stored_at),  # type: ignore[arg-type]
         signature=None if signature is None else str(signature),
+        supersedes=None if supersedes is None else str(supersedes),
+        superseded_by=None if by is None else str(by),
     )
 
 

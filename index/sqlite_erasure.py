@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 
+from index.sqlite_supersession import unlink
 from node.ports import Ids
 
 #: Row ids (and CIDs) of erased facts, so that the start-up audit can tell an id the vector index
@@ -56,6 +57,7 @@ class ErasureTables:
                 )
             for table in ("fact_meta", "publish_queue", "anchor_queue", "batch_facts", "hidden"):
                 cur.execute(f"DELETE FROM {table} WHERE fact_id = ?", (fact_id,))
+            unlink(cur, fact_id, cid)
             cur.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
             cur.execute(
                 "INSERT OR REPLACE INTO erased (fact_id, cid, erased_at) VALUES (?, ?, ?)",

@@ -1,8 +1,11 @@
 """The fact record, its canonical DAG-CBOR bytes and its CID.
 
-A fact is the DAG-CBOR map ``{"v": 1, "text", "metadata", "contributor"}``. Nothing
-time-dependent is inside, so the same submission always has the same CID: contributing is
-idempotent, and any IPFS implementation derives the same identifier from the same bytes.
+A fact is the DAG-CBOR map ``{"v": 1, "text", "metadata", "contributor"}``, or, when it
+corrects an earlier fact of the same contributor, ``{"v": 2, ..., "supersedes": <CID
+string>}`` (version 2 exists only with ``supersedes``, so every version-1 record and its CID
+stay exactly as they were). Nothing time-dependent is inside, so the same submission always
+has the same CID: contributing is idempotent, and any IPFS implementation derives the same
+identifier from the same bytes.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from typing import Any, TypeAlias
 import dag_cbor
 from eth_utils.address import is_checksum_address
 
-from node.cid import dag_cbor_cid
-from node.errors import InvalidFact
+from node.cid import DAG_CBOR, cid_string, dag_cbor_cid, parse_cid
+from node.errors import InvalidFact, KnowhubError
 from node.limits import MAX_METADATA_BYTES, MAX_METADATA_KEY_CHARS, MAX_TEXT_BYTES
 from node.records import RecordKind, decode_map
 
 RECORD_VERSION = 1
+#: The version of a record that supersedes an earlier one (it has the ``supersedes`` key).
+SUPERSEDING_VERSION = 2
 #: Fact records carry no ``kind`` key (they predate kinds): a map without one is a fact.
 FACT_KIND_NAME = "fact"
 #: The largest canonical fact block: text, metadata and the fixed fields.
@@ -36,6 +41,7 @@ MetadataValue: TypeAlias = str | int | bool | tuple[str, ...]
 Metadata: TypeAlias = Mapping[str, MetadataValue]
 
 _RECORD_KEYS = frozenset({"v", "text", "metadata", "contributor"})
+_SUPERSEDING_KEYS = _RECORD_KEYS | {"supersedes"}
 #: Unicode categories that draw nothing: controls, format characters (zero-width space and
 #: joiners, BOM, bidi marks), surrogates and separators (spaces, line and paragraph breaks).
 #: Unassigned code points count as visible: they render as a replacement glyph.
@@ -79,6 +85,8 @@ class Fact:
     contributor: str | None
     block: bytes
     cid: str
+    #: The earlier fact of the same contributor this one corrects (a version-2 record).
+    supersedes: str | None = None
 
     @property
     def kind(self) -> str:
@@ -86,12 +94,22 @@ class Fact:
 
     def record(self) -> dict[str, Any]:
         """The record as plain JSON-compatible data (lists for list values)."""
-        return {
-            "v": RECORD_VERSION,
-            "text": self.text,
-            "metadata": metadata_to_json(self.metadata),
-            "contributor": self.contributor,
-        }
+        return record_map(self.text, self.metadata, self.contributor, self.supersedes)
+
+
+def record_map(
+    text: str, metadata: Metadata, contributor: str | None, supersedes: str | None
+) -> dict[str, Any]:
+    """A fact record's map (version 1, or 2 with ``supersedes``), JSON-compatible."""
+    out: dict[str, Any] = {
+        "v": RECORD_VERSION if supersedes is None else SUPERSEDING_VERSION,
+        "text": text,
+        "metadata": metadata_to_json(metadata),
+        "contributor": contributor,
+    }
+    if supersedes is not None:
+        out["supersedes"] = supersedes
+    return out
 
 
 def metadata_to_json(metadata: Metadata) -> dict[str, str | int | bool | list[str]]:
@@ -105,7 +123,9 @@ def metadata_json_string(metadata: Metadata) -> str:
     )
 
 
-def make_fact(text: Any, metadata: Any = None, contributor: Any = None) -> Fact:
+def make_fact(
+    text: Any, metadata: Any = None, contributor: Any = None, supersedes: Any = None
+) -> Fact:
     """Validate a submission and build its canonical record.
 
     Raises ``InvalidFact`` naming the problem and the field.
@@ -113,15 +133,31 @@ def make_fact(text: Any, metadata: Any = None, contributor: Any = None) -> Fact:
     clean_text = _check_text(text)
     clean_meta = _check_metadata({} if metadata is None else metadata)
     clean_contributor = _check_contributor(contributor)
-    block = dag_cbor.encode(
-        {
-            "v": RECORD_VERSION,
-            "text": clean_text,
-            "metadata": {k: list(v) if isinstance(v, tuple) else v for k, v in clean_meta.items()},
-            "contributor": clean_contributor,
-        }
-    )
-    return Fact(clean_text, clean_meta, clean_contributor, block, dag_cbor_cid(block))
+    earlier = None
+    if supersedes is not None:
+        earlier = check_fact_cid(supersedes, "supersedes")
+        if clean_contributor is None:
+            raise InvalidFact(
+                "a fact that supersedes another names its contributor (the earlier fact's)",
+                field="contributor",
+            )
+    block = dag_cbor.encode(record_map(clean_text, clean_meta, clean_contributor, earlier))
+    cid = dag_cbor_cid(block)
+    return Fact(clean_text, clean_meta, clean_contributor, block, cid, earlier)
+
+
+def check_fact_cid(value: Any, field: str) -> str:
+    """A fact's CID (any multibase of a CIDv1 dag-cbor sha2-256) as its canonical string;
+    ``InvalidFact`` naming ``field`` otherwise."""
+    if not isinstance(value, str):
+        raise InvalidFact(f"{field} must be a fact CID string", field=field)
+    try:
+        parsed = parse_cid(value)
+    except KnowhubError as exc:
+        raise InvalidFact(f"{field} is not a CID: {exc.message}", field=field) from exc
+    if parsed.version != 1 or parsed.codec.name != DAG_CBOR or parsed.hashfun.name != "sha2-256":
+        raise InvalidFact(f"{field} must name a fact: a CIDv1 dag-cbor sha2-256", field=field)
+    return cid_string(parsed)
 
 
 def decode_fact(block: bytes) -> Fact:
@@ -134,17 +170,31 @@ def decode_fact(block: bytes) -> Fact:
 
 def fact_from_map(record: Mapping[str, Any], block: bytes) -> Fact:
     """A fact from its decoded DAG-CBOR map and block (the fact row of ``node.kinds``)."""
-    if set(record) != _RECORD_KEYS:
-        raise InvalidFact("fact block must be a map with exactly v, text, metadata, contributor")
-    if type(record["v"]) is not int or record["v"] != RECORD_VERSION:  # not 1.0, not True
-        raise InvalidFact(f"unsupported fact record version {record['v']!r}", field="v")
-    fact = make_fact(record["text"], record["metadata"], record["contributor"])
-    if fact.block != block:
+    keys = set(record)
+    if keys not in (_RECORD_KEYS, _SUPERSEDING_KEYS):
+        raise InvalidFact(
+            "fact block must be a map with exactly v, text, metadata, contributor "
+            "(and supersedes, in version 2)"
+        )
+    version = record["v"]
+    want = RECORD_VERSION if keys == _RECORD_KEYS else SUPERSEDING_VERSION
+    if type(version) is not int or version != want:  # not 1.0, not True
+        raise InvalidFact(
+            f"unsupported fact record version {version!r} for these fields (want {want})",
+            field="v",
+        )
+    supersedes = record.get("supersedes")
+    fact = make_fact(record["text"], record["metadata"], record["contributor"], supersedes)
+    if fact.block != block or fact.supersedes != supersedes:
         raise InvalidFact("fact block is not in canonical DAG-CBOR form")
     return fact
 
 
-FACT = RecordKind(FACT_KIND_NAME, fact_from_map, MAX_FACT_BLOCK, lambda _fact: None)
+def _subject(fact: Fact) -> str | None:
+    return fact.supersedes
+
+
+FACT = RecordKind(FACT_KIND_NAME, fact_from_map, MAX_FACT_BLOCK, _subject)
 
 
 def _check_text(text: Any) -> str:

@@ -86,12 +86,17 @@ class MemoryVectorIndex:
         for i in ids.tolist():
             self._vectors.pop(i, None)
 
-    def search(self, vector: Vectors, k: int, allowed: Ids | None = None) -> list[Hit]:
+    def search(
+        self, vector: Vectors, k: int, allowed: Ids | None = None, excluded: Ids | None = None
+    ) -> list[Hit]:
         keys = (
             list(self._vectors)
             if allowed is None
             else [i for i in allowed.tolist() if i in self._vectors]
         )
+        if excluded is not None:
+            skip = set(excluded.tolist())
+            keys = [i for i in keys if i not in skip]
         if not keys:
             return []
         matrix = np.stack([self._vectors[i] for i in keys])

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from node.facts import Fact
+from node.facts import Fact, record_map
 from node.filters import MetadataFilter
 from node.origin import Origin
 from node.provenance import Batch, BatchStatus, Provenance
@@ -36,14 +36,13 @@ class StoredFact:
     contributor: str | None
     stored_at: float
     signature: str | None = None
+    #: The earlier fact this one corrects (a version-2 record), if any.
+    supersedes: str | None = None
+    #: The stored newer version by the same contributor that replaces this fact, if any.
+    superseded_by: str | None = None
 
     def record(self) -> dict[str, Any]:
-        return {
-            "v": 1,
-            "text": self.text,
-            "metadata": self.metadata,
-            "contributor": self.contributor,
-        }
+        return record_map(self.text, self.metadata, self.contributor, self.supersedes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +94,11 @@ class VectorIndex(Protocol):
 
     def remove(self, ids: Ids) -> None: ...
 
-    def search(self, vector: Vectors, k: int, allowed: Ids | None = None) -> list[Hit]:
-        """Top ``k`` by inner product; with ``allowed``, only among those ids.
+    def search(
+        self, vector: Vectors, k: int, allowed: Ids | None = None, excluded: Ids | None = None
+    ) -> list[Hit]:
+        """Top ``k`` by inner product; with ``allowed``, only among those ids; with
+        ``excluded``, never those ids.
 
         Restriction happens inside the search, never by trimming ranked results.
         """
@@ -240,8 +242,16 @@ class FactSearch(Protocol):
     """The catalog as retrieval sees it: keyword ranking, metadata filters, rows by id."""
 
     def keyword_search(
-        self, text: str, limit: int, flt: MetadataFilter | None = None
+        self,
+        text: str,
+        limit: int,
+        flt: MetadataFilter | None = None,
+        skip_superseded: bool = False,
     ) -> list[Hit]: ...
+
+    def superseded_ids(self) -> Ids:
+        """Row ids of the facts a stored newer version by their contributor replaces."""
+        ...
 
     def filter_ids(self, flt: MetadataFilter) -> Ids: ...
 

@@ -1,9 +1,11 @@
 """Retrieval: the search rules run against the catalog and the vector index.
 
 ``Retriever`` ranks a checked query (dense, keyword or hybrid with reciprocal rank fusion),
-de-duplicates identical texts, honours ``min_score`` and deepens its candidate pool until it has
-``k`` results or nothing deeper can qualify. Its methods block (SQLite, FAISS): the service calls
-them from a worker thread. ``check_query`` holds a query to ``node.limits`` before any work.
+leaves out facts a newer version by their contributor replaces unless asked for them (inside
+each ranker, so the k results are the best current ones), de-duplicates identical texts,
+honours ``min_score`` and deepens its candidate pool until it has ``k`` results or nothing
+deeper can qualify. Its methods block (SQLite, FAISS): the service calls them from a worker
+thread. ``check_query`` holds a query to ``node.limits`` before any work.
 """
 
 from __future__ import annotations
@@ -64,15 +66,19 @@ class Retriever:
     def _candidates(self, query: Query, vector: np.ndarray | None, pool: int) -> list[Hit]:
         keyword: list[Hit] = []
         dense: list[Hit] = []
+        skip = not query.include_superseded
         if query.mode is not SearchMode.DENSE:
-            keyword = self._catalog.keyword_search(query.text, pool, query.filter)
+            keyword = self._catalog.keyword_search(query.text, pool, query.filter, skip)
         if vector is not None:
             allowed = None
             if query.filter is not None:
                 allowed = self._catalog.filter_ids(query.filter)
                 if len(allowed) == 0:
                     return []
-            dense = self._index.search(vector, pool, allowed)
+            excluded = self._catalog.superseded_ids() if skip else None
+            if excluded is not None and len(excluded) == 0:
+                excluded = None
+            dense = self._index.search(vector, pool, allowed, excluded)
         if query.mode is SearchMode.HYBRID:
             return reciprocal_rank_fusion([dense, keyword])
         return dense if query.mode is SearchMode.DENSE else keyword

@@ -28,6 +28,8 @@ class Query:
     #: A query embedding computed by the caller with the node's model; replaces embedding
     #: ``text`` for the dense ranking (``text`` still drives keyword search and the context).
     vector: tuple[float, ...] | None = None
+    #: Also return facts that a newer version by their contributor replaces (``supersedes``).
+    include_superseded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

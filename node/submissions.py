@@ -22,7 +22,7 @@ from node.signing import check_signature, normalize_signature
 
 log = logging.getLogger(__name__)
 
-SUBMISSION_KEYS = frozenset({"text", "metadata", "contributor", "signature"})
+SUBMISSION_KEYS = frozenset({"text", "metadata", "contributor", "signature", "supersedes"})
 
 
 class SinkCatalog(FactRecords, RecordBook, Protocol):
@@ -40,12 +40,12 @@ def parse_submission(item: Any) -> tuple[Fact, str | None]:
     unknown = set(item) - SUBMISSION_KEYS
     if unknown:
         raise InvalidFact(
-            f"unknown field(s) {sorted(unknown)}; allowed: text, metadata, contributor, signature"
+            f"unknown field(s) {sorted(unknown)}; allowed: {', '.join(sorted(SUBMISSION_KEYS))}"
         )
     if "text" not in item:
         raise InvalidFact("missing field 'text'", field="text")
     contributor, signature = item.get("contributor"), item.get("signature")
-    fact = make_fact(item["text"], item.get("metadata"), contributor)
+    fact = make_fact(item["text"], item.get("metadata"), contributor, item.get("supersedes"))
     if signature is None:
         return fact, None
     if fact.contributor is None:

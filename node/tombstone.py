@@ -22,9 +22,9 @@ from typing import Any
 import dag_cbor
 from eth_utils.address import is_checksum_address
 
-from node.cid import DAG_CBOR, cid_string, dag_cbor_cid, parse_cid
-from node.errors import InvalidFact, KnowhubError
-from node.facts import has_visible_character
+from node.cid import dag_cbor_cid
+from node.errors import InvalidFact
+from node.facts import check_fact_cid, has_visible_character
 from node.limits import MAX_REASON_BYTES
 from node.records import RecordKind
 
@@ -64,7 +64,7 @@ def make_tombstone(revokes: Any, contributor: Any, reason: Any = None) -> Tombst
     """Validate the parts of a tombstone and build its canonical record; ``InvalidFact``
     naming the field otherwise. ``revokes`` may be any multibase form of a CIDv1 dag-cbor;
     the record holds its base32 string."""
-    target = _check_target(revokes)
+    target = check_fact_cid(revokes, "revokes")
     if not isinstance(contributor, str) or not is_checksum_address(contributor):
         raise InvalidFact(
             "contributor must be the checksummed 0x address (EIP-55) of the fact's contributor",
@@ -82,18 +82,6 @@ def make_tombstone(revokes: Any, contributor: Any, reason: Any = None) -> Tombst
         record["reason"] = reason
     block = dag_cbor.encode(record)
     return Tombstone(target, contributor, reason, block, dag_cbor_cid(block))
-
-
-def _check_target(revokes: Any) -> str:
-    if not isinstance(revokes, str):
-        raise InvalidFact("revokes must be a fact CID string", field="revokes")
-    try:
-        parsed = parse_cid(revokes)
-    except KnowhubError as exc:
-        raise InvalidFact(f"revokes is not a CID: {exc.message}", field="revokes") from exc
-    if parsed.version != 1 or parsed.codec.name != DAG_CBOR or parsed.hashfun.name != "sha2-256":
-        raise InvalidFact("revokes must name a fact: a CIDv1 dag-cbor sha2-256", field="revokes")
-    return cid_string(parsed)
 
 
 def _check_reason(reason: Any) -> None:

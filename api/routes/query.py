@@ -28,6 +28,7 @@ async def query(body: QueryIn, node: NodeDep) -> Response:
             filter=parse_filter(body.filter),
             min_score=body.min_score,
             vector=None if body.vector is None else tuple(body.vector),
+            include_superseded=body.include_superseded,
         )
     )
     out = query_out(result)

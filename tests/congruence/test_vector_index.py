@@ -67,6 +67,23 @@ def test_allowed_ids_restrict_the_search(make: Factory, tmp_path: Path) -> None:
     assert index.search(vectors[1], 5, np.array([], dtype=np.int64)) == []
 
 
+def test_excluded_ids_are_never_returned(make: Factory, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    index = make(tmp_path)
+    vectors = unit(rng, 40)
+    index.add(np.arange(40, dtype=np.int64), vectors)
+    excluded = np.array([1, 2, 3, 17], dtype=np.int64)
+    hits = index.search(vectors[1], 5, excluded=excluded)
+    assert len(hits) == 5 and not {h.id for h in hits} & {1, 2, 3, 17}
+    exact = sorted(
+        (i for i in range(40) if i not in {1, 2, 3, 17}),
+        key=lambda i: -float(vectors[i] @ vectors[1]),
+    )[:5]
+    assert [h.id for h in hits] == exact
+    both = index.search(vectors[1], 5, np.array([1, 2, 5, 6], dtype=np.int64), excluded)
+    assert {h.id for h in both} == {5, 6}
+
+
 def test_k_larger_than_the_index(make: Factory, tmp_path: Path) -> None:
     index = make(tmp_path)
     assert index.search(unit(np.random.default_rng(3), 1)[0], 5) == []

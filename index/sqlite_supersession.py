@@ -1,0 +1,73 @@
+"""Supersession in the SQLite catalog: which facts a newer version by the same contributor
+replaces.
+
+``facts.supersedes`` holds what a version-2 record names; ``superseded`` holds the facts that
+are replaced: ``(fact_id, by)`` where ``by`` is the CID of a stored fact of the *same
+contributor* whose ``supersedes`` is that fact. Links are made whichever of the two arrives
+first (``link`` runs for every inserted fact, in the insert's transaction) and undone when the
+newer fact is erased (a revoked correction gives the earlier fact back its place). A claim to
+supersede someone else's fact links nothing.
+
+Invariant: ``superseded`` holds exactly the facts with a stored same-contributor successor.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import AbstractContextManager
+
+import numpy as np
+
+from node.facts import Fact
+from node.ports import Ids
+
+SUPERSESSION_SCHEMA = """
+CREATE TABLE IF NOT EXISTS superseded (
+    fact_id INTEGER PRIMARY KEY REFERENCES facts(id),
+    by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS superseded_by ON superseded(by);
+"""
+
+
+def add_supersedes_column(db: sqlite3.Connection) -> None:
+    """Catalogs written before supersession gain ``facts.supersedes`` (all NULL: version 1)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(facts)")}
+    if "supersedes" not in columns:
+        db.execute("ALTER TABLE facts ADD COLUMN supersedes TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS facts_supersedes ON facts(supersedes)")
+
+
+def link(cur: sqlite3.Cursor, fact_id: int, fact: Fact) -> None:
+    """In the insert's transaction: the fact replaces the one it names (same contributor), and
+    is replaced by any stored fact of its contributor that names it."""
+    if fact.contributor is None:
+        return
+    if fact.supersedes is not None:
+        cur.execute(
+            "INSERT OR REPLACE INTO superseded (fact_id, by) SELECT id, ? FROM facts "
+            "WHERE cid = ? AND contributor = ?",
+            (fact.cid, fact.supersedes, fact.contributor),
+        )
+    cur.execute(
+        "INSERT OR REPLACE INTO superseded (fact_id, by) SELECT ?, cid FROM facts "
+        "WHERE supersedes = ? AND contributor = ? ORDER BY id DESC LIMIT 1",
+        (fact_id, fact.cid, fact.contributor),
+    )
+
+
+def unlink(cur: sqlite3.Cursor, fact_id: int, cid: str) -> None:
+    """In the erasure's transaction: the fact neither replaces nor is replaced any more."""
+    cur.execute("DELETE FROM superseded WHERE fact_id = ? OR by = ?", (fact_id, cid))
+
+
+class SupersessionTables:
+    """Mixed into ``SqliteCatalog``; uses its cursor."""
+
+    def _cursor(self, write: bool = False) -> AbstractContextManager[sqlite3.Cursor]:
+        raise NotImplementedError
+
+    def superseded_ids(self) -> Ids:
+        with self._cursor() as cur:
+            rows = cur.execute("SELECT fact_id FROM superseded ORDER BY fact_id")
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
