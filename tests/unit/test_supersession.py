@@ -104,8 +104,8 @@ def test_the_newest_version_replaces_the_earlier_in_search(client: TestClient) -
     assert {h["cid"]: h["superseded_by"] for h in hits} == {v1: v2, v2: None}
     # a third version replaces the second; only it is current
     v3 = post(client, ALICE, "Pluto is a dwarf planet in the Kuiper belt.", supersedes=v2)
-    found = search(client, "Pluto planet")
-    assert all(v3 in f and not {v1, v2} & f for f in found.values())
+    latest = search(client, "Pluto planet")
+    assert all(v3 in f and not {v1, v2} & f for f in latest.values())
 
 
 def test_nobody_supersedes_someone_elses_fact(client: TestClient) -> None:
