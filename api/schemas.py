@@ -434,6 +434,9 @@ class RevocationsOut(BaseModel):
     purge_pending: int = Field(
         description="Erased facts' blocks still waiting to leave the content store."
     )
+    purge_failed: int = Field(
+        description="Erased facts' blocks the content store would not delete (see the log)."
+    )
 
 
 class ModerationOut(BaseModel):

@@ -84,6 +84,9 @@ class RevocationCounts:
     erased: int
     #: Blocks of erased facts still waiting to leave the content store.
     purge_pending: int
+    #: Blocks the content store would not delete (logged at ERROR): e.g. a Kubo daemon keeps a
+    #: block that a recursively pinned manifest references.
+    purge_failed: int = 0
 
 
 @dataclass(frozen=True, slots=True)

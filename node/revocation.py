@@ -49,6 +49,9 @@ from node.tombstone import TOMBSTONE_KIND_NAME, Tombstone, make_tombstone
 
 log = logging.getLogger(__name__)
 
+#: Tries to delete an erased fact's block from the content store (5 s apart) before giving up.
+PURGE_ATTEMPTS = 5
+
 
 class RevocationCatalog(FactRecords, RecordBook, FactErasure, Protocol):
     """The catalog roles revocation uses."""
@@ -59,8 +62,12 @@ class Revocations:
         self._catalog = catalog
         self._store = store
         self._purge: set[str] = set()
+        self._attempts: dict[str, int] = {}
         self.wake = asyncio.Event()
         self.erased = 0
+        #: Blocks the content store would not delete after ``PURGE_ATTEMPTS`` tries (a Kubo
+        #: daemon keeps a block a pinned manifest references); logged, counted, given up.
+        self.purge_failed = 0
 
     # -- the write path's rule -------------------------------------------------------------
 
@@ -133,14 +140,26 @@ class Revocations:
                 self.wake.set()
 
     async def purge(self) -> bool:
-        """Delete the blocks waiting to leave the store; False while some could not be."""
+        """Delete the blocks waiting to leave the store; False while some could not be (they
+        are tried again, ``PURGE_ATTEMPTS`` times in all)."""
         for cid in sorted(self._purge):
             try:
                 await self._store.delete(cid)
             except KnowhubError as exc:
-                log.warning("revoked block %s not deleted yet: %s", cid, exc.message)
-                return False
+                tries = self._attempts[cid] = self._attempts.get(cid, 0) + 1
+                if tries < PURGE_ATTEMPTS:
+                    log.warning("revoked block %s not deleted yet: %s", cid, exc.message)
+                    return False
+                log.error(
+                    "revoked block %s stays in the %s store after %d tries: %s",
+                    cid,
+                    self._store.kind,
+                    tries,
+                    exc.message,
+                )
+                self.purge_failed += 1
             self._purge.discard(cid)
+            self._attempts.pop(cid, None)
         return True
 
     def sweep(self) -> list[int]:
@@ -179,6 +198,7 @@ class Revocations:
             tombstones=self._catalog.record_counts().get(TOMBSTONE_KIND_NAME, 0),
             erased=self.erased,
             purge_pending=len(self._purge),
+            purge_failed=self.purge_failed,
         )
 
     def _tombstones_about(self, cids: Sequence[str]) -> dict[str, list[StoredRecord]]:

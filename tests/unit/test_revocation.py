@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -23,6 +24,7 @@ from node.facts import make_fact
 from node.kinds import decode_record, verify_record
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.origin import Origin
+from node.ports import NewFact
 from node.records import SignedRecord
 from node.search import Query, SearchMode
 from node.service import KnowledgeNode, NodeOptions
@@ -306,3 +308,27 @@ async def test_a_crash_between_tombstone_and_erasure_is_finished_at_start(tmp_pa
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_block_the_store_will_not_delete_is_given_up_and_counted(tmp_path: Path) -> None:
+    from node.errors import StorageError
+    from node.revocation import PURGE_ATTEMPTS, Revocations
+
+    class Stubborn(MemoryContentStore):
+        async def delete(self, cid: str) -> None:
+            raise StorageError("pinned indirectly")
+
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    revocations = Revocations(catalog, Stubborn())
+    fact = make_fact("Pinned by a manifest elsewhere.", None, ALICE.address)
+    catalog.insert([NewFact(fact, np.zeros(4, np.float32), ALICE.sign_cid(fact.cid))])
+    tomb = make_tombstone(fact.cid, ALICE.address)
+    record = SignedRecord(tomb, ALICE.sign_cid(tomb.cid))
+    catalog.put_records([record], anchor=False)
+    assert revocations.stored([record]) != []
+    outcomes = [await revocations.purge() for _ in range(PURGE_ATTEMPTS)]
+    assert outcomes == [False] * (PURGE_ATTEMPTS - 1) + [True]
+    counts = revocations.counts()
+    assert counts.purge_failed == 1 and counts.purge_pending == 0 and counts.erased == 1
+    catalog.close()
