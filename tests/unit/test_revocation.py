@@ -4,6 +4,7 @@ real node processes and gossip is in tests/integration/test_revocation.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -19,7 +20,7 @@ from api.app import create_app
 from api.options import ApiOptions
 from api.security import AccessPolicy
 from index.sqlite_catalog import SqliteCatalog
-from node.errors import NotContributor, Revoked
+from node.errors import NotContributor, NotFound, Revoked
 from node.facts import make_fact
 from node.kinds import decode_record, verify_record
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
@@ -332,3 +333,78 @@ async def test_a_block_the_store_will_not_delete_is_given_up_and_counted(tmp_pat
     counts = revocations.counts()
     assert counts.purge_failed == 1 and counts.purge_pending == 0 and counts.erased == 1
     catalog.close()
+
+
+@pytest.mark.anyio
+async def test_a_revocation_travels_a_line_of_nodes_on_the_memory_network(
+    tmp_path: Path,
+) -> None:
+    from node.memory_network import MemoryHub, MemoryNetwork
+
+    hub = MemoryHub()
+    nodes: list[KnowledgeNode] = []
+    for i in range(3):
+        embedder = HashEmbedder()
+        previous = [] if not nodes else [hub.members[list(hub.members)[-1]].address]
+        network = MemoryNetwork(hub, bootstrap=previous)
+        node = KnowledgeNode(
+            SqliteCatalog(tmp_path / f"n{i}.sqlite3"),
+            MemoryVectorIndex(embedder.dimension),
+            embedder,
+            MemoryContentStore(),
+            NodeOptions(data_dir=tmp_path / f"n{i}"),
+            operator=OPERATOR,
+            network=network,
+        )
+        await node.start()
+        nodes.append(node)
+    first, last = nodes[0], nodes[-1]
+
+    async def eventually(check: Any) -> None:
+        deadline = time.monotonic() + 60
+        while not await check():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+
+    async def stored(node: KnowledgeNode, cid: str) -> bool:
+        try:
+            await node.get_fact(cid)
+        except (Revoked, NotFound):
+            return False
+        return True
+
+    try:
+        fact = make_fact("Travels the line, then is taken back.", None, ALICE.address)
+        await first.contribute(SignedRecord(fact, ALICE.sign_cid(fact.cid)))
+        await eventually(lambda: stored(last, fact.cid))
+        tomb = make_tombstone(fact.cid, ALICE.address)
+        done = await first.revoke(
+            fact.cid, contributor=ALICE.address, signature=ALICE.sign_cid(tomb.cid)
+        )
+        assert done.cid == tomb.cid and done.created
+
+        async def erased() -> bool:
+            try:
+                await last.get_fact(fact.cid)
+            except Revoked as exc:
+                return exc.tombstone == tomb.cid
+            return False
+
+        await eventually(erased)
+        # a forged tombstone gossiped to the middle node is rejected there, never forwarded
+        other = make_fact("Alice's, and it stays.", None, ALICE.address)
+        await first.contribute(SignedRecord(other, ALICE.sign_cid(other.cid)))
+        await eventually(lambda: stored(last, other.cid))
+        forged = make_tombstone(other.cid, MALLORY.address)
+        first_net = hub.members[list(hub.members)[0]]
+        first_net.publish([SignedRecord(forged, MALLORY.sign_cid(forged.cid))])
+        middle = hub.members[list(hub.members)[1]]
+        await eventually(lambda: _true(middle.status().messages_rejected >= 1))
+        assert await stored(last, other.cid)
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
