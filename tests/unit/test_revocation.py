@@ -343,10 +343,12 @@ async def test_a_revocation_travels_a_line_of_nodes_on_the_memory_network(
 
     hub = MemoryHub()
     nodes: list[KnowledgeNode] = []
+    networks: list[MemoryNetwork] = []
     for i in range(3):
         embedder = HashEmbedder()
-        previous = [] if not nodes else [hub.members[list(hub.members)[-1]].address]
+        previous = [networks[-1].address] if networks else []
         network = MemoryNetwork(hub, bootstrap=previous)
+        networks.append(network)
         node = KnowledgeNode(
             SqliteCatalog(tmp_path / f"n{i}.sqlite3"),
             MemoryVectorIndex(embedder.dimension),
@@ -396,10 +398,8 @@ async def test_a_revocation_travels_a_line_of_nodes_on_the_memory_network(
         await first.contribute(SignedRecord(other, ALICE.sign_cid(other.cid)))
         await eventually(lambda: stored(last, other.cid))
         forged = make_tombstone(other.cid, MALLORY.address)
-        first_net = hub.members[list(hub.members)[0]]
-        first_net.publish([SignedRecord(forged, MALLORY.sign_cid(forged.cid))])
-        middle = hub.members[list(hub.members)[1]]
-        await eventually(lambda: _true(middle.status().messages_rejected >= 1))
+        networks[0].publish([SignedRecord(forged, MALLORY.sign_cid(forged.cid))])
+        await eventually(lambda: _true(networks[1].status().messages_rejected >= 1))
         assert await stored(last, other.cid)
     finally:
         for node in nodes:
