@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -27,13 +27,11 @@ from node.content import BlockService, CarSource, DagScope, load_car
 from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import (
     ChainError,
-    IncompatibleDataDir,
     InvalidInput,
     KnowhubError,
     NetworkingOff,
     NotFound,
     Revoked,
-    SignatureRequired,
     Unauthorized,
 )
 from node.facts import Fact
@@ -67,8 +65,9 @@ from node.retrieval import Retriever, check_query
 from node.revocation import Revocations, Revoker
 from node.search import Query, SearchMode, format_context
 from node.signing import SigningKey, signature_valid
+from node.startup import check_model, reconcile
 from node.status import chain_status, ingest_status
-from node.submissions import NodeSink, parse_submission
+from node.submissions import NodeSink, accept, accept_each
 from node.tombstone import Tombstone
 
 log = logging.getLogger(__name__)
@@ -226,37 +225,11 @@ class KnowledgeNode:
             release()
 
     def _check_model(self) -> None:
-        want = {
-            "embedding_model": self._embedder.model_name,
-            "embedding_dimension": str(self._embedder.dimension),
-        }
-        for key, value in want.items():
-            have = self._catalog.get_setting(key)
-            if have is None:
-                self._catalog.set_setting(key, value)
-            elif have != value:
-                raise IncompatibleDataDir(
-                    f"data dir {self._options.data_dir} was built with {key}={have!r}, "
-                    f"this node runs {value!r}; use another data dir or re-import the facts"
-                )
+        check_model(self._catalog, self._embedder, self._options.data_dir)
 
     def reconcile(self) -> tuple[int, int]:
-        """Make the index hold exactly the catalog's ids; return (added, removed)."""
-        catalog_ids = self._catalog.ids()
-        index_ids = self._index.ids()
-        extra = np.setdiff1d(index_ids, catalog_ids, assume_unique=True)
-        missing = np.setdiff1d(catalog_ids, index_ids, assume_unique=True)
-        if len(extra):
-            self._index.remove(extra)
-        for start in range(0, len(missing), 4096):
-            chunk = missing[start : start + 4096]
-            self._index.add(chunk, self._catalog.vectors(chunk))
-        if len(extra) or len(missing):
-            log.info(
-                "index reconciled with catalog: added %d, removed %d", len(missing), len(extra)
-            )
-            self._index.save()
-        return len(missing), len(extra)
+        """Make the index hold exactly the catalog's searchable ids; (added, removed)."""
+        return reconcile(self._catalog, self._index)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -269,41 +242,16 @@ class KnowledgeNode:
     # -- contribute --------------------------------------------------------------------------
 
     def accept(self, item: Any) -> SignedRecord:
-        """A submission as a signed fact: the contributor's signature checked, or, when it has
-        neither contributor nor signature, made the operator's (``SignatureRequired`` when the
-        node requires signatures)."""
-        if isinstance(item, Mapping) and item.get("signature") is None:
-            if item.get("contributor") is not None:
-                raise SignatureRequired(
-                    "a fact naming a contributor must carry that contributor's signature "
-                    "(EIP-191 personal_sign of the fact CID)",
-                    field="signature",
-                )
-            if self._options.require_signatures:
-                raise SignatureRequired(
-                    "this node requires signed contributions: add contributor and signature",
-                    field="signature",
-                )
-            fact, _ = parse_submission({**item, "contributor": self._operator.address})
-            return SignedRecord(fact, self._operator.sign_cid(fact.cid))
-        fact, signature = parse_submission(item)
-        assert signature is not None  # parse_submission checked it; None was handled above
-        return SignedRecord(fact, signature)
+        """A submission as a signed fact (``node.submissions.accept``)."""
+        return accept(item, self._operator, require_signatures=self._options.require_signatures)
 
     async def accept_many(self, items: Sequence[Any]) -> list[SignedRecord | KnowhubError]:
         """``accept`` for each item, in a worker thread: hashing and signing (or checking
         signatures of) a large batch takes long enough to stall the event loop, and with it
         every query."""
-        return await self._in_thread(self._accept_each, items)
-
-    def _accept_each(self, items: Sequence[Any]) -> list[SignedRecord | KnowhubError]:
-        accepted: list[SignedRecord | KnowhubError] = []
-        for item in items:
-            try:
-                accepted.append(self.accept(item))
-            except KnowhubError as exc:
-                accepted.append(exc)
-        return accepted
+        return await self._in_thread(
+            accept_each, items, self._operator, self._options.require_signatures
+        )
 
     @property
     def operator(self) -> str:

@@ -13,12 +13,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from node.cid import cid_from_bytes, cid_to_bytes
-from node.errors import InvalidFact, InvalidInput, InvalidSignature, KnowhubError, Unauthorized
+from node.errors import (
+    InvalidFact,
+    InvalidInput,
+    InvalidSignature,
+    KnowhubError,
+    SignatureRequired,
+    Unauthorized,
+)
 from node.facts import Fact, make_fact
 from node.origin import Origin
 from node.ports import FactRecords, RecordBook
 from node.records import RecordBody, SignedRecord
-from node.signing import check_signature, normalize_signature
+from node.signing import SigningKey, check_signature, normalize_signature
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +107,39 @@ class NodeSink:
 
     def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
         return self._catalog.signed_records([cid_from_bytes(c) for c in cids])
+
+
+def accept(item: Any, operator: SigningKey, *, require_signatures: bool) -> SignedRecord:
+    """A REST/CLI/MCP submission as a signed fact: the contributor's signature checked, or,
+    when it has neither contributor nor signature, made the operator's (``SignatureRequired``
+    when the node requires signatures)."""
+    if isinstance(item, Mapping) and item.get("signature") is None:
+        if item.get("contributor") is not None:
+            raise SignatureRequired(
+                "a fact naming a contributor must carry that contributor's signature "
+                "(EIP-191 personal_sign of the fact CID)",
+                field="signature",
+            )
+        if require_signatures:
+            raise SignatureRequired(
+                "this node requires signed contributions: add contributor and signature",
+                field="signature",
+            )
+        fact, _ = parse_submission({**item, "contributor": operator.address})
+        return SignedRecord(fact, operator.sign_cid(fact.cid))
+    fact, signature = parse_submission(item)
+    assert signature is not None  # parse_submission checked it; None was handled above
+    return SignedRecord(fact, signature)
+
+
+def accept_each(
+    items: Sequence[Any], operator: SigningKey, require_signatures: bool
+) -> list[SignedRecord | KnowhubError]:
+    """``accept`` for each item; an item's error in its place (blocking: a worker thread)."""
+    accepted: list[SignedRecord | KnowhubError] = []
+    for item in items:
+        try:
+            accepted.append(accept(item, operator, require_signatures=require_signatures))
+        except KnowhubError as exc:
+            accepted.append(exc)
+    return accepted
