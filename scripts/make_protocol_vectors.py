@@ -43,6 +43,12 @@ def vectors() -> dict[str, object]:
     records = [RawRecord(f.block, bytes.fromhex(KEY.sign_cid(f.cid)[2:])) for f in facts]
     forged = RawRecord(facts[0].block, bytes.fromhex(OTHER.sign_cid(facts[0].cid)[2:]))
     moved = RawRecord(facts[1].block, records[0].signature)
+    corrected = make_fact(
+        "Water boils at 99.97 degrees Celsius at one standard atmosphere.",
+        {"lang": "en"},
+        KEY.address,
+        facts[0].cid,
+    )
     tombstone = make_tombstone(facts[1].cid, KEY.address, "duplicate of another fact")
     tomb_sig = KEY.sign_cid(tombstone.cid)
     tomb_raw = RawRecord(tombstone.block, bytes.fromhex(tomb_sig[2:]))
@@ -63,6 +69,12 @@ def vectors() -> dict[str, object]:
             for f in facts
         ],
         "envelope": {"facts": [f.cid for f in facts], "bytes": encode_envelope(records).hex()},
+        "superseding_fact": {
+            "record": corrected.record(),
+            "block": corrected.block.hex(),
+            "cid": corrected.cid,
+            "signature": KEY.sign_cid(corrected.cid),
+        },
         "tombstone": {
             "record": tombstone.record(),
             "block": tombstone.block.hex(),

@@ -122,3 +122,17 @@ def test_oversized_and_garbage_blocks_are_refused_before_decoding() -> None:
     for block in (b"\xff" * 10, b"\xa0", dag_cbor.encode([1, 2]), b"\x00" * (64 * 1024)):
         with pytest.raises(KnowhubError):
             decode_record(block)
+
+
+def test_the_superseding_fact_vector_is_a_version_2_fact() -> None:
+    vector = VECTORS["superseding_fact"]
+    record = verify_record(bytes.fromhex(vector["block"]), vector["signature"])
+    assert record.kind == "fact" and record.cid == vector["cid"]
+    assert record.body.record() == vector["record"] and vector["record"]["v"] == 2
+    assert subject_of(record.body) == VECTORS["facts"][0]["cid"]
+    wrong_version = {**vector["record"], "v": 1}
+    with pytest.raises(InvalidFact, match="version"):
+        decode_record(dag_cbor.encode(wrong_version))
+    no_target = {k: v for k, v in vector["record"].items() if k != "supersedes"}
+    with pytest.raises(InvalidFact, match="version"):
+        decode_record(dag_cbor.encode({**no_target, "v": 2}))
