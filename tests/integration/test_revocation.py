@@ -241,3 +241,25 @@ def test_a_chain_rebuild_does_not_bring_a_revoked_fact_back(keys: Path, tmp_path
             a.stop()
     finally:
         chain.anvil.stop()
+
+
+def test_a_superseded_fact_drops_out_of_default_search_everywhere(
+    line: list[NodeProcess], keys: Path
+) -> None:
+    n1, _n2, n3 = line
+    old_text = "The tallest mountain on Earth is K2."
+    old = add_signed(n1, keys, old_text)
+    new_text = "The tallest mountain on Earth is Mount Everest, not K2."
+    done = knowhub("add", new_text, "--key", str(keys), "--supersedes", old, "--url", n1.url)
+    assert done.returncode == 0, done.stderr
+    new = done.stdout.split()[0]
+    wait_until(lambda: status(n3, f"/v1/facts/{new}") == 200, what="the correction at node 3")
+    wait_until(lambda: status(n3, f"/v1/facts/{old}") == 200, what="the old fact at node 3")
+    assert httpx.get(f"{n3.url}/v1/facts/{old}").json()["superseded_by"] == new
+    assert not found(n3, old_text, old) and found(n3, new_text, new)
+    body = {"query": old_text, "k": 10, "mode": "keyword", "include_superseded": True}
+    hits = httpx.post(f"{n3.url}/v1/query", json=body, timeout=60).json()["results"]
+    assert {h["cid"]: h["superseded_by"] for h in hits if h["cid"] in (old, new)} == {
+        old: new,
+        new: None,
+    }
