@@ -11,7 +11,10 @@ import multiaddr
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from multiformats import multihash
+
+from node.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +91,30 @@ async def resolved(info: PeerInfo) -> PeerInfo:
             kind = "ip6" if family == socket.AF_INET6 else "ip4"
             addresses.append(multiaddr.Multiaddr(f"/{kind}/{sockaddr[0]}/{rest}"))
     return PeerInfo(info.peer_id, list(dict.fromkeys(addresses)) or info.addrs)
+
+
+def parse_peer_address(address: str) -> PeerInfo:
+    """A multiaddr with ``/p2p/<peer id>``; ``InvalidInput`` otherwise (the multiaddr and peer
+    id parsers raise many unrelated types on hostile text: every one means "not an address")."""
+    try:
+        return info_from_p2p_addr(multiaddr.Multiaddr(address))
+    except Exception as exc:
+        raise InvalidInput(f"not a multiaddr with /p2p/: {address}", field="address") from exc
+
+
+def parse_peer_id(peer_id: str) -> ID:
+    """A base58 peer id that is a multihash; ``InvalidInput`` otherwise."""
+    try:
+        peer = ID.from_base58(peer_id)
+        multihash.unwrap(peer.to_bytes())  # a peer id is a multihash of a public key
+    except Exception as exc:  # base58 and multihash errors vary
+        raise InvalidInput(f"not a peer id: {peer_id}", field="peer_id") from exc
+    return peer
+
+
+def peer_of_address(address: str) -> str | None:
+    """The peer id in a multiaddr with /p2p/, or None (the redialler logs bad addresses)."""
+    try:
+        return str(parse_peer_address(address).peer_id)
+    except InvalidInput:
+        return None

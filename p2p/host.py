@@ -39,7 +39,6 @@ from libp2p.custom_types import TMuxerOptions, TProtocol
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -48,9 +47,8 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
-from multiformats import multihash
 
-from node.errors import InvalidInput, KnowhubError, Unavailable
+from node.errors import KnowhubError, Unavailable
 from node.origin import Origin
 from node.ports import AnchorEvent, NetworkStatus, PeerStatus, RecordSink
 from node.records import SignedRecord
@@ -59,7 +57,13 @@ from p2p.admission import Admission, ConnectionLimits
 from p2p.bridge import TrioThread
 from p2p.catchup import CatchUp
 from p2p.checks import EnvelopeChecks
-from p2p.connections import Notifee, resolved
+from p2p.connections import (
+    Notifee,
+    parse_peer_address,
+    parse_peer_id,
+    peer_of_address,
+    resolved,
+)
 from p2p.guard import contain_pubsub_tasks, contain_streams, describe, supervise
 from p2p.identity import load_or_create_identity
 from p2p.inbox import Inbox
@@ -214,7 +218,7 @@ class Libp2pNetwork:
         """Configured bootstrap peers other than this node (cluster lists name it too)."""
         return sum(
             1
-            for peer in map(_peer_of_address, self._config.bootstrap)
+            for peer in map(peer_of_address, self._config.bootstrap)
             if peer not in (None, self._peer_id)
         )
 
@@ -227,10 +231,7 @@ class Libp2pNetwork:
         return self._digest_cache[1], self._digest_cache[2]
 
     async def connect(self, address: str) -> str:
-        try:
-            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
-        except Exception as exc:
-            raise InvalidInput(f"not a multiaddr with /p2p/: {address}", field="address") from exc
+        info = parse_peer_address(address)
         key = str(info.peer_id)
         self._book.unban(key)
         self._book.protect(key)  # the operator asked for this peer: trusted, never trimmed
@@ -242,7 +243,7 @@ class Libp2pNetwork:
 
         try:
             await self._trio.call(dial)
-        except Exception as exc:
+        except Exception as exc:  # trio timeouts, OSError, swarm and security errors alike
             raise Unavailable(f"cannot connect to {address}: {exc!r}") from exc
         return str(info.peer_id)
 
@@ -259,11 +260,7 @@ class Libp2pNetwork:
         return await from_peers(self._live_host(), fetch, cids, kind)
 
     async def disconnect(self, peer_id: str, block_seconds: float) -> None:
-        try:
-            peer = ID.from_base58(peer_id)
-            multihash.unwrap(peer.to_bytes())  # a peer id is a multihash of a public key
-        except Exception as exc:  # base58 and multihash errors vary
-            raise InvalidInput(f"not a peer id: {peer_id}", field="peer_id") from exc
+        peer = parse_peer_id(peer_id)
         self._book.ban(peer_id, block_seconds)
 
         async def hang_up() -> None:
@@ -462,7 +459,7 @@ class Libp2pNetwork:
             registry = "0x" + notice.registry.hex()
             try:
                 await self._trio.to_asyncio(self._sink.anchor_announced(notice.chain_id, registry))
-            except Exception:
+            except KnowhubError:
                 log.debug("anchor notice not handled", exc_info=True)
 
     def _offence(self, forwarder: ID, reason: str) -> None:
@@ -520,11 +517,3 @@ class Libp2pNetwork:
         self._book.delivered(peer, len(facts))
         self.received += len(facts)
         return created
-
-
-def _peer_of_address(address: str) -> str | None:
-    """The peer id in a multiaddr with /p2p/, or None (the redialler logs bad addresses)."""
-    try:
-        return str(info_from_p2p_addr(multiaddr.Multiaddr(address)).peer_id)
-    except Exception:  # multiaddr and peer id parsers raise various types
-        return None
