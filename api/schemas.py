@@ -171,13 +171,21 @@ class BatchOut(BaseModel):
     failed: int
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class FactRecord(BaseModel):
     v: int = Field(description="1, or 2 for a record that supersedes another.")
     text: str
     metadata: dict[str, Any]
     contributor: str | None
+    # left out when absent, never null: the JSON is the record, and whoever hashes it
+    # (knowhub verify, a browser) must get its CID back
     supersedes: str | None = Field(
-        None, description="Version 2: the earlier fact of the same contributor it corrects."
+        None,
+        exclude_if=_absent,
+        description="Version 2: the earlier fact of the same contributor it corrects.",
     )
 
 
@@ -186,7 +194,7 @@ class TombstoneRecord(BaseModel):
     kind: Literal["tombstone"]
     revokes: str = Field(description="CID of the revoked fact.")
     contributor: str
-    reason: str | None = None
+    reason: str | None = Field(None, exclude_if=_absent, description="Left out when absent.")
 
 
 class RevokeIn(BaseModel):

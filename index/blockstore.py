@@ -59,11 +59,7 @@ class FilesystemBlockstore:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(path.parent)
         except OSError as exc:
             raise StorageError(f"cannot write block {path.name}: {exc}") from exc
 
@@ -108,13 +104,18 @@ class FilesystemBlockstore:
         try:
             path.unlink(missing_ok=True)
             if path.parent.exists():
-                dir_fd = os.open(path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                _fsync_dir(path.parent)
         except OSError as exc:
             raise StorageError(f"cannot delete block {path.name}: {exc}") from exc
 
     async def close(self) -> None:
         return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink in ``directory`` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +47,16 @@ def start(path: Path, bootstrap: NodeProcess | None = None) -> NodeProcess:
     if bootstrap is not None:
         env["KNOWHUB_BOOTSTRAP"] = address(bootstrap)
     return NodeProcess(path, env=env).start()
+
+
+def running_line(base: Path) -> Iterator[list[NodeProcess]]:
+    """Three node processes in a line (n1 - n2 - n3), stopped afterwards (a fixture body)."""
+    n1 = start(base / "n1")
+    n2 = start(base / "n2", bootstrap=n1)
+    n3 = start(base / "n3", bootstrap=n2)
+    nodes = [n1, n2, n3]
+    wait_until(lambda: p2p(n2)["connected_peers"] == 2, what="the line to form")
+    yield nodes
+    for node in nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            node.stop()

@@ -13,24 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.signing import SigningKey, write_key_file
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess, knowhub
-from tests.p2p_nodes import add, address, has, p2p, start, wait_until
+from tests.p2p_nodes import add, address, has, p2p, running_line, wait_until
 
 
 @pytest.fixture(scope="module")
 def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
-    base = tmp_path_factory.mktemp("line")
-    n1 = start(base / "n1")
-    n2 = start(base / "n2", bootstrap=n1)
-    n3 = start(base / "n3", bootstrap=n2)
-    nodes = [n1, n2, n3]
-    wait_until(lambda: p2p(n2)["connected_peers"] == 2, what="the line to form")
-    yield nodes
-    for node in nodes:
-        if node.proc is not None and node.proc.poll() is None:
-            node.stop()
+    yield from running_line(tmp_path_factory.mktemp("line"))
 
 
 def test_fact_reaches_the_far_end_through_the_middle(line: list[NodeProcess]) -> None:
@@ -172,13 +162,7 @@ def test_new_node_rebuilds_from_the_chain_and_one_peer(tmp_path: Path) -> None:
         wait_until(lambda: settled(a), what="anchoring at node A")
         events = len(chain.anchored_events())
         assert events == 3
-        b_key = tmp_path / "b.key"
-        b_operator = SigningKey.generate()
-        write_key_file(b_key, b_operator)
-        chain.anvil.rpc("anvil_setBalance", b_operator.address, hex(10**21))
-        b_env = chain.env(KNOWHUB_KEY_FILE=str(b_key), KNOWHUB_SYNC_INTERVAL="3600")
-        b_env["KNOWHUB_BOOTSTRAP"] = address(a)
-        b = NodeProcess(tmp_path / "b", env=b_env).start()
+        b = chain.joining_node(tmp_path / "b", address(a))
         try:
             wait_until(
                 lambda: (

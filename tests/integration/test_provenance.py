@@ -160,6 +160,17 @@ class Chain:
             **extra,
         }
 
+    def joining_node(self, data_dir: Path, bootstrap: str) -> NodeProcess:
+        """A second node on this chain, with its own funded operator key, bootstrapped to one
+        peer and syncing only on connect: it rebuilds from the chain and that peer."""
+        key_file = data_dir.parent / f"{data_dir.name}.key"
+        operator = SigningKey.generate()
+        write_key_file(key_file, operator)
+        self.anvil.rpc("anvil_setBalance", operator.address, hex(10**21))
+        env = self.env(KNOWHUB_KEY_FILE=str(key_file), KNOWHUB_SYNC_INTERVAL="3600")
+        env["KNOWHUB_BOOTSTRAP"] = bootstrap
+        return NodeProcess(data_dir, env=env).start()
+
     def anchored_events(self) -> list[Any]:
         return list(
             self.w3.eth.get_logs(

@@ -19,7 +19,7 @@ from node.tombstone import make_tombstone
 from p2p.wire import RawRecord, encode_envelope
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess, knowhub
-from tests.p2p_nodes import address, p2p, start, wait_until
+from tests.p2p_nodes import address, p2p, running_line, start, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,16 +36,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
-    base = tmp_path_factory.mktemp("revocation-line")
-    n1 = start(base / "n1")
-    n2 = start(base / "n2", bootstrap=n1)
-    n3 = start(base / "n3", bootstrap=n2)
-    nodes = [n1, n2, n3]
-    wait_until(lambda: p2p(n2)["connected_peers"] == 2, what="the line to form")
-    yield nodes
-    for node in nodes:
-        if node.proc is not None and node.proc.poll() is None:
-            node.stop()
+    yield from running_line(tmp_path_factory.mktemp("revocation-line"))
 
 
 def status(node: NodeProcess, path: str) -> int:
@@ -215,13 +206,7 @@ def test_a_chain_rebuild_does_not_bring_a_revoked_fact_back(keys: Path, tmp_path
             )  # fmt: skip
             assert verified.returncode == 0, verified.stdout + verified.stderr
             # a new node rebuilds from the chain (the first batch lists the fact) and node A
-            b_key = tmp_path / "b.key"
-            b_operator = SigningKey.generate()
-            write_key_file(b_key, b_operator)
-            chain.anvil.rpc("anvil_setBalance", b_operator.address, hex(10**21))
-            b_env = chain.env(KNOWHUB_KEY_FILE=str(b_key), KNOWHUB_SYNC_INTERVAL="3600")
-            b_env["KNOWHUB_BOOTSTRAP"] = address(a)
-            b = NodeProcess(tmp_path / "b", env=b_env).start()
+            b = chain.joining_node(tmp_path / "b", address(a))
             try:
                 wait_until(
                     lambda: (

@@ -12,29 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from index.sqlite_catalog import SqliteCatalog
 from node import limits
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
-from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
+from tests.memory_nodes import memory_node
 
 OPERATOR = SigningKey.generate()
 
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    def make_node() -> KnowledgeNode:
-        embedder = HashEmbedder()
-        return KnowledgeNode(
-            SqliteCatalog(tmp_path / "catalog.sqlite3"),
-            MemoryVectorIndex(embedder.dimension),
-            embedder,
-            MemoryContentStore(),
-            NodeOptions(data_dir=tmp_path),
-            operator=OPERATOR,
-        )
-
-    with TestClient(create_app(make_node)) as test_client:
+    with TestClient(create_app(lambda: memory_node(tmp_path, OPERATOR))) as test_client:
         yield test_client
 
 

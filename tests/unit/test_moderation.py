@@ -15,9 +15,10 @@ from api.options import ApiOptions
 from api.security import AccessPolicy
 from index.sqlite_catalog import SqliteCatalog
 from node.facts import make_fact
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
-from node.service import KnowledgeNode, NodeOptions
+from node.memory import HashEmbedder, MemoryVectorIndex
+from node.service import KnowledgeNode
 from node.signing import SigningKey
+from tests.memory_nodes import memory_node
 
 OPERATOR = SigningKey.generate()
 KEY = "operator-key-0123456789abcdef"
@@ -32,17 +33,9 @@ class Rig:
         self.client = TestClient(create_app(self.make_node, ApiOptions(access=access)))
 
     def make_node(self) -> KnowledgeNode:
-        embedder = HashEmbedder()
-        self.index = MemoryVectorIndex(embedder.dimension)
+        self.index = MemoryVectorIndex(HashEmbedder().dimension)
         self.catalog = SqliteCatalog(self.tmp_path / "catalog.sqlite3")
-        return KnowledgeNode(
-            self.catalog,
-            self.index,
-            embedder,
-            MemoryContentStore(),
-            NodeOptions(data_dir=self.tmp_path),
-            operator=OPERATOR,
-        )
+        return memory_node(self.tmp_path, OPERATOR, index=self.index, catalog=self.catalog)
 
 
 @pytest.fixture

@@ -23,14 +23,15 @@ from index.sqlite_catalog import SqliteCatalog
 from node.errors import NotContributor, NotFound, Revoked
 from node.facts import make_fact
 from node.kinds import decode_record, verify_record
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.memory import MemoryContentStore
 from node.origin import Origin
 from node.ports import NewFact
 from node.records import SignedRecord
 from node.search import Query, SearchMode
-from node.service import KnowledgeNode, NodeOptions
+from node.service import KnowledgeNode
 from node.signing import SigningKey
 from node.tombstone import make_tombstone
+from tests.memory_nodes import memory_node
 
 OPERATOR = SigningKey.generate()
 ALICE = SigningKey.generate()
@@ -47,15 +48,7 @@ class Rig:
         self.client = TestClient(create_app(self.make_node, options))
 
     def make_node(self) -> KnowledgeNode:
-        embedder = HashEmbedder()
-        node = KnowledgeNode(
-            SqliteCatalog(self.tmp_path / "catalog.sqlite3"),
-            MemoryVectorIndex(embedder.dimension),
-            embedder,
-            self.store,
-            NodeOptions(data_dir=self.tmp_path),
-            operator=OPERATOR,
-        )
+        node = memory_node(self.tmp_path, OPERATOR, store=self.store)
         self.nodes.append(node)
         return node
 
@@ -345,19 +338,10 @@ async def test_a_revocation_travels_a_line_of_nodes_on_the_memory_network(
     nodes: list[KnowledgeNode] = []
     networks: list[MemoryNetwork] = []
     for i in range(3):
-        embedder = HashEmbedder()
         previous = [networks[-1].address] if networks else []
         network = MemoryNetwork(hub, bootstrap=previous)
         networks.append(network)
-        node = KnowledgeNode(
-            SqliteCatalog(tmp_path / f"n{i}.sqlite3"),
-            MemoryVectorIndex(embedder.dimension),
-            embedder,
-            MemoryContentStore(),
-            NodeOptions(data_dir=tmp_path / f"n{i}"),
-            operator=OPERATOR,
-            network=network,
-        )
+        node = memory_node(tmp_path / f"n{i}", OPERATOR, network=network)
         await node.start()
         nodes.append(node)
     first, last = nodes[0], nodes[-1]
@@ -408,3 +392,24 @@ async def test_a_revocation_travels_a_line_of_nodes_on_the_memory_network(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+def test_provenance_bundles_hash_back_to_their_cids(rig: Rig) -> None:
+    # the JSON record is the record: optional keys are left out, never null, so a verifier
+    # that re-encodes it gets the CID (a v1 fact, a reason-less tombstone, through the client
+    # model too)
+    from api.schemas import ProvenanceOut
+    from node.provenance import check_bundle
+
+    cid = contribute(rig.client, signed_fact(ALICE, "A version-1 fact, hashed back."))
+    reply = rig.client.request(
+        "DELETE", f"/v1/facts/{cid}", json=revoke_body(rig.client, cid, ALICE)
+    )
+    tombstone = reply.json()["tombstone"]
+    other = contribute(rig.client, signed_fact(ALICE, "Another version-1 fact."))
+    for target in (other, tombstone):
+        raw = rig.client.get(f"/v1/facts/{target}/provenance").json()
+        assert "supersedes" not in raw["record"] and "reason" not in raw["record"]
+        for bundle in (raw, ProvenanceOut.model_validate(raw).model_dump(mode="json")):
+            checks = {c.name: c.ok for c in check_bundle(bundle, None)}
+            assert checks["cid"] and checks["signature"], (target, checks)

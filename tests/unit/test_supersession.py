@@ -12,16 +12,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from index.sqlite_catalog import SqliteCatalog
 from node.errors import InvalidFact
 from node.facts import make_fact
 from node.kinds import decode_record
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.origin import Origin
 from node.records import SignedRecord
-from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
 from node.tombstone import make_tombstone
+from tests.memory_nodes import memory_node
 
 OPERATOR = SigningKey.generate()
 ALICE = SigningKey.generate()
@@ -30,18 +28,7 @@ MALLORY = SigningKey.generate()
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    def make_node() -> KnowledgeNode:
-        embedder = HashEmbedder()
-        return KnowledgeNode(
-            SqliteCatalog(tmp_path / "catalog.sqlite3"),
-            MemoryVectorIndex(embedder.dimension),
-            embedder,
-            MemoryContentStore(),
-            NodeOptions(data_dir=tmp_path),
-            operator=OPERATOR,
-        )
-
-    with TestClient(create_app(make_node)) as test_client:
+    with TestClient(create_app(lambda: memory_node(tmp_path, OPERATOR))) as test_client:
         yield test_client
 
 
@@ -136,15 +123,7 @@ def test_hostile_supersedes_values_get_a_400(client: TestClient, supersedes: obj
 async def test_order_does_not_matter_and_a_revoked_correction_gives_the_place_back(
     tmp_path: Path,
 ) -> None:
-    embedder = HashEmbedder()
-    node = KnowledgeNode(
-        SqliteCatalog(tmp_path / "c.sqlite3"),
-        MemoryVectorIndex(embedder.dimension),
-        embedder,
-        MemoryContentStore(),
-        NodeOptions(data_dir=tmp_path),
-        operator=OPERATOR,
-    )
+    node = memory_node(tmp_path, OPERATOR)
     await node.start()
     try:
         v1 = make_fact("The Earth is 6,000 years old.", None, ALICE.address)

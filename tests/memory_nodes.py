@@ -1,0 +1,35 @@
+"""Nodes for the fast tier: the real service on the in-package fakes (hash embedder, memory
+index and content store) and a real SQLite catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from index.sqlite_catalog import SqliteCatalog
+from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.ports import ContentStore, Network
+from node.service import KnowledgeNode, NodeOptions
+from node.signing import SigningKey
+
+
+def memory_node(
+    data_dir: Path,
+    operator: SigningKey,
+    *,
+    catalog: SqliteCatalog | Path | None = None,
+    store: ContentStore | None = None,
+    index: MemoryVectorIndex | None = None,
+    network: Network | None = None,
+) -> KnowledgeNode:
+    embedder = HashEmbedder()
+    return KnowledgeNode(
+        catalog
+        if isinstance(catalog, SqliteCatalog)
+        else SqliteCatalog(catalog or data_dir / "catalog.sqlite3"),
+        index or MemoryVectorIndex(embedder.dimension),
+        embedder,
+        store or MemoryContentStore(),
+        NodeOptions(data_dir=data_dir),
+        operator=operator,
+        network=network,
+    )
