@@ -294,7 +294,10 @@ class QueryHit(BaseModel):
         description="Anchoring state; the full proof is at /v1/facts/{cid}/provenance."
     )
     superseded_by: str | None = Field(
-        None, description="With include_superseded: the newer version that replaces this fact."
+        None,
+        exclude_if=_absent,
+        description="With include_superseded: the newer version that replaces this fact (left "
+        "out for current facts).",
     )
 
 
