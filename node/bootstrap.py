@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.anchoring import AnchorOptions
+from node.assembly import assemble
 from node.content import clear_spool_dir
 from node.datadir import DataDirLock
 from node.embedding import SchedulerOptions
@@ -100,7 +101,7 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
         ),
     )
     log.info("node data dir %s, operator %s", data_dir, operator.address)
-    return KnowledgeNode(
+    return assemble(
         catalog,
         index,
         embedder,

@@ -56,7 +56,7 @@ class RecordRule(Protocol):
     def refuse(self, records: Sequence[RecordBody]) -> dict[str, KnowhubError]:
         """CID -> why that record may not be stored now (blocking; catalog reads). An
         ``InvalidInput`` or ``Unauthorized`` answer is the sender's fault (peers are
-        penalised for it); anything else (``Gone``: revoked) is not."""
+        penalised for it); anything else (``Revoked``) is not."""
         ...
 
     def withdrawn(self, cids: Sequence[str]) -> set[str]:
@@ -101,6 +101,10 @@ class Ingest:
         self.write_error: str | None = None
         #: The index changed since it was last saved (the node's flusher clears it).
         self.dirty = False
+
+    def mark_dirty(self) -> None:
+        """The index changed outside this write path (moderation): save it at the next flush."""
+        self.dirty = True
 
     def refuse(self, records: Sequence[RecordBody]) -> dict[str, KnowhubError]:
         """Why each refused record may not be stored now, by CID (every rule asked)."""

@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -42,7 +41,6 @@ from node.manifest import Block
 from node.moderation import Moderator
 from node.origin import Origin
 from node.ports import (
-    AnchorEvent,
     Catalog,
     ContentStore,
     Embedder,
@@ -97,71 +95,65 @@ class NodeOptions:
     peer_wait: float = 30.0
 
 
+@dataclass(frozen=True, slots=True)
+class NodeParts:
+    """Everything a node runs, built and wired by ``node.assembly.assemble``."""
+
+    catalog: Catalog
+    index: VectorIndex
+    embedder: Embedder
+    store: ContentStore
+    operator: SigningKey
+    ledger: Ledger | None
+    network: Network | None
+    blocks: BlockService
+    scheduler: EmbedScheduler
+    write_lock: asyncio.Lock
+    ingest: Ingest
+    retriever: Retriever
+    revocations: Revocations
+    revoker: Revoker
+    moderator: Moderator
+    anchorer: Anchorer | None
+    follower: ChainFollower | None
+
+
 class KnowledgeNode:
+    """The facade the API calls: starts and stops the parts ``node.assembly`` built, and
+    answers through them."""
+
     def __init__(
         self,
-        catalog: Catalog,
-        index: VectorIndex,
-        embedder: Embedder,
-        store: ContentStore,
+        parts: NodeParts,
         options: NodeOptions,
         *,
-        operator: SigningKey,
-        ledger: Ledger | None = None,
-        network: Network | None = None,
         on_closed: Sequence[Callable[[], None]] = (),
-        query_embedder: Embedder | None = None,
     ) -> None:
         self._on_closed = list(on_closed)
-        self._network = network
-        self._store = store
-        self._blocks = BlockService(store, catalog)
-        self._publisher: asyncio.Task[None] | None = None
-        self._operator = operator
-        self._ledger = ledger
-        self._anchorer = (
-            None
-            if ledger is None
-            else Anchorer(catalog, ledger, self._blocks, options.anchor, on_anchored=self._announce)
-        )
-        self._anchoring: asyncio.Task[None] | None = None
-        self._catalog = catalog
-        self._index = index
-        self._embedder = embedder
         self._options = options
-        self._retriever = Retriever(catalog, index, embedder, options.candidate_pool)
-        self._scheduler = EmbedScheduler(embedder, options.embedding, query_embedder=query_embedder)
-        self._write_lock = asyncio.Lock()
-        self._revocations = Revocations(catalog, store)
-        self._ingest = Ingest(
-            catalog,
-            index,
-            self._scheduler,
-            self._write_lock,
-            anchor_peer_records=options.anchor_peer_facts,
-            peer_wait=options.peer_wait,
-            on_stored=self._wake_workers,
-            publish=None if network is None else network.publish,
-            rules=[self._revocations],
-        )
-        self._revoker = Revoker(catalog, self._revocations, operator, self.contribute_many)
-        self._moderator = Moderator(catalog, index, self._write_lock, self._index_changed)
-        self._purging: asyncio.Task[None] | None = None
-        self._follower = (
-            None
-            if ledger is None
-            else ChainFollower(
-                catalog,
-                ledger,
-                network,
-                self._blocks,
-                partial(self._receive, origin=Origin.CHAIN),
-                withdrawn=self._ingest.withdrawn,
-            )
-        )
-        self._following: asyncio.Task[None] | None = None
+        self._catalog = parts.catalog
+        self._index = parts.index
+        self._embedder = parts.embedder
+        self._store = parts.store
+        self._operator = parts.operator
+        self._ledger = parts.ledger
+        self._network = parts.network
+        self._blocks = parts.blocks
+        self._scheduler = parts.scheduler
+        self._write_lock = parts.write_lock
+        self._ingest = parts.ingest
+        self._retriever = parts.retriever
+        self._revocations = parts.revocations
+        self._revoker = parts.revoker
+        self._moderator = parts.moderator
+        self._anchorer = parts.anchorer
+        self._follower = parts.follower
         self._integrity = IntegrityReport()
         self._flusher: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
+        self._purging: asyncio.Task[None] | None = None
+        self._anchoring: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -316,9 +308,6 @@ class KnowledgeNode:
         """Hide and unhide facts on this node (``node.moderation``)."""
         return self._moderator
 
-    def _index_changed(self) -> None:
-        self._ingest.dirty = True
-
     async def tombstone_for(
         self, cid: str, contributor: str | None = None, reason: str | None = None
     ) -> Tombstone:
@@ -376,21 +365,11 @@ class KnowledgeNode:
             hidden=self._moderator.count(),
         )
 
-    def _wake_workers(self) -> None:
-        """New facts are stored: the block publisher and the anchorer have work."""
-        self._blocks.wake.set()
-        if self._anchorer is not None:
-            self._anchorer.wake.set()
-
     def _anchor_hint(self, chain_id: int, registry: str) -> None:
         ledger = self._ledger
         if self._follower is None or ledger is None or registry.lower() != ledger.registry.lower():
             return
         self._follower.wake.set()  # the follower reads the chain; the hint is not trusted
-
-    def _announce(self, event: AnchorEvent) -> None:
-        if self._network is not None and self._ledger is not None:
-            self._network.announce_anchor(self._ledger.chain_id, self._ledger.registry, event)
 
     async def _block_or_none(self, cid: str) -> bytes | None:
         try:

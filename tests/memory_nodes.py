@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from index.sqlite_catalog import SqliteCatalog
+from node.assembly import assemble
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.ports import ContentStore, Network
 from node.service import KnowledgeNode, NodeOptions
@@ -22,7 +23,7 @@ def memory_node(
     network: Network | None = None,
 ) -> KnowledgeNode:
     embedder = HashEmbedder()
-    return KnowledgeNode(
+    return assemble(
         catalog
         if isinstance(catalog, SqliteCatalog)
         else SqliteCatalog(catalog or data_dir / "catalog.sqlite3"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from index.sqlite_catalog import SqliteCatalog
+from node.assembly import assemble
 from node.car import InvalidCar, write_car
 from node.content import clear_spool_dir, spool_dir, spool_file
 from node.facts import Fact, make_fact
@@ -32,7 +33,7 @@ def anyio_backend() -> str:
 
 def build(path: Path, *, require: bool = False, anchor_peers: bool = False) -> KnowledgeNode:
     path.mkdir(parents=True, exist_ok=True)
-    return KnowledgeNode(
+    return assemble(
         SqliteCatalog(path / "catalog.sqlite3"),
         MemoryVectorIndex(384),
         HashEmbedder(),

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from index.sqlite_catalog import SqliteCatalog
+from node.assembly import assemble
 from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.origin import Origin
 from node.records import SignedRecord
-from node.service import KnowledgeNode, NodeOptions
+from node.service import NodeOptions
 from node.signing import SigningKey
 
 KEY = SigningKey.generate()
@@ -52,7 +53,7 @@ async def test_the_service_announces_and_anchors_by_origin(
     embedder = HashEmbedder()
     network = Published()
     catalog = SqliteCatalog(tmp_path / "c.sqlite3")
-    node = KnowledgeNode(
+    node = assemble(
         catalog,
         MemoryVectorIndex(embedder.dimension),
         embedder,

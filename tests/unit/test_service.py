@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from index.sqlite_catalog import SqliteCatalog
+from node.assembly import assemble
 from node.errors import IncompatibleDataDir, InvalidFact, InvalidQuery, NotFound
 from node.facts import make_fact
 from node.filters import parse_filter
@@ -33,7 +34,7 @@ OPERATOR = SigningKey.generate()
 
 def build(tmp_path: Path, embedder: HashEmbedder | None = None) -> KnowledgeNode:
     emb = embedder or HashEmbedder()
-    return KnowledgeNode(
+    return assemble(
         SqliteCatalog(tmp_path / "catalog.sqlite3"),
         MemoryVectorIndex(emb.dimension),
         emb,

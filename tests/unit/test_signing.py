@@ -11,6 +11,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from index.sqlite_catalog import SqliteCatalog
+from node.assembly import assemble
 from node.errors import InvalidFact, InvalidSignature, SignatureMismatch, SignatureRequired
 from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
@@ -123,7 +124,7 @@ def test_parse_submission_checks_the_signature() -> None:
 
 
 def build(tmp_path: Path, require: bool) -> KnowledgeNode:
-    return KnowledgeNode(
+    return assemble(
         SqliteCatalog(tmp_path / f"c{require}.sqlite3"),
         MemoryVectorIndex(384),
         HashEmbedder(),

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from index.sqlite_catalog import SqliteCatalog
+from node.assembly import assemble
 from node.datadir import DataDirInUse, DataDirLock
 from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import KnowhubError, NotFound, Overloaded, StorageError
@@ -76,7 +77,7 @@ def build(
     tmp_path: Path, catalog: SqliteCatalog, embedder: HashEmbedder | None = None, **opts: Any
 ) -> KnowledgeNode:
     emb = embedder or HashEmbedder()
-    return KnowledgeNode(
+    return assemble(
         catalog,
         MemoryVectorIndex(emb.dimension),
         emb,
@@ -334,7 +335,7 @@ async def test_facts_the_catalog_lost_are_detected_and_recovered_from_blocks(
     other = SigningKey.generate()
 
     def make(catalog_path: Path) -> KnowledgeNode:
-        return KnowledgeNode(
+        return assemble(
             SqliteCatalog(catalog_path),
             index,
             HashEmbedder(),
