@@ -37,9 +37,8 @@ from api.schemas import (
     VerificationOut,
 )
 from api.verification import chain_named_by_node, verify_bundle
-from api.views import fact_out, provenance_out, query_out, status_out
+from api.views import fact_out, provenance_out, query_out, revoke_out, status_out
 from node import __version__
-from node.cid import canonical_cid_string
 from node.errors import KnowhubError
 from node.filters import parse_filter
 from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_REASON_BYTES, MAX_TEXT_BYTES
@@ -145,8 +144,7 @@ class LocalBackend:
     ) -> RevokeOut:
         node = self._node()
         result = await node.revoke(cid, contributor=contributor, signature=signature, reason=reason)
-        status = "created" if result.created else "exists"
-        return RevokeOut(tombstone=result.cid, revokes=canonical_cid_string(cid), status=status)
+        return revoke_out(cid, result)
 
     async def add(
         self,

@@ -18,11 +18,13 @@ from api.schemas import (
     QueryHit,
     QueryOut,
     RevocationsOut,
+    RevokeOut,
     StatusOut,
     TombstoneRecord,
 )
+from node.cid import canonical_cid_string
 from node.ports import StoredFact
-from node.results import NodeStatus, ProvenanceView, QueryResult
+from node.results import Contribution, NodeStatus, ProvenanceView, QueryResult
 
 
 def query_out(result: QueryResult) -> QueryOut:
@@ -119,4 +121,13 @@ def status_out(s: NodeStatus) -> StatusOut:
         integrity=IntegrityOut.model_validate(s.integrity, from_attributes=True),
         revocations=RevocationsOut.model_validate(s.revocations, from_attributes=True),
         moderation=ModerationOut(hidden=s.hidden),
+    )
+
+
+def revoke_out(revoked: str, result: Contribution) -> RevokeOut:
+    """A revocation's answer: the tombstone, the fact it revokes (canonical CID), new or not."""
+    return RevokeOut(
+        tombstone=result.cid,
+        revokes=canonical_cid_string(revoked),
+        status="created" if result.created else "exists",
     )

@@ -102,9 +102,10 @@ class FilesystemBlockstore:
 
     def _unlink(self, path: Path) -> None:
         try:
-            path.unlink(missing_ok=True)
-            if path.parent.exists():
-                _fsync_dir(path.parent)
+            path.unlink()
+            _fsync_dir(path.parent)
+        except FileNotFoundError:
+            return  # absent: nothing changed, nothing to make durable
         except OSError as exc:
             raise StorageError(f"cannot delete block {path.name}: {exc}") from exc
 

@@ -40,16 +40,16 @@ from node.errors import (
     StorageError,
     Unavailable,
 )
+from node.facts import FACT_KIND_NAME
 from node.kinds import decode_record, kind_of, with_signature
 from node.manifest import (
-    DEFAULT_KIND,
     Block,
     InvalidManifest,
     build_snapshot_manifest,
     links,
     read_manifest,
 )
-from node.ports import ContentStore, FactRecords, PublicationQueue
+from node.ports import ContentStore, FactRecords, PublicationQueue, RecordBook
 from node.records import SignedRecord
 from node.signing import normalize_signature
 
@@ -63,8 +63,8 @@ SNAPSHOT_CHUNK = 4096
 SPOOL_DIR = "tmp"
 
 
-class BlockCatalog(FactRecords, PublicationQueue, Protocol):
-    """The catalog roles the block service uses: fact blocks and their publication queue."""
+class BlockCatalog(FactRecords, RecordBook, PublicationQueue, Protocol):
+    """The catalog roles the block service uses: record blocks and their publication queue."""
 
 
 class DagScope(StrEnum):
@@ -172,14 +172,13 @@ class BlockService:
         out: list[tuple[str, bytes]] = []
         kinds: dict[str, str] = {}
         for start in range(0, len(cids), SNAPSHOT_CHUNK):
-            for block, signature in self._catalog.signed_records(
-                cids[start : start + SNAPSHOT_CHUNK]
-            ):
+            chunk = cids[start : start + SNAPSHOT_CHUNK]
+            others = self._catalog.held_records(chunk)  # not facts: only these say their kind
+            for block, signature in self._catalog.signed_records(chunk):
                 cid = dag_cbor_cid(block)
                 out.append((cid, bytes.fromhex(signature.removeprefix("0x"))))
-                kind = kind_of(block).name
-                if kind != DEFAULT_KIND:
-                    kinds[cid] = kind
+                if cid in others:
+                    kinds[cid] = kind_of(block).name
         unsigned = self._catalog.count() + len(kinds) - len(out)
         if unsigned > 0:
             log.warning("snapshot leaves out %d facts that carry no signature", unsigned)
@@ -231,7 +230,7 @@ def load_car(source: CarSource) -> LoadedCar:
             facts.setdefault(signed.cid, signed)
         canonical, blocks = build_snapshot_manifest(
             ((s.cid, s.signature_bytes) for s in listed),
-            {s.cid: s.kind for s in listed if s.kind != DEFAULT_KIND},
+            {s.cid: s.kind for s in listed if s.kind != FACT_KIND_NAME},
         )
         if canonical.cid != root:
             raise InvalidCar(

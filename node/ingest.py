@@ -54,9 +54,14 @@ class RecordRule(Protocol):
     """A rule about records that depends on what the node holds (``node.revocation``)."""
 
     def refuse(self, records: Sequence[RecordBody]) -> dict[str, KnowhubError]:
-        """CID -> why that record may not be stored now (blocking; catalog reads). An
-        ``InvalidInput`` or ``Unauthorized`` answer is the sender's fault (peers are
-        penalised for it); anything else (``Revoked``) is not."""
+        """CID -> why that record may not be stored now (blocking; catalog reads): what
+        ``judge`` says, and refusals that are nobody's fault (``Revoked``)."""
+        ...
+
+    def judge(self, records: Sequence[RecordBody]) -> dict[str, KnowhubError]:
+        """CID -> why that record is invalid given what this node holds: the sender's fault
+        (``InvalidInput`` or ``Unauthorized``; peers are penalised for it). Asked for every
+        gossip message, so it reads the catalog only for kinds that can be invalid by state."""
         ...
 
     def withdrawn(self, cids: Sequence[str]) -> set[str]:
@@ -114,6 +119,15 @@ class Ingest:
                 for cid, why in rule.refuse(records).items():
                     refused.setdefault(cid, why)
         return refused
+
+    def judge(self, records: Sequence[RecordBody]) -> dict[str, KnowhubError]:
+        """Why each record is invalid given this node's state (the sender's fault), by CID."""
+        invalid: dict[str, KnowhubError] = {}
+        if records:
+            for rule in self._rules:
+                for cid, why in rule.judge(records).items():
+                    invalid.setdefault(cid, why)
+        return invalid
 
     def withdrawn(self, cids: Sequence[str]) -> set[str]:
         """The CIDs among ``cids`` some rule says this node will never hold."""

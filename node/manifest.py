@@ -36,6 +36,7 @@ from multiformats import CID
 
 from node.cid import DAG_CBOR, cid_for
 from node.errors import InvalidInput
+from node.facts import FACT_KIND_NAME
 
 MANIFEST_TYPE = "knowhub/manifest"
 LEAF_SIZE = 4096
@@ -52,8 +53,8 @@ _LEAF_SHAPES = (
     LEAF_KEYS | {"kinds"},
     SNAPSHOT_LEAF_KEYS | {"kinds"},
 )
-#: The kind of an entry a leaf lists without ``kinds`` (``node.facts.FACT_KIND_NAME``).
-DEFAULT_KIND = "fact"
+#: The kind of an entry a leaf lists without ``kinds``.
+DEFAULT_KIND = FACT_KIND_NAME
 MAX_KIND_CHARS = 64
 
 

@@ -82,13 +82,19 @@ class Revocations:
                 ]
                 if by_owner:
                     refused[fact.cid] = _revoked(fact.cid, by_owner[0].cid)
-        for tombstone in (r for r in records if isinstance(r, Tombstone)):
-            why = self._judge(tombstone)
-            if why is not None:
-                refused[tombstone.cid] = why
+        refused.update(self.judge(records))
         return refused
 
-    def _judge(self, tombstone: Tombstone) -> KnowhubError | None:
+    def judge(self, records: Sequence[RecordBody]) -> dict[str, KnowhubError]:
+        """Only tombstones can be invalid by state: facts cost no catalog read here."""
+        invalid: dict[str, KnowhubError] = {}
+        for tombstone in (r for r in records if isinstance(r, Tombstone)):
+            why = self._judge_one(tombstone)
+            if why is not None:
+                invalid[tombstone.cid] = why
+        return invalid
+
+    def _judge_one(self, tombstone: Tombstone) -> KnowhubError | None:
         fact = self._catalog.get(tombstone.revokes)
         if fact is not None and fact.contributor != tombstone.contributor:
             return NotContributor(
@@ -115,18 +121,26 @@ class Revocations:
             body = record.body
             if not isinstance(body, Tombstone):
                 continue
-            fact = self._catalog.get(body.revokes)
-            if fact is None or fact.contributor != body.contributor:
-                continue  # never here (a tombstone may come first), or refused above
-            row = self._catalog.erase_fact(body.revokes)
+            # absent: never here (a tombstone may come first); another contributor's: refused
+            row = self._erase(body.revokes, body.contributor)
             if row is not None:
                 erased.append(row)
-                self.erased += 1
-                self._purge.add(body.revokes)
                 log.info("fact %s revoked by tombstone %s: erased", body.revokes, body.cid)
         if self._purge:
             self.wake.set()
         return erased
+
+    def _erase(self, fact_cid: str, contributor: str | None) -> int | None:
+        """Erase ``fact_cid`` when it is stored and by ``contributor`` (the tombstone's
+        signer) and queue its block for deletion; its row id, or None."""
+        fact = self._catalog.get(fact_cid)
+        if fact is None or fact.contributor != contributor:
+            return None
+        row = self._catalog.erase_fact(fact_cid)
+        if row is not None:
+            self.erased += 1
+            self._purge.add(fact_cid)
+        return row
 
     # -- the content store -----------------------------------------------------------------
 
@@ -173,13 +187,13 @@ class Revocations:
             if subject is None:
                 continue
             fact = self._catalog.get(subject)
-            if fact is not None and fact.contributor == tombstone.contributor:
-                row = self._catalog.erase_fact(subject)
-                if row is not None:
-                    erased.append(row)
-                    log.warning("fact %s was revoked before a crash: erased now", subject)
-            if fact is None or fact.contributor == tombstone.contributor:
-                self._purge.add(subject)
+            if fact is None:
+                self._purge.add(subject)  # erased before: its block may still be stored
+                continue
+            row = self._erase(subject, tombstone.contributor)
+            if row is not None:
+                erased.append(row)
+                log.warning("fact %s was revoked before a crash: erased now", subject)
         if self._purge:
             self.wake.set()
         return erased

@@ -182,7 +182,7 @@ class KnowledgeNode:
                     self._receive,
                     self._block_or_none,
                     self._anchor_hint,
-                    self._ingest.refuse,
+                    self._ingest.judge,
                 )
             )
 

@@ -15,11 +15,9 @@ from typing import Any, Protocol
 from node.cid import cid_from_bytes, cid_to_bytes
 from node.errors import (
     InvalidFact,
-    InvalidInput,
     InvalidSignature,
     KnowhubError,
     SignatureRequired,
-    Unauthorized,
 )
 from node.facts import Fact, make_fact
 from node.origin import Origin
@@ -71,13 +69,13 @@ class NodeSink:
         store: Callable[[Sequence[SignedRecord], Origin], Awaitable[int]],
         block: Callable[[str], Awaitable[bytes | None]],
         on_anchor: Callable[[int, str], None],
-        refuse: Callable[[Sequence[RecordBody]], dict[str, KnowhubError]],
+        judge: Callable[[Sequence[RecordBody]], dict[str, KnowhubError]],
     ) -> None:
         self._catalog = catalog
         self._store = store
         self._block = block
         self._on_anchor = on_anchor
-        self._refuse = refuse
+        self._judge = judge
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         self._on_anchor(chain_id, registry)
@@ -92,9 +90,8 @@ class NodeSink:
         return await self._store(records, origin)
 
     def judge(self, records: Sequence[SignedRecord]) -> str | None:
-        for cid, why in self._refuse([r.body for r in records]).items():
-            if isinstance(why, InvalidInput | Unauthorized):
-                return f"{cid}: {why.message}"
+        for cid, why in self._judge([r.body for r in records]).items():
+            return f"{cid}: {why.message}"
         return None
 
     def record_cids(self) -> list[bytes]:

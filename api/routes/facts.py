@@ -23,8 +23,7 @@ from api.schemas import (
     TombstoneOut,
     TombstoneRecord,
 )
-from api.views import fact_out, provenance_out
-from node.cid import canonical_cid_string as cid_canonical
+from api.views import fact_out, provenance_out, revoke_out
 from node.errors import KnowhubError
 
 router = APIRouter(prefix="/v1/facts", tags=["facts"])
@@ -128,11 +127,7 @@ async def revoke(
     )
     if not result.created:
         response.status_code = status.HTTP_200_OK
-    return RevokeOut(
-        tombstone=result.cid,
-        revokes=cid_canonical(cid),
-        status="created" if result.created else "exists",
-    )
+    return revoke_out(cid, result)
 
 
 @router.get(

@@ -20,6 +20,7 @@ from api.app import create_app
 from api.options import ApiOptions
 from api.security import AccessPolicy
 from index.sqlite_catalog import SqliteCatalog
+from node.cid import cid_string
 from node.errors import NotContributor, NotFound, Revoked
 from node.facts import make_fact
 from node.kinds import decode_record, verify_record
@@ -413,3 +414,51 @@ def test_provenance_bundles_hash_back_to_their_cids(rig: Rig) -> None:
         for bundle in (raw, ProvenanceOut.model_validate(raw).model_dump(mode="json")):
             checks = {c.name: c.ok for c in check_bundle(bundle, None)}
             assert checks["cid"] and checks["signature"], (target, checks)
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_carries_tombstones_and_names_their_kind(tmp_path: Path) -> None:
+    from node.manifest import read_manifest
+
+    node = Rig(tmp_path).make_node()
+    await node.start()
+    try:
+        fact = make_fact("Revoked before the snapshot.", None, ALICE.address)
+        kept = make_fact("Kept in the snapshot.", None, ALICE.address)
+        tomb = make_tombstone(fact.cid, ALICE.address)
+        await node.contribute_many(
+            [SignedRecord(f, ALICE.sign_cid(f.cid)) for f in (fact, kept)]
+            + [SignedRecord(tomb, ALICE.sign_cid(tomb.cid))]
+        )
+        root, count = await node.snapshot()
+        leaf = read_manifest(root.data)
+        listed = {cid_string(link): leaf.kind_of(i) for i, link in enumerate(leaf.facts)}
+        assert count == 2 and listed == {kept.cid: "fact", tomb.cid: "tombstone"}
+    finally:
+        await node.close()
+
+
+@pytest.mark.anyio
+async def test_the_mcp_backend_revokes_with_the_contributors_signature(tmp_path: Path) -> None:
+    from api.mcp_server import LocalBackend
+
+    node = Rig(tmp_path).make_node()
+    await node.start()
+    try:
+        fact = make_fact("Revoked by an agent holding Alice's signature.", None, ALICE.address)
+        await node.contribute(SignedRecord(fact, ALICE.sign_cid(fact.cid)))
+        tomb = make_tombstone(fact.cid, ALICE.address)
+        backend = LocalBackend(lambda: node)
+        with pytest.raises(NotContributor):
+            forged = make_tombstone(fact.cid, MALLORY.address)
+            await backend.revoke(
+                fact.cid, contributor=MALLORY.address, signature=MALLORY.sign_cid(forged.cid)
+            )
+        done = await backend.revoke(
+            fact.cid, contributor=ALICE.address, signature=ALICE.sign_cid(tomb.cid)
+        )
+        assert (done.tombstone, done.revokes, done.status) == (tomb.cid, fact.cid, "created")
+        with pytest.raises(Revoked):
+            await node.get_fact(fact.cid)
+    finally:
+        await node.close()
