@@ -7,12 +7,13 @@ pragma solidity ^0.8.24;
 /// keccak256(bytes.concat(keccak256(abi.encode(cidBytes)))), with sorted-pair hashing.
 /// Anyone can check a fact against an anchored root without trusting the node that served it.
 contract KnowledgeRegistry {
+    /// One storage slot per root: 20 + 6 + 6 bytes. The manifest CID and the record count
+    /// are not stored: they travel in the `Anchored` event of the block named here, which is
+    /// as much a part of the chain as storage (receipts are committed in the block header).
     struct Anchor {
         address submitter;
-        uint64 blockNumber;
-        uint64 timestamp;
-        uint32 count;
-        string manifestCid;
+        uint48 blockNumber;
+        uint48 timestamp;
     }
 
     mapping(bytes32 => Anchor) private anchors;
@@ -22,15 +23,16 @@ contract KnowledgeRegistry {
     error AlreadyAnchored(bytes32 root);
     error EmptyBatch();
 
-    /// @notice Record `root` (of `count` facts, listed by the manifest `manifestCid`).
+    /// @notice Record `root` (of `count` records, listed by the manifest `manifestCid`).
     function anchor(bytes32 root, string calldata manifestCid, uint32 count) external {
         if (count == 0) revert EmptyBatch();
         if (anchors[root].submitter != address(0)) revert AlreadyAnchored(root);
-        anchors[root] = Anchor(msg.sender, uint64(block.number), uint64(block.timestamp), count, manifestCid);
+        anchors[root] = Anchor(msg.sender, uint48(block.number), uint48(block.timestamp));
         emit Anchored(root, msg.sender, manifestCid, count);
     }
 
-    /// @notice The anchor record of `root`; submitter is the zero address when not anchored.
+    /// @notice Who anchored `root`, in which block and when; submitter is the zero address
+    /// when it is not anchored. The manifest CID and count are in that block's `Anchored` event.
     function getAnchor(bytes32 root) external view returns (Anchor memory) {
         return anchors[root];
     }

@@ -83,13 +83,32 @@ class RegistryClient:
             return len(self._w3.eth.get_code(self._registry)) > 0
 
     def get_anchor(self, root: bytes) -> OnChainAnchor | None:
+        """The registry's storage says who anchored ``root`` and in which block; the manifest
+        CID and count come from the ``Anchored`` event of that block (the registry keeps them
+        out of storage: 1 slot per root instead of 4)."""
         with _rpc("getAnchor"):
-            submitter, block, timestamp, count, manifest = self._contract.functions.getAnchor(
-                root
-            ).call()
+            submitter, block, timestamp = self._contract.functions.getAnchor(root).call()
         if submitter == _ZERO or int(submitter, 16) == 0:
             return None
-        return OnChainAnchor(root, str(submitter), int(block), int(timestamp), int(count), manifest)
+        event = self._anchored_event(root, int(block))
+        if event is None:
+            raise ChainError(
+                f"registry {self._registry} stores root 0x{root.hex()} at block {block} "
+                "but that block has no Anchored event for it"
+            )
+        return OnChainAnchor(
+            root, str(submitter), int(block), int(timestamp), event.count, event.manifest_cid
+        )
+
+    def _anchored_event(self, root: bytes, block_number: int) -> AnchorEvent | None:
+        with _rpc("eth_getLogs"):
+            logs = self._contract.events.Anchored().get_logs(
+                from_block=block_number,
+                to_block=block_number,
+                argument_filters={"root": root},
+            )
+        events = [_event(e) for e in logs if bytes(e["args"]["root"]) == root]
+        return events[0] if events else None
 
     def verify_fact(self, cid_bytes: bytes, proof: Sequence[bytes], root: bytes) -> bool:
         with _rpc("verifyFact"):
@@ -110,33 +129,15 @@ class RegistryClient:
         return MinedTx(tx_hash, int(got["status"]) == 1, int(got["blockNumber"]))
 
     def find_anchor_tx(self, root: bytes, block_number: int) -> str | None:
-        with _rpc("eth_getLogs"):
-            logs = self._w3.eth.get_logs(
-                {
-                    "address": self._registry,
-                    "fromBlock": block_number,
-                    "toBlock": block_number,
-                    "topics": [ANCHORED_TOPIC, "0x" + root.hex()],
-                }
-            )
-        return "0x" + bytes(logs[0]["transactionHash"]).hex() if logs else None
+        event = self._anchored_event(root, block_number)
+        return None if event is None else event.tx_hash
 
     def anchored_events(self, from_block: int, to_block: int) -> list[AnchorEvent]:
         with _rpc("eth_getLogs"):
             logs = self._contract.events.Anchored().get_logs(
                 from_block=from_block, to_block=to_block
             )
-        return [
-            AnchorEvent(
-                root=bytes(e["args"]["root"]),
-                submitter=str(e["args"]["submitter"]),
-                manifest_cid=str(e["args"]["manifestCid"]),
-                count=int(e["args"]["count"]),
-                tx_hash="0x" + bytes(e["transactionHash"]).hex(),
-                block_number=int(e["blockNumber"]),
-            )
-            for e in logs
-        ]
+        return [_event(e) for e in logs]
 
     def close(self) -> None:
         provider = self._w3.provider
@@ -259,3 +260,15 @@ def deploy_registry(rpc_url: str, key: SigningKey, *, timeout: float = 30.0) -> 
     address = str(receipt["contractAddress"])
     log.info("deployed KnowledgeRegistry at %s on %s", address, rpc_url)
     return address
+
+
+def _event(entry: Any) -> AnchorEvent:
+    args = entry["args"]
+    return AnchorEvent(
+        root=bytes(args["root"]),
+        submitter=str(args["submitter"]),
+        manifest_cid=str(args["manifestCid"]),
+        count=int(args["count"]),
+        tx_hash="0x" + bytes(entry["transactionHash"]).hex(),
+        block_number=int(entry["blockNumber"]),
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def start_anvil() -> tuple[subprocess.Popen[bytes], str]:
     return proc, url
 
 
-def gas_table() -> dict[str, object]:
+def gas_table(previous: str | None = None) -> dict[str, object]:
     proc, url = start_anvil()
     try:
         key = SigningKey(bytes.fromhex(ANVIL_KEY))
@@ -93,7 +94,11 @@ def gas_table() -> dict[str, object]:
         for row in rows:
             row["saving_vs_one_tx_per_fact"] = round(per_fact_baseline / row["gas_per_fact"], 1)
         ledger.close()
-        return {"rows": rows, "baseline_one_tx_per_fact_gas": per_fact_baseline}
+        return {
+            "rows": rows,
+            "baseline_one_tx_per_fact_gas": per_fact_baseline,
+            "previous_contract": previous_contract_gas(w3, previous),
+        }
     finally:
         proc.terminate()
         proc.wait()
@@ -219,16 +224,50 @@ def pipeline(n: int, batch: int) -> dict[str, object]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def previous_contract_gas(w3: Web3, rev: str | None) -> dict[str, object] | None:
+    """The anchor gas of the registry as committed at git revision ``rev`` (a baseline in the
+    same run: e.g. the contract that kept the manifest CID in storage), batch of 256."""
+    if rev is None:
+        return None
+    artifact = json.loads(
+        subprocess.run(
+            ["git", "show", f"{rev}:contracts/KnowledgeRegistry.json"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    sender = w3.eth.accounts[0]
+    factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    address = w3.eth.wait_for_transaction_receipt(factory.constructor().transact({"from": sender}))[
+        "contractAddress"
+    ]
+    old = w3.eth.contract(address=address, abi=artifact["abi"])
+    cids = [make_fact(f"previous contract fact {i}").cid for i in range(256)]
+    manifest, _ = build_manifest(cids)
+    tree = build_tree([bytes(CID.decode(c)) for c in cids])
+    tx = old.functions.anchor(tree.root, str(manifest.cid), 256).transact({"from": sender})
+    gas = int(w3.eth.wait_for_transaction_receipt(tx)["gasUsed"])
+    return {"rev": rev, "batch": 256, "tx_gas": gas, "gas_per_fact": round(gas / 256, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--latency-facts", type=int, default=40)
     parser.add_argument("--latency-interval", type=float, default=0.5)
     parser.add_argument("--throughput-facts", type=int, default=3072)
     parser.add_argument("--pipeline-facts", type=int, default=20_000)
+    parser.add_argument(
+        "--previous-contract", metavar="GIT_REV", help="also measure the registry at this rev"
+    )
+    parser.add_argument("--gas-only", action="store_true", help="only the gas table")
     args = parser.parse_args()
+    if args.gas_only:
+        report("anchor-gas", {"machine": machine(), "gas": gas_table(args.previous_contract)})
+        return
     result = {
         "machine": machine(),
-        "gas": gas_table(),
+        "gas": gas_table(args.previous_contract),
         "pipeline": pipeline(args.pipeline_facts, 256),
         "latency": latency(args.latency_facts, args.latency_interval),
         "throughput": throughput(args.throughput_facts),

@@ -19,6 +19,7 @@ from web3.exceptions import ContractCustomError
 
 from node.facts import make_fact
 from node.merkle import build_tree, verify_proof
+from node.settings import Settings
 from tests.conftest import ROOT
 from tests.helpers import free_port
 
@@ -114,7 +115,8 @@ def test_anchor_and_verify_on_chain(chain: Web3, registry: Any) -> None:
     record = registry.functions.getAnchor(tree.root).call()
     assert record[0] == sender
     assert record[1] == receipt["blockNumber"]
-    assert record[3] == 10
+    assert record[2] == chain.eth.get_block(receipt["blockNumber"])["timestamp"]
+    assert len(record) == 3  # manifest CID and count live in the event only (one slot per root)
     for cid in cids:
         assert registry.functions.verifyFact(cid, tree.proof(cid), tree.root).call()
     proof = tree.proof(cids[0])
@@ -138,3 +140,17 @@ def test_anchoring_a_root_twice_or_empty_reverts(chain: Web3, registry: Any) -> 
         registry.functions.anchor(build_tree(record_cids(1, 6)).root, "m", 0).transact(
             {"from": sender}
         )
+
+
+def test_an_anchor_of_the_default_batch_costs_at_most_300_gas_per_record(
+    chain: Web3, registry: Any
+) -> None:
+    """One storage slot per root; the manifest CID rides in the event (issue 18's budget)."""
+    size = Settings.model_fields["anchor_batch_size"].default
+    tree = build_tree(record_cids(size, 300))
+    manifest = "bafyreigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"  # a CIDv1 length
+    tx = registry.functions.anchor(tree.root, manifest, size).transact(
+        {"from": chain.eth.accounts[0]}
+    )
+    gas = chain.eth.wait_for_transaction_receipt(tx)["gasUsed"]
+    assert gas / size <= 300, f"{gas} gas for {size} records"

@@ -212,9 +212,11 @@ def test_batches_are_anchored_and_verify_on_chain(chain: Chain, tmp_path: Path) 
             tampered = [bytes([proof[0][0] ^ 1]) + proof[0][1:], *proof[1:]]
             assert not chain.contract.functions.verifyFact(cid_bytes, tampered, root).call()
             record = chain.contract.functions.getAnchor(root).call()
-            assert record[0] == chain.operator.address and record[4] == prov["manifest_cid"]
+            assert record[0] == chain.operator.address and record[1] == prov["block_number"]
             receipt = chain.w3.eth.get_transaction_receipt(prov["tx_hash"])
             assert receipt["blockNumber"] == prov["block_number"]
+            (event,) = chain.contract.events.Anchored().process_receipt(receipt)
+            assert event.args.root == root and event.args.manifestCid == prov["manifest_cid"]
             roots.add(root)
         assert len(roots) == 3
         hits = httpx.post(f"{node.url}/v1/query", json={"query": "rivers", "k": 3}).json()
