@@ -103,6 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--include-superseded", action="store_true", help="also facts a newer version replaces"
     )
+    query.add_argument(
+        "--min-relevance",
+        type=float,
+        metavar="COSINE",
+        help="mark hits below this relevance (-1..1) as not relevant; default: the node's",
+    )
 
     with_url(sub.add_parser("status", help="show the node's status"))
 
@@ -342,14 +348,24 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
         mode=args.mode,
         filter=where or None,
         include_superseded=args.include_superseded,
+        min_relevance=args.min_relevance,
     )
     if args.json:
         _out(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0
+    threshold = result.min_relevance
     for n, hit in enumerate(result.results, start=1):
-        _out(f"[{n}] {hit.score:.4f} {hit.cid}\n    {hit.text[:300]}")
+        rel = hit.relevance
+        shown = "relevance ?" if rel is None else f"relevance {rel:.2f}"
+        below = threshold is not None and (rel is None or rel < threshold)
+        mark = " (not relevant)" if below else ""
+        _out(f"[{n}] {hit.score:.4f} {shown}{mark} {hit.cid}\n    {hit.text[:300]}")
     if not result.results:
         _out("no results")
+    elif threshold is not None and all(
+        h.relevance is None or h.relevance < threshold for h in result.results
+    ):
+        _out(f"nothing relevant (every hit's relevance is below {threshold:.2f})")
     return 0
 
 

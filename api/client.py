@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 import httpx
@@ -57,12 +57,12 @@ from api.schemas import (
     PeerConnected,
     PeersOut,
     ProvenanceOut,
+    QueryOptions,
     QueryOut,
     RevokeOut,
     SnapshotOut,
     StatusOut,
 )
-from node.limits import DEFAULT_K
 from node.signing import SigningKey
 
 DEFAULT_URL = "http://127.0.0.1:8700"
@@ -164,19 +164,11 @@ class NodeClient:
         result: RevokeOut = self._run(_revoke_call(cid, key, contributor, signature, reason))
         return result
 
-    def query(
-        self,
-        query: str,
-        *,
-        k: int = DEFAULT_K,
-        mode: str = "hybrid",
-        filter: Mapping[str, Any] | None = None,
-        min_score: float | None = None,
-        vector: Sequence[float] | None = None,
-        include_superseded: bool = False,
-    ) -> QueryOut:
-        body = _query_body(query, k, mode, filter, min_score, vector, include_superseded)
-        result: QueryOut = self._run(_Call("POST", "/v1/query", QueryOut, body))
+    def query(self, query: str, **options: Unpack[QueryOptions]) -> QueryOut:
+        """Ranked facts for ``query``; ``options`` are ``QueryIn``'s fields (k, mode, filter,
+        min_score, vector, include_superseded, min_relevance)."""
+        call = _Call("POST", "/v1/query", QueryOut, _query_body(query, options))
+        result: QueryOut = self._run(call)
         return result
 
     # -- node, peers, metrics -----------------------------------------------------------------
@@ -352,19 +344,11 @@ class AsyncNodeClient:
         result: ProvenanceOut = await self._run(call)
         return result
 
-    async def query(
-        self,
-        query: str,
-        *,
-        k: int = DEFAULT_K,
-        mode: str = "hybrid",
-        filter: Mapping[str, Any] | None = None,
-        min_score: float | None = None,
-        vector: Sequence[float] | None = None,
-        include_superseded: bool = False,
-    ) -> QueryOut:
-        body = _query_body(query, k, mode, filter, min_score, vector, include_superseded)
-        result: QueryOut = await self._run(_Call("POST", "/v1/query", QueryOut, body))
+    async def query(self, query: str, **options: Unpack[QueryOptions]) -> QueryOut:
+        """Ranked facts for ``query``; ``options`` are ``QueryIn``'s fields (k, mode, filter,
+        min_score, vector, include_superseded, min_relevance)."""
+        call = _Call("POST", "/v1/query", QueryOut, _query_body(query, options))
+        result: QueryOut = await self._run(call)
         return result
 
     async def status(self) -> StatusOut:

@@ -7,14 +7,14 @@ how each call is built (``_Call``: method, path, body, and the model its answer 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import httpx
 from pydantic import BaseModel
 
-from api.schemas import RevokeOut
+from api.schemas import QueryOptions, RevokeOut
 from node.cid import canonical_cid_string
 from node.errors import KnowhubError
 from node.signing import SigningKey
@@ -160,22 +160,19 @@ def _fact_body(
     return body
 
 
-def _query_body(
-    query: str,
-    k: int,
-    mode: str,
-    filter: Mapping[str, Any] | None,
-    min_score: float | None,
-    vector: Sequence[float] | None,
-    include_superseded: bool = False,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
-    if include_superseded:
-        body["include_superseded"] = True
-    if filter:
-        body["filter"] = dict(filter)
-    if min_score is not None:
-        body["min_score"] = min_score
+def _query_body(query: str, options: QueryOptions) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/query``: the options given, the node's defaults for the
+    rest (the node validates them)."""
+    body: dict[str, Any] = {"query": query}
+    for key, value in options.items():
+        if value is None or (key == "include_superseded" and not value):
+            continue
+        body[key] = value
+    if options.get("filter"):
+        body["filter"] = dict(cast("Mapping[str, Any]", options["filter"]))
+    else:
+        body.pop("filter", None)
+    vector = options.get("vector")
     if vector is not None:
         body["vector"] = [float(x) for x in vector]
     return body

@@ -6,8 +6,13 @@
     docs = retriever.invoke("What do octopuses have three of?")
     docs[0].id, docs[0].metadata["cid"], docs[0].metadata["provenance"]["status"]
 
+Only relevant facts become documents: a hit whose ``relevance`` (the dense cosine with the
+query) is below the threshold the node's context used (``min_relevance``, default the node's)
+is left out, so a question the hub knows nothing about gets no documents rather than padding;
+``relevant_only=False`` keeps every hit.
+
 Each ``Document`` carries the fact's text as ``page_content``, its CID as ``id``, and in
-``metadata``: the fact's own metadata, then ``cid``, ``score``, ``contributor``,
+``metadata``: the fact's own metadata, then ``cid``, ``score``, ``relevance``, ``contributor``,
 ``provenance`` (``status`` pending / anchored and ``block_number``) and ``source`` (the node's
 gateway URL of the fact's block). The knowhub keys win over fact metadata keys of the same name.
 """
@@ -25,7 +30,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import Field
 
 from api.client import DEFAULT_URL, AsyncNodeClient, NodeClient
-from api.schemas import QueryHit, QueryOut
+from api.schemas import QueryHit, QueryOptions, QueryOut
 from node.limits import DEFAULT_K, MAX_K
 
 
@@ -38,34 +43,46 @@ class KnowhubRetriever(BaseRetriever):
     mode: Literal["hybrid", "dense", "keyword"] = "hybrid"
     filter: dict[str, Any] | None = None
     min_score: float | None = None
+    min_relevance: float | None = Field(default=None, ge=-1.0, le=1.0)
+    relevant_only: bool = True
     timeout: float = 60.0
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun
     ) -> list[Document]:
         with NodeClient(self.url, api_key=self.api_key, timeout=self.timeout) as client:
-            out = client.query(
-                query, k=self.k, mode=self.mode, filter=self.filter, min_score=self.min_score
-            )
+            out = client.query(query, **self._options())
         return self._documents(out)
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun
     ) -> list[Document]:
         async with AsyncNodeClient(self.url, api_key=self.api_key, timeout=self.timeout) as c:
-            out = await c.query(
-                query, k=self.k, mode=self.mode, filter=self.filter, min_score=self.min_score
-            )
+            out = await c.query(query, **self._options())
         return self._documents(out)
 
+    def _options(self) -> QueryOptions:
+        return QueryOptions(
+            k=self.k,
+            mode=self.mode,
+            filter=self.filter,
+            min_score=self.min_score,
+            min_relevance=self.min_relevance,
+        )
+
     def _documents(self, out: QueryOut) -> list[Document]:
-        return [self._document(hit) for hit in out.results]
+        threshold = out.min_relevance
+        hits = out.results
+        if self.relevant_only and threshold is not None:
+            hits = [h for h in hits if h.relevance is not None and h.relevance >= threshold]
+        return [self._document(hit) for hit in hits]
 
     def _document(self, hit: QueryHit) -> Document:
         metadata: dict[str, Any] = {
             **hit.metadata,
             "cid": hit.cid,
             "score": hit.score,
+            "relevance": hit.relevance,
             "contributor": hit.contributor,
             "provenance": hit.provenance.model_dump(),
             "source": f"{self.url.rstrip('/')}/ipfs/{hit.cid}",

@@ -17,9 +17,9 @@ becomes a tool error whose text starts with the node's error code (``not_found: 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol, Unpack
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -31,18 +31,18 @@ from api.schemas import (
     FactCreated,
     FactOut,
     ProvenanceOut,
+    QueryIn,
+    QueryOptions,
     QueryOut,
     RevokeOut,
     StatusOut,
     VerificationOut,
 )
 from api.verification import chain_named_by_node, verify_bundle
-from api.views import fact_out, provenance_out, query_out, revoke_out, status_out
+from api.views import fact_out, provenance_out, query_from, query_out, revoke_out, status_out
 from node import __version__
 from node.errors import KnowhubError
-from node.filters import parse_filter
 from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_REASON_BYTES, MAX_TEXT_BYTES
-from node.search import Query, SearchMode
 from node.service import KnowledgeNode
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,7 @@ INSTRUCTIONS = (
 class Backend(Protocol):
     """What the tools need from a node (``AsyncNodeClient`` satisfies it)."""
 
-    async def query(
-        self,
-        query: str,
-        *,
-        k: int = DEFAULT_K,
-        mode: str = "hybrid",
-        filter: Mapping[str, Any] | None = None,
-        min_score: float | None = None,
-        vector: Sequence[float] | None = None,
-        include_superseded: bool = False,
-    ) -> QueryOut: ...
+    async def query(self, query: str, **options: Unpack[QueryOptions]) -> QueryOut: ...
 
     async def get(self, cid: str) -> FactOut: ...
 
@@ -101,29 +91,9 @@ class LocalBackend:
     def __init__(self, node: Callable[[], KnowledgeNode]) -> None:
         self._node = node
 
-    async def query(
-        self,
-        query: str,
-        *,
-        k: int = DEFAULT_K,
-        mode: str = "hybrid",
-        filter: Mapping[str, Any] | None = None,
-        min_score: float | None = None,
-        vector: Sequence[float] | None = None,
-        include_superseded: bool = False,
-    ) -> QueryOut:
-        result = await self._node().query(
-            Query(
-                text=query,
-                k=k,
-                mode=SearchMode(mode),  # the service compares modes by identity
-                filter=parse_filter(dict(filter) if filter else None),
-                min_score=min_score,
-                vector=None if vector is None else tuple(vector),
-                include_superseded=include_superseded,
-            )
-        )
-        return query_out(result)
+    async def query(self, query: str, **options: Unpack[QueryOptions]) -> QueryOut:
+        body = QueryIn.model_validate({"query": query, **options})
+        return query_out(await self._node().query(query_from(body)))
 
     async def get(self, cid: str) -> FactOut:
         return fact_out(await self._node().get_fact(cid))
@@ -195,8 +165,9 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
     @server.tool(
         title="Search knowledge",
         description="Retrieve the facts most relevant to a query, ranked, each with its CID "
-        "(cite it), score, metadata, contributor and provenance status (anchored on chain or "
-        "pending), plus a ready-made context block with numbered citations.",
+        "(cite it), score, relevance (cosine with the query), metadata, contributor and "
+        "provenance status (anchored on chain or pending), plus a ready-made context block "
+        "with numbered citations of the relevant facts only (it says so when none is).",
     )
     async def search_knowledge(
         query: Annotated[
@@ -218,10 +189,24 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
         include_superseded: Annotated[
             bool, Field(description="Also facts that a newer version by their author replaces.")
         ] = False,
+        min_relevance: Annotated[
+            float | None,
+            Field(
+                ge=-1.0,
+                le=1.0,
+                description="The context cites only facts whose relevance (cosine with the "
+                "question, -1..1) reaches this; default: the node's threshold.",
+            ),
+        ] = None,
     ) -> QueryOut:
         try:
             return await backend.query(
-                query, k=k, mode=mode, filter=filter, include_superseded=include_superseded
+                query,
+                k=k,
+                mode=mode,
+                filter=filter,
+                include_superseded=include_superseded,
+                min_relevance=min_relevance,
             )
         except (NodeError, KnowhubError) as exc:
             raise _tool_error(exc) from exc

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
@@ -245,6 +246,20 @@ class FactOut(BaseModel):
     )
 
 
+#: What ``include`` may name: the fields of a hit, and ``context``.
+QueryField = Literal[
+    "cid",
+    "text",
+    "score",
+    "relevance",
+    "metadata",
+    "contributor",
+    "provenance",
+    "superseded_by",
+    "context",
+]
+
+
 class QueryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -277,6 +292,35 @@ class QueryIn(BaseModel):
         False,
         description="Also return facts that a newer version by their contributor replaces.",
     )
+    min_relevance: StrictFloat | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="The context cites only hits whose relevance (dense cosine with the query, "
+        "-1..1, the same scale in every mode) reaches this; default: the node's "
+        "(KNOWHUB_MIN_RELEVANCE, 0.35 for all-MiniLM-L6-v2). The results are not cut.",
+    )
+    include: list[QueryField] | None = Field(
+        None,
+        max_length=len(get_args(QueryField)),
+        description="Only these fields per hit (and `context` only when listed): a lean answer. "
+        "Default: every field and the context.",
+        examples=[["cid", "score", "relevance"]],
+    )
+
+
+class QueryOptions(TypedDict, total=False):
+    """The options of a query as every client takes them (``NodeClient.query(text, **opts)``,
+    the MCP backend): the fields of ``QueryIn`` besides ``query``; ``include`` is REST-only
+    (a lean answer is not a ``QueryOut``)."""
+
+    k: int
+    mode: str
+    filter: Mapping[str, Any] | None
+    min_score: float | None
+    vector: Sequence[float] | None
+    include_superseded: bool
+    min_relevance: float | None
 
 
 class HitProvenance(BaseModel):
@@ -287,7 +331,12 @@ class HitProvenance(BaseModel):
 class QueryHit(BaseModel):
     cid: str
     text: str
-    score: float
+    score: float = Field(description="Rank score in the mode's own scale (node.search).")
+    relevance: float | None = Field(
+        None,
+        description="Dense cosine of the query and the fact (-1..1, every mode): what the "
+        "context threshold compares.",
+    )
     metadata: dict[str, Any]
     contributor: str | None
     provenance: HitProvenance = Field(
@@ -303,7 +352,11 @@ class QueryHit(BaseModel):
 
 class QueryOut(BaseModel):
     results: list[QueryHit]
-    context: str = Field(description="Numbered facts with CID citations, ready for a prompt.")
+    context: str = Field(
+        description="Numbered facts with CID citations, ready for a prompt: only the hits whose "
+        "relevance reaches min_relevance, or a plain statement that none does."
+    )
+    min_relevance: float | None = Field(None, description="The threshold the context used.")
 
 
 class IndexStatus(BaseModel):

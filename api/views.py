@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import orjson
+
 from api.schemas import (
     ChainStatusOut,
     FactOut,
@@ -16,6 +20,7 @@ from api.schemas import (
     NetworkStatusOut,
     ProvenanceOut,
     QueryHit,
+    QueryIn,
     QueryOut,
     RevocationsOut,
     RevokeOut,
@@ -23,8 +28,24 @@ from api.schemas import (
     TombstoneRecord,
 )
 from node.cid import canonical_cid_string
+from node.filters import parse_filter
 from node.ports import StoredFact
 from node.results import Contribution, NodeStatus, ProvenanceView, QueryResult
+from node.search import Query, SearchMode
+
+
+def query_from(body: QueryIn) -> Query:
+    """The domain query of a request (REST and the MCP backend)."""
+    return Query(
+        text=body.query,
+        k=body.k,
+        mode=SearchMode(body.mode),  # the service compares modes by identity
+        filter=parse_filter(body.filter),
+        min_score=body.min_score,
+        vector=None if body.vector is None else tuple(body.vector),
+        include_superseded=body.include_superseded,
+        min_relevance=body.min_relevance,
+    )
 
 
 def query_out(result: QueryResult) -> QueryOut:
@@ -34,6 +55,7 @@ def query_out(result: QueryResult) -> QueryOut:
                 cid=r.fact.cid,
                 text=r.fact.text,
                 score=r.score,
+                relevance=r.relevance,
                 metadata=r.fact.metadata,
                 contributor=r.fact.contributor,
                 provenance=HitProvenance(
@@ -45,7 +67,36 @@ def query_out(result: QueryResult) -> QueryOut:
             for r in result.results
         ],
         context=result.context,
+        min_relevance=result.min_relevance,
     )
+
+
+def lean_query_out(result: QueryResult, include: Sequence[str]) -> bytes:
+    """Only the ``include`` fields of each hit, and the context only when named: JSON built
+    straight from the domain result (no pydantic model per hit)."""
+    wanted = frozenset(include)
+    hits = []
+    for r in result.results:
+        fact = r.fact
+        full = {
+            "cid": fact.cid,
+            "text": fact.text,
+            "score": r.score,
+            "relevance": r.relevance,
+            "metadata": fact.metadata,
+            "contributor": fact.contributor,
+            "provenance": {
+                "status": "pending" if r.anchored_block is None else "anchored",
+                "block_number": r.anchored_block,
+            },
+            "superseded_by": fact.superseded_by,
+        }
+        hits.append({key: value for key, value in full.items() if key in wanted})
+    out: dict[str, object] = {"results": hits}
+    if "context" in wanted:
+        out["context"] = result.context
+        out["min_relevance"] = result.min_relevance
+    return orjson.dumps(out)
 
 
 def fact_out(stored: StoredFact) -> FactOut:

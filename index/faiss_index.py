@@ -167,6 +167,20 @@ class FaissIndex:
             scores, labels = self._index.search(query, k, params=params)
         return [Hit(int(i), float(s)) for s, i in zip(scores[0], labels[0], strict=True) if i >= 0]
 
+    def similarity(self, vector: Vectors, ids: Ids) -> Vectors:
+        query = np.ascontiguousarray(vector, dtype=np.float32).reshape(self._dimension)
+        out = np.full(len(ids), np.nan, dtype=np.float32)
+        with self._lock:
+            for n, i in enumerate(ids.tolist()):
+                if i in self._tombstones:
+                    continue
+                try:
+                    stored = self._index.reconstruct(int(i))
+                except RuntimeError:  # not in the id map
+                    continue
+                out[n] = float(stored @ query)
+        return out
+
     def ids(self) -> Ids:
         with self._lock:
             ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)

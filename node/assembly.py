@@ -97,7 +97,7 @@ def assemble(
         scheduler=scheduler,
         write_lock=write_lock,
         ingest=ingest,
-        retriever=Retriever(catalog, index, embedder, options.candidate_pool),
+        retriever=Retriever(catalog, index, embedder, options.retrieval),
         revocations=revocations,
         revoker=Revoker(catalog, revocations, operator, ingest.contribute_many),
         moderator=Moderator(catalog, index, write_lock, ingest.mark_dirty),

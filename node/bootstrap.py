@@ -15,6 +15,7 @@ from node.embedding import SchedulerOptions
 from node.errors import ChainError, ConfigError
 from node.ports import ContentStore, Ledger, Network
 from node.provenance import RegistryReader
+from node.retrieval import RetrievalOptions
 from node.service import KnowledgeNode, NodeOptions
 from node.settings import Settings
 from node.signing import SigningKey, load_or_create_key, read_key_file
@@ -82,7 +83,9 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
         log.info("content store: embedded blockstore in %s", data_dir / BLOCKS_DIR)
     options = NodeOptions(
         data_dir=data_dir,
-        candidate_pool=settings.candidate_pool,
+        retrieval=RetrievalOptions(
+            candidate_pool=settings.candidate_pool, min_relevance=settings.min_relevance
+        ),
         index_flush_interval=settings.index_flush_interval,
         require_signatures=settings.require_signatures,
         anchor_peer_facts=settings.anchor_peer_facts,

@@ -104,6 +104,14 @@ class MemoryVectorIndex:
         order = np.lexsort((np.array(keys), -scores))[:k]
         return [Hit(keys[j], float(scores[j])) for j in order]
 
+    def similarity(self, vector: Vectors, ids: Ids) -> Vectors:
+        query = vector.astype(np.float32)
+        nan = np.float32("nan")
+        return np.array(
+            [float(self._vectors[i] @ query) if i in self._vectors else nan for i in ids.tolist()],
+            dtype=np.float32,
+        )
+
     def ids(self) -> Ids:
         return np.array(sorted(self._vectors), dtype=np.int64)
 

@@ -104,6 +104,12 @@ class VectorIndex(Protocol):
         """
         ...
 
+    def similarity(self, vector: Vectors, ids: Ids) -> Vectors:
+        """Inner product of ``vector`` with the stored vector of each of ``ids``, in order
+        (NaN for an id the index does not hold): the dense relevance of any hit, whichever
+        ranker found it."""
+        ...
+
     def ids(self) -> Ids: ...
 
     def save(self) -> None:

@@ -26,12 +26,16 @@ class ScoredFact:
     score: float
     #: Block number of the fact's anchor; None while pending.
     anchored_block: int | None = None
+    #: Dense cosine of the query and the fact (``node.search``); None without a query vector.
+    relevance: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class QueryResult:
     results: list[ScoredFact]
     context: str
+    #: The threshold the context was cut at.
+    min_relevance: float
     embed_ms: float
     search_ms: float
 

@@ -4,11 +4,17 @@
 leaves out facts a newer version by their contributor replaces unless asked for them (inside
 each ranker, so the k results are the best current ones), de-duplicates identical texts,
 honours ``min_score`` and deepens its candidate pool until it has ``k`` results or nothing
-deeper can qualify. Its methods block (SQLite, FAISS): the service calls them from a worker
-thread. ``check_query`` holds a query to ``node.limits`` before any work.
+deeper can qualify; then it gives each result its ``relevance`` (the dense cosine with the
+query vector, whichever ranker found it: ``node.search``). A query vector, when there is one,
+drives the dense ranking only in dense and hybrid modes; in keyword mode it serves relevance
+alone. Its methods block (SQLite, FAISS): the service calls them from a worker thread.
+``check_query`` holds a query to ``node.limits`` before any work.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,18 +23,35 @@ from node.facts import has_visible_character
 from node.limits import MAX_K, MAX_QUERY_BYTES
 from node.ports import Embedder, FactSearch, VectorIndex
 from node.results import ScoredFact
-from node.search import Hit, Query, SearchMode, reciprocal_rank_fusion
+from node.search import DEFAULT_MIN_RELEVANCE, Hit, Query, SearchMode, reciprocal_rank_fusion
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalOptions:
+    #: Candidates taken from each ranker before fusion / de-duplication.
+    candidate_pool: int = 100
+    #: The context threshold on relevance when a query does not name one.
+    min_relevance: float = DEFAULT_MIN_RELEVANCE
 
 
 class Retriever:
     def __init__(
-        self, catalog: FactSearch, index: VectorIndex, embedder: Embedder, candidate_pool: int
+        self,
+        catalog: FactSearch,
+        index: VectorIndex,
+        embedder: Embedder,
+        options: RetrievalOptions | None = None,
     ) -> None:
         self._catalog = catalog
         self._index = index
         self._embedder = embedder
-        #: Candidates taken from each ranker before fusion / de-duplication.
-        self._pool = candidate_pool
+        self.options = options or RetrievalOptions()
+        self._pool = self.options.candidate_pool
+
+    def min_relevance(self, query: Query) -> float:
+        """The context threshold of ``query``: its own, else the node's."""
+        chosen = query.min_relevance
+        return self.options.min_relevance if chosen is None else chosen
 
     def query_vector(self, values: tuple[float, ...]) -> np.ndarray:
         # float64: float32 overflows to inf on the norm of 384 x 3e38 and scores all 0
@@ -59,9 +82,20 @@ class Retriever:
             hits = self._candidates(query, vector, pool)
             results, below_min_score = self._materialize(hits, query)
             if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
-                anchored = self._catalog.anchored_blocks([r.fact.id for r in results])
-                return [ScoredFact(r.fact, r.score, anchored.get(r.fact.id)) for r in results]
+                return self._finish(results, vector)
             pool *= 4
+
+    def _finish(self, results: list[ScoredFact], vector: np.ndarray | None) -> list[ScoredFact]:
+        ids = [r.fact.id for r in results]
+        anchored = self._catalog.anchored_blocks(ids)
+        relevance: list[float | None] = [None] * len(results)
+        if vector is not None and ids:
+            cosines = self._index.similarity(vector, np.asarray(ids, dtype=np.int64))
+            relevance = [None if math.isnan(c) else round(float(c), 6) for c in cosines.tolist()]
+        return [
+            ScoredFact(r.fact, r.score, anchored.get(r.fact.id), rel)
+            for r, rel in zip(results, relevance, strict=True)
+        ]
 
     def _candidates(self, query: Query, vector: np.ndarray | None, pool: int) -> list[Hit]:
         keyword: list[Hit] = []
@@ -69,7 +103,7 @@ class Retriever:
         skip = not query.include_superseded
         if query.mode is not SearchMode.DENSE:
             keyword = self._catalog.keyword_search(query.text, pool, query.filter, skip)
-        if vector is not None:
+        if vector is not None and query.mode is not SearchMode.KEYWORD:
             allowed = None
             if query.filter is not None:
                 allowed = self._catalog.filter_ids(query.filter)

@@ -1,4 +1,13 @@
-"""Ranking rules shared by every backend: fusion, de-duplication, the LLM context string."""
+"""Ranking rules shared by every backend: fusion, relevance, the LLM context string.
+
+Two numbers per hit. ``score`` ranks, in the mode's own scale: dense = cosine (-1..1),
+keyword = BM25 (0..unbounded, grows with the corpus), hybrid = reciprocal-rank fusion
+(``sum 1/(60 + rank)``: 0.0328 for a first place in both lists whatever the hit is), so it
+says nothing about whether a hit is relevant. ``relevance`` is the dense cosine between the
+query's embedding and the fact's, whichever ranker found the fact: one scale for every mode,
+calibrated once per model. The LLM context holds only hits with ``relevance >=
+min_relevance`` and says so plainly when none qualifies; the ranked results are not cut.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +19,12 @@ from node.filters import MetadataFilter
 
 #: The constant of reciprocal-rank fusion (Cormack et al. 2009); 60 is the usual choice.
 RRF_K = 60
+
+#: The node's default context threshold on ``relevance`` for all-MiniLM-L6-v2, chosen on
+#: SciFact test claims and 100 off-topic questions (BENCHMARKS.md, "Relevant-only context"):
+#: 96 % of off-topic questions get an empty context, 98 % of relevant top-5 hits stay in it.
+#: Another model needs its own (``KNOWHUB_MIN_RELEVANCE``).
+DEFAULT_MIN_RELEVANCE = 0.35
 
 
 class SearchMode(StrEnum):
@@ -30,6 +45,8 @@ class Query:
     vector: tuple[float, ...] | None = None
     #: Also return facts that a newer version by their contributor replaces (``supersedes``).
     include_superseded: bool = False
+    #: Context threshold on ``relevance``; None: the node's default.
+    min_relevance: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,15 +66,31 @@ def reciprocal_rank_fusion(rankings: Iterable[Sequence[Hit]], k: int = RRF_K) ->
     return [Hit(i, s) for i, s in sorted(scores.items(), key=lambda item: (-item[1], item[0]))]
 
 
-def format_context(query: str, facts: Sequence[tuple[str, str]]) -> str:
-    """A block ready to paste into an LLM prompt: numbered facts, each citing its CID.
+@dataclass(frozen=True, slots=True)
+class ContextFact:
+    cid: str
+    text: str
+    #: Dense cosine with the query; None when the node could not tell (never cited then).
+    relevance: float | None
 
-    ``facts`` holds ``(cid, text)`` pairs in rank order.
-    """
-    if not facts:
-        return f'No facts in this knowledge hub match "{query}".'
+
+def format_context(query: str, facts: Sequence[ContextFact], min_relevance: float) -> str:
+    """A block ready to paste into an LLM prompt: the facts (in rank order) whose relevance
+    reaches ``min_relevance``, numbered, each citing its CID; or a plain statement that this
+    hub holds nothing relevant, so that an agent does not cite padding."""
+    cited = [f for f in facts if f.relevance is not None and f.relevance >= min_relevance]
+    if not cited:
+        if not facts:
+            return f'No facts in this knowledge hub match "{query}".'
+        best = max((f.relevance for f in facts if f.relevance is not None), default=None)
+        shown = "unknown" if best is None else f"{best:.2f}"
+        return (
+            f'Nothing in this knowledge hub is relevant to "{query}": the best of {len(facts)} '
+            f"matches has relevance {shown}, below the threshold {min_relevance:.2f}. "
+            "Do not cite this hub for it."
+        )
     lines = [f'Facts retrieved for "{query}" (cite as [n]; each CID is an IPFS content address):']
-    for n, (cid, text) in enumerate(facts, start=1):
-        flat = " ".join(text.split())
-        lines.append(f"[{n}] {flat} (cid: {cid})")
+    for n, fact in enumerate(cited, start=1):
+        flat = " ".join(fact.text.split())
+        lines.append(f"[{n}] {flat} (cid: {fact.cid})")
     return "\n".join(lines)

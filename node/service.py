@@ -59,9 +59,9 @@ from node.results import (
     ProvenanceView,
     QueryResult,
 )
-from node.retrieval import Retriever, check_query
+from node.retrieval import RetrievalOptions, Retriever, check_query
 from node.revocation import Revocations, Revoker
-from node.search import Query, SearchMode, format_context
+from node.search import ContextFact, Query, format_context
 from node.signing import SigningKey, signature_valid
 from node.startup import check_model, reconcile
 from node.status import chain_status, ingest_status
@@ -79,8 +79,8 @@ class NodeOptions:
     """Tuning knobs of the service (the adapters take their own in their constructors)."""
 
     data_dir: Path
-    #: Candidates taken from each ranker before fusion / de-duplication.
-    candidate_pool: int = 100
+    #: Candidate pool and the context's relevance threshold.
+    retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
     #: Seconds between background saves of a changed vector index.
     index_flush_interval: float = 30.0
     #: Refuse submissions without a contributor signature (else the operator signs them).
@@ -327,18 +327,25 @@ class KnowledgeNode:
     async def query(self, query: Query) -> QueryResult:
         check_query(query)
         embed_ms = 0.0
+        # Every mode has a query vector: dense and hybrid rank by it, and every mode's
+        # results carry their relevance (node.search), which decides what the context cites.
         vector: np.ndarray | None = None
-        if query.vector is not None and query.mode is not SearchMode.KEYWORD:
+        if query.vector is not None:
             vector = self._retriever.query_vector(query.vector)
-        elif query.mode is not SearchMode.KEYWORD:
+        else:
             t0 = time.perf_counter()
             vector = (await self._scheduler.embed_query([query.text]))[0]
             embed_ms = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
         results = await self._in_thread(self._retriever.rank, query, vector)
         search_ms = (time.perf_counter() - t1) * 1000
-        context = format_context(query.text, [(r.fact.cid, r.fact.text) for r in results])
-        return QueryResult(results, context, embed_ms, search_ms)
+        threshold = self._retriever.min_relevance(query)
+        context = format_context(
+            query.text,
+            [ContextFact(r.fact.cid, r.fact.text, r.relevance) for r in results],
+            threshold,
+        )
+        return QueryResult(results, context, threshold, embed_ms, search_ms)
 
     async def status(self) -> NodeStatus:
         return await self._in_thread(self._status)

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from node.search import DEFAULT_MIN_RELEVANCE
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KNOWHUB_", extra="forbid")
@@ -63,6 +65,13 @@ class Settings(BaseSettings):
         20_000, ge=0, description="Filtered dense search is brute force up to this many matches."
     )
     candidate_pool: int = Field(100, ge=10, le=10_000, description="Candidates per ranker.")
+    min_relevance: float = Field(
+        DEFAULT_MIN_RELEVANCE,
+        ge=-1.0,
+        le=1.0,
+        description="Context threshold on a hit's relevance (dense cosine with the query): "
+        "the LLM context cites only hits at or above it. Calibrated for all-MiniLM-L6-v2.",
+    )
     index_flush_interval: float = Field(30.0, gt=0, description="Seconds between index saves.")
 
     ipfs_api: str | None = Field(

@@ -6,9 +6,7 @@ from fastapi import APIRouter, Response
 
 from api.deps import NodeDep
 from api.schemas import ErrorBody, QueryIn, QueryOut
-from api.views import query_out
-from node.filters import parse_filter
-from node.search import Query
+from api.views import lean_query_out, query_from, query_out
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
@@ -19,22 +17,16 @@ router = APIRouter(prefix="/v1", tags=["query"])
     responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
 )
 async def query(body: QueryIn, node: NodeDep) -> Response:
-    """Ranked facts and a cited context block. ``Server-Timing`` splits embed and search time."""
-    result = await node.query(
-        Query(
-            text=body.query,
-            k=body.k,
-            mode=body.mode,
-            filter=parse_filter(body.filter),
-            min_score=body.min_score,
-            vector=None if body.vector is None else tuple(body.vector),
-            include_superseded=body.include_superseded,
-        )
-    )
-    out = query_out(result)
-    # Serialized by pydantic-core directly (the hot path skips a second validation pass).
+    """Ranked facts and a cited context block (only relevant facts: see `min_relevance`);
+    `include` asks for a lean answer. ``Server-Timing`` splits embed and search time."""
+    result = await node.query(query_from(body))
+    if body.include is not None:
+        content = lean_query_out(result, body.include)
+    else:
+        # Serialized by pydantic-core directly (the hot path skips a second validation pass).
+        content = query_out(result).model_dump_json().encode()
     return Response(
-        out.model_dump_json(),
+        content,
         media_type="application/json",
         headers={
             "Server-Timing": f"embed;dur={result.embed_ms:.3f}, search;dur={result.search_ms:.3f}"

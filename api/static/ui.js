@@ -79,14 +79,23 @@ export function txLink(tx, template) {
   return `<code title="${escapeHtml(tx)}">${escapeHtml(shortId(tx))}</code>`;
 }
 
-export function renderHit(hit, index) {
+export function relevanceLabel(relevance, threshold) {
+  const value = Number(relevance);
+  if (relevance === null || relevance === undefined || !Number.isFinite(value)) return "";
+  const below = Number.isFinite(Number(threshold)) && value < Number(threshold);
+  const title = below ? "below the context threshold: not cited" : "cosine with the query";
+  return `<span class="relevance${below ? " not-relevant" : ""}" title="${title}">relevance ${value.toFixed(2)}${below ? " · not relevant" : ""}</span>`;
+}
+
+export function renderHit(hit, index, threshold) {
   const meta = Object.entries(hit.metadata ?? {})
     .map(([k, v]) => `<span class="meta">${escapeHtml(k)}: ${escapeHtml(Array.isArray(v) ? v.join(", ") : v)}</span>`)
     .join(" ");
   const cid = escapeHtml(hit.cid);
   return `<li class="hit" data-cid="${cid}">
   <div class="hit-head"><span class="rank">[${index + 1}]</span> ${badge(hit.provenance)}
-    <span class="score">score ${escapeHtml(formatScore(hit.score))}</span></div>
+    <span class="score">score ${escapeHtml(formatScore(hit.score))}</span>
+    ${relevanceLabel(hit.relevance, threshold)}</div>
   <p class="text">${escapeHtml(hit.text)}</p>
   <div class="hit-foot">${meta}
     <span class="contributor" title="contributor">${escapeHtml(shortId(hit.contributor ?? "unsigned", 6))}</span>
@@ -101,7 +110,8 @@ export function renderHit(hit, index) {
 export function renderResults(data) {
   const hits = data?.results ?? [];
   if (!hits.length) return `<p class="empty">No facts found.</p>`;
-  return `<ol class="hits">${hits.map(renderHit).join("")}</ol>`;
+  const threshold = data?.min_relevance;
+  return `<ol class="hits">${hits.map((hit, i) => renderHit(hit, i, threshold)).join("")}</ol>`;
 }
 
 export function renderProvenance(bundle, explorerTemplate) {

@@ -150,3 +150,20 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path: Path) -> None:
     found = [[h.id for h in index.search(q, 10)] for q in queries]
     recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)])
     assert recall >= 0.95, recall
+
+
+def test_similarity_is_the_inner_product_with_each_stored_vector(
+    make: Factory, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(9)
+    index = make(tmp_path)
+    vectors = unit(rng, 30)
+    index.add(np.arange(30, dtype=np.int64), vectors)
+    index.remove(np.array([4], dtype=np.int64))
+    query = unit(rng, 1)[0]
+    got = index.similarity(query, np.array([7, 4, 29, 999, 0], dtype=np.int64))
+    assert got.dtype == np.float32 and got.shape == (5,)
+    expected = [vectors[7] @ query, vectors[29] @ query, vectors[0] @ query]
+    np.testing.assert_allclose(got[[0, 2, 4]], expected, atol=1e-5)
+    assert np.isnan(got[1]) and np.isnan(got[3])  # removed, never held
+    assert index.similarity(query, np.array([], dtype=np.int64)).shape == (0,)

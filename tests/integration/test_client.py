@@ -93,6 +93,15 @@ async def test_langchain_retriever(node: NodeProcess) -> None:
     assert top.metadata["contributor"].startswith("0x")
     assert top.metadata["source"] == f"{node.url}/ipfs/{cid}"
     assert isinstance(top.metadata["score"], float)
+    assert top.metadata["relevance"] >= 0.35  # the node's default context threshold
     filtered = KnowhubRetriever(url=node.url, k=5, filter={"region": "chile"})
-    adocs = await filtered.ainvoke("fresh water lake")
-    assert [d.id for d in adocs] == [cid]
+    assert [d.id for d in await filtered.ainvoke("driest desert")] == [cid]
+    # the only fact the filter allows is about a desert: not relevant to a lake, left out...
+    assert await filtered.ainvoke("fresh water lake") == []
+    # ...unless every ranked hit is asked for
+    everything = KnowhubRetriever(
+        url=node.url, k=5, filter={"region": "chile"}, relevant_only=False
+    )
+    assert [d.id for d in await everything.ainvoke("fresh water lake")] == [cid]
+    off_topic = KnowhubRetriever(url=node.url, k=2)
+    assert off_topic.invoke("Who won the 2018 FIFA World Cup?") == []

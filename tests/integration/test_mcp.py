@@ -82,6 +82,21 @@ async def test_search_get_and_verify_over_http(reader: NodeProcess) -> None:
         assert hits[0]["cid"] == cid and hits[0]["metadata"] == {"topic": "biology"}
         assert hits[0]["provenance"]["status"] in {"pending", "anchored"}
         assert f"(cid: {cid})" in found.structured_content["context"]
+        assert hits[0]["relevance"] >= found.structured_content["min_relevance"]
+        off_topic = await client.call_tool(
+            "search_knowledge", {"query": "Who won the 2018 FIFA World Cup?", "k": 2}
+        )
+        assert off_topic.structured_content["results"]  # ranked, but not cited:
+        context = off_topic.structured_content["context"]
+        assert (
+            context.startswith("Nothing in this knowledge hub is relevant")
+            and "cid:" not in context
+        )
+        padded = await client.call_tool(
+            "search_knowledge",
+            {"query": "Who won the 2018 FIFA World Cup?", "k": 2, "min_relevance": -1.0},
+        )
+        assert "(cid: " in padded.structured_content["context"]
         filtered = await client.call_tool(
             "search_knowledge",
             {"query": "hearts Danube", "mode": "keyword", "filter": {"topic": "geography"}},

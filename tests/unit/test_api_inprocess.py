@@ -107,3 +107,52 @@ def test_published_limits_are_the_ones_the_node_enforces(client: TestClient) -> 
     assert any(getattr(m, "le", None) == limits.MAX_K for m in field.metadata)
     too_long = "x" * (limits.MAX_QUERY_BYTES + 1)
     assert client.post("/v1/query", json={"query": too_long}).status_code == 400
+
+
+def test_results_carry_relevance_and_the_context_cites_only_relevant_facts(
+    client: TestClient,
+) -> None:
+    texts = ["Octopuses have three hearts and blue blood.", "Tea grows on the hills of Assam."]
+    cids = [client.post("/v1/facts", json={"text": t}).json()["cid"] for t in texts]
+    for mode in ("dense", "keyword", "hybrid"):
+        out = client.post(
+            "/v1/query", json={"query": "octopuses have three hearts", "k": 2, "mode": mode}
+        ).json()
+        first = out["results"][0]
+        assert first["cid"] == cids[0] and first["relevance"] > 0.35, (mode, out)
+        assert out["min_relevance"] == pytest.approx(0.35)
+        assert cids[0] in out["context"]
+        # the unrelated fact may be ranked (k=2) but is never cited
+        assert cids[1] not in out["context"] or mode == "keyword"
+    off = client.post("/v1/query", json={"query": "Who won the 2018 World Cup?", "k": 2}).json()
+    assert len(off["results"]) == 2  # ranked results are not cut...
+    assert "Nothing in this knowledge hub is relevant" in off["context"]  # ...the context is
+    assert not any(cid in off["context"] for cid in cids)
+    everything = client.post(
+        "/v1/query", json={"query": "Who won the 2018 World Cup?", "k": 2, "min_relevance": -1}
+    ).json()
+    assert all(cid in everything["context"] for cid in cids)
+    bad = client.post("/v1/query", json={"query": "x", "min_relevance": 1.5})
+    assert bad.status_code == 400 and "min_relevance" in bad.json()["error"]["message"]
+
+
+def test_include_asks_for_a_lean_answer(client: TestClient) -> None:
+    cid = client.post("/v1/facts", json={"text": "Octopuses have three hearts."}).json()["cid"]
+    lean = client.post(
+        "/v1/query", json={"query": "octopus hearts", "include": ["cid", "score", "relevance"]}
+    )
+    assert lean.status_code == 200 and "embed;dur=" in lean.headers["server-timing"]
+    body = lean.json()
+    assert set(body) == {"results"}  # no context unless asked
+    assert set(body["results"][0]) == {"cid", "score", "relevance"}
+    assert body["results"][0]["cid"] == cid
+    with_context = client.post(
+        "/v1/query", json={"query": "octopus hearts", "include": ["cid", "context"]}
+    ).json()
+    assert set(with_context) == {"results", "context", "min_relevance"}
+    assert cid in with_context["context"] and set(with_context["results"][0]) == {"cid"}
+    full = client.post("/v1/query", json={"query": "octopus hearts"}).json()
+    assert set(full["results"][0]) >= {"cid", "text", "metadata", "provenance", "relevance"}
+    for bad in (["cid", "password"], "cid", ["cid"] * 20):
+        reply = client.post("/v1/query", json={"query": "x", "include": bad})
+        assert reply.status_code == 400, bad

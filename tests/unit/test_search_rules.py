@@ -6,7 +6,7 @@ import pytest
 
 from node.errors import InvalidFilter
 from node.filters import parse_filter
-from node.search import Hit, format_context, reciprocal_rank_fusion
+from node.search import ContextFact, Hit, format_context, reciprocal_rank_fusion
 
 
 def test_rrf_rewards_agreement_and_breaks_ties_by_id() -> None:
@@ -19,10 +19,27 @@ def test_rrf_rewards_agreement_and_breaks_ties_by_id() -> None:
 
 
 def test_context_numbers_facts_and_cites_cids() -> None:
-    text = format_context("q", [("bafyA", "first\nfact"), ("bafyB", "second")])
+    facts = [ContextFact("bafyA", "first\nfact", 0.6), ContextFact("bafyB", "second", 0.5)]
+    text = format_context("q", facts, 0.35)
     assert "[1] first fact (cid: bafyA)" in text
     assert "[2] second (cid: bafyB)" in text
-    assert "No facts" in format_context("q", [])
+    assert "No facts" in format_context("q", [], 0.35)
+
+
+def test_context_cites_only_relevant_facts_and_says_when_none_is() -> None:
+    facts = [
+        ContextFact("bafyA", "close", 0.61),
+        ContextFact("bafyB", "far", 0.2),
+        ContextFact("bafyC", "unknown", None),
+        ContextFact("bafyD", "at the threshold", 0.35),
+    ]
+    text = format_context("q", facts, 0.35)
+    assert "[1] close (cid: bafyA)" in text and "[2] at the threshold (cid: bafyD)" in text
+    assert "bafyB" not in text and "bafyC" not in text
+    empty = format_context("who won?", [ContextFact("bafyB", "far", 0.2)], 0.35)
+    assert "Nothing in this knowledge hub is relevant" in empty and "0.20" in empty
+    assert "bafyB" not in empty and "[1]" not in empty
+    assert "[1]" in format_context("q", [ContextFact("bafyB", "far", 0.2)], -1.0)
 
 
 def test_filter_semantics() -> None:

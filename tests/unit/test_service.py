@@ -16,6 +16,7 @@ from node.facts import make_fact
 from node.filters import parse_filter
 from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.results import Contribution
+from node.retrieval import RetrievalOptions
 from node.search import Query, SearchMode
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
@@ -39,7 +40,7 @@ def build(tmp_path: Path, embedder: HashEmbedder | None = None) -> KnowledgeNode
         MemoryVectorIndex(emb.dimension),
         emb,
         MemoryContentStore(),
-        NodeOptions(data_dir=tmp_path, candidate_pool=10),
+        NodeOptions(data_dir=tmp_path, retrieval=RetrievalOptions(candidate_pool=10)),
         operator=OPERATOR,
     )
 

@@ -27,6 +27,7 @@ from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
 from node.origin import Origin
 from node.ports import NewFact
 from node.results import Contribution
+from node.retrieval import RetrievalOptions
 from node.search import Query, SearchMode
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
@@ -82,7 +83,7 @@ def build(
         MemoryVectorIndex(emb.dimension),
         emb,
         MemoryContentStore(),
-        NodeOptions(data_dir=tmp_path, candidate_pool=10, **opts),
+        NodeOptions(data_dir=tmp_path, retrieval=RetrievalOptions(candidate_pool=10), **opts),
         operator=OPERATOR,
     )
 
@@ -340,7 +341,7 @@ async def test_facts_the_catalog_lost_are_detected_and_recovered_from_blocks(
             index,
             HashEmbedder(),
             store,
-            NodeOptions(data_dir=tmp_path, candidate_pool=10),
+            NodeOptions(data_dir=tmp_path, retrieval=RetrievalOptions(candidate_pool=10)),
             operator=OPERATOR,
         )
 

@@ -8,6 +8,7 @@ import {
   buildFilter,
   escapeHtml,
   formatScore,
+  relevanceLabel,
   parseMetadata,
   renderPeers,
   renderProvenance,
@@ -96,4 +97,13 @@ test("status and peers panels", () => {
   assert.ok(renderPeers({ peers: [] }).includes("No peers"));
   const peers = renderPeers({ peers: [{ peer_id: "12D3KooW<x>", connected_since: 1, facts_received: 4, rejected_messages: 0 }] });
   assert.ok(peers.includes("connected · 4 facts") && !peers.includes("<x>"));
+});
+
+test("relevance is shown and hits below the context threshold are marked", () => {
+  assert.match(relevanceLabel(0.62, 0.35), /relevance 0\.62/);
+  assert.doesNotMatch(relevanceLabel(0.62, 0.35), /not relevant/);
+  assert.match(relevanceLabel(0.2, 0.35), /not-relevant.*relevance 0\.20 · not relevant/);
+  assert.equal(relevanceLabel(null, 0.35), "");
+  const html = renderResults({ results: [{ cid: "bafyX", text: "t", score: 0.03, relevance: 0.1, metadata: {} }], min_relevance: 0.35 });
+  assert.match(html, /not relevant/);
 });
