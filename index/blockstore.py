@@ -1,11 +1,23 @@
-"""The embedded content store: a filesystem blockstore in the data directory.
+"""The embedded content store: IPFS blocks in one SQLite file in the data directory.
 
-One file per block under ``blocks/<2 chars>/<cid>``, keyed by the canonical CIDv1 base32
-string and sharded by its next-to-last two characters (like Kubo's flatfs). Writes are atomic
-(temporary file, fsync, rename, fsync of the directory): after ``kill -9`` a block is either
-whole or absent. Every read is hashed and checked against the CID. Nothing is garbage
-collected, so every stored block is pinned; a block leaves only by ``delete`` (a revoked
-fact's), which unlinks its file and fsyncs the directory.
+Replaces one file per block (``index.blockstore``, Kubo-flatfs-like): a fact block is ~150
+bytes, and a file costs a 4 KiB filesystem block plus an inode, so a million facts took 4 GB
+and a million directory entries. Here a block is a row of a ``WITHOUT ROWID`` table keyed by
+its canonical CIDv1 base32 string (~250 bytes per fact block on disk).
+
+Invariants:
+
+- ``put`` verifies the block against its CID before storing it; every ``get`` hashes what it
+  read and raises ``CorruptBlock`` on a mismatch (never serves a wrong block).
+- A ``put`` is durable when it returns (WAL, ``synchronous=FULL``): after ``kill -9`` a block
+  is whole or absent. Re-putting a stored block changes nothing.
+- Nothing is garbage collected, so every stored block is pinned; a block leaves only by
+  ``delete`` (a revoked fact's), with ``secure_delete`` on and the WAL checkpointed, so its
+  bytes do not linger in free pages or the log.
+- One connection, used from worker threads under a lock; the event loop never blocks on it.
+
+``migrate_filesystem_blocks`` moves a data directory's old ``blocks/`` tree into the file
+once, crash-safely (the SQLite file appears only complete, by rename; the tree is removed last).
 """
 
 from __future__ import annotations
@@ -13,10 +25,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
+import shutil
+import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
-from node.cid import canonical_cid_string, parse_cid, verify_block
+from node.cid import canonical_cid_string, verify_block
 from node.errors import InvalidInput, NotFound, StorageError
 
 log = logging.getLogger(__name__)
@@ -26,97 +41,119 @@ class CorruptBlock(StorageError):
     code = "corrupt_block"
 
 
-class FilesystemBlockstore:
-    def __init__(self, root: Path) -> None:
-        self._root = root
-        self._root.mkdir(parents=True, exist_ok=True)
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS blocks (cid TEXT PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID"
+)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA secure_delete=ON")
+    conn.execute(_SCHEMA)
+    return conn
+
+
+class SqliteBlockstore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = _connect(path)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the blockstore {path}: {exc}") from exc
+        self._lock = threading.Lock()
 
     @property
     def kind(self) -> str:
         return "embedded"
 
-    def _path(self, cid: str) -> Path:
-        key = canonical_cid_string(cid)
-        return self._root / key[-3:-1] / key
+    def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StorageError(f"blockstore {self._path}: {exc}") from exc
 
     async def put(self, cid: str, data: bytes) -> None:
         if not verify_block(cid, data):
             raise InvalidInput(f"block does not match its CID {cid}")
-        await asyncio.to_thread(self._write, self._path(cid), data)
-
-    def _write(self, path: Path, data: bytes) -> None:
-        if path.exists():
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            raise StorageError(f"cannot write block {path.name}: {exc}") from exc
+        key = canonical_cid_string(cid)
+        await asyncio.to_thread(
+            self._run, "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", (key, data)
+        )
 
     async def get(self, cid: str) -> bytes:
-        path = self._path(cid)
-        try:
-            data = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError as exc:
-            raise NotFound(f"block {cid} is not in the store") from exc
-        except OSError as exc:
-            raise StorageError(f"cannot read block {cid}: {exc}") from exc
-        if not verify_block(parse_cid(cid), data):
-            log.error("block %s in %s fails its hash check", cid, path)
-            raise CorruptBlock(f"stored block {cid} is corrupt (hash mismatch)")
+        key = canonical_cid_string(cid)
+        rows = await asyncio.to_thread(self._run, "SELECT data FROM blocks WHERE cid = ?", (key,))
+        if not rows:
+            raise NotFound(f"block {cid} not found")
+        data: bytes = rows[0][0]
+        if not verify_block(key, data):
+            raise CorruptBlock(f"stored block {key} does not match its CID")
         return data
 
     async def has(self, cid: str) -> bool:
-        return self._path(cid).exists()
+        key = canonical_cid_string(cid)
+        rows = await asyncio.to_thread(self._run, "SELECT 1 FROM blocks WHERE cid = ?", (key,))
+        return bool(rows)
 
     def list_cids(self) -> list[str]:
-        """Every block's CID (file names are canonical CIDs; temporary files are skipped)."""
-        out: list[str] = []
-        try:
-            with os.scandir(self._root) as shards:
-                for shard in shards:
-                    if not shard.is_dir():
-                        continue
-                    with os.scandir(shard.path) as files:
-                        out += [f.name for f in files if not f.name.startswith(".")]
-        except OSError as exc:
-            raise StorageError(f"cannot list blocks in {self._root}: {exc}") from exc
-        return sorted(out)
+        return [str(r[0]) for r in self._run("SELECT cid FROM blocks ORDER BY cid", ())]
 
     async def pin(self, cid: str) -> None:
         if not await self.has(cid):
-            raise NotFound(f"cannot pin {cid}: not in the store")
+            raise NotFound(f"block {cid} not found")
 
     async def delete(self, cid: str) -> None:
-        await asyncio.to_thread(self._unlink, self._path(cid))
+        key = canonical_cid_string(cid)
+        await asyncio.to_thread(self._delete, key)
 
-    def _unlink(self, path: Path) -> None:
-        try:
-            path.unlink()
-            _fsync_dir(path.parent)
-        except FileNotFoundError:
-            return  # absent: nothing changed, nothing to make durable
-        except OSError as exc:
-            raise StorageError(f"cannot delete block {path.name}: {exc}") from exc
+    def _delete(self, key: str) -> None:
+        with self._lock:
+            try:
+                if self._conn.execute("DELETE FROM blocks WHERE cid = ?", (key,)).rowcount:
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise StorageError(f"blockstore {self._path}: {exc}") from exc
 
     async def close(self) -> None:
-        return None
+        with self._lock:
+            self._conn.close()
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` durable."""
-    dir_fd = os.open(directory, os.O_RDONLY)
+def migrate_filesystem_blocks(tree: Path, target: Path) -> int:
+    """Move the blocks of a one-file-per-block ``tree`` into the SQLite blockstore ``target``
+    (which must not exist yet); return how many moved. Each block is verified on the way; a
+    corrupt one is left out and logged. Crash-safe: the store is built beside ``target`` and
+    renamed into place, and ``tree`` is removed only after."""
+    tmp = target.with_name(target.name + ".migrating")
+    tmp.unlink(missing_ok=True)
+    conn = _connect(tmp)
+    moved = 0
     try:
-        os.fsync(dir_fd)
+        conn.execute("BEGIN")
+        for path in sorted(tree.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            try:
+                key = canonical_cid_string(path.name)
+            except InvalidInput:  # a temporary file of an interrupted write
+                continue
+            data = path.read_bytes()
+            if not verify_block(key, data):
+                log.error("block file %s does not match its CID: not migrated", path)
+                continue
+            conn.execute("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", (key, data))
+            moved += 1
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
-        os.close(dir_fd)
+        conn.close()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+    os.replace(tmp, target)
+    shutil.rmtree(tree)
+    log.info("moved %d blocks from %s into %s", moved, tree, target)
+    return moved

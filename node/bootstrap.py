@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,10 @@ log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite3"
 INDEX_FILE = "vectors.faiss"
-BLOCKS_DIR = "blocks"
+#: The embedded blockstore (index.sqlite_blockstore); ``blocks/`` was the one-file-per-block
+#: layout before it, moved into the file at the first start.
+BLOCKSTORE_FILE = "blocks.sqlite"
+OLD_BLOCKS_DIR = "blocks"
 CHAIN_DIR = "chain"
 KEY_FILE = "operator.key"
 P2P_KEY_FILE = "p2p.key"
@@ -47,7 +51,7 @@ def build_node(settings: Settings) -> KnowledgeNode:
 
 
 def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> KnowledgeNode:
-    from index.blockstore import FilesystemBlockstore
+    from index.blockstore import SqliteBlockstore, migrate_filesystem_blocks
     from index.embedder import SentenceTransformerEmbedder
     from index.faiss_index import FaissIndex
     from index.kubo import KuboContentStore
@@ -79,8 +83,14 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
         store = KuboContentStore(settings.ipfs_api, timeout=settings.ipfs_timeout)
         log.info("content store: Kubo RPC at %s", settings.ipfs_api)
     else:
-        store = FilesystemBlockstore(data_dir / BLOCKS_DIR)
-        log.info("content store: embedded blockstore in %s", data_dir / BLOCKS_DIR)
+        blockstore, old_tree = data_dir / BLOCKSTORE_FILE, data_dir / OLD_BLOCKS_DIR
+        if old_tree.is_dir():
+            if blockstore.exists():  # moved, but the node died before removing the tree
+                shutil.rmtree(old_tree)
+            else:
+                migrate_filesystem_blocks(old_tree, blockstore)
+        store = SqliteBlockstore(blockstore)
+        log.info("content store: embedded blockstore %s", blockstore)
     options = NodeOptions(
         data_dir=data_dir,
         retrieval=RetrievalOptions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import httpx
 import pytest
 from multiformats import CID
 
-from index.blockstore import CorruptBlock, FilesystemBlockstore
+from index.blockstore import CorruptBlock, SqliteBlockstore, migrate_filesystem_blocks
 from index.kubo import KuboContentStore, api_base_url
 from node.car import read_car, write_car
 from node.errors import InvalidInput, NotFound, Unavailable
@@ -35,7 +36,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], C
     if request.param == "memory":
         return MemoryContentStore
     if request.param == "embedded":
-        return lambda: FilesystemBlockstore(tmp_path / "blocks")
+        return lambda: SqliteBlockstore(tmp_path / "blocks.sqlite")
     daemon: JsIpfsDaemon = request.getfixturevalue("jsipfs")
     return lambda: KuboContentStore(daemon.api, read_timeout=1)
 
@@ -110,15 +111,56 @@ def test_missing_and_mismatched_blocks(make_store: Callable[[], ContentStore]) -
     run(scenario())
 
 
-def test_embedded_store_detects_corruption_and_writes_atomically(tmp_path: Path) -> None:
-    store = FilesystemBlockstore(tmp_path / "blocks")
+def test_embedded_store_detects_corruption(tmp_path: Path) -> None:
+    store = SqliteBlockstore(tmp_path / "blocks.sqlite")
     fact = make_fact("bytes on disk can rot")
     run(store.put(fact.cid, fact.block))
-    files = [p for p in (tmp_path / "blocks").rglob("*") if p.is_file()]
-    assert [p.name for p in files] == [fact.cid]  # no temporary files left behind
-    files[0].write_bytes(fact.block[:-1] + b"\x00")
+    run(store.close())
+    with sqlite3.connect(tmp_path / "blocks.sqlite") as conn:
+        conn.execute("UPDATE blocks SET data = ?", (fact.block[:-1] + b"\x00",))
+    store = SqliteBlockstore(tmp_path / "blocks.sqlite")
     with pytest.raises(CorruptBlock):
         run(store.get(fact.cid))
+    run(store.close())
+
+
+def test_embedded_store_keeps_no_file_per_block_and_erases_deleted_bytes(tmp_path: Path) -> None:
+    store = SqliteBlockstore(tmp_path / "blocks.sqlite")
+    facts = [make_fact(f"one row per block, not one file: {i}") for i in range(200)]
+    secret = make_fact("a revoked fact whose bytes must not linger")
+
+    async def scenario() -> None:
+        for fact in [*facts, secret]:
+            await store.put(fact.cid, fact.block)
+        await store.delete(secret.cid)
+        assert not await store.has(secret.cid)
+
+    run(scenario())
+    run(store.close())
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["blocks.sqlite"], files  # the WAL is checkpointed and gone at close
+    assert b"must not linger" not in (tmp_path / "blocks.sqlite").read_bytes()
+
+
+def test_old_block_tree_is_moved_into_the_store_once(tmp_path: Path) -> None:
+    """A data directory of the one-file-per-block layout (blocks/<xy>/<cid>) is migrated:
+    every valid block moves, a rotten file or a temporary one is left out."""
+    facts = [make_fact(f"migrated fact {i}") for i in range(20)]
+    tree = tmp_path / "blocks"
+    for fact in facts:
+        (tree / fact.cid[-3:-1]).mkdir(parents=True, exist_ok=True)
+        (tree / fact.cid[-3:-1] / fact.cid).write_bytes(fact.block)
+    rotten = make_fact("rotten on disk")
+    (tree / "zz").mkdir()
+    (tree / "zz" / rotten.cid).write_bytes(rotten.block[:-1] + b"\x01")
+    (tree / "zz" / ".tmp-abc").write_bytes(b"half written")
+    target = tmp_path / "blocks.sqlite"
+    assert migrate_filesystem_blocks(tree, target) == 20
+    assert not tree.exists() and not (tmp_path / "blocks.sqlite.migrating").exists()
+    store = SqliteBlockstore(target)
+    assert store.list_cids() == sorted(f.cid for f in facts)
+    assert run(store.get(facts[3].cid)) == facts[3].block
+    run(store.close())
 
 
 def test_kubo_adapter_car_export_and_import(jsipfs: JsIpfsDaemon) -> None:
@@ -182,7 +224,7 @@ def test_inventory_lists_exactly_the_stored_blocks(kind: str, tmp_path: Path) ->
     from node.ports import BlockInventory
 
     facts = [make_fact(f"inventory fact {i}") for i in range(5)]
-    store = MemoryContentStore() if kind == "memory" else FilesystemBlockstore(tmp_path / "b")
+    store = MemoryContentStore() if kind == "memory" else SqliteBlockstore(tmp_path / "b.sqlite")
     assert isinstance(store, BlockInventory)
 
     async def scenario() -> None:
@@ -190,8 +232,6 @@ def test_inventory_lists_exactly_the_stored_blocks(kind: str, tmp_path: Path) ->
         for fact in facts:
             b58 = str(CID.decode(fact.cid).set(base="base58btc"))
             await store.put(b58, fact.block)
-        if kind == "embedded":  # a crash leaves temporary files behind: never listed
-            (tmp_path / "b" / facts[0].cid[-3:-1] / ".tmp-leftover").write_bytes(b"x")
 
     run(scenario())
     assert store.list_cids() == sorted(f.cid for f in facts)
