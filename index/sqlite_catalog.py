@@ -324,6 +324,20 @@ class SqliteCatalog(
             )
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
+    def texts(self, ids: Ids) -> list[str]:
+        found: dict[int, str] = {}
+        with self._cursor() as cur:
+            for chunk in chunks(ids.tolist()):
+                marks = ",".join("?" * len(chunk))
+                for fact_id, text in cur.execute(
+                    f"SELECT id, text FROM facts WHERE id IN ({marks})", chunk
+                ):
+                    found[int(fact_id)] = str(text)
+        missing = [i for i in ids.tolist() if i not in found]
+        if missing:
+            raise StorageError(f"catalog has no texts for ids {missing[:5]}")
+        return [found[i] for i in ids.tolist()]
+
     def vectors(self, ids: Ids) -> Vectors:
         found: dict[int, bytes] = {}
         with self._cursor() as cur:

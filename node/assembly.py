@@ -7,7 +7,8 @@ moderation, the anchorer and the chain follower. ``KnowledgeNode`` receives them
 (``NodeParts``) and only starts, stops and calls them; nothing in the service constructs a
 worker, so a worker can be replaced or left out in one place.
 
-Invariant: every part shares the one catalog, index and write lock it is given here.
+Invariant: every part shares the one catalog, pair of search indexes (vectors and keywords,
+``node.indexes``) and write lock it is given here.
 """
 
 from __future__ import annotations
@@ -20,10 +21,20 @@ from node.anchoring import Anchorer
 from node.content import BlockService
 from node.embedding import EmbedScheduler
 from node.follower import ChainFollower
+from node.indexes import SearchIndexes
 from node.ingest import Ingest
 from node.moderation import Moderator
 from node.origin import Origin
-from node.ports import AnchorEvent, Catalog, ContentStore, Embedder, Ledger, Network, VectorIndex
+from node.ports import (
+    AnchorEvent,
+    Catalog,
+    ContentStore,
+    Embedder,
+    KeywordIndex,
+    Ledger,
+    Network,
+    VectorIndex,
+)
 from node.retrieval import Retriever
 from node.revocation import Revocations, Revoker
 from node.service import KnowledgeNode, NodeOptions, NodeParts
@@ -37,6 +48,7 @@ def assemble(
     store: ContentStore,
     options: NodeOptions,
     *,
+    keywords: KeywordIndex,
     operator: SigningKey,
     ledger: Ledger | None = None,
     network: Network | None = None,
@@ -62,9 +74,10 @@ def assemble(
     scheduler = EmbedScheduler(embedder, options.embedding, query_embedder=query_embedder)
     write_lock = asyncio.Lock()
     revocations = Revocations(catalog, store)
+    indexes = SearchIndexes(index, keywords)
     ingest = Ingest(
         catalog,
-        index,
+        indexes,
         scheduler,
         write_lock,
         anchor_peer_records=options.anchor_peer_facts,
@@ -87,7 +100,7 @@ def assemble(
     )
     parts = NodeParts(
         catalog=catalog,
-        index=index,
+        indexes=indexes,
         embedder=embedder,
         store=store,
         operator=operator,
@@ -97,10 +110,10 @@ def assemble(
         scheduler=scheduler,
         write_lock=write_lock,
         ingest=ingest,
-        retriever=Retriever(catalog, index, embedder, options.retrieval),
+        retriever=Retriever(catalog, index, keywords, embedder, options.retrieval),
         revocations=revocations,
         revoker=Revoker(catalog, revocations, operator, ingest.contribute_many),
-        moderator=Moderator(catalog, index, write_lock, ingest.mark_dirty),
+        moderator=Moderator(catalog, indexes, write_lock, ingest.mark_dirty),
         anchorer=anchorer,
         follower=follower,
     )

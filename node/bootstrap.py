@@ -28,6 +28,8 @@ INDEX_FILE = "vectors.faiss"
 #: The embedded blockstore (index.sqlite_blockstore); ``blocks/`` was the one-file-per-block
 #: layout before it, moved into the file at the first start.
 BLOCKSTORE_FILE = "blocks.sqlite"
+#: The keyword index (index.bm25_index): a cache of the catalog's texts, rebuilt when unusable.
+KEYWORD_INDEX_FILE = "keywords.bm25"
 OLD_BLOCKS_DIR = "blocks"
 CHAIN_DIR = "chain"
 KEY_FILE = "operator.key"
@@ -52,6 +54,7 @@ def build_node(settings: Settings) -> KnowledgeNode:
 
 def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> KnowledgeNode:
     from index.blockstore import SqliteBlockstore, migrate_filesystem_blocks
+    from index.bm25_index import Bm25Index
     from index.embedder import SentenceTransformerEmbedder
     from index.faiss_index import FaissIndex
     from index.kubo import KuboContentStore
@@ -113,6 +116,8 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
             resend_after=settings.anchor_resend_after,
         ),
     )
+    # a missing, torn or outdated keyword index loads empty; the start-up reconcile refills it
+    keywords, _loaded = Bm25Index.open(data_dir / KEYWORD_INDEX_FILE)
     log.info("node data dir %s, operator %s", data_dir, operator.address)
     return assemble(
         catalog,
@@ -120,6 +125,7 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
         embedder,
         store,
         options,
+        keywords=keywords,
         operator=operator,
         ledger=ledger,
         network=build_network(settings, data_dir),

@@ -30,8 +30,9 @@ import numpy as np
 from node.embedding import EmbedScheduler
 from node.errors import KnowhubError, Overloaded, StorageError, Unavailable
 from node.facts import Fact
+from node.indexes import SearchIndexes
 from node.origin import Origin
-from node.ports import FactRecords, NewFact, RecordBook, VectorIndex
+from node.ports import FactRecords, NewFact, RecordBook
 from node.records import RecordBody, SignedRecord
 from node.results import Contribution
 
@@ -79,7 +80,7 @@ class Ingest:
     def __init__(
         self,
         catalog: IngestCatalog,
-        index: VectorIndex,
+        indexes: SearchIndexes,
         scheduler: EmbedScheduler,
         write_lock: asyncio.Lock,
         *,
@@ -91,7 +92,7 @@ class Ingest:
     ) -> None:
         self._rules = list(rules)
         self._catalog = catalog
-        self._index = index
+        self._indexes = indexes
         self._scheduler = scheduler
         self._write_lock = write_lock
         self._anchor_peer_records = anchor_peer_records
@@ -252,7 +253,8 @@ class Ingest:
         new = [(row_id, keep[n]) for n, (row_id, was_created) in enumerate(rows) if was_created]
         if new:
             ids = np.array([row_id for row_id, _ in new], dtype=np.int64)
-            self._index.add(ids, vectors[[i for _, i in new]])
+            kept = [i for _, i in new]
+            self._indexes.add(ids, vectors[kept], [facts[i].text for i in kept])
             self.dirty = True
             log.debug("stored %d new facts", len(new))
         return {facts[i].cid for _, i in new}
@@ -284,7 +286,7 @@ class Ingest:
         for rule in self._rules:
             gone += rule.stored(new)
         if gone:
-            self._index.remove(np.array(sorted(set(gone)), dtype=np.int64))
+            self._indexes.erase(np.array(sorted(set(gone)), dtype=np.int64))
             self.dirty = True
         return {r.cid for r in new}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -114,6 +115,62 @@ class MemoryVectorIndex:
 
     def ids(self) -> Ids:
         return np.array(sorted(self._vectors), dtype=np.int64)
+
+    def save(self) -> None:
+        return None
+
+
+class MemoryKeywordIndex:
+    """BM25 by brute force over every held text (SQLite FTS5's formula: k1 1.2, b 0.75,
+    idf ln((N - n + 0.5) / (n + 0.5)) floored at 1e-6). Terms are lowercase words, with no
+    stemming and no stopwords: the real index (``index.bm25_index``) adds both."""
+
+    K1, B = 1.2, 0.75
+
+    def __init__(self) -> None:
+        self._docs: dict[int, list[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def add(self, ids: Ids, texts: Sequence[str]) -> None:
+        for i, text in zip(ids.tolist(), texts, strict=True):
+            self._docs[i] = _WORD.findall(text.lower())
+
+    def remove(self, ids: Ids) -> int:
+        return sum(self._docs.pop(i, None) is not None for i in ids.tolist())
+
+    def search(
+        self, text: str, k: int, allowed: Ids | None = None, excluded: Ids | None = None
+    ) -> list[Hit]:
+        terms = set(_WORD.findall(text.lower()))
+        if not terms or not self._docs:
+            return []
+        n = len(self._docs)
+        avg = sum(len(d) for d in self._docs.values()) / n
+        idf = {}
+        for term in terms:
+            df = sum(term in d for d in self._docs.values())
+            idf[term] = max(math.log((n - df + 0.5) / (df + 0.5)), 1e-6)
+        keep = None if allowed is None else set(allowed.tolist())
+        skip = set() if excluded is None else set(excluded.tolist())
+        hits = []
+        for i, words in self._docs.items():
+            if (keep is not None and i not in keep) or i in skip:
+                continue
+            score = 0.0
+            for term in terms:
+                tf = words.count(term)
+                if tf:
+                    norm = self.K1 * (1 - self.B + self.B * len(words) / avg)
+                    score += idf[term] * tf * (self.K1 + 1) / (tf + norm)
+            if score > 0:
+                hits.append(Hit(i, score))
+        hits.sort(key=lambda h: (-h.score, h.id))
+        return hits[:k]
+
+    def ids(self) -> Ids:
+        return np.array(sorted(self._docs), dtype=np.int64)
 
     def save(self) -> None:
         return None

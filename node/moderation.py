@@ -19,8 +19,9 @@ from typing import Protocol
 import numpy as np
 
 from node.errors import Hidden, InvalidInput, NotFound
+from node.indexes import SearchIndexes
 from node.limits import MAX_REASON_BYTES
-from node.ports import FactRecords, HiddenFact, Moderation, VectorIndex
+from node.ports import FactRecords, HiddenFact, Moderation
 
 
 class ModerationCatalog(FactRecords, Moderation, Protocol):
@@ -31,12 +32,12 @@ class Moderator:
     def __init__(
         self,
         catalog: ModerationCatalog,
-        index: VectorIndex,
+        indexes: SearchIndexes,
         write_lock: asyncio.Lock,
         on_index_changed: Callable[[], None],
     ) -> None:
         self._catalog = catalog
-        self._index = index
+        self._indexes = indexes
         self._write_lock = write_lock
         self._changed = on_index_changed
 
@@ -52,7 +53,7 @@ class Moderator:
             if self._catalog.get(cid) is None:
                 raise NotFound(f"no fact {cid}")
             return False
-        self._index.remove(np.array([row], dtype=np.int64))
+        self._indexes.remove(np.array([row], dtype=np.int64))
         self._changed()
         return True
 
@@ -68,7 +69,7 @@ class Moderator:
                 raise NotFound(f"no fact {cid}")
             return False
         ids = np.array([row], dtype=np.int64)
-        self._index.add(ids, self._catalog.vectors(ids))
+        self._indexes.add(ids, self._catalog.vectors(ids), self._catalog.texts(ids))
         self._changed()
         return True
 

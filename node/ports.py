@@ -117,6 +117,34 @@ class VectorIndex(Protocol):
         ...
 
 
+class KeywordIndex(Protocol):
+    """Top-k BM25 ranking of catalog row ids by their texts: like ``VectorIndex``, a
+    rebuildable cache of the catalog, reconciled with it at every start."""
+
+    def __len__(self) -> int: ...
+
+    def add(self, ids: Ids, texts: Sequence[str]) -> None:
+        """Index ``texts`` under ``ids`` (an id already held is replaced)."""
+        ...
+
+    def remove(self, ids: Ids) -> int:
+        """Forget ``ids`` (unknown ones are ignored); how many were held."""
+        ...
+
+    def search(
+        self, text: str, k: int, allowed: Ids | None = None, excluded: Ids | None = None
+    ) -> list[Hit]:
+        """Top ``k`` by BM25 (score descending, then id), restricted inside the search like
+        ``VectorIndex.search``; no hit for a text without a searchable term."""
+        ...
+
+    def ids(self) -> Ids: ...
+
+    def save(self) -> None:
+        """Persist durably (atomic replace); a no-op for in-memory indexes."""
+        ...
+
+
 class FactRecords(Protocol):
     """The catalog's facts: stored durably with their vectors, read back by CID or row id."""
 
@@ -140,6 +168,10 @@ class FactRecords(Protocol):
         ...
 
     def vectors(self, ids: Ids) -> Vectors: ...
+
+    def texts(self, ids: Ids) -> list[str]:
+        """The texts of ``ids``, in order (``StorageError`` if one is missing)."""
+        ...
 
     def count(self) -> int: ...
 
@@ -245,15 +277,7 @@ class Moderation(Protocol):
 
 
 class FactSearch(Protocol):
-    """The catalog as retrieval sees it: keyword ranking, metadata filters, rows by id."""
-
-    def keyword_search(
-        self,
-        text: str,
-        limit: int,
-        flt: MetadataFilter | None = None,
-        skip_superseded: bool = False,
-    ) -> list[Hit]: ...
+    """The catalog as retrieval sees it: metadata filters, superseded ids, rows by id."""
 
     def superseded_ids(self) -> Ids:
         """Row ids of the facts a stored newer version by their contributor replaces."""

@@ -21,7 +21,7 @@ import numpy as np
 from node.errors import InvalidQuery
 from node.facts import has_visible_character
 from node.limits import MAX_K, MAX_QUERY_BYTES
-from node.ports import Embedder, FactSearch, VectorIndex
+from node.ports import Embedder, FactSearch, Ids, KeywordIndex, VectorIndex
 from node.results import ScoredFact
 from node.search import DEFAULT_MIN_RELEVANCE, Hit, Query, SearchMode, reciprocal_rank_fusion
 
@@ -39,11 +39,13 @@ class Retriever:
         self,
         catalog: FactSearch,
         index: VectorIndex,
+        keywords: KeywordIndex,
         embedder: Embedder,
         options: RetrievalOptions | None = None,
     ) -> None:
         self._catalog = catalog
         self._index = index
+        self._keywords = keywords
         self._embedder = embedder
         self.options = options or RetrievalOptions()
         self._pool = self.options.candidate_pool
@@ -78,8 +80,11 @@ class Retriever:
         hybrid = query.mode is SearchMode.HYBRID
         pool = max(self._pool, 2 * query.k) if hybrid else 2 * query.k + 10
         total = len(self._index)
+        allowed, excluded = self._restrictions(query)
+        if allowed is not None and len(allowed) == 0:
+            return []
         while True:
-            hits = self._candidates(query, vector, pool)
+            hits = self._candidates(query, vector, pool, allowed, excluded)
             results, below_min_score = self._materialize(hits, query)
             if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
                 return self._finish(results, vector)
@@ -97,21 +102,28 @@ class Retriever:
             for r, rel in zip(results, relevance, strict=True)
         ]
 
-    def _candidates(self, query: Query, vector: np.ndarray | None, pool: int) -> list[Hit]:
+    def _restrictions(self, query: Query) -> tuple[Ids | None, Ids | None]:
+        """The ids a metadata filter allows (None: all) and the superseded ids left out
+        (None: none), computed once per query and applied inside both rankers."""
+        allowed = None if query.filter is None else self._catalog.filter_ids(query.filter)
+        excluded = None if query.include_superseded else self._catalog.superseded_ids()
+        if excluded is not None and len(excluded) == 0:
+            excluded = None
+        return allowed, excluded
+
+    def _candidates(
+        self,
+        query: Query,
+        vector: np.ndarray | None,
+        pool: int,
+        allowed: Ids | None,
+        excluded: Ids | None,
+    ) -> list[Hit]:
         keyword: list[Hit] = []
         dense: list[Hit] = []
-        skip = not query.include_superseded
         if query.mode is not SearchMode.DENSE:
-            keyword = self._catalog.keyword_search(query.text, pool, query.filter, skip)
+            keyword = self._keywords.search(query.text, pool, allowed, excluded)
         if vector is not None and query.mode is not SearchMode.KEYWORD:
-            allowed = None
-            if query.filter is not None:
-                allowed = self._catalog.filter_ids(query.filter)
-                if len(allowed) == 0:
-                    return []
-            excluded = self._catalog.superseded_ids() if skip else None
-            if excluded is not None and len(excluded) == 0:
-                excluded = None
             dense = self._index.search(vector, pool, allowed, excluded)
         if query.mode is SearchMode.HYBRID:
             return reciprocal_rank_fusion([dense, keyword])

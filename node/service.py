@@ -35,6 +35,7 @@ from node.errors import (
 )
 from node.facts import Fact
 from node.follower import ChainFollower
+from node.indexes import Reconciled, SearchIndexes
 from node.ingest import Ingest
 from node.limits import MAX_BATCH
 from node.manifest import Block
@@ -48,7 +49,6 @@ from node.ports import (
     Network,
     PeerStatus,
     StoredFact,
-    VectorIndex,
 )
 from node.records import SignedRecord
 from node.recovery import IntegrityReport, audit, mark_clean
@@ -63,7 +63,7 @@ from node.retrieval import RetrievalOptions, Retriever, check_query
 from node.revocation import Revocations, Revoker
 from node.search import ContextFact, Query, format_context
 from node.signing import SigningKey, signature_valid
-from node.startup import check_model, reconcile
+from node.startup import check_model
 from node.status import chain_status, ingest_status
 from node.submissions import NodeSink, accept, accept_each
 from node.tombstone import Tombstone
@@ -100,7 +100,7 @@ class NodeParts:
     """Everything a node runs, built and wired by ``node.assembly.assemble``."""
 
     catalog: Catalog
-    index: VectorIndex
+    indexes: SearchIndexes
     embedder: Embedder
     store: ContentStore
     operator: SigningKey
@@ -132,7 +132,8 @@ class KnowledgeNode:
         self._on_closed = list(on_closed)
         self._options = options
         self._catalog = parts.catalog
-        self._index = parts.index
+        self._indexes = parts.indexes
+        self._index = parts.indexes.vectors
         self._embedder = parts.embedder
         self._store = parts.store
         self._operator = parts.operator
@@ -208,7 +209,7 @@ class KnowledgeNode:
             with contextlib.suppress(ChainError):
                 await self._in_thread(self._ledger.close)
         async with self._write_lock:
-            await self._in_thread(self._index.save)
+            await self._in_thread(self._indexes.save)
             with contextlib.suppress(KnowhubError):
                 mark_clean(self._catalog)
             self._catalog.close()
@@ -219,9 +220,9 @@ class KnowledgeNode:
     def _check_model(self) -> None:
         check_model(self._catalog, self._embedder, self._options.data_dir)
 
-    def reconcile(self) -> tuple[int, int]:
-        """Make the index hold exactly the catalog's searchable ids; (added, removed)."""
-        return reconcile(self._catalog, self._index)
+    def reconcile(self) -> Reconciled:
+        """Make both search indexes hold exactly the catalog's searchable ids."""
+        return self._indexes.reconcile(self._catalog)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -229,7 +230,7 @@ class KnowledgeNode:
             if self._ingest.dirty:
                 async with self._write_lock:
                     self._ingest.dirty = False
-                    await self._in_thread(self._index.save)
+                    await self._in_thread(self._indexes.save)
 
     # -- contribute --------------------------------------------------------------------------
 

@@ -1,8 +1,7 @@
-"""What a node checks and repairs before it serves: the model its data dir was built with, and
-the vector index against the catalog.
+"""What a node checks before it serves: the model its data dir was built with.
 
-The catalog is the source of truth; the vector index is a cache of its searchable facts
-(stored, not hidden, not erased), reconciled on every start.
+The catalog is the source of truth; the search indexes are caches of its searchable facts
+(stored, not hidden, not erased), reconciled on every start by ``node.indexes``.
 """
 
 from __future__ import annotations
@@ -11,10 +10,8 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from node.errors import IncompatibleDataDir
-from node.ports import CatalogSettings, Embedder, FactRecords, VectorIndex
+from node.ports import CatalogSettings, Embedder, FactRecords
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +36,3 @@ def check_model(catalog: CatalogSettings, embedder: Embedder, data_dir: Path) ->
                 f"data dir {data_dir} was built with {key}={have!r}, "
                 f"this node runs {value!r}; use another data dir or re-import the facts"
             )
-
-
-def reconcile(catalog: FactRecords, index: VectorIndex) -> tuple[int, int]:
-    """Make the index hold exactly the catalog's searchable ids; return (added, removed)."""
-    catalog_ids = catalog.ids()
-    index_ids = index.ids()
-    extra = np.setdiff1d(index_ids, catalog_ids, assume_unique=True)
-    missing = np.setdiff1d(catalog_ids, index_ids, assume_unique=True)
-    if len(extra):
-        index.remove(extra)
-    for start in range(0, len(missing), 4096):
-        chunk = missing[start : start + 4096]
-        index.add(chunk, catalog.vectors(chunk))
-    if len(extra) or len(missing):
-        log.info("index reconciled with catalog: added %d, removed %d", len(missing), len(extra))
-        index.save()
-    return len(missing), len(extra)

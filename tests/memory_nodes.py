@@ -7,8 +7,8 @@ from pathlib import Path
 
 from index.sqlite_catalog import SqliteCatalog
 from node.assembly import assemble
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
-from node.ports import ContentStore, Network
+from node.memory import HashEmbedder, MemoryContentStore, MemoryKeywordIndex, MemoryVectorIndex
+from node.ports import ContentStore, KeywordIndex, Network
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
 
@@ -20,6 +20,7 @@ def memory_node(
     catalog: SqliteCatalog | Path | None = None,
     store: ContentStore | None = None,
     index: MemoryVectorIndex | None = None,
+    keywords: KeywordIndex | None = None,
     network: Network | None = None,
 ) -> KnowledgeNode:
     embedder = HashEmbedder()
@@ -27,10 +28,11 @@ def memory_node(
         catalog
         if isinstance(catalog, SqliteCatalog)
         else SqliteCatalog(catalog or data_dir / "catalog.sqlite3"),
-        index or MemoryVectorIndex(embedder.dimension),
+        MemoryVectorIndex(embedder.dimension) if index is None else index,
         embedder,
         store or MemoryContentStore(),
         NodeOptions(data_dir=data_dir),
         operator=operator,
+        keywords=MemoryKeywordIndex() if keywords is None else keywords,
         network=network,
     )

@@ -14,7 +14,7 @@ from node.assembly import assemble
 from node.car import InvalidCar, write_car
 from node.content import clear_spool_dir, spool_dir, spool_file
 from node.facts import Fact, make_fact
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.memory import HashEmbedder, MemoryContentStore, MemoryKeywordIndex, MemoryVectorIndex
 from node.records import SignedRecord
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey, signature_valid
@@ -40,6 +40,7 @@ def build(path: Path, *, require: bool = False, anchor_peers: bool = False) -> K
         MemoryContentStore(),
         NodeOptions(data_dir=path, require_signatures=require, anchor_peer_facts=anchor_peers),
         operator=OPERATOR,
+        keywords=MemoryKeywordIndex(),
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from index.sqlite_catalog import SqliteCatalog
 from node.assembly import assemble
 from node.facts import make_fact
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.memory import HashEmbedder, MemoryContentStore, MemoryKeywordIndex, MemoryVectorIndex
 from node.origin import Origin
 from node.records import SignedRecord
 from node.service import NodeOptions
@@ -60,6 +60,7 @@ async def test_the_service_announces_and_anchors_by_origin(
         MemoryContentStore(),
         NodeOptions(data_dir=tmp_path, anchor_peer_facts=anchor_peer_facts),
         operator=KEY,
+        keywords=MemoryKeywordIndex(),
         network=network,  # type: ignore[arg-type]  # start, publish and close are reached
     )
     await node.start()

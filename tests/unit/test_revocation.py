@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.options import ApiOptions
 from api.security import AccessPolicy
+from index.bm25_index import Bm25Index
 from index.sqlite_catalog import SqliteCatalog
 from node.cid import cid_string
 from node.errors import NotContributor, NotFound, Revoked
@@ -49,7 +50,9 @@ class Rig:
         self.client = TestClient(create_app(self.make_node, options))
 
     def make_node(self) -> KnowledgeNode:
-        node = memory_node(self.tmp_path, OPERATOR, store=self.store)
+        # the real keyword index with its file: erasure must take the words off the disk
+        keywords = Bm25Index(path=self.tmp_path / "keywords.bm25")
+        node = memory_node(self.tmp_path, OPERATOR, store=self.store, keywords=keywords)
         self.nodes.append(node)
         return node
 
@@ -158,6 +161,11 @@ def test_the_text_leaves_the_catalog_files(rig: Rig) -> None:
     assert reply.status_code == 201
     for path in rig.tmp_path.glob("catalog.sqlite3*"):
         assert b"zebra quartz violin" not in path.read_bytes(), path
+    keywords = (rig.tmp_path / "keywords.bm25").read_bytes()  # saved at once by the erasure
+    for word in (b"zebra", b"quartz", b"violin", b"4711"):
+        assert word not in keywords, word
+    hits = rig.client.post("/v1/query", json={"query": "zebra quartz", "mode": "keyword"})
+    assert hits.json()["results"] == []
 
 
 def test_only_the_contributor_can_revoke(rig: Rig) -> None:

@@ -14,7 +14,7 @@ from node.assembly import assemble
 from node.errors import IncompatibleDataDir, InvalidFact, InvalidQuery, NotFound
 from node.facts import make_fact
 from node.filters import parse_filter
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.memory import HashEmbedder, MemoryContentStore, MemoryKeywordIndex, MemoryVectorIndex
 from node.results import Contribution
 from node.retrieval import RetrievalOptions
 from node.search import Query, SearchMode
@@ -42,6 +42,7 @@ def build(tmp_path: Path, embedder: HashEmbedder | None = None) -> KnowledgeNode
         MemoryContentStore(),
         NodeOptions(data_dir=tmp_path, retrieval=RetrievalOptions(candidate_pool=10)),
         operator=OPERATOR,
+        keywords=MemoryKeywordIndex(),
     )
 
 
@@ -221,3 +222,52 @@ async def test_concurrent_contributions_of_the_same_facts_embed_once(tmp_path: P
         assert (await node.status()).facts == 20
     finally:
         await node.close()
+
+
+async def test_the_keyword_index_is_a_cache_rebuilt_from_the_catalog(tmp_path: Path) -> None:
+    """Saved at close; a missing or torn file is rebuilt at the next start; hidden facts leave
+    it and come back with their text."""
+    from index.bm25_index import Bm25Index
+
+    path = tmp_path / "keywords.bm25"
+
+    def build_with_file() -> KnowledgeNode:
+        emb = HashEmbedder()
+        keywords, _ = Bm25Index.open(path)
+        return assemble(
+            SqliteCatalog(tmp_path / "catalog.sqlite3"),
+            MemoryVectorIndex(emb.dimension),
+            emb,
+            MemoryContentStore(),
+            NodeOptions(data_dir=tmp_path),
+            operator=OPERATOR,
+            keywords=keywords,
+        )
+
+    async def keyword_cids(node: KnowledgeNode, text: str) -> list[str]:
+        result = await node.query(Query(text, k=5, mode=SearchMode.KEYWORD))
+        return [r.fact.cid for r in result.results]
+
+    facts = [make_fact("Octopuses have three hearts."), make_fact("Lichens grow on rocks.")]
+    node = build_with_file()
+    await node.start()
+    for fact in facts:
+        await node.contribute(fact)
+    assert await keyword_cids(node, "octopus hearts") == [facts[0].cid]  # porter stemming
+    await node.close()
+    assert path.exists()
+    for damage in ("delete", "tear"):
+        if damage == "delete":
+            path.unlink()
+        else:
+            path.write_bytes(path.read_bytes()[:-7])
+        node = build_with_file()
+        await node.start()
+        try:
+            assert await keyword_cids(node, "lichen rocks") == [facts[1].cid], damage
+            assert (await node.moderation.hide(facts[1].cid, None)) is True
+            assert await keyword_cids(node, "lichen rocks") == []
+            assert (await node.moderation.unhide(facts[1].cid)) is True
+            assert await keyword_cids(node, "lichen rocks") == [facts[1].cid]
+        finally:
+            await node.close()

@@ -14,7 +14,7 @@ from index.sqlite_catalog import SqliteCatalog
 from node.assembly import assemble
 from node.errors import InvalidFact, InvalidSignature, SignatureMismatch, SignatureRequired
 from node.facts import make_fact
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.memory import HashEmbedder, MemoryContentStore, MemoryKeywordIndex, MemoryVectorIndex
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import (
     SigningKey,
@@ -131,6 +131,7 @@ def build(tmp_path: Path, require: bool) -> KnowledgeNode:
         MemoryContentStore(),
         NodeOptions(data_dir=tmp_path, require_signatures=require),
         operator=BOB,
+        keywords=MemoryKeywordIndex(),
     )
 
 

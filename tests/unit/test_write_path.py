@@ -23,7 +23,7 @@ from node.datadir import DataDirInUse, DataDirLock
 from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import KnowhubError, NotFound, Overloaded, StorageError
 from node.facts import make_fact
-from node.memory import HashEmbedder, MemoryContentStore, MemoryVectorIndex
+from node.memory import HashEmbedder, MemoryContentStore, MemoryKeywordIndex, MemoryVectorIndex
 from node.origin import Origin
 from node.ports import NewFact
 from node.results import Contribution
@@ -85,6 +85,7 @@ def build(
         MemoryContentStore(),
         NodeOptions(data_dir=tmp_path, retrieval=RetrievalOptions(candidate_pool=10), **opts),
         operator=OPERATOR,
+        keywords=MemoryKeywordIndex(),
     )
 
 
@@ -343,6 +344,7 @@ async def test_facts_the_catalog_lost_are_detected_and_recovered_from_blocks(
             store,
             NodeOptions(data_dir=tmp_path, retrieval=RetrievalOptions(candidate_pool=10)),
             operator=OPERATOR,
+            keywords=MemoryKeywordIndex(),
         )
 
     node = make(tmp_path / "first.sqlite3")
