@@ -14,7 +14,7 @@ from node.content import clear_spool_dir
 from node.datadir import DataDirLock
 from node.embedding import SchedulerOptions
 from node.errors import ChainError, ConfigError
-from node.ports import ContentStore, Ledger, Network
+from node.ports import ContentStore, Embedder, Ledger, Network
 from node.provenance import RegistryReader
 from node.retrieval import RetrievalOptions
 from node.service import KnowledgeNode, NodeOptions
@@ -55,21 +55,16 @@ def build_node(settings: Settings) -> KnowledgeNode:
 def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> KnowledgeNode:
     from index.blockstore import SqliteBlockstore, migrate_filesystem_blocks
     from index.bm25_index import Bm25Index
-    from index.embedder import SentenceTransformerEmbedder
     from index.faiss_index import FaissIndex
     from index.kubo import KuboContentStore
     from index.sqlite_catalog import SqliteCatalog
 
     operator = load_or_create_key(settings.key_file or data_dir / KEY_FILE)
     ledger = build_ledger(settings, operator, data_dir)  # first: fails fast on a bad chain config
-    embedder = SentenceTransformerEmbedder(
-        batch_size=settings.embed_batch_size, torch_threads=settings.torch_threads
-    )
+    embedder = build_embedder(settings, settings.embed_threads)
     # a second copy for queries: they never wait for an ingest pass (node.embedding)
     query_embedder = (
-        SentenceTransformerEmbedder(batch_size=settings.embed_batch_size)
-        if settings.query_model_copy
-        else None
+        build_embedder(settings, settings.query_threads) if settings.query_model_copy else None
     )
     catalog = SqliteCatalog(data_dir / CATALOG_FILE)
     index = FaissIndex(
@@ -131,6 +126,29 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
         network=build_network(settings, data_dir),
         on_closed=[lock.release],
         query_embedder=query_embedder,
+    )
+
+
+def build_embedder(settings: Settings, threads: int) -> Embedder:
+    """The configured backend of the bundled model (``KNOWHUB_EMBEDDER``). ONNX models missing
+    from ``onnx_dir`` or older than the bundled weights (setup exports them) are exported here,
+    from the bundled weights, never downloaded."""
+    if settings.embedder == "torch":
+        from index.embedder import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(
+            batch_size=settings.embed_batch_size, torch_threads=settings.embed_threads
+        )
+    from index.onnx_embedder import OnnxEmbedder
+    from index.onnx_export import default_onnx_dir, export_model
+
+    model_dir = settings.onnx_dir or default_onnx_dir()
+    export_model(model_dir)  # checks the stamp against the bundled weights; exports if stale
+    return OnnxEmbedder(
+        model_dir,
+        quantized=settings.embedder == "onnx-int8",
+        threads=threads,
+        batch_size=settings.embed_batch_size,
     )
 
 

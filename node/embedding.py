@@ -12,10 +12,13 @@ query wait behind whole batches (measured: hybrid p50 0.39 s -> 11.5 s). Here tw
 With one embedder, one worker thread serves both lanes and a query waits at most one slice
 (one forward pass: ~30 ms for a 256-token abstract on 2 cores). With a second, dedicated
 ``query_embedder`` (the node's default: a second copy of the model), queries are embedded on
-their own thread, and when the ingest embedder is ``Preemptible`` its forward pass holds
-before every transformer layer while a query waits or runs: a query waits at most one layer
-and then has the CPU to itself. Queries first means a stream of queries can hold ingest back;
-the ingest bound then answers writers with 503 (the query lane is bounded too).
+their own thread, and when the ingest embedder is ``Preemptible`` (torch) its forward pass
+holds before every transformer layer while a query waits or runs: a query waits at most one
+layer and then has the CPU to itself. An ingest embedder that cannot pause inside a pass (ONNX
+Runtime) holds between slices instead: a query shares the CPU with at most the one slice in
+progress (``slice_seconds``), and no new slice starts while queries wait or run. Queries first
+means a stream of queries can hold ingest back; the ingest bound then answers writers with 503
+(the query lane is bounded too).
 
 Invariants: the ingest lane holds at most ``max_pending`` texts (queued plus in progress) and
 at most ``max_wait`` seconds of work at the measured ingest rate, except that one request may
@@ -97,12 +100,15 @@ class EmbedScheduler:
         self._pending = 0  # texts in the ingest lane, counted at admission
         self._closed = False
         self._querying = False  # the query thread is embedding
+        self._hold_between_slices = False
         self._query_thread: threading.Thread | None = None
         if query_embedder is not None:
             # queries get their own instance and thread; an ingest pass pauses between layers
             # while a query waits or runs (see the module docstring)
             if isinstance(embedder, Preemptible):
                 embedder.set_yield_point(self._yield_to_queries)
+            else:  # e.g. ONNX Runtime: a pass cannot pause, so ingest holds between slices
+                self._hold_between_slices = True
             self._query_thread = threading.Thread(
                 target=self._run_queries, args=(query_embedder,), name="embed-query", daemon=True
             )
@@ -218,8 +224,9 @@ class EmbedScheduler:
         while True:
             queries: list[_Job] = []
             with self._cond:
-                while (
-                    not (serves_queries and self._queries) and not self._ingest and not self._closed
+                while not self._closed and (
+                    (not (serves_queries and self._queries) and not self._ingest)
+                    or (self._hold_between_slices and (self._queries or self._querying))
                 ):
                     self._cond.wait()
                 if self._closed:

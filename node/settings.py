@@ -25,7 +25,29 @@ class Settings(BaseSettings):
     )
 
     embed_batch_size: int = Field(64, ge=1, le=1024, description="Texts per model forward pass.")
-    torch_threads: int = Field(0, ge=0, description="Torch CPU threads; 0 keeps torch's default.")
+    embedder: Literal["onnx-int8", "onnx", "torch"] = Field(
+        "onnx-int8",
+        description="Embedding backend for the bundled all-MiniLM-L6-v2: ONNX Runtime with int8 "
+        "weights (default, fastest; SciFact quality in BENCHMARKS.md), ONNX fp32 (the torch "
+        "vectors to float rounding), or torch through sentence-transformers. The ONNX models are "
+        "exported from the bundled weights at setup (python -m index.onnx_export), never "
+        "downloaded; a node exports them at its first start if they are missing.",
+    )
+    onnx_dir: Path | None = Field(
+        None, description="Where the exported ONNX models are; default: inside the environment."
+    )
+    embed_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads of the ingest embedder (batch throughput); 0: the backend's "
+        "default (all cores). torch's threads are process-wide: this sets them for both copies.",
+    )
+    query_threads: int = Field(
+        1,
+        ge=0,
+        description="Threads of the ONNX query embedder (one short text: one thread is "
+        "fastest on a loaded machine, BENCHMARKS.md); 0: the backend's default.",
+    )
     ingest_queue: int = Field(
         1024,
         ge=1,

@@ -17,6 +17,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The ONNX embedding models (fp32 and int8), exported from the bundled weights into the venv:
+# never downloaded. Idempotent: a stamp of the source weights makes this a no-op when current.
+"$venv/bin/python" -m index.onnx_export >&2
+
 # npm_install_once DIR: install exactly what DIR's lock file pins (npm ci: fails when the lock
 # and package.json disagree) unless the lock file is unchanged since the last install.
 npm_install_once() {

@@ -25,7 +25,7 @@ from node.errors import KnowhubError, NotFound, Overloaded, StorageError
 from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryContentStore, MemoryKeywordIndex, MemoryVectorIndex
 from node.origin import Origin
-from node.ports import NewFact
+from node.ports import NewFact, Preemptible
 from node.results import Contribution
 from node.retrieval import RetrievalOptions
 from node.search import Query, SearchMode
@@ -226,6 +226,62 @@ async def test_a_dedicated_query_model_does_not_wait_for_the_ingest_pass() -> No
         assert events.index("query end") < events.index("ingest end")
     finally:
         hold.set()
+        scheduler.close()
+
+
+class UnpausableEmbedder:
+    """An ingest model that cannot pause inside a pass (like ONNX Runtime): no yield point.
+    Each pass logs its start and end; ``gate`` holds the first pass until released."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.inner, self.log = HashEmbedder(), log
+        self.gate, self.inside, self.ended = threading.Event(), threading.Event(), threading.Event()
+        self.model_name, self.dimension = self.inner.model_name, self.inner.dimension
+
+    def embed(self, texts: Sequence[str]) -> Any:
+        self.log.append("ingest start")
+        self.inside.set()
+        assert self.gate.wait(timeout=60)
+        out = self.inner.embed(texts)
+        self.log.append("ingest end")
+        self.ended.set()
+        return out
+
+
+async def test_without_preemption_ingest_holds_between_slices_for_queries() -> None:
+    """A query that arrives during an unpausable ingest slice shares the CPU with that slice
+    only: the next slice does not start until the query is embedded."""
+    events: list[str] = []
+    ingest_model = UnpausableEmbedder(events)
+    query_model = LayeredEmbedder("query", events, threading.Event())
+    assert not isinstance(ingest_model, Preemptible)
+    texts = [f"doc {i}" for i in range(6)]
+    scheduler = EmbedScheduler(
+        ingest_model,
+        SchedulerOptions(slice_seconds=1e-9, max_slice=2),  # slices of one text
+        query_embedder=query_model,
+    )
+    try:
+        scheduler.admit(len(texts))
+        ingest = asyncio.ensure_future(scheduler.embed_ingest(texts))
+        assert await asyncio.to_thread(ingest_model.inside.wait, 60)  # slice 1 is running
+        query = asyncio.ensure_future(scheduler.embed_query(["the query"]))
+        assert await asyncio.to_thread(query_model.inside.wait, 60)  # the query is running
+        ingest_model.gate.set()  # slice 1 ends while the query model is still busy...
+        assert await asyncio.to_thread(ingest_model.ended.wait, 60)
+        await asyncio.sleep(0.2)  # room for a wrong slice 2 to start
+        assert events.count("ingest start") == 1, events  # ...and no slice 2 starts
+        assert query_model.hold is not None
+        query_model.hold.set()
+        assert (await query).shape == (1, query_model.dimension)
+        out = await ingest
+        np.testing.assert_allclose(out, HashEmbedder().embed(texts))
+        first_after_query = events.index("query end") + 1
+        assert events[first_after_query] == "ingest start", events
+    finally:
+        ingest_model.gate.set()
+        if query_model.hold is not None:
+            query_model.hold.set()
         scheduler.close()
 
 
