@@ -359,6 +359,17 @@ class QueryOut(BaseModel):
     min_relevance: float | None = Field(None, description="The threshold the context used.")
 
 
+class LeanQueryOut(BaseModel):
+    """The answer to a query with ``include``: only the named fields of each hit, and the
+    context only when ``context`` is named."""
+
+    results: list[dict[str, Any]] = Field(
+        description="Each hit with exactly the fields `include` names (see QueryHit)."
+    )
+    context: str | None = Field(None, description="Only when `include` names `context`.")
+    min_relevance: float | None = Field(None, description="Only with the context.")
+
+
 class IndexStatus(BaseModel):
     kind: str
     size: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import NodeDep
-from api.schemas import ErrorBody, QueryIn, QueryOut
+from api.schemas import ErrorBody, LeanQueryOut, QueryIn, QueryOut
 from api.views import lean_query_out, query_from, query_out
 
 router = APIRouter(prefix="/v1", tags=["query"])
@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1", tags=["query"])
 
 @router.post(
     "/query",
-    response_model=QueryOut,
+    response_model=QueryOut | LeanQueryOut,
     responses={400: {"model": ErrorBody}, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}},
 )
 async def query(body: QueryIn, node: NodeDep) -> Response:

@@ -77,4 +77,4 @@ def test_rendering_module_under_node() -> None:
         [NODE, "--test", "tests/web/ui.test.mjs"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# fail 0" in result.stdout and "# pass 8" in result.stdout
+    assert "# fail 0" in result.stdout and "# pass 9" in result.stdout

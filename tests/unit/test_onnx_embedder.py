@@ -155,14 +155,10 @@ def test_order_and_batching_do_not_change_vectors(onnx_dir: Path, quantized: boo
     perm = np.random.default_rng(7).permutation(len(TEXTS))
     shuffled = embedder.embed([TEXTS[i] for i in perm])
     one_by_one = np.vstack([embedder.embed([t]) for t in TEXTS[::5]])
-    if not quantized:
-        np.testing.assert_allclose(shuffled, whole[perm], atol=1e-5)
-        np.testing.assert_allclose(one_by_one, whole[::5], atol=1e-5)
-    else:
-        # int8 activations are quantized with one scale per tensor, so a text's batch partners
-        # (and their padding) move its vector a little: close, not equal.
-        assert _cosines(shuffled, whole[perm]).min() >= 0.97
-        assert _cosines(one_by_one, whole[::5]).min() >= 0.97
+    # int8 too: it runs one text per pass, so a text's vector does not depend on its batch
+    # partners (their activations would share its dynamic quantization scale)
+    np.testing.assert_allclose(shuffled, whole[perm], atol=1e-5)
+    np.testing.assert_allclose(one_by_one, whole[::5], atol=1e-5)
 
 
 def test_empty_input(onnx_dir: Path) -> None:
