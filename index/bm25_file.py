@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from index.bm25_tokens import TOKENIZER_VERSION
+from index.durable import fsync_dir
 from node.errors import StorageError
 
 FORMAT_VERSION = 1
@@ -107,7 +108,7 @@ def write(path: Path, forward: Forward) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"cannot save the keyword index to {path}: {exc}") from exc
 
@@ -192,11 +193,3 @@ def _decode(data: bytes) -> Forward:
     if len(set(terms)) != n_terms:
         raise CorruptIndex("duplicate terms")
     return Forward(ids, fwd_off, fwd_terms, fwd_tf, terms)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ from typing import Any
 import faiss as _faiss
 import numpy as np
 
+from index.durable import fsync_dir
 from node.errors import StorageError
 from node.ports import Ids, Vectors
 from node.search import Hit
@@ -201,7 +202,7 @@ class FaissIndex:
                 with open(tmp, "rb") as fh:
                     os.fsync(fh.fileno())
                 os.replace(tmp, self._path)
-                _fsync_dir(self._path.parent)
+                fsync_dir(self._path.parent)
             except (OSError, RuntimeError) as exc:
                 raise StorageError(f"cannot save the vector index to {self._path}: {exc}") from exc
         log.debug("vector index saved to %s (%d vectors)", self._path, len(self))
@@ -236,11 +237,3 @@ class FaissIndex:
             index.add_with_ids(np.ascontiguousarray(vectors), ids)
         self._index = index
         self._tombstones = set()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from index.durable import fsync_dir
 from index.onnx_embedder import (
     FP32_FILE,
     INT8_FILE,
@@ -258,18 +259,12 @@ def _write_synced(path: Path, text: str) -> None:
 
 
 def _sync_dir(path: Path) -> None:
+    """fsync every file in ``path`` (``fsync_dir`` works on a file as on a directory) and the
+    directory itself."""
     for child in path.iterdir():
         if child.is_file():
-            fd = os.open(child, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+            fsync_dir(child)
+    fsync_dir(path)
 
 
 def _check_pooling(source: Path) -> None:
