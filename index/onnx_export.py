@@ -163,9 +163,14 @@ def export_model(out_dir: Path, model_path: Path | None = None) -> None:
     source = model_path or _bundled_model_path()
     digest = source_digest(source)
     out_dir = out_dir.absolute()
+    # checked before taking the lock: a current export is read-only business (a node in the
+    # Docker image runs as a user that cannot write where the build exported)
+    if _up_to_date(out_dir, digest):
+        log.info("ONNX export in %s is up to date", out_dir)
+        return
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
-        if _up_to_date(out_dir, digest):
+        if _up_to_date(out_dir, digest):  # another process exported meanwhile
             log.info("ONNX export in %s is up to date", out_dir)
             return
         _refuse_foreign(out_dir)

@@ -181,6 +181,20 @@ def test_export_is_idempotent(onnx_dir: Path) -> None:
     assert not [p for p in onnx_dir.parent.glob(".onnx.*") if p.suffix != ".lock"]
 
 
+def test_a_current_export_is_checked_without_writing(
+    onnx_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node in the Docker image runs as a user who cannot write where the build exported:
+    an up-to-date export must not even take the (file) lock."""
+    import index.onnx_export as onnx_export
+
+    def no_lock(out_dir: Path) -> None:
+        raise PermissionError(f"read-only: {out_dir.parent}")
+
+    monkeypatch.setattr(onnx_export, "_exclusive", no_lock)
+    export_model(onnx_dir)  # returns: nothing to write
+
+
 def test_stale_stamp_is_not_current(onnx_dir: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     copy.mkdir()
