@@ -20,6 +20,7 @@ from typing import Any
 from api import cli_provenance
 from api.client import DEFAULT_URL, NodeClient, NodeError, Unreachable
 from node.limits import DEFAULT_K, MAX_K
+from node.search import is_relevant
 
 log = logging.getLogger("knowhub")
 
@@ -357,13 +358,13 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
     for n, hit in enumerate(result.results, start=1):
         rel = hit.relevance
         shown = "relevance ?" if rel is None else f"relevance {rel:.2f}"
-        below = threshold is not None and (rel is None or rel < threshold)
+        below = threshold is not None and not is_relevant(rel, threshold)
         mark = " (not relevant)" if below else ""
         _out(f"[{n}] {hit.score:.4f} {shown}{mark} {hit.cid}\n    {hit.text[:300]}")
     if not result.results:
         _out("no results")
-    elif threshold is not None and all(
-        h.relevance is None or h.relevance < threshold for h in result.results
+    elif threshold is not None and not any(
+        is_relevant(h.relevance, threshold) for h in result.results
     ):
         _out(f"nothing relevant (every hit's relevance is below {threshold:.2f})")
     return 0

@@ -7,7 +7,7 @@ how each call is built (``_Call``: method, path, body, and the model its answer 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -165,16 +165,14 @@ def _query_body(query: str, options: QueryOptions) -> dict[str, Any]:
     rest (the node validates them)."""
     body: dict[str, Any] = {"query": query}
     for key, value in options.items():
-        if value is None or (key == "include_superseded" and not value):
-            continue
-        body[key] = value
-    if options.get("filter"):
-        body["filter"] = dict(cast("Mapping[str, Any]", options["filter"]))
-    else:
-        body.pop("filter", None)
-    vector = options.get("vector")
-    if vector is not None:
-        body["vector"] = [float(x) for x in vector]
+        if key == "filter":
+            value = dict(cast("Mapping[str, Any]", value)) if value else None
+        elif key == "vector" and value is not None:
+            value = [float(x) for x in cast("Sequence[float]", value)]
+        elif key == "include_superseded":
+            value = True if value else None
+        if value is not None:
+            body[key] = value
     return body
 
 

@@ -32,6 +32,7 @@ from pydantic import Field
 from api.client import DEFAULT_URL, AsyncNodeClient, NodeClient
 from api.schemas import QueryHit, QueryOptions, QueryOut
 from node.limits import DEFAULT_K, MAX_K
+from node.search import is_relevant
 
 
 class KnowhubRetriever(BaseRetriever):
@@ -74,7 +75,7 @@ class KnowhubRetriever(BaseRetriever):
         threshold = out.min_relevance
         hits = out.results
         if self.relevant_only and threshold is not None:
-            hits = [h for h in hits if h.relevance is not None and h.relevance >= threshold]
+            hits = [h for h in hits if is_relevant(h.relevance, threshold)]
         return [self._document(hit) for hit in hits]
 
     def _document(self, hit: QueryHit) -> Document:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -325,32 +326,27 @@ class SqliteCatalog(
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def texts(self, ids: Ids) -> list[str]:
-        found: dict[int, str] = {}
-        with self._cursor() as cur:
-            for chunk in chunks(ids.tolist()):
-                marks = ",".join("?" * len(chunk))
-                for fact_id, text in cur.execute(
-                    f"SELECT id, text FROM facts WHERE id IN ({marks})", chunk
-                ):
-                    found[int(fact_id)] = str(text)
-        missing = [i for i in ids.tolist() if i not in found]
-        if missing:
-            raise StorageError(f"catalog has no texts for ids {missing[:5]}")
-        return [found[i] for i in ids.tolist()]
+        found = self._column_by_ids("text", ids)
+        return [str(found[i]) for i in ids.tolist()]
 
     def vectors(self, ids: Ids) -> Vectors:
-        found: dict[int, bytes] = {}
+        found = self._column_by_ids("vector", ids)
+        return np.stack([np.frombuffer(found[i], dtype=np.float32) for i in ids.tolist()])
+
+    def _column_by_ids(self, column: str, ids: Ids) -> dict[int, Any]:
+        """``column`` of every fact in ``ids`` (``StorageError`` naming any that is missing)."""
+        found: dict[int, Any] = {}
         with self._cursor() as cur:
             for chunk in chunks(ids.tolist()):
                 marks = ",".join("?" * len(chunk))
-                for fact_id, blob in cur.execute(
-                    f"SELECT id, vector FROM facts WHERE id IN ({marks})", chunk
+                for fact_id, value in cur.execute(
+                    f"SELECT id, {column} FROM facts WHERE id IN ({marks})", chunk
                 ):
-                    found[int(fact_id)] = blob
+                    found[int(fact_id)] = value
         missing = [i for i in ids.tolist() if i not in found]
         if missing:
-            raise StorageError(f"catalog has no vectors for ids {missing[:5]}")
-        return np.stack([np.frombuffer(found[i], dtype=np.float32) for i in ids.tolist()])
+            raise StorageError(f"catalog has no {column}s for ids {missing[:5]}")
+        return found
 
     def block(self, cid: str) -> bytes | None:
         with self._cursor() as cur:

@@ -61,10 +61,13 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
 
     operator = load_or_create_key(settings.key_file or data_dir / KEY_FILE)
     ledger = build_ledger(settings, operator, data_dir)  # first: fails fast on a bad chain config
-    embedder = build_embedder(settings, settings.embed_threads)
+    model_dir = onnx_model_dir(settings)  # exported (or checked) once for both copies
+    embedder = build_embedder(settings, settings.embed_threads, model_dir)
     # a second copy for queries: they never wait for an ingest pass (node.embedding)
     query_embedder = (
-        build_embedder(settings, settings.query_threads) if settings.query_model_copy else None
+        build_embedder(settings, settings.query_threads, model_dir)
+        if settings.query_model_copy
+        else None
     )
     catalog = SqliteCatalog(data_dir / CATALOG_FILE)
     index = FaissIndex(
@@ -129,21 +132,30 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
     )
 
 
-def build_embedder(settings: Settings, threads: int) -> Embedder:
-    """The configured backend of the bundled model (``KNOWHUB_EMBEDDER``). ONNX models missing
-    from ``onnx_dir`` or older than the bundled weights (setup exports them) are exported here,
-    from the bundled weights, never downloaded."""
+def onnx_model_dir(settings: Settings) -> Path | None:
+    """Where the ONNX backends load from (None for torch). Models missing from ``onnx_dir`` or
+    older than the bundled weights (setup exports them) are exported here, from the bundled
+    weights, never downloaded."""
     if settings.embedder == "torch":
+        return None
+    from index.onnx_export import default_onnx_dir, export_model
+
+    model_dir = settings.onnx_dir or default_onnx_dir()
+    export_model(model_dir)  # checks the stamp against the bundled weights; exports if stale
+    return model_dir
+
+
+def build_embedder(settings: Settings, threads: int, model_dir: Path | None) -> Embedder:
+    """The configured backend of the bundled model (``KNOWHUB_EMBEDDER``); ``model_dir`` from
+    ``onnx_model_dir``."""
+    if model_dir is None:
         from index.embedder import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(
             batch_size=settings.embed_batch_size, torch_threads=settings.embed_threads
         )
     from index.onnx_embedder import OnnxEmbedder
-    from index.onnx_export import default_onnx_dir, export_model
 
-    model_dir = settings.onnx_dir or default_onnx_dir()
-    export_model(model_dir)  # checks the stamp against the bundled weights; exports if stale
     return OnnxEmbedder(
         model_dir,
         quantized=settings.embedder == "onnx-int8",

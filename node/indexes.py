@@ -13,7 +13,7 @@ Methods block (FAISS, numpy, SQLite): callers run them in worker threads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,37 +61,28 @@ class SearchIndexes:
     def reconcile(self, catalog: FactRecords) -> Reconciled:
         """Make both indexes hold exactly the catalog's searchable ids."""
         want = catalog.ids()
-        v_missing, v_extra = _difference(want, self.vectors.ids())
-        if len(v_extra):
-            self.vectors.remove(v_extra)
-        for chunk in _chunks(v_missing):
-            self.vectors.add(chunk, catalog.vectors(chunk))
-        k_missing, k_extra = _difference(want, self.keywords.ids())
-        if len(k_extra):
-            self.keywords.remove(k_extra)
-        for chunk in _chunks(k_missing):
-            self.keywords.add(chunk, catalog.texts(chunk))
-        done = Reconciled(len(v_missing), len(v_extra), len(k_missing), len(k_extra))
-        if len(v_missing) or len(v_extra):
-            log.info(
-                "vector index reconciled: added %d, removed %d", *(len(v_missing), len(v_extra))
-            )
-            self.vectors.save()
-        if len(k_missing) or len(k_extra):
-            log.info(
-                "keyword index reconciled: added %d, removed %d", *(len(k_missing), len(k_extra))
-            )
-            self.keywords.save()
-        return done
+        vectors = _sync(
+            "vector", want, self.vectors, lambda c: self.vectors.add(c, catalog.vectors(c))
+        )
+        keywords = _sync(
+            "keyword", want, self.keywords, lambda c: self.keywords.add(c, catalog.texts(c))
+        )
+        return Reconciled(*vectors, *keywords)
 
 
-def _difference(want: Ids, have: Ids) -> tuple[Ids, Ids]:
-    """(ids to add, ids to remove) to go from ``have`` to ``want``."""
-    return (
-        np.setdiff1d(want, have, assume_unique=True),
-        np.setdiff1d(have, want, assume_unique=True),
-    )
-
-
-def _chunks(ids: Ids) -> list[Ids]:
-    return [ids[i : i + RECONCILE_CHUNK] for i in range(0, len(ids), RECONCILE_CHUNK)]
+def _sync(
+    name: str, want: Ids, index: VectorIndex | KeywordIndex, add: Callable[[Ids], None]
+) -> tuple[int, int]:
+    """Add ``want``'s ids that ``index`` lacks (``add`` reads them from the catalog a chunk at
+    a time), remove those it holds beyond them, save if anything changed; (added, removed)."""
+    have = index.ids()
+    missing = np.setdiff1d(want, have, assume_unique=True)
+    extra = np.setdiff1d(have, want, assume_unique=True)
+    if len(extra):
+        index.remove(extra)
+    for start in range(0, len(missing), RECONCILE_CHUNK):
+        add(missing[start : start + RECONCILE_CHUNK])
+    if len(missing) or len(extra):
+        log.info("%s index reconciled: added %d, removed %d", name, len(missing), len(extra))
+        index.save()
+    return len(missing), len(extra)

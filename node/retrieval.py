@@ -48,7 +48,6 @@ class Retriever:
         self._keywords = keywords
         self._embedder = embedder
         self.options = options or RetrievalOptions()
-        self._pool = self.options.candidate_pool
 
     def min_relevance(self, query: Query) -> float:
         """The context threshold of ``query``: its own, else the node's."""
@@ -78,7 +77,7 @@ class Retriever:
         # Fusion needs a deep pool from each ranker; a single ranker needs only a margin for
         # identical texts, and searches deeper when de-duplication eats it.
         hybrid = query.mode is SearchMode.HYBRID
-        pool = max(self._pool, 2 * query.k) if hybrid else 2 * query.k + 10
+        pool = max(self.options.candidate_pool, 2 * query.k) if hybrid else 2 * query.k + 10
         total = len(self._index)
         allowed, excluded = self._restrictions(query)
         if allowed is not None and len(allowed) == 0:

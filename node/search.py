@@ -74,11 +74,16 @@ class ContextFact:
     relevance: float | None
 
 
+def is_relevant(relevance: float | None, min_relevance: float) -> bool:
+    """Whether a hit of this relevance may be cited (an unknown relevance never is)."""
+    return relevance is not None and relevance >= min_relevance
+
+
 def format_context(query: str, facts: Sequence[ContextFact], min_relevance: float) -> str:
     """A block ready to paste into an LLM prompt: the facts (in rank order) whose relevance
     reaches ``min_relevance``, numbered, each citing its CID; or a plain statement that this
     hub holds nothing relevant, so that an agent does not cite padding."""
-    cited = [f for f in facts if f.relevance is not None and f.relevance >= min_relevance]
+    cited = [f for f in facts if is_relevant(f.relevance, min_relevance)]
     if not cited:
         if not facts:
             return f'No facts in this knowledge hub match "{query}".'

@@ -133,7 +133,6 @@ class KnowledgeNode:
         self._options = options
         self._catalog = parts.catalog
         self._indexes = parts.indexes
-        self._index = parts.indexes.vectors
         self._embedder = parts.embedder
         self._store = parts.store
         self._operator = parts.operator
@@ -160,7 +159,7 @@ class KnowledgeNode:
 
     async def start(self) -> None:
         await self._in_thread(self._check_model)
-        found = await audit(self._catalog, self._index, self._store, self._operator)
+        found = await audit(self._catalog, self._indexes.vectors, self._store, self._operator)
         self._integrity = found.report
         await self._in_thread(self._revocations.sweep)  # before reconcile: it drops their ids
         await self._in_thread(self.reconcile)
@@ -355,8 +354,8 @@ class KnowledgeNode:
         return NodeStatus(
             version=__version__,
             facts=self._catalog.count(),
-            index_kind=self._index.kind,
-            index_size=len(self._index),
+            index_kind=self._indexes.vectors.kind,
+            index_size=len(self._indexes.vectors),
             model=self._embedder.model_name,
             dimension=self._embedder.dimension,
             data_dir=str(self._options.data_dir),
