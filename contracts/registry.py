@@ -85,7 +85,7 @@ class RegistryClient:
     def get_anchor(self, root: bytes) -> OnChainAnchor | None:
         """The registry's storage says who anchored ``root`` and in which block; the manifest
         CID and count come from the ``Anchored`` event of that block (the registry keeps them
-        out of storage: 1 slot per root instead of 4)."""
+        out of storage: 1 slot per root instead of 5)."""
         with _rpc("getAnchor"):
             submitter, block, timestamp = self._contract.functions.getAnchor(root).call()
         if submitter == _ZERO or int(submitter, 16) == 0:
