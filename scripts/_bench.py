@@ -7,7 +7,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from _ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
@@ -96,13 +96,6 @@ def synthetic_facts(n: int) -> list[dict[str, Any]]:
     if len(texts) < n:
         raise ValueError(f"only {len(texts)} distinct synthetic texts available")
     return [{"text": t, "metadata": {"n": i}} for i, t in enumerate(texts)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rss_mib(pid: int) -> float:

@@ -41,7 +41,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import yaml
-from network import Member, free_port, rpc, smoke, stop_all
+from _ports import free_port
+from network import Member, rpc, smoke, stop_all
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "compose.yml"

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _ports import free_port  # noqa: E402
 from libp2p.peer.id import ID  # noqa: E402
 
 from contracts.anvil import ANVIL_BIN  # noqa: E402
@@ -42,12 +42,6 @@ from p2p.identity import load_or_create_identity  # noqa: E402
 
 log = logging.getLogger("network")
 ANVIL_DEPLOYER = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rpc(url: str, method: str, *params: object) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,11 @@ import httpx
 
 from tests.conftest import ROOT
 
+# one home for local ports: scripts/_ports.py (tests, benchmarks and scripts/network.py)
+sys.path.insert(0, str(ROOT / "scripts"))
+from _ports import ephemeral_low as ephemeral_low
+from _ports import free_port as free_port
+
 
 def knowhub(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -24,13 +28,6 @@ def knowhub(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class NodeProcess:
