@@ -12,13 +12,17 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from api import cli_provenance
-from api.client import DEFAULT_URL, NodeClient, NodeError, Unreachable
+from api import cli_import, cli_provenance
+from api.client import (
+    DEFAULT_URL,
+    NodeClient,
+    NodeError,
+    Unreachable,
+)
 from node.limits import DEFAULT_K, MAX_K
 from node.search import is_relevant
 
@@ -191,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with NodeClient(args.url) as client:
             handler = {
                 "add": _add,
-                "import": _import,
+                "import": cli_import.run,
                 "query": _query,
                 "status": _status,
                 "revoke": _revoke,
@@ -410,105 +414,6 @@ def _import_car(client: NodeClient, args: argparse.Namespace) -> int:
         f"{result.existing}, refused {result.refused}), roots {' '.join(result.roots)}"
     )
     return 0
-
-
-def _import(client: NodeClient, args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    path: Path = args.file
-    if not path.is_file():
-        raise NodeError(0, "usage", f"no such file: {path}")
-    key = None if args.key is None else cli_provenance.load_key(args.key)
-    checkpoint = Checkpoint(path, args.url)
-    done = 0 if args.restart else checkpoint.load()
-    total = sum(1 for _ in path.open("rb"))
-    counts = {"created": 0, "exists": 0, "error": 0}
-    with tqdm(
-        total=total, initial=done, unit="fact", disable=args.no_progress, file=sys.stderr
-    ) as bar:
-        for line_no, batch in _batches(path, args.batch_size, skip=done, beir=args.beir):
-            for n, item in batch:
-                if isinstance(item, _BadLine):  # reported here, never sent
-                    counts["error"] += 1
-                    sys.stderr.write(f"line {n}: {item.reason}\n")
-            sendable = [(n, item) for n, item in batch if not isinstance(item, _BadLine)]
-            items = [item for _, item in sendable]
-            if key is not None:
-                items = [
-                    cli_provenance.signed_submission(key, i) if isinstance(i, dict) else i
-                    for i in items
-                ]
-            if items:
-                result = client.add_batch(items)
-                for (n, _), item in zip(sendable, result.results, strict=True):
-                    counts[item.status] += 1
-                    if item.error is not None:
-                        sys.stderr.write(f"line {n}: {item.error.message}\n")
-            checkpoint.save(line_no)
-            bar.update(len(batch))
-    _out(
-        f"created {counts['created']}, already stored {counts['exists']}, "
-        f"failed {counts['error']}" + (f" (resumed after line {done})" if done else "")
-    )
-    return 1 if counts["error"] else 0
-
-
-@dataclass(frozen=True, slots=True)
-class _BadLine:
-    """A line of an import file that cannot be a submission (reported, not sent)."""
-
-    reason: str
-
-
-def _batches(
-    path: Path, size: int, *, skip: int, beir: bool
-) -> Iterator[tuple[int, list[tuple[int, Any]]]]:
-    """Yield (lines consumed so far, [(line number, submission)]) per batch."""
-    batch: list[tuple[int, Any]] = []
-    line_no = 0
-    with path.open("r", encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if line_no <= skip or not line.strip():
-                continue
-            try:
-                obj: Any = json.loads(line)
-            except ValueError as exc:
-                obj = _BadLine(f"not JSON ({exc})")
-            if beir and isinstance(obj, dict) and "_id" in obj:
-                title = str(obj.get("title") or "").strip()
-                obj = {
-                    "text": f"{title} {obj.get('text', '')}".strip(),
-                    "metadata": {"doc_id": str(obj["_id"])},
-                }
-            batch.append((line_no, obj))
-            if len(batch) >= size:
-                yield line_no, batch
-                batch = []
-    if batch:
-        yield line_no, batch
-
-
-class Checkpoint:
-    """Lines of FILE acknowledged by the node, in FILE.knowhub-progress (atomic writes)."""
-
-    def __init__(self, path: Path, url: str) -> None:
-        self.file = path.with_name(path.name + ".knowhub-progress")
-        stat = path.stat()
-        self.key = {"url": url, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-    def load(self) -> int:
-        try:
-            saved = json.loads(self.file.read_text())
-        except (OSError, ValueError):
-            return 0
-        if not isinstance(saved, dict) or saved.get("key") != self.key:
-            return 0  # another file version or node: start over (re-posting is idempotent)
-        return int(saved.get("lines", 0))
-
-    def save(self, lines: int) -> None:
-        tmp = self.file.with_name(self.file.name + ".tmp")
-        tmp.write_text(json.dumps({"key": self.key, "lines": lines}))
-        os.replace(tmp, self.file)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,14 @@ Small collections use exact search (``IndexFlatIP``); past ``hnsw_threshold`` ve
 index is rebuilt once as HNSW (M=32, efSearch 192 by default: recall@10 >= 0.95). Both sit
 in an ``IndexIDMap2`` so ids are the catalog's and vectors can be reconstructed.
 
+Compression (``compression="sq8"``): the HNSW graph then keeps each vector as 8-bit scalar
+codes (384 bytes instead of 1536 for all-MiniLM-L6-v2), the measured way to hold a million
+facts in RAM (BENCHMARKS.md). The codes only steer the graph walk: the ``k + rerank_margin``
+best candidates are re-scored exactly against the float vectors that the catalog keeps
+(``exact_vectors``, a constructor argument), so scores and ``similarity`` are exact and the
+order is the float order. A rebuild reads the float vectors from there too, never the codes,
+so compaction does not accumulate quantization error. The flat index stays float.
+
 Deletion: the flat index removes ids outright. HNSW cannot, so removed ids become
 tombstones excluded by an ID selector at search time, and the graph is rebuilt without them
 once they exceed a fifth of it.
@@ -18,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +45,17 @@ faiss: Any = _faiss
 
 FLAT = "flat"
 HNSW = "hnsw"
+HNSW_SQ8 = "hnsw-sq8"
+COMPRESSIONS = ("none", "sq8")
 TOMBSTONE_REBUILD_FRACTION = 0.2
+#: Per-dimension quantizer range: the training min/max widened by this share of the span, so
+#: later vectors slightly outside the first sample are not clipped.
+SQ_RANGE_MARGIN = 0.05
+#: Vectors trained on / read back per step when a compressed graph is (re)built.
+TRAIN_SAMPLE = 100_000
+REBUILD_CHUNK = 50_000
+
+ExactVectors = Callable[[Ids], Vectors]
 
 
 class FaissIndex:
@@ -50,7 +69,17 @@ class FaissIndex:
         ef_construction: int = 80,
         ef_search: int = 192,
         exact_filter_limit: int = 20_000,
+        compression: str = "none",
+        exact_vectors: ExactVectors | None = None,
+        rerank_margin: int = 32,
     ) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
+        if compression != "none" and exact_vectors is None:
+            raise ValueError("a compressed index needs exact_vectors to re-rank and rebuild")
+        self._compression = compression
+        self._exact = exact_vectors
+        self._rerank_margin = rerank_margin
         self._dimension = dimension
         self._path = path
         self._hnsw_threshold = hnsw_threshold
@@ -61,6 +90,11 @@ class FaissIndex:
         self._lock = threading.RLock()
         self._tombstones: set[int] = set()
         self._index: Any = self._load() if path is not None and path.exists() else self._new_flat()
+        if self._is_graph() and self._is_compressed() != (compression != "none"):
+            log.warning(
+                "the vector index on disk is %s, not %s: rebuilding", self.kind, compression
+            )
+            self._rebuild(exclude=set(), kind=HNSW)
 
     # -- construction ------------------------------------------------------------------------
 
@@ -68,7 +102,18 @@ class FaissIndex:
         return faiss.IndexIDMap2(faiss.IndexFlatIP(self._dimension))
 
     def _new_hnsw(self) -> Any:
-        graph = faiss.IndexHNSWFlat(self._dimension, self._hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        if self._compression == "sq8":
+            graph = faiss.IndexHNSWSQ(
+                self._dimension,
+                faiss.ScalarQuantizer.QT_8bit,
+                self._hnsw_m,
+                faiss.METRIC_INNER_PRODUCT,
+            )
+            codes = faiss.downcast_index(graph.storage)
+            codes.sq.rangestat = faiss.ScalarQuantizer.RS_minmax
+            codes.sq.rangestat_arg = SQ_RANGE_MARGIN
+        else:
+            graph = faiss.IndexHNSWFlat(self._dimension, self._hnsw_m, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = self._ef_construction
         graph.hnsw.efSearch = self._ef_search
         return faiss.IndexIDMap2(graph)
@@ -88,18 +133,26 @@ class FaissIndex:
             )
             return self._new_flat()
         inner = faiss.downcast_index(index.index)
-        if isinstance(inner, faiss.IndexHNSWFlat):
+        if isinstance(inner, faiss.IndexHNSW):  # efSearch is not stored in the file
             inner.hnsw.efSearch = self._ef_search
         return index
 
     def _inner(self) -> Any:
         return faiss.downcast_index(self._index.index)
 
+    def _is_graph(self) -> bool:
+        return isinstance(self._inner(), faiss.IndexHNSW)
+
+    def _is_compressed(self) -> bool:
+        return isinstance(self._inner(), faiss.IndexHNSWSQ)
+
     # -- VectorIndex -------------------------------------------------------------------------
 
     @property
     def kind(self) -> str:
-        return HNSW if isinstance(self._inner(), faiss.IndexHNSWFlat) else FLAT
+        if not self._is_graph():
+            return FLAT
+        return HNSW_SQ8 if self._is_compressed() else HNSW
 
     @property
     def dimension(self) -> int:
@@ -122,12 +175,12 @@ class FaissIndex:
             if revived:  # re-adding a tombstoned id: drop the old vector first
                 self._rebuild(exclude=set(self._tombstones))
             self._index.add_with_ids(vectors, ids)
-            if self.kind == FLAT and self._index.ntotal > self._hnsw_threshold:
+            if not self._is_graph() and self._index.ntotal > self._hnsw_threshold:
                 self._rebuild(exclude=set(), kind=HNSW)
 
     def remove(self, ids: Ids) -> None:
         with self._lock:
-            if self.kind == FLAT:
+            if not self._is_graph():
                 self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
                 return
             present = set(faiss.vector_to_array(self._index.id_map).tolist())
@@ -144,7 +197,8 @@ class FaissIndex:
         with self._lock:
             if self._index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
                 return []
-            hnsw = self.kind == HNSW
+            hnsw = self._is_graph()
+            rerank = self._is_compressed()
             if allowed is not None and hnsw and len(allowed) <= self._exact_filter_limit:
                 return self._brute_force(query[0], k, allowed)
             keep: list[Any] = []  # selectors must outlive the search call
@@ -161,16 +215,37 @@ class FaissIndex:
                 keep += [dead, alive]
                 selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)
                 keep.append(selector)
+            wanted = k + self._rerank_margin if rerank else k
             if hnsw:
-                params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k), sel=selector)
+                params = faiss.SearchParametersHNSW(
+                    efSearch=max(self._ef_search, wanted), sel=selector
+                )
             else:
                 params = faiss.SearchParameters(sel=selector)
-            scores, labels = self._index.search(query, k, params=params)
+            scores, labels = self._index.search(query, wanted, params=params)
+        found = labels[0] >= 0
+        if rerank:  # outside the lock: the exact vectors come from the catalog
+            return self._rerank(query[0], labels[0][found], scores[0][found], k)
         return [Hit(int(i), float(s)) for s, i in zip(scores[0], labels[0], strict=True) if i >= 0]
+
+    def _rerank(self, query: Vectors, ids: Ids, approximate: Vectors, k: int) -> list[Hit]:
+        """The top ``k`` of ``ids`` by their exact inner product with ``query``."""
+        try:
+            scores = self._exact_vectors(ids) @ query
+        except StorageError:  # a fact left the catalog since the search: keep the codes' order
+            log.debug("re-rank skipped: a candidate left the catalog meanwhile")
+            scores = approximate
+        order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), int(ids[j])))[:k]
+        return [Hit(int(ids[j]), float(scores[j])) for j in order]
+
+    def _exact_vectors(self, ids: Ids) -> Vectors:
+        assert self._exact is not None
+        return np.asarray(self._exact(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
 
     def similarity(self, vector: Vectors, ids: Ids) -> Vectors:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(self._dimension)
         out = np.full(len(ids), np.nan, dtype=np.float32)
+        held: list[int] = []
         with self._lock:
             for n, i in enumerate(ids.tolist()):
                 if i in self._tombstones:
@@ -180,6 +255,13 @@ class FaissIndex:
                 except RuntimeError:  # not in the id map
                     continue
                 out[n] = float(stored @ query)
+                held.append(n)
+            exact = self._is_compressed()
+        if exact and held:  # the codes are approximate: the catalog's float vectors are not
+            try:
+                out[held] = self._exact_vectors(ids[held]) @ query
+            except StorageError:
+                log.debug("exact similarity skipped: a fact left the catalog meanwhile")
         return out
 
     def ids(self) -> Ids:
@@ -217,23 +299,39 @@ class FaissIndex:
             keys = keys[~np.isin(keys, np.fromiter(self._tombstones, dtype=np.int64))]
         if len(keys) == 0:
             return []
-        vectors = self._index.reconstruct_batch(keys)
+        vectors = self._stored_vectors(keys)
         scores = vectors @ query
         top = np.argpartition(-scores, min(k, len(keys)) - 1)[:k] if len(keys) > k else None
         order = np.arange(len(keys)) if top is None else top
         ranked = sorted(order.tolist(), key=lambda j: (-scores[j], keys[j]))
         return [Hit(int(keys[j]), float(scores[j])) for j in ranked[:k]]
 
+    def _stored_vectors(self, ids: Ids) -> Vectors:
+        """The float vectors of ``ids`` (held by the index): from the catalog when the index
+        holds codes, else from the index itself."""
+        if self._is_compressed() and self._exact is not None:
+            try:
+                return self._exact_vectors(ids)
+            except StorageError:
+                log.warning("catalog lacks some indexed vectors: using their 8-bit codes")
+        vectors: Vectors = self._index.reconstruct_batch(np.ascontiguousarray(ids))
+        return vectors
+
     def _rebuild(self, exclude: set[int], kind: str | None = None) -> None:
         ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        vectors = self._inner().reconstruct_n(0, self._index.ntotal)
         if exclude:
-            keep = ~np.isin(ids, np.fromiter(exclude, dtype=np.int64))
-            ids, vectors = ids[keep], vectors[keep]
-        target = kind or self.kind
-        log.info("building %s index over %d vectors", target, len(ids))
+            ids = ids[~np.isin(ids, np.fromiter(exclude, dtype=np.int64))]
+        target = HNSW if kind == HNSW or (kind is None and self._is_graph()) else FLAT
         index = self._new_hnsw() if target == HNSW else self._new_flat()
-        if len(ids):
-            index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        log.info("building %s index over %d vectors", target, len(ids))
+        if len(ids) and not index.is_trained:
+            sample = ids
+            if len(ids) > TRAIN_SAMPLE:
+                rng = np.random.default_rng(len(ids))
+                sample = np.sort(rng.choice(ids, TRAIN_SAMPLE, replace=False))
+            index.train(np.ascontiguousarray(self._stored_vectors(sample)))
+        for start in range(0, len(ids), REBUILD_CHUNK):
+            chunk = ids[start : start + REBUILD_CHUNK]
+            index.add_with_ids(np.ascontiguousarray(self._stored_vectors(chunk)), chunk)
         self._index = index
         self._tombstones = set()

@@ -37,8 +37,11 @@ P2P_KEY_FILE = "p2p.key"
 BOOTSTRAP_FILE = "bootstrap"
 
 
-def build_node(settings: Settings) -> KnowledgeNode:
-    """Build a node with the real adapters; call ``await node.start()`` before use."""
+def build_node(settings: Settings, *, embedder: Embedder | None = None) -> KnowledgeNode:
+    """Build a node with the real adapters; call ``await node.start()`` before use.
+
+    ``embedder`` replaces the model for ingest and queries alike (benchmarks that feed known
+    vectors; the data directory must stay with the same model name and dimension)."""
     # FAISS's bundled OpenBLAS misdetects some CPUs; this is measured ~2x faster for flat search.
     os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
     data_dir = settings.data_dir.resolve()
@@ -46,13 +49,15 @@ def build_node(settings: Settings) -> KnowledgeNode:
     lock = DataDirLock(data_dir).acquire()  # before anything in the directory is opened
     clear_spool_dir(data_dir)  # what an upload left when the node died; nobody else uses it
     try:
-        return _build_node(settings, data_dir, lock)
+        return _build_node(settings, data_dir, lock, embedder)
     except BaseException:
         lock.release()
         raise
 
 
-def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> KnowledgeNode:
+def _build_node(
+    settings: Settings, data_dir: Path, lock: DataDirLock, given: Embedder | None
+) -> KnowledgeNode:
     from index.blockstore import SqliteBlockstore, migrate_filesystem_blocks
     from index.bm25_index import Bm25Index
     from index.faiss_index import FaissIndex
@@ -61,14 +66,15 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
 
     operator = load_or_create_key(settings.key_file or data_dir / KEY_FILE)
     ledger = build_ledger(settings, operator, data_dir)  # first: fails fast on a bad chain config
-    model_dir = onnx_model_dir(settings)  # exported (or checked) once for both copies
-    embedder = build_embedder(settings, settings.embed_threads, model_dir)
-    # a second copy for queries: they never wait for an ingest pass (node.embedding)
-    query_embedder = (
-        build_embedder(settings, settings.query_threads, model_dir)
-        if settings.query_model_copy
-        else None
-    )
+    query_embedder: Embedder | None = None
+    if given is not None:
+        embedder = given
+    else:
+        model_dir = onnx_model_dir(settings)  # exported (or checked) once for both copies
+        embedder = build_embedder(settings, settings.embed_threads, model_dir)
+        # a second copy for queries: they never wait for an ingest pass (node.embedding)
+        if settings.query_model_copy:
+            query_embedder = build_embedder(settings, settings.query_threads, model_dir)
     catalog = SqliteCatalog(data_dir / CATALOG_FILE)
     index = FaissIndex(
         embedder.dimension,
@@ -78,6 +84,8 @@ def _build_node(settings: Settings, data_dir: Path, lock: DataDirLock) -> Knowle
         ef_construction=settings.hnsw_ef_construction,
         ef_search=settings.hnsw_ef_search,
         exact_filter_limit=settings.exact_filter_limit,
+        compression=settings.vector_compression,
+        exact_vectors=catalog.vectors,
     )
     store: ContentStore
     if settings.ipfs_api:

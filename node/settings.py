@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build beam width.")
     hnsw_ef_search: int = Field(192, ge=8, description="HNSW query beam width (recall knob).")
+    vector_compression: Literal["none", "sq8"] = Field(
+        "sq8",
+        description="How the HNSW graph holds vectors: 'sq8' keeps 8-bit codes in RAM (a "
+        "quarter of the floats) and re-ranks the best candidates with the catalog's float "
+        "vectors; 'none' keeps the floats in RAM. The flat index below hnsw_threshold is "
+        "always float. Changing it rebuilds the index at the next start.",
+    )
     exact_filter_limit: int = Field(
         20_000, ge=0, description="Filtered dense search is brute force up to this many matches."
     )

@@ -1,4 +1,5 @@
-"""The same assertions against the in-memory fake and both FAISS layouts (flat and HNSW)."""
+"""The same assertions against the in-memory fake and every FAISS layout (flat, HNSW with float
+vectors, HNSW with 8-bit codes re-ranked from the catalog's floats)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,41 @@ import numpy as np
 import pytest
 
 from index.faiss_index import FaissIndex
+from node.errors import StorageError
 from node.memory import MemoryVectorIndex
-from node.ports import VectorIndex
+from node.ports import Ids, VectorIndex, Vectors
 
 DIM = 32
 
 Factory = Callable[[Path], VectorIndex]
 
+
+class Catalogued(FaissIndex):
+    """A compressed FaissIndex whose float vectors live in a dict, written before the index as
+    the node's catalog is (the catalog keeps them after a removal, as it does for hidden facts)."""
+
+    def __init__(self, dimension: int, path: Path | None, **options: int) -> None:
+        self.floats: dict[int, np.ndarray] = {}
+        super().__init__(dimension, path, compression="sq8", exact_vectors=self.lookup, **options)
+
+    def lookup(self, ids: Ids) -> Vectors:
+        missing = [i for i in ids.tolist() if i not in self.floats]
+        if missing:
+            raise StorageError(f"catalog has no vectors for ids {missing[:5]}")
+        return np.stack([self.floats[i] for i in ids.tolist()]).astype(np.float32)
+
+    def add(self, ids: Ids, vectors: Vectors) -> None:
+        self.floats.update(zip(ids.tolist(), np.asarray(vectors, dtype=np.float32), strict=True))
+        super().add(ids, vectors)
+
+
 FACTORIES: dict[str, Factory] = {
     "memory": lambda p: MemoryVectorIndex(DIM),
     "faiss-flat": lambda p: FaissIndex(DIM, p / "v.faiss"),
     "faiss-hnsw": lambda p: FaissIndex(DIM, p / "v.faiss", hnsw_threshold=1, exact_filter_limit=3),
+    "faiss-hnsw-sq8": lambda p: Catalogued(
+        DIM, p / "v.faiss", hnsw_threshold=1, exact_filter_limit=3
+    ),
 }
 
 
@@ -142,14 +167,15 @@ def test_hnsw_recall_at_10_against_exact_search(tmp_path: Path) -> None:
     latent, projection = rng.standard_normal((300, 32)), rng.standard_normal((32, dim))
     data = embedding_like(rng, latent, projection, n)
     queries = embedding_like(rng, latent, projection, 200)
-    index = FaissIndex(dim, None, hnsw_threshold=20_000)  # the node's defaults
-    for start in range(0, n, 5_000):
-        index.add(np.arange(start, start + 5_000, dtype=np.int64), data[start : start + 5_000])
-    assert index.kind == "hnsw"
     exact = np.argsort(-(queries @ data.T), axis=1)[:, :10]
-    found = [[h.id for h in index.search(q, 10)] for q in queries]
-    recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)])
-    assert recall >= 0.95, recall
+    for index in (FaissIndex(dim, None), Catalogued(dim, None)):  # the node's defaults
+        for start in range(0, n, 5_000):
+            chunk = np.arange(start, start + 5_000, dtype=np.int64)
+            index.add(chunk, data[start : start + 5_000])
+        assert index.kind in ("hnsw", "hnsw-sq8")
+        found = [[h.id for h in index.search(q, 10)] for q in queries]
+        recall = np.mean([len(set(f) & set(e)) / 10 for f, e in zip(found, exact, strict=True)])
+        assert recall >= 0.95, (index.kind, recall)
 
 
 def test_similarity_is_the_inner_product_with_each_stored_vector(
@@ -167,3 +193,79 @@ def test_similarity_is_the_inner_product_with_each_stored_vector(
     np.testing.assert_allclose(got[[0, 2, 4]], expected, atol=1e-5)
     assert np.isnan(got[1]) and np.isnan(got[3])  # removed, never held
     assert index.similarity(query, np.array([], dtype=np.int64)).shape == (0,)
+
+
+def test_compressed_scores_are_exact_and_survive_compaction_and_reload(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    index = Catalogued(DIM, tmp_path / "v.faiss", hnsw_threshold=10)
+    vectors = unit(rng, 200)
+    index.add(np.arange(200, dtype=np.int64), vectors)
+    assert index.kind == "hnsw-sq8"
+    query = unit(rng, 1)[0]
+    exact = sorted(range(200), key=lambda i: -float(vectors[i] @ query))[:10]
+    hits = index.search(query, 10)
+    assert [h.id for h in hits] == exact
+    np.testing.assert_allclose([h.score for h in hits], vectors[exact] @ query, atol=1e-6)
+    # removing over a fifth compacts the graph, which reads the floats back from the catalog
+    reads = len(index.floats)
+    looked_up: list[int] = []
+    original = index.lookup
+
+    def counting(ids: Ids) -> Vectors:
+        looked_up.extend(ids.tolist())
+        return original(ids)
+
+    index._exact = counting
+    index.remove(np.arange(0, 200, 3, dtype=np.int64))
+    assert sorted(set(looked_up)) == [i for i in range(reads) if i % 3]
+    index.save()
+    again = Catalogued(DIM, tmp_path / "v.faiss", hnsw_threshold=10)
+    again.floats.update(index.floats)
+    assert again.kind == "hnsw-sq8"
+    kept = [i for i in range(200) if i % 3]
+    assert again.ids().tolist() == kept
+    best = sorted(kept, key=lambda i: -float(vectors[i] @ query))[:10]
+    hits = again.search(query, 10)
+    assert [h.id for h in hits] == best
+    np.testing.assert_allclose([h.score for h in hits], vectors[best] @ query, atol=1e-6)
+
+
+def test_changing_the_compression_rebuilds_the_index_at_load(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    vectors = unit(rng, 100)
+    ids = np.arange(100, dtype=np.int64)
+    plain = FaissIndex(DIM, tmp_path / "v.faiss", hnsw_threshold=10)
+    plain.add(ids, vectors)
+    plain.save()
+    assert plain.kind == "hnsw"
+    table = dict(zip(ids.tolist(), vectors, strict=True))
+
+    def lookup(wanted: Ids) -> Vectors:
+        return np.stack([table[i] for i in wanted.tolist()])
+
+    packed = FaissIndex(
+        DIM, tmp_path / "v.faiss", hnsw_threshold=10, compression="sq8", exact_vectors=lookup
+    )
+    assert packed.kind == "hnsw-sq8" and packed.ids().tolist() == ids.tolist()
+    assert packed.search(vectors[42], 1)[0].id == 42
+    packed.save()
+    unpacked = FaissIndex(DIM, tmp_path / "v.faiss", hnsw_threshold=10)
+    assert unpacked.kind == "hnsw" and unpacked.ids().tolist() == ids.tolist()
+    assert unpacked.search(vectors[42], 1)[0].id == 42
+
+
+def test_a_candidate_gone_from_the_catalog_does_not_fail_the_search(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    index = Catalogued(DIM, None, hnsw_threshold=10)
+    vectors = unit(rng, 50)
+    index.add(np.arange(50, dtype=np.int64), vectors)
+    del index.floats[7]  # erased from the catalog between the graph walk and the re-rank
+    hits = index.search(vectors[7], 5)
+    assert hits[0].id == 7 and len(hits) == 5  # the codes' order; the catalog drops row 7 later
+
+
+def test_a_compressed_index_needs_the_float_vectors() -> None:
+    with pytest.raises(ValueError, match="exact_vectors"):
+        FaissIndex(DIM, None, compression="sq8")
+    with pytest.raises(ValueError, match="compression"):
+        FaissIndex(DIM, None, compression="pq")
