@@ -10,7 +10,8 @@ Invariants:
 - ``put`` verifies the block against its CID before storing it; every ``get`` hashes what it
   read and raises ``CorruptBlock`` on a mismatch (never serves a wrong block).
 - A ``put`` is durable when it returns (WAL, ``synchronous=FULL``): after ``kill -9`` a block
-  is whole or absent. Re-putting a stored block changes nothing.
+  is whole or absent; ``put_many`` writes its batch in one transaction (one fsync), all or
+  none. Re-putting a stored block changes nothing.
 - Nothing is garbage collected, so every stored block is pinned; a block leaves only by
   ``delete`` (a revoked fact's), with ``secure_delete`` on and the WAL checkpointed, so its
   bytes do not linger in free pages or the log.
@@ -28,6 +29,7 @@ import os
 import shutil
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,30 @@ class SqliteBlockstore:
         await asyncio.to_thread(
             self._run, "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", (key, data)
         )
+
+    async def put_many(self, blocks: Sequence[tuple[str, bytes]]) -> None:
+        rows = []
+        for cid, data in blocks:
+            if not verify_block(cid, data):
+                raise InvalidInput(f"block does not match its CID {cid}")
+            rows.append((canonical_cid_string(cid), data))
+        await asyncio.to_thread(self._put_rows, rows)
+
+    def _put_rows(self, rows: list[tuple[str, bytes]]) -> None:
+        """All rows in one transaction: one fsync for the batch, and all or none on a crash."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(
+                        "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows
+                    )
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StorageError(f"blockstore {self._path}: {exc}") from exc
 
     async def get(self, cid: str) -> bytes:
         key = canonical_cid_string(cid)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -140,6 +140,15 @@ class KuboContentStore:
 
     async def pin(self, cid: str) -> None:
         await self._rpc("pin/add", {"arg": str(parse_cid(cid)), "recursive": "true"})
+
+    async def put_many(self, blocks: Sequence[tuple[str, bytes]]) -> None:
+        """One RPC per block (``dag/put``/``block/put`` with ``pin=true`` pins as it stores);
+        every block is checked before the first request."""
+        for cid, data in blocks:
+            if not verify_block(cid, data):
+                raise InvalidInput(f"block does not match its CID {cid}")
+        for cid, data in blocks:
+            await self.put(cid, data)
 
     async def delete(self, cid: str) -> None:
         """``pin/rm`` then ``block/rm``: Kubo keeps an unpinned block until GC, so it is

@@ -93,9 +93,7 @@ class BlockService:
             batch = await asyncio.to_thread(self._catalog.pending_publication, PUBLISH_BATCH)
             if not batch:
                 return done
-            for cid, block in batch:
-                await self._store.put(cid, block)
-                await self._store.pin(cid)
+            await self._store.put_many(batch)
             await asyncio.to_thread(self._catalog.mark_published, [c for c, _ in batch])
             done += len(batch)
 

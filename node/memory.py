@@ -210,6 +210,14 @@ class MemoryContentStore:
             raise NotFound(f"cannot pin {cid}: not in the store")
         self.pins.add(self._key(cid))
 
+    async def put_many(self, blocks: Sequence[tuple[str, bytes]]) -> None:
+        for cid, data in blocks:
+            if not verify_block(cid, data):
+                raise InvalidInput(f"block does not match its CID {cid}")
+        for cid, data in blocks:
+            self.blocks[self._key(cid)] = data
+            self.pins.add(self._key(cid))
+
     async def delete(self, cid: str) -> None:
         self.blocks.pop(self._key(cid), None)
         self.pins.discard(self._key(cid))

@@ -387,6 +387,12 @@ class ContentStore(Protocol):
 
     async def pin(self, cid: str) -> None: ...
 
+    async def put_many(self, blocks: Sequence[tuple[str, bytes]]) -> None:
+        """Store and pin every ``(cid, block)``; each is checked against its CID first, and
+        one that fails raises ``InvalidInput`` before any is stored. The publisher's path:
+        the embedded store writes a batch in one transaction."""
+        ...
+
     async def delete(self, cid: str) -> None:
         """Unpin and remove a block (a revoked fact's); absent blocks are not an error."""
         ...

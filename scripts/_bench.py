@@ -74,9 +74,10 @@ def scifact_test_queries() -> tuple[dict[str, str], dict[str, dict[str, int]]]:
     return queries, qrels
 
 
-def synthetic_facts(n: int) -> list[dict[str, Any]]:
-    """n distinct realistic texts: SciFact abstract sentences, then clauses of them (split at
-    commas, semicolons and colons), deterministic for a given n."""
+def synthetic_texts(limit: int) -> list[str]:
+    """Up to ``limit`` distinct realistic texts: SciFact abstract sentences, then clauses of
+    them (split at commas, semicolons and colons); deterministic, and a shorter list is a
+    prefix of a longer one (119,416 texts in all)."""
     sentences: list[str] = []
     seen: set[str] = set()
     for doc in scifact_docs():
@@ -84,15 +85,22 @@ def synthetic_facts(n: int) -> list[dict[str, Any]]:
             if len(sent) > 30 and sent not in seen:
                 seen.add(sent)
                 sentences.append(sent)
-    texts = sentences[:n]
+    texts = sentences[:limit]
     for sent in sentences:
-        if len(texts) >= n:
+        if len(texts) >= limit:
             break
         for clause in re.split(r"[,;:]\s+", sent):
             clause = clause.strip(" .")
-            if len(clause) > 25 and clause not in seen and len(texts) < n:
+            if len(clause) > 25 and clause not in seen and len(texts) < limit:
                 seen.add(clause)
                 texts.append(clause)
+    return texts
+
+
+def synthetic_facts(n: int) -> list[dict[str, Any]]:
+    """n distinct synthetic texts (``synthetic_texts``) as facts; ValueError if there are
+    fewer."""
+    texts = synthetic_texts(n)
     if len(texts) < n:
         raise ValueError(f"only {len(texts)} distinct synthetic texts available")
     return [{"text": t, "metadata": {"n": i}} for i, t in enumerate(texts)]

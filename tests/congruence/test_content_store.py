@@ -111,6 +111,32 @@ def test_missing_and_mismatched_blocks(make_store: Callable[[], ContentStore]) -
     run(scenario())
 
 
+def test_put_many_stores_a_batch_or_nothing(make_store: Callable[[], ContentStore]) -> None:
+    facts = [make_fact(f"batched block number {i}") for i in range(5)]
+    intruder = make_fact("a block under someone else's CID")
+
+    async def scenario() -> None:
+        store = make_store()
+        try:
+            bad = [(f.cid, f.block) for f in facts[:2]] + [(facts[2].cid, intruder.block)]
+            with pytest.raises(InvalidInput):
+                await store.put_many(bad)
+            for f in facts:
+                assert not await store.has(f.cid)
+            await store.put_many([(f.cid, f.block) for f in facts])
+            await store.put_many([(f.cid, f.block) for f in facts[:2]])  # idempotent
+            await store.put_many([])
+            for f in facts:
+                assert await store.get(f.cid) == f.block
+            await store.delete(facts[0].cid)
+            assert not await store.has(facts[0].cid)
+            assert await store.get(facts[1].cid) == facts[1].block
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
 def test_embedded_store_detects_corruption(tmp_path: Path) -> None:
     store = SqliteBlockstore(tmp_path / "blocks.sqlite")
     fact = make_fact("bytes on disk can rot")
