@@ -114,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="COSINE",
         help="mark hits below this relevance (-1..1) as not relevant; default: the node's",
     )
+    cli_provenance.add_verify_options(query)
 
     with_url(sub.add_parser("status", help="show the node's status"))
 
@@ -354,10 +355,17 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
         filter=where or None,
         include_superseded=args.include_superseded,
         min_relevance=args.min_relevance,
+        proofs=args.verify,
     )
+    checks = cli_provenance.verified_answer(client, args, result) if args.verify else []
+    verdicts = {c.cid: cli_provenance.describe(c) for c in checks}
+    failed = any(c.verdict == "failed" for c in checks)
     if args.json:
-        _out(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False))
-        return 0
+        answer = result.model_dump(mode="json")
+        if args.verify:
+            answer["verification"] = verdicts
+        _out(json.dumps(answer, indent=2, ensure_ascii=False))
+        return 1 if failed else 0
     threshold = result.min_relevance
     for n, hit in enumerate(result.results, start=1):
         rel = hit.relevance
@@ -365,13 +373,15 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
         below = threshold is not None and not is_relevant(rel, threshold)
         mark = " (not relevant)" if below else ""
         _out(f"[{n}] {hit.score:.4f} {shown}{mark} {hit.cid}\n    {hit.text[:300]}")
+        if hit.cid in verdicts:
+            _out(f"    {verdicts[hit.cid]}")
     if not result.results:
         _out("no results")
     elif threshold is not None and not any(
         is_relevant(h.relevance, threshold) for h in result.results
     ):
         _out(f"nothing relevant (every hit's relevance is below {threshold:.2f})")
-    return 0
+    return 1 if failed else 0
 
 
 def _status(client: NodeClient, args: argparse.Namespace) -> int:

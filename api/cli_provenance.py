@@ -1,6 +1,8 @@
-"""``knowhub keys``, ``knowhub chain deploy`` and ``knowhub verify``: the commands that sign,
-deploy and check provenance. ``verify`` trusts neither the node nor the bundle: it recomputes
-the CID from the record, recovers the signature, folds the Merkle proof and asks the chain."""
+"""``knowhub keys``, ``knowhub chain deploy``, ``knowhub verify`` and ``knowhub query --verify``:
+the commands that sign, deploy and check provenance. ``verify`` trusts neither the node nor the
+bundle: it recomputes the CID from the record, recovers the signature, folds the Merkle proof
+and asks the chain. ``query --verify`` checks every hit of an answer the same way against a
+root cache read from the chain (``api.proof_check``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 from api.client import NodeClient, NodeError
 from node.errors import KnowhubError
 from node.facts import make_fact
+from node.proofs import HitCheck, Verdict
 from node.signing import SigningKey, read_key_file, write_key_file
 
 
@@ -178,3 +181,46 @@ def verify(args: argparse.Namespace) -> int:
         failed = [c.name for c in result.checks if not c.ok]
         _out(f"VERIFIED {result.cid}" if result.verified else f"NOT VERIFIED: {', '.join(failed)}")
     return 0 if result.verified else 1
+
+
+def add_verify_options(query: argparse.ArgumentParser) -> None:
+    """``knowhub query``'s options for checking the answer against the chain."""
+    query.add_argument(
+        "--verify",
+        action="store_true",
+        help="ask for proofs and check every hit against the chain (exit 1 if any fails)",
+    )
+    query.add_argument("--rpc", help="with --verify: your chain RPC (default: the node's)")
+    query.add_argument("--registry", help="with --verify: the registry you trust")
+    query.add_argument(
+        "--roots-file",
+        type=Path,
+        help="with --verify: the root cache file (default: ~/.cache/knowhub/roots-CHAIN-REG.json)",
+    )
+
+
+def verified_answer(client: NodeClient, args: argparse.Namespace, answer: Any) -> list[HitCheck]:
+    """Check every hit of ``answer`` (a ``QueryOut`` with proofs). Raises ``NodeError`` when
+    no chain is known or the chain cannot be read."""
+    from api.proof_check import ResultVerifier
+
+    rpc, registry = args.rpc, args.registry
+    if not (rpc and registry):
+        chain = client.status().chain
+        rpc, registry = rpc or (chain and chain.rpc_url), registry or (chain and chain.registry)
+        sys.stderr.write(
+            "note: chain RPC/registry taken from the node; pass --rpc and --registry to check "
+            "against a chain you trust\n"
+        )
+    if not (rpc and registry):
+        raise NodeError(0, "usage", "--verify needs --rpc and --registry (the node names none)")
+    try:
+        return ResultVerifier.from_chain(rpc, registry, cache_file=args.roots_file).verify(answer)
+    except KnowhubError as exc:
+        raise NodeError(0, exc.code, f"chain check failed: {exc.message}") from exc
+
+
+def describe(check: HitCheck) -> str:
+    if check.verdict is Verdict.VERIFIED:
+        return f"VERIFIED: anchored at block {check.block_number}, signed by {check.signer}"
+    return f"{check.verdict.upper()}: {'; '.join(check.reasons)}"

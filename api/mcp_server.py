@@ -198,6 +198,13 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 "question, -1..1) reaches this; default: the node's threshold.",
             ),
         ] = None,
+        proofs: Annotated[
+            bool,
+            Field(
+                description="Attach to each hit its proof (record block, signature, Merkle "
+                "proof, anchor) so it can be checked against the chain without this node."
+            ),
+        ] = False,
     ) -> QueryOut:
         try:
             return await backend.query(
@@ -207,6 +214,7 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 filter=filter,
                 include_superseded=include_superseded,
                 min_relevance=min_relevance,
+                proofs=proofs,
             )
         except (NodeError, KnowhubError) as exc:
             raise _tool_error(exc) from exc

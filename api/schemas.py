@@ -300,6 +300,11 @@ class QueryIn(BaseModel):
         "-1..1, the same scale in every mode) reaches this; default: the node's "
         "(KNOWHUB_MIN_RELEVANCE, 0.35 for all-MiniLM-L6-v2). The results are not cut.",
     )
+    proofs: StrictBool = Field(
+        False,
+        description="Attach to each hit its `proof`: the record block, signature, Merkle proof "
+        "and anchor, so a client checks it against the chain alone (whatever `include` says).",
+    )
     include: list[QueryField] | None = Field(
         None,
         max_length=len(get_args(QueryField)),
@@ -321,11 +326,38 @@ class QueryOptions(TypedDict, total=False):
     vector: Sequence[float] | None
     include_superseded: bool
     min_relevance: float | None
+    proofs: bool
 
 
 class HitProvenance(BaseModel):
     status: Literal["pending", "anchored"]
     block_number: int | None = Field(description="Block of the anchoring transaction.")
+
+
+class HitAnchorOut(BaseModel):
+    chain_id: int | None
+    registry: str | None
+    block_number: int | None
+    tx_hash: str | None
+    manifest_cid: str | None = Field(description="Manifest of the batch (in the chain's event).")
+    anchored_at: int | None = Field(description="Unix time of the anchoring block.")
+
+
+class HitProofOut(BaseModel):
+    """Everything that checks a hit without the node (``node.proofs``): recompute the CID from
+    ``block``, recover the signer, fold ``merkle_proof`` to ``root`` and look the root up in
+    the registry's ``Anchored`` events."""
+
+    block: str = Field(description="The fact record, DAG-CBOR, base64: its hash is the CID.")
+    signature: str | None = Field(description="The contributor's EIP-191 signature of the CID.")
+    status: Literal["pending", "anchored"]
+    root: str | None = Field(description="Merkle root (0x hex) of the fact's anchored batch.")
+    merkle_proof: list[str] = Field(description="Sibling hashes (0x hex), leaf to root.")
+    anchor: HitAnchorOut | None = Field(description="Where the root is anchored (anchored).")
+    tombstone: str | None = Field(
+        description="A tombstone this node holds for the fact (it then erases the fact): "
+        "normally null."
+    )
 
 
 class QueryHit(BaseModel):
@@ -347,6 +379,9 @@ class QueryHit(BaseModel):
         exclude_if=_absent,
         description="With include_superseded: the newer version that replaces this fact (left "
         "out for current facts).",
+    )
+    proof: HitProofOut | None = Field(
+        None, exclude_if=_absent, description="With proofs: what checks this hit offline."
     )
 
 

@@ -10,6 +10,7 @@ from api.schemas import (
     ChainStatusOut,
     FactOut,
     FactRecord,
+    HitProofOut,
     HitProvenance,
     IndexStatus,
     IngestStatusOut,
@@ -30,6 +31,7 @@ from api.schemas import (
 from node.cid import canonical_cid_string
 from node.filters import parse_filter
 from node.ports import StoredFact
+from node.proofs import hit_proof_json
 from node.results import Contribution, NodeStatus, ProvenanceView, QueryResult
 from node.search import Query, SearchMode
 
@@ -45,6 +47,7 @@ def query_from(body: QueryIn) -> Query:
         vector=None if body.vector is None else tuple(body.vector),
         include_superseded=body.include_superseded,
         min_relevance=body.min_relevance,
+        proofs=body.proofs,
     )
 
 
@@ -63,6 +66,7 @@ def query_out(result: QueryResult) -> QueryOut:
                     block_number=r.anchored_block,
                 ),
                 superseded_by=r.fact.superseded_by,
+                proof=None if r.proof is None else HitProofOut(**hit_proof_json(r.proof)),
             )
             for r in result.results
         ],
@@ -91,7 +95,10 @@ def lean_query_out(result: QueryResult, include: Sequence[str]) -> bytes:
             },
             "superseded_by": fact.superseded_by,
         }
-        hits.append({key: value for key, value in full.items() if key in wanted})
+        hit = {key: value for key, value in full.items() if key in wanted}
+        if r.proof is not None:
+            hit["proof"] = hit_proof_json(r.proof)
+        hits.append(hit)
     out: dict[str, object] = {"results": hits}
     if "context" in wanted:
         out["context"] = result.context

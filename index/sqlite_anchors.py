@@ -234,6 +234,7 @@ class AnchorTables:
             signature=None if signature is None else str(signature),
             batch=batch,
             proof=[] if proof is None else split_proof(bytes(proof)),
+            block=bytes(block),
         )
 
     def anchored_blocks(self, ids: Sequence[int]) -> dict[int, int]:

@@ -17,6 +17,7 @@ from node.errors import ChainError, ConfigError
 from node.ports import ContentStore, Embedder, Ledger, Network
 from node.provenance import RegistryReader
 from node.retrieval import RetrievalOptions
+from node.roots import AnchorLog
 from node.service import KnowledgeNode, NodeOptions
 from node.settings import Settings
 from node.signing import SigningKey, load_or_create_key, read_key_file
@@ -288,6 +289,13 @@ def build_ledger(settings: Settings, operator: SigningKey, data_dir: Path) -> Le
 
 def build_registry_reader(rpc_url: str, registry: str, timeout: float = 10.0) -> RegistryReader:
     """Read-only registry access for verifying provenance (``knowhub verify``)."""
+    from contracts.registry import RegistryClient
+
+    return RegistryClient(rpc_url, registry, timeout=timeout)
+
+
+def build_anchor_log(rpc_url: str, registry: str, timeout: float = 10.0) -> AnchorLog:
+    """A registry's ``Anchored`` events, read-only (the client's root cache, ``node.roots``)."""
     from contracts.registry import RegistryClient
 
     return RegistryClient(rpc_url, registry, timeout=timeout)

@@ -11,6 +11,7 @@ a node that hashes every fact it receives.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 
 from multiformats import CID, multihash
@@ -32,6 +33,8 @@ def cid_for(data: bytes, codec: str) -> CID:
 #: CIDv1 (0x01), codec (dag-cbor 0x71, raw 0x55), sha2-256 (0x12), digest length (0x20).
 _DAG_CBOR_PREFIX = b"\x01\x71\x12\x20"
 _RAW_PREFIX = b"\x01\x55\x12\x20"
+#: Characters of a canonical sha2-256 CIDv1 string: "b" and 36 bytes in unpadded base32.
+_FACT_CID_CHARS = 59
 
 
 def dag_cbor_cid(data: bytes) -> str:
@@ -60,6 +63,11 @@ def parse_cid(text: str) -> CID:
 
 def canonical_cid_string(text: str) -> str:
     """A CID string in the node's canonical form: CIDv1 in base32 (CIDv0 stays base58btc)."""
+    if len(text) == _FACT_CID_CHARS and text.startswith("b"):  # fast path: already canonical
+        with contextlib.suppress(ValueError):
+            raw = cid_to_bytes(text)
+            if raw[:4] in (_DAG_CBOR_PREFIX, _RAW_PREFIX) and cid_from_bytes(raw) == text:
+                return text
     return cid_string(parse_cid(text))
 
 

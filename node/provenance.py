@@ -58,6 +58,8 @@ class Provenance:
     signature: str | None
     batch: Batch | None
     proof: list[bytes]
+    #: The record's DAG-CBOR block (``record`` decoded): what a proof-carrying hit ships.
+    block: bytes = field(repr=False)
 
     @property
     def status(self) -> str:

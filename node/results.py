@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from node.ports import NetworkStatus, StoredFact
+from node.proofs import HitProof
 from node.provenance import Provenance
 from node.recovery import IntegrityReport
 
@@ -28,6 +29,8 @@ class ScoredFact:
     anchored_block: int | None = None
     #: Dense cosine of the query and the fact (``node.search``); None without a query vector.
     relevance: float | None = None
+    #: What checks the hit offline, when the query asked for proofs (``node.proofs``).
+    proof: HitProof | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,6 +215,10 @@ class Revocations:
             purge_failed=self.purge_failed,
         )
 
+    def tombstone_cids(self, cids: Sequence[str]) -> dict[str, str]:
+        """Fact CID -> the CID of a tombstone this node holds for it, for those with one."""
+        return {cid: found[0].cid for cid, found in self._tombstones_about(cids).items()}
+
     def _tombstones_about(self, cids: Sequence[str]) -> dict[str, list[StoredRecord]]:
         out: dict[str, list[StoredRecord]] = {}
         for record in self._catalog.records_about(cids, TOMBSTONE_KIND_NAME):

@@ -47,6 +47,8 @@ class Query:
     include_superseded: bool = False
     #: Context threshold on ``relevance``; None: the node's default.
     min_relevance: float | None = None
+    #: Attach to each hit what checks it offline (``node.proofs``).
+    proofs: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -50,6 +50,7 @@ from node.ports import (
     PeerStatus,
     StoredFact,
 )
+from node.proofs import HitProof
 from node.records import SignedRecord
 from node.recovery import IntegrityReport, audit, mark_clean
 from node.results import (
@@ -338,6 +339,9 @@ class KnowledgeNode:
             embed_ms = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
         results = await self._in_thread(self._retriever.rank, query, vector)
+        if query.proofs and results:
+            proofs = await self._in_thread(self._hit_proofs, [r.fact.cid for r in results])
+            results = [replace(r, proof=proofs.get(r.fact.cid)) for r in results]
         search_ms = (time.perf_counter() - t1) * 1000
         threshold = self._retriever.min_relevance(query)
         context = format_context(
@@ -346,6 +350,15 @@ class KnowledgeNode:
             threshold,
         )
         return QueryResult(results, context, threshold, embed_ms, search_ms)
+
+    def _hit_proofs(self, cids: Sequence[str]) -> dict[str, HitProof]:
+        tombstones = self._revocations.tombstone_cids(cids)
+        out = {}
+        for cid in cids:
+            found = self._catalog.provenance(cid)
+            if found is not None:
+                out[cid] = HitProof(found, tombstones.get(cid))
+        return out
 
     async def status(self) -> NodeStatus:
         return await self._in_thread(self._status)

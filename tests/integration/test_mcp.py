@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -16,6 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
 from api.client import AsyncNodeClient
+from api.proof_check import ResultVerifier, all_verified
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess
 
@@ -70,7 +72,7 @@ async def test_tools_and_their_schemas(reader: NodeProcess) -> None:
     assert tools["search_knowledge"].output_schema is not None
 
 
-async def test_search_get_and_verify_over_http(reader: NodeProcess) -> None:
+async def test_search_get_and_verify_over_http(reader: NodeProcess, tmp_path: Path) -> None:
     cid = await stored(reader, "Octopuses have three hearts and blue blood.", topic="biology")
     await stored(reader, "The Danube flows through ten countries.", topic="geography")
     async with Client(f"{reader.url}/mcp") as client:
@@ -129,6 +131,20 @@ async def test_search_get_and_verify_over_http(reader: NodeProcess) -> None:
             async with AsyncNodeClient(reader.url) as rest:
                 via_rest = await rest.query(question, k=2, mode=mode)
             assert via_mcp.structured_content == via_rest.model_dump(mode="json"), mode
+
+        # with proofs: the same answer as REST, and every hit checks out against the chain
+        args = {"query": "octopus hearts", "k": 2, "proofs": True}
+        with_proofs = await client.call_tool("search_knowledge", args)
+        async with AsyncNodeClient(reader.url) as rest:
+            via_rest = await rest.query("octopus hearts", k=2, proofs=True)
+            chain = (await rest.status()).chain
+        assert with_proofs.structured_content == via_rest.model_dump(mode="json")
+        assert chain is not None
+        verifier = ResultVerifier.from_chain(
+            chain.rpc_url, chain.registry, cache_file=tmp_path / "roots.json"
+        )
+        checks = await anyio.to_thread.run_sync(verifier.verify, with_proofs.structured_content)
+        assert all_verified(checks), checks
 
         fact = await client.call_tool("get_fact", {"cid": cid})
         assert fact.structured_content["record"]["text"].startswith("Octopuses")

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import dag_cbor
 import dag_json
 import pytest
 
-from node.cid import canonical_cid_string, dag_cbor_cid, parse_cid, raw_cid, verify_block
+from node.cid import (
+    canonical_cid_string,
+    cid_string,
+    dag_cbor_cid,
+    parse_cid,
+    raw_cid,
+    verify_block,
+)
 from node.errors import InvalidCid, InvalidFact
 from node.facts import decode_fact, make_fact
 from node.limits import MAX_METADATA_BYTES, MAX_TEXT_BYTES
@@ -132,6 +140,27 @@ def test_cid_parsing_and_verification() -> None:
     for bad in ["", "not-a-cid", "bafy", "x" * 500, "Qm123"]:
         with pytest.raises(InvalidCid):
             parse_cid(bad)
+
+
+def test_canonical_cid_fast_path_agrees_with_multiformats() -> None:
+    """The fast path (a canonical 59-character sha2-256 CIDv1) returns exactly what parsing
+    would, and anything else still goes through the full parser."""
+    for cid in (raw_cid(b"a"), dag_cbor_cid(b"b"), make_fact("fast path").cid):
+        assert canonical_cid_string(cid) == cid_string(parse_cid(cid)) == cid
+        assert canonical_cid_string(cid.upper()) == cid  # base32upper multibase
+        assert canonical_cid_string(str(parse_cid(cid).set(base="base58btc"))) == cid
+    # 59 characters after "b", but not a CID this node makes: the parser decides
+    sha1 = "b" + base64.b32encode(b"\x01\x71\x11\x14" + bytes(32)).decode().lower().rstrip("=")
+    for odd in ("b" + "a" * 58, "b" + "7" * 58, sha1[:59]):
+        try:
+            expected: str | None = cid_string(parse_cid(odd))
+        except InvalidCid:
+            expected = None
+        if expected is None:
+            with pytest.raises(InvalidCid):
+                canonical_cid_string(odd)
+        else:
+            assert canonical_cid_string(odd) == expected
 
 
 def test_direct_cids_equal_what_multiformats_builds() -> None:
