@@ -119,8 +119,9 @@ def _record_checks(hit: Mapping[str, Any], cid: str, block: bytes) -> tuple[list
         return [*reasons, f"block is not a valid record: {exc.message}"], None
     if record.kind != FACT_KIND_NAME:
         return [*reasons, f"block is a {record.kind} record, not a fact"], None
+    signed = record.record()  # JSON-shaped (lists, not tuples): comparable with the hit
     for name in ("text", "metadata", "contributor"):
-        if name in hit and hit[name] != getattr(record, name):
+        if name in hit and hit[name] != signed.get(name):
             reasons.append(f"{name} differs from the signed record's")
     return reasons, record
 

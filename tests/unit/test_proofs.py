@@ -52,7 +52,8 @@ class Rig:
         facts = []
         for _ in range(count):
             self.n += 1
-            facts.append(make_fact(f"signed fact {self.n}", {"n": self.n}, self.key.address))
+            metadata = {"n": self.n, "tags": ["river", "delta"], "ok": True}
+            facts.append(make_fact(f"signed fact {self.n}", metadata, self.key.address))
         self.catalog.insert(
             [
                 NewFact(f, np.zeros(4, dtype=np.float32), signature=self.key.sign_cid(f.cid))
@@ -67,13 +68,15 @@ class Rig:
         assert prov is not None
         stored = self.catalog.get(cid)
         assert stored is not None
-        return {
+        hit = {
             "cid": cid,
             "text": stored.text,
-            "metadata": stored.metadata,
+            "metadata": dict(stored.metadata),
             "contributor": stored.contributor,
             "proof": hit_proof_json(HitProof(prov, tombstone)),
         }
+        wire: dict[str, Any] = json.loads(json.dumps(hit))  # what a client receives
+        return wire
 
 
 @pytest.fixture
