@@ -102,9 +102,12 @@ def corpus(n: int, embedder: OnnxEmbedder) -> tuple[list[str], np.ndarray]:
         b = rng.integers(0, len(base), want)
         seen = set(texts)
         pairs = [(i, j) for i, j in zip(a.tolist(), b.tolist(), strict=True) if i != j]
-        fresh = [(i, j) for i, j in pairs if f"{base[i]} {base[j]}" not in seen]
-        for i, j in fresh:
-            seen.add(f"{base[i]} {base[j]}")
+        fresh = []
+        for i, j in pairs:  # distinct texts only, within this round too
+            text = f"{base[i]} {base[j]}"
+            if text not in seen:
+                seen.add(text)
+                fresh.append((i, j))
         texts += [f"{base[i]} {base[j]}" for i, j in fresh]
         summed = vectors[[i for i, _ in fresh]] + vectors[[j for _, j in fresh]]
         rows.append((summed / np.linalg.norm(summed, axis=1, keepdims=True)).astype(np.float32))

@@ -9,7 +9,9 @@ import {
   renderProvenance,
   renderResults,
   renderStatus,
+  renderVerification,
 } from "./ui.js";
+import { verifyHit } from "./verify.js";
 
 const $ = (selector) => document.querySelector(selector);
 const explorer = document.body.dataset.explorerTx || "";
@@ -39,15 +41,35 @@ async function search(event) {
   const out = $("#results");
   const filter = buildFilter($("#filter").value);
   if (filter.error) return show(out, `<p class="error">${escapeHtml(filter.error)}</p>`);
-  const body = { query: $("#query").value, k: Number($("#k").value), mode: $("#mode").value };
+  const body = { query: $("#query").value, k: Number($("#k").value), mode: $("#mode").value, proofs: true };
   if (filter.filter) body.filter = filter.filter;
   show(out, `<p class="busy">Searching…</p>`);
   try {
     const data = await api("POST", "/v1/query", body);
     show(out, renderResults(data));
     $("#context").textContent = data.context || "";
+    verifyHits(out, data.results ?? []);
   } catch (err) {
     show(out, `<p class="error">${escapeHtml(err.message)}</p>`);
+  }
+}
+
+// Check each hit in the browser (verify.js) and put the outcome in its badge slot. The slots
+// are taken now, so a newer search's page is never written by this one's checks.
+async function verifyHits(out, hits) {
+  const slots = [...out.querySelectorAll(".hit .verification")];
+  const summary = out.querySelector(".verify-summary");
+  const started = performance.now();
+  const results = await Promise.all(
+    hits.map(async (hit, i) => {
+      const result = await verifyHit(hit).catch((err) => ({ ok: false, checked: true, reasons: [`check crashed: ${err.message}`] }));
+      if (slots[i]) show(slots[i], renderVerification(result));
+      return result;
+    }),
+  );
+  if (summary) {
+    const ok = results.filter((r) => r.ok).length;
+    summary.textContent = `${ok} of ${results.length} hits verified in ${Math.round(performance.now() - started)} ms.`;
   }
 }
 

@@ -65,9 +65,29 @@ export function formatScore(score) {
 
 export function badge(provenance) {
   if (provenance && provenance.status === "anchored") {
-    return `<span class="badge anchored" title="Merkle root anchored on chain">anchored · block ${escapeHtml(provenance.block_number)}</span>`;
+    return `<span class="badge anchored" title="Merkle root anchored on chain, as reported by the node">anchored · block ${escapeHtml(provenance.block_number)} (node)</span>`;
   }
-  return `<span class="badge pending" title="Signed; waiting for the next anchor batch">pending</span>`;
+  return `<span class="badge pending" title="Signed; waiting for the next anchor batch (as reported by the node)">pending (node)</span>`;
+}
+
+export const VERIFY_LEGEND = "CID and signature checked in your browser; anchoring as reported by the node";
+
+// The in-browser check of a hit (verify.js verifyHit's result), or, before it is done, a
+// placeholder. `result` may come from a hostile node: every value in it is escaped.
+export function renderVerification(result) {
+  if (!result) return `<span class="verify checking" title="${VERIFY_LEGEND}">checking in browser…</span>`;
+  if (!result.checked) {
+    return `<span class="verify unchecked" title="this page is not a secure context (use http://127.0.0.1 or https): WebCrypto is unavailable">not checked (insecure context)</span>`;
+  }
+  if (!result.ok) {
+    const reasons = (result.reasons ?? []).map(String);
+    return `<span class="verify failed" title="${escapeHtml(`Checked in your browser: ${reasons.join("; ")}`)}">FAILED: ${escapeHtml(reasons.join("; ") || "unknown")}</span>`;
+  }
+  // the anchoring itself is shown by the provenance badge next to this one, marked "(node)"
+  const merkle = result.merkle ? "; Merkle proof folds to the node's root" : "";
+  const anchoring = result.anchored === "anchored" ? `anchored at block ${result.blockNumber ?? "?"}` : "pending";
+  const title = `CID recomputed from the record block, record fields match, signature recovers to ${result.signer}${merkle} (all checked in your browser); ${anchoring} as reported by the node`;
+  return `<span class="verify verified" title="${escapeHtml(title)}">✓ verified in browser</span>`;
 }
 
 export function txLink(tx, template) {
@@ -94,6 +114,7 @@ export function renderHit(hit, index, threshold) {
   const cid = escapeHtml(hit.cid);
   return `<li class="hit" data-cid="${cid}">
   <div class="hit-head"><span class="rank">[${index + 1}]</span> ${badge(hit.provenance)}
+    <span class="verification">${renderVerification(null)}</span>
     <span class="score">score ${escapeHtml(formatScore(hit.score))}</span>
     ${relevanceLabel(hit.relevance, threshold)}</div>
   <p class="text">${escapeHtml(hit.text)}</p>
@@ -111,7 +132,8 @@ export function renderResults(data) {
   const hits = data?.results ?? [];
   if (!hits.length) return `<p class="empty">No facts found.</p>`;
   const threshold = data?.min_relevance;
-  return `<ol class="hits">${hits.map((hit, i) => renderHit(hit, i, threshold)).join("")}</ol>`;
+  return `<ol class="hits">${hits.map((hit, i) => renderHit(hit, i, threshold)).join("")}</ol>
+<p class="legend">✓ verified in browser: ${VERIFY_LEGEND}. <span class="verify-summary"></span></p>`;
 }
 
 export function renderProvenance(bundle, explorerTemplate) {

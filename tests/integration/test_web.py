@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,7 +29,9 @@ def test_page_and_assets_are_served(node: NodeProcess) -> None:
     for element in ('id="search-form"', 'id="mode"', 'id="filter"', 'id="contribute-form"',
                     'id="api-key"', 'id="status"', 'id="peers"'):  # fmt: skip
         assert element in page.text
-    for asset, kind in (("app.js", "javascript"), ("ui.js", "javascript"), ("style.css", "css")):
+    assets = (("app.js", "javascript"), ("ui.js", "javascript"), ("verify.js", "javascript"),
+              ("style.css", "css"))  # fmt: skip
+    for asset, kind in assets:
         reply = httpx.get(f"{node.url}/static/{asset}")
         assert reply.status_code == 200 and kind in reply.headers["content-type"], asset
     assert httpx.get(f"{node.url}/static/nope.js").status_code == 404
@@ -69,12 +73,25 @@ def test_explorer_template_is_escaped_into_the_page() -> None:
     assert 'data-explorer-tx="https://x.test/tx/{tx}&quot;&gt;&lt;b&gt;"' in page
 
 
+def test_verify_vectors_are_current(tmp_path: Path) -> None:
+    """tests/web/verify_vectors.json is what make_verify_vectors.py writes today: the browser's
+    checks are held to the node's current record layout, CIDs and signatures."""
+    fresh = tmp_path / "verify_vectors.json"
+    script = ROOT / "tests" / "web" / "make_verify_vectors.py"
+    subprocess.run([sys.executable, str(script), str(fresh)], cwd=ROOT, check=True)
+    committed = (ROOT / "tests" / "web" / "verify_vectors.json").read_text(encoding="utf-8")
+    assert fresh.read_text(encoding="utf-8") == committed
+
+
 def test_rendering_module_under_node() -> None:
     assert NODE is not None, "Node.js is required (scripts/setup.sh needs it for npm too)"
-    for name in ("app.js", "ui.js"):
+    for name in ("app.js", "ui.js", "verify.js"):
         subprocess.run([NODE, "--check", str(STATIC / name)], check=True)
     result = subprocess.run(
-        [NODE, "--test", "tests/web/ui.test.mjs"], cwd=ROOT, capture_output=True, text=True
+        [NODE, "--test", "tests/web/ui.test.mjs", "tests/web/verify.test.mjs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "# fail 0" in result.stdout and "# pass 9" in result.stdout
+    assert "# fail 0" in result.stdout and "# pass 24" in result.stdout, result.stdout

@@ -3,15 +3,18 @@ contribute, see the fact appear with its provenance, and a screenshot."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.helpers import NodeProcess
 
@@ -80,7 +83,12 @@ def test_search_contribute_and_provenance_in_a_browser(
     assert first.get_attribute("data-cid") == cid
     assert (first.locator(".text").text_content() or "") == text
     badge = first.locator(".badge").text_content() or ""
-    assert badge == "pending" or "anchored" in badge, badge
+    assert badge == "pending (node)" or badge.startswith("anchored · block"), badge
+    # the page checked the hit itself (CID from the block, signer from the signature)
+    verified = first.locator(".verify.verified", has_text="verified in browser")
+    verified.wait_for(timeout=WAIT_MS)
+    assert first.locator(".verify.failed").count() == 0
+    assert "checked in your browser" in (page.text_content("#results .legend") or "")
     assert "year: 2026" in (first.text_content() or "")
     assert first.locator(f'a[href="/ipfs/{cid}?format=raw"]').count() == 1
 
@@ -98,6 +106,73 @@ def test_search_contribute_and_provenance_in_a_browser(
         shutil.copy(shot, target)
     assert not errors, errors
     assert hosts == {urlsplit(node.url).netloc}  # nothing fetched from anywhere else
+    page.close()
+
+
+def _flip_block(proof: dict[str, Any]) -> None:
+    """One base64 character in the middle of the block, swapped for another valid one."""
+    block = proof["block"]
+    at = len(block) // 2
+    proof["block"] = block[:at] + ("B" if block[at] == "A" else "A") + block[at + 1 :]
+
+
+def _flip_signature(proof: dict[str, Any]) -> None:
+    """One hex digit inside r."""
+    sig = proof["signature"]
+    proof["signature"] = sig[:20] + ("1" if sig[20] == "0" else "0") + sig[21:]
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [(_flip_block, "block hashes to"), (_flip_signature, "signature")],
+    ids=["block", "signature"],
+)
+def test_a_tampered_hit_fails_in_the_browser(
+    browser: Browser,
+    node: NodeProcess,
+    tamper: Callable[[dict[str, Any]], None],
+    reason: str,
+) -> None:
+    """A node (or anything between it and the page) that alters a hit's block or signature
+    is caught by the page itself: the /v1/query answer is intercepted and one hit tampered."""
+    stamp = f"{time.time_ns()}"
+    for i in range(2):
+        reply = httpx.post(
+            f"{node.url}/v1/facts",
+            json={"text": f"Tamper test {stamp}: the okapi is a giraffid, number {i}."},
+            timeout=120,
+        )
+        assert reply.status_code in (200, 201), reply.text
+    tampered: list[str] = []
+
+    def handle(route: Route) -> None:
+        response = route.fetch()
+        body = response.json()
+        hits = body["results"]
+        assert len(hits) >= 2 and all(hit.get("proof") for hit in hits), body
+        tamper(hits[0]["proof"])
+        tampered.append(hits[0]["cid"])
+        route.fulfill(response=response, body=json.dumps(body))
+
+    page, errors, _ = open_page(browser, f"{node.url}/")
+    page.route("**/v1/query", handle)
+    page.fill("#query", f"Tamper test {stamp} okapi giraffid")
+    page.select_option("#mode", "keyword")
+    page.click("#search-form button[type=submit]")
+    hits = page.locator(".hit")
+    expect(hits.nth(1)).to_be_visible(timeout=WAIT_MS)
+    first = page.locator(f'.hit[data-cid="{tampered[0]}"]')
+    expect(first.locator(".verify.failed")).to_contain_text(f"FAILED: {reason}", timeout=WAIT_MS)
+    expect(first.locator(".verify.verified")).to_have_count(0)
+    # the hits left alone still verify
+    second = hits.nth(1)
+    expect(second.locator(".verify.verified")).to_contain_text(
+        "verified in browser", timeout=WAIT_MS
+    )
+    expect(page.locator("#results .verify-summary")).to_contain_text(
+        "hits verified in", timeout=WAIT_MS
+    )
+    assert not errors, errors
     page.close()
 
 

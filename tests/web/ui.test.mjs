@@ -14,6 +14,7 @@ import {
   renderProvenance,
   renderResults,
   renderStatus,
+  renderVerification,
   txLink,
 } from "../../api/static/ui.js";
 
@@ -38,7 +39,7 @@ test("results carry rank, provenance badge, gateway and record links", () => {
   const html = renderResults({ results: [hit, { ...hit, cid: "bafyreidef", provenance: { status: "pending", block_number: null } }] });
   assert.ok(html.includes("[1]") && html.includes("[2]"));
   assert.ok(html.includes("anchored · block 42"));
-  assert.ok(html.includes(">pending<"));
+  assert.ok(html.includes(">pending (node)<"));
   assert.ok(html.includes('href="/ipfs/bafyreiabc?format=raw"'));
   assert.ok(html.includes('href="/v1/facts/bafyreiabc"'));
   assert.equal(renderResults({ results: [] }), '<p class="empty">No facts found.</p>');
@@ -106,4 +107,29 @@ test("relevance is shown and hits below the context threshold are marked", () =>
   assert.equal(relevanceLabel(null, 0.35), "");
   const html = renderResults({ results: [{ cid: "bafyX", text: "t", score: 0.03, relevance: 0.1, metadata: {} }], min_relevance: 0.35 });
   assert.match(html, /not relevant/);
+});
+
+test("each hit has a verification slot and the page says what the browser checks", () => {
+  const html = renderResults({ results: [hit, { ...hit, cid: "bafyreidef" }] });
+  assert.equal(html.match(/class="verification"><span class="verify checking"/g).length, 2);
+  assert.match(html, /class="legend">.*CID and signature checked in your browser; anchoring as reported by the node/);
+  assert.match(badge({ status: "anchored", block_number: 7 }), /as reported by the node">anchored · block 7 \(node\)</);
+  assert.match(badge({ status: "pending" }), />pending \(node\)</);
+});
+
+test("verification states: verified, pending, failed, unchecked", () => {
+  const base = { checked: true, ok: true, reasons: [], signer: "0xAbC", merkle: true, anchored: "anchored", blockNumber: 12 };
+  const anchored = renderVerification(base);
+  assert.match(anchored, /class="verify verified"[^>]*>✓ verified in browser</);
+  assert.match(anchored, /title="[^"]*signature recovers to 0xAbC; Merkle proof folds[^"]*; anchored at block 12 as reported by the node"/);
+  const pending = renderVerification({ ...base, merkle: null, anchored: "pending", blockNumber: null });
+  assert.match(pending, /verified in browser/);
+  assert.match(pending, /pending as reported by the node/);
+  const failed = renderVerification({ ...base, ok: false, reasons: ["text differs from the signed record's", "<img src=x onerror=alert(1)>"] });
+  assert.match(failed, /class="verify failed"[^>]*>FAILED: text differs from the signed record&#39;s; &lt;img src=x/);
+  assert.ok(!failed.includes("<img") && !failed.includes("verified in browser"));
+  const hostile = renderVerification({ ...base, signer: '"><script>', blockNumber: "<b>" });
+  assert.ok(!hostile.includes("<script>") && !hostile.includes("<b>"));
+  assert.match(renderVerification({ checked: false, ok: false, reasons: ["not checked (insecure context)"] }), /not checked \(insecure context\)/);
+  assert.match(renderVerification(null), /checking in browser/);
 });
