@@ -36,6 +36,8 @@ from node.roots import KnownRoot
 from node.signing import recover_signer
 
 _ROOT_HEX = 66  # "0x" and 64 hex digits
+#: A proof longer than this would need a batch of more than 2^64 facts: refused unread.
+MAX_PROOF_STEPS = 64
 
 
 class Verdict(enum.StrEnum):
@@ -155,7 +157,13 @@ def _anchor_checks(
     if not isinstance(registry, str) or registry.lower() != roots.registry:
         reasons.append(f"anchored in registry {registry}, not {roots.registry}")
     root = _hex32(proof.get("root"))
-    path = [_hex32(step) for step in proof.get("merkle_proof") or []]
+    steps_given = proof.get("merkle_proof") or []
+    if not isinstance(steps_given, list) or len(steps_given) > MAX_PROOF_STEPS:
+        return [
+            *reasons,
+            f"the Merkle proof is not a list of at most {MAX_PROOF_STEPS} steps",
+        ], None
+    path = [_hex32(step) for step in steps_given]
     if root is None or any(step is None for step in path):
         return [*reasons, "root or Merkle proof is not 32-byte 0x hex"], None
     steps = [step for step in path if step is not None]

@@ -167,6 +167,11 @@ TAMPERS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "registry",
     ),
     "tombstone": (lambda h: h["proof"].update(tombstone=make_fact("t").cid), "revoked"),
+    "proof length": (
+        lambda h: h["proof"].update(merkle_proof=["0x" + "00" * 32] * 10_000),
+        "at most 64 steps",
+    ),
+    "proof type": (lambda h: h["proof"].update(merkle_proof="0x00"), "at most 64 steps"),
 }
 
 
