@@ -1,97 +1,31 @@
-"""Request and response schemas: the wire format, kept apart from the domain objects."""
+"""Request and response schemas: the wire format, kept apart from the domain objects. The query
+schemas live in ``api.query_schemas`` and are re-exported here."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict, get_args
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field
 
-from node.facts import INT64_MAX, INT64_MIN, visible_character_pattern
+from api._schema_parts import absent, metadata_schema, visible_text
+from api.query_schemas import HitAnchorOut as HitAnchorOut
+from api.query_schemas import HitProofOut as HitProofOut
+from api.query_schemas import HitProvenance as HitProvenance
+from api.query_schemas import LeanQueryOut as LeanQueryOut
+from api.query_schemas import QueryField as QueryField
+from api.query_schemas import QueryHit as QueryHit
+from api.query_schemas import QueryIn as QueryIn
+from api.query_schemas import QueryOptions as QueryOptions
+from api.query_schemas import QueryOut as QueryOut
 from node.limits import (
-    DEFAULT_K,
     MAX_BATCH,
-    MAX_FILTER_KEYS,
-    MAX_IN_VALUES,
-    MAX_K,
     MAX_METADATA_BYTES,
     MAX_METADATA_KEY_CHARS,
-    MAX_QUERY_BYTES,
     MAX_REASON_BYTES,
     MAX_TEXT_BYTES,
-    MAX_VECTOR_COMPONENTS,
 )
-from node.search import SearchMode
 
 MetadataIn = dict[str, Any]
-
-# JSON Schema for what the domain checks (node.facts, node.filters), so that the OpenAPI
-# document says what the API accepts. Byte limits (of UTF-8 text, of encoded metadata) and
-# EIP-55 checksums cannot be said in JSON Schema; the descriptions say them. Every number comes
-# from node.limits.
-_KEY = {"type": "string", "minLength": 1, "maxLength": MAX_METADATA_KEY_CHARS, "pattern": "^[^$]"}
-_SCALAR: list[dict[str, Any]] = [
-    {"type": "string"},
-    {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
-    {"type": "boolean"},
-]
-
-
-def _visible_text(schema: dict[str, Any]) -> None:
-    schema.update(minLength=1, maxLength=MAX_TEXT_BYTES, pattern=visible_character_pattern())
-
-
-def _visible_query(schema: dict[str, Any]) -> None:
-    schema.update(minLength=1, maxLength=MAX_QUERY_BYTES, pattern=visible_character_pattern())
-
-
-def _replace_type(schema: dict[str, Any]) -> None:
-    for key in ("anyOf", "type", "additionalProperties"):
-        schema.pop(key, None)
-
-
-def _metadata_schema(schema: dict[str, Any]) -> None:
-    _replace_type(schema)
-    schema.update(
-        anyOf=[
-            {
-                "type": "object",
-                "propertyNames": _KEY,
-                "additionalProperties": {
-                    "anyOf": [*_SCALAR, {"type": "array", "items": {"type": "string"}}]
-                },
-            },
-            {"type": "null"},
-        ]
-    )
-
-
-def _filter_schema(schema: dict[str, Any]) -> None:
-    in_values = {
-        "type": "object",
-        "properties": {
-            "$in": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_IN_VALUES,
-                "items": {"anyOf": _SCALAR},
-            }
-        },
-        "required": ["$in"],
-        "additionalProperties": False,
-    }
-    _replace_type(schema)
-    schema.update(
-        anyOf=[
-            {
-                "type": "object",
-                "maxProperties": MAX_FILTER_KEYS,
-                "propertyNames": _KEY,
-                "additionalProperties": {"anyOf": [*_SCALAR, in_values]},
-            },
-            {"type": "null"},
-        ]
-    )
 
 
 class ErrorDetail(BaseModel):
@@ -114,7 +48,7 @@ class FactIn(BaseModel):
         description=f"The fact, 1 to {MAX_TEXT_BYTES} bytes of UTF-8, with at least one visible "
         "character (not only whitespace, control or zero-width characters).",
         examples=["The Eiffel Tower is in Paris."],
-        json_schema_extra=_visible_text,
+        json_schema_extra=visible_text,
     )
     metadata: MetadataIn | None = Field(
         None,
@@ -122,7 +56,7 @@ class FactIn(BaseModel):
         "characters, not starting with '$') map "
         "to a string, 64-bit integer, boolean or list of strings.",
         examples=[{"source": "https://en.wikipedia.org/wiki/Eiffel_Tower", "lang": "en"}],
-        json_schema_extra=_metadata_schema,
+        json_schema_extra=metadata_schema,
     )
     contributor: str | None = Field(
         None,
@@ -172,10 +106,6 @@ class BatchOut(BaseModel):
     failed: int
 
 
-def _absent(value: object) -> bool:
-    return value is None
-
-
 class FactRecord(BaseModel):
     v: int = Field(description="1, or 2 for a record that supersedes another.")
     text: str
@@ -185,7 +115,7 @@ class FactRecord(BaseModel):
     # (knowhub verify, a browser) must get its CID back
     supersedes: str | None = Field(
         None,
-        exclude_if=_absent,
+        exclude_if=absent,
         description="Version 2: the earlier fact of the same contributor it corrects.",
     )
 
@@ -195,7 +125,7 @@ class TombstoneRecord(BaseModel):
     kind: Literal["tombstone"]
     revokes: str = Field(description="CID of the revoked fact.")
     contributor: str
-    reason: str | None = Field(None, exclude_if=_absent, description="Left out when absent.")
+    reason: str | None = Field(None, exclude_if=absent, description="Left out when absent.")
 
 
 class RevokeIn(BaseModel):
@@ -244,165 +174,6 @@ class FactOut(BaseModel):
         description="The newer version by the same contributor that replaces this fact here "
         "(search leaves this fact out unless include_superseded).",
     )
-
-
-#: What ``include`` may name: the fields of a hit, and ``context``.
-QueryField = Literal[
-    "cid",
-    "text",
-    "score",
-    "relevance",
-    "metadata",
-    "contributor",
-    "provenance",
-    "superseded_by",
-    "context",
-]
-
-
-class QueryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(
-        description=f"What to look for: up to {MAX_QUERY_BYTES} bytes of UTF-8 with a visible "
-        "character.",
-        examples=["Where is the Eiffel Tower?"],
-        json_schema_extra=_visible_query,
-    )
-    k: StrictInt = Field(DEFAULT_K, ge=1, le=MAX_K, description="How many facts to return.")
-    mode: SearchMode = Field(
-        SearchMode.HYBRID, description="dense (embeddings), keyword (BM25) or hybrid (RRF)."
-    )
-    filter: dict[str, Any] | None = Field(
-        None,
-        description='Exact metadata filter: {"key": value} or {"key": {"$in": [v1, v2]}}.',
-        examples=[{"lang": "en", "tags": {"$in": ["geography", "history"]}}],
-        json_schema_extra=_filter_schema,
-    )
-    min_score: StrictFloat | None = Field(
-        None, description="Drop results scoring below this (scale depends on the mode)."
-    )
-    vector: list[StrictFloat] | None = Field(
-        None,
-        max_length=MAX_VECTOR_COMPONENTS,
-        description="Optional query embedding made with the node's model (see /v1/status); "
-        "used instead of embedding `query` for the dense ranking.",
-    )
-    include_superseded: StrictBool = Field(
-        False,
-        description="Also return facts that a newer version by their contributor replaces.",
-    )
-    min_relevance: StrictFloat | None = Field(
-        None,
-        ge=-1.0,
-        le=1.0,
-        description="The context cites only hits whose relevance (dense cosine with the query, "
-        "-1..1, the same scale in every mode) reaches this; default: the node's "
-        "(KNOWHUB_MIN_RELEVANCE, 0.35 for all-MiniLM-L6-v2). The results are not cut.",
-    )
-    proofs: StrictBool = Field(
-        False,
-        description="Attach to each hit its `proof`: the record block, signature, Merkle proof "
-        "and anchor, so a client checks it against the chain alone (whatever `include` says).",
-    )
-    include: list[QueryField] | None = Field(
-        None,
-        max_length=len(get_args(QueryField)),
-        description="Only these fields per hit (and `context` only when listed): a lean answer. "
-        "Default: every field and the context.",
-        examples=[["cid", "score", "relevance"]],
-    )
-
-
-class QueryOptions(TypedDict, total=False):
-    """The options of a query as every client takes them (``NodeClient.query(text, **opts)``,
-    the MCP backend): the fields of ``QueryIn`` besides ``query``; ``include`` is REST-only
-    (a lean answer is not a ``QueryOut``)."""
-
-    k: int
-    mode: str
-    filter: Mapping[str, Any] | None
-    min_score: float | None
-    vector: Sequence[float] | None
-    include_superseded: bool
-    min_relevance: float | None
-    proofs: bool
-
-
-class HitProvenance(BaseModel):
-    status: Literal["pending", "anchored"]
-    block_number: int | None = Field(description="Block of the anchoring transaction.")
-
-
-class HitAnchorOut(BaseModel):
-    chain_id: int | None
-    registry: str | None
-    block_number: int | None
-    tx_hash: str | None
-    manifest_cid: str | None = Field(description="Manifest of the batch (in the chain's event).")
-    anchored_at: int | None = Field(description="Unix time of the anchoring block.")
-
-
-class HitProofOut(BaseModel):
-    """Everything that checks a hit without the node (``node.proofs``): recompute the CID from
-    ``block``, recover the signer, fold ``merkle_proof`` to ``root`` and look the root up in
-    the registry's ``Anchored`` events."""
-
-    block: str = Field(description="The fact record, DAG-CBOR, base64: its hash is the CID.")
-    signature: str | None = Field(description="The contributor's EIP-191 signature of the CID.")
-    status: Literal["pending", "anchored"]
-    root: str | None = Field(description="Merkle root (0x hex) of the fact's anchored batch.")
-    merkle_proof: list[str] = Field(description="Sibling hashes (0x hex), leaf to root.")
-    anchor: HitAnchorOut | None = Field(description="Where the root is anchored (anchored).")
-    tombstone: str | None = Field(
-        description="A tombstone this node holds for the fact (it then erases the fact): "
-        "normally null."
-    )
-
-
-class QueryHit(BaseModel):
-    cid: str
-    text: str
-    score: float = Field(description="Rank score in the mode's own scale (node.search).")
-    relevance: float | None = Field(
-        None,
-        description="Dense cosine of the query and the fact (-1..1, every mode): what the "
-        "context threshold compares.",
-    )
-    metadata: dict[str, Any]
-    contributor: str | None
-    provenance: HitProvenance = Field(
-        description="Anchoring state; the full proof is at /v1/facts/{cid}/provenance."
-    )
-    superseded_by: str | None = Field(
-        None,
-        exclude_if=_absent,
-        description="With include_superseded: the newer version that replaces this fact (left "
-        "out for current facts).",
-    )
-    proof: HitProofOut | None = Field(
-        None, exclude_if=_absent, description="With proofs: what checks this hit offline."
-    )
-
-
-class QueryOut(BaseModel):
-    results: list[QueryHit]
-    context: str = Field(
-        description="Numbered facts with CID citations, ready for a prompt: only the hits whose "
-        "relevance reaches min_relevance, or a plain statement that none does."
-    )
-    min_relevance: float | None = Field(None, description="The threshold the context used.")
-
-
-class LeanQueryOut(BaseModel):
-    """The answer to a query with ``include``: only the named fields of each hit, and the
-    context only when ``context`` is named."""
-
-    results: list[dict[str, Any]] = Field(
-        description="Each hit with exactly the fields `include` names (see QueryHit)."
-    )
-    context: str | None = Field(None, description="Only when `include` names `context`.")
-    min_relevance: float | None = Field(None, description="Only with the context.")
 
 
 class IndexStatus(BaseModel):

@@ -1,0 +1,172 @@
+"""The wire schemas of ``POST /v1/query`` (REST, MCP, the clients and the CLI all use these):
+the request, the options every client takes, and the answer with its per-hit provenance and
+proof."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypedDict, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+
+from api._schema_parts import absent, filter_schema, visible_query
+from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_VECTOR_COMPONENTS
+from node.search import SearchMode
+
+#: What ``include`` may name: the fields of a hit, and ``context``.
+QueryField = Literal[
+    "cid",
+    "text",
+    "score",
+    "relevance",
+    "metadata",
+    "contributor",
+    "provenance",
+    "superseded_by",
+    "context",
+]
+
+
+class QueryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(
+        description=f"What to look for: up to {MAX_QUERY_BYTES} bytes of UTF-8 with a visible "
+        "character.",
+        examples=["Where is the Eiffel Tower?"],
+        json_schema_extra=visible_query,
+    )
+    k: StrictInt = Field(DEFAULT_K, ge=1, le=MAX_K, description="How many facts to return.")
+    mode: SearchMode = Field(
+        SearchMode.HYBRID, description="dense (embeddings), keyword (BM25) or hybrid (RRF)."
+    )
+    filter: dict[str, Any] | None = Field(
+        None,
+        description='Exact metadata filter: {"key": value} or {"key": {"$in": [v1, v2]}}.',
+        examples=[{"lang": "en", "tags": {"$in": ["geography", "history"]}}],
+        json_schema_extra=filter_schema,
+    )
+    min_score: StrictFloat | None = Field(
+        None, description="Drop results scoring below this (scale depends on the mode)."
+    )
+    vector: list[StrictFloat] | None = Field(
+        None,
+        max_length=MAX_VECTOR_COMPONENTS,
+        description="Optional query embedding made with the node's model (see /v1/status); "
+        "used instead of embedding `query` for the dense ranking.",
+    )
+    include_superseded: StrictBool = Field(
+        False,
+        description="Also return facts that a newer version by their contributor replaces.",
+    )
+    min_relevance: StrictFloat | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="The context cites only hits whose relevance (dense cosine with the query, "
+        "-1..1, the same scale in every mode) reaches this; default: the node's "
+        "(KNOWHUB_MIN_RELEVANCE, 0.35 for all-MiniLM-L6-v2). The results are not cut.",
+    )
+    proofs: StrictBool = Field(
+        False,
+        description="Attach to each hit its `proof`: the record block, signature, Merkle proof "
+        "and anchor, so a client checks it against the chain alone (whatever `include` says).",
+    )
+    include: list[QueryField] | None = Field(
+        None,
+        max_length=len(get_args(QueryField)),
+        description="Only these fields per hit (and `context` only when listed): a lean answer. "
+        "Default: every field and the context.",
+        examples=[["cid", "score", "relevance"]],
+    )
+
+
+class QueryOptions(TypedDict, total=False):
+    """The options of a query as every client takes them (``NodeClient.query(text, **opts)``,
+    the MCP backend): the fields of ``QueryIn`` besides ``query``; ``include`` is REST-only
+    (a lean answer is not a ``QueryOut``)."""
+
+    k: int
+    mode: str
+    filter: Mapping[str, Any] | None
+    min_score: float | None
+    vector: Sequence[float] | None
+    include_superseded: bool
+    min_relevance: float | None
+    proofs: bool
+
+
+class HitProvenance(BaseModel):
+    status: Literal["pending", "anchored"]
+    block_number: int | None = Field(description="Block of the anchoring transaction.")
+
+
+class HitAnchorOut(BaseModel):
+    chain_id: int | None
+    registry: str | None
+    block_number: int | None
+    tx_hash: str | None
+    manifest_cid: str | None = Field(description="Manifest of the batch (in the chain's event).")
+    anchored_at: int | None = Field(description="Unix time of the anchoring block.")
+
+
+class HitProofOut(BaseModel):
+    """Everything that checks a hit without the node (``node.proofs``): recompute the CID from
+    ``block``, recover the signer, fold ``merkle_proof`` to ``root`` and look the root up in
+    the registry's ``Anchored`` events."""
+
+    block: str = Field(description="The fact record, DAG-CBOR, base64: its hash is the CID.")
+    signature: str | None = Field(description="The contributor's EIP-191 signature of the CID.")
+    status: Literal["pending", "anchored"]
+    root: str | None = Field(description="Merkle root (0x hex) of the fact's anchored batch.")
+    merkle_proof: list[str] = Field(description="Sibling hashes (0x hex), leaf to root.")
+    anchor: HitAnchorOut | None = Field(description="Where the root is anchored (anchored).")
+    tombstone: str | None = Field(
+        description="A tombstone this node holds for the fact (it then erases the fact): "
+        "normally null."
+    )
+
+
+class QueryHit(BaseModel):
+    cid: str
+    text: str
+    score: float = Field(description="Rank score in the mode's own scale (node.search).")
+    relevance: float | None = Field(
+        None,
+        description="Dense cosine of the query and the fact (-1..1, every mode): what the "
+        "context threshold compares.",
+    )
+    metadata: dict[str, Any]
+    contributor: str | None
+    provenance: HitProvenance = Field(
+        description="Anchoring state; the full proof is at /v1/facts/{cid}/provenance."
+    )
+    superseded_by: str | None = Field(
+        None,
+        exclude_if=absent,
+        description="With include_superseded: the newer version that replaces this fact (left "
+        "out for current facts).",
+    )
+    proof: HitProofOut | None = Field(
+        None, exclude_if=absent, description="With proofs: what checks this hit offline."
+    )
+
+
+class QueryOut(BaseModel):
+    results: list[QueryHit]
+    context: str = Field(
+        description="Numbered facts with CID citations, ready for a prompt: only the hits whose "
+        "relevance reaches min_relevance, or a plain statement that none does."
+    )
+    min_relevance: float | None = Field(None, description="The threshold the context used.")
+
+
+class LeanQueryOut(BaseModel):
+    """The answer to a query with ``include``: only the named fields of each hit, and the
+    context only when ``context`` is named."""
+
+    results: list[dict[str, Any]] = Field(
+        description="Each hit with exactly the fields `include` names (see QueryHit)."
+    )
+    context: str | None = Field(None, description="Only when `include` names `context`.")
+    min_relevance: float | None = Field(None, description="Only with the context.")
