@@ -1,4 +1,5 @@
-"""Ports: what the node needs from the outside world, as Protocols.
+"""Ports: what the node needs from the outside world, as Protocols. The chain's and the
+network's live in ``node.chain_ports`` and ``node.network_ports`` and are re-exported here.
 
 Implementations name their technology (``index.faiss_index.FaissIndex``); in-package fakes
 are named ``Memory*``/``Hash*`` (``node.memory``). The adapters here are local and CPU- or
@@ -14,9 +15,17 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from node.chain_ports import AnchorEvent as AnchorEvent
+from node.chain_ports import Ledger as Ledger
+from node.chain_ports import MinedTx as MinedTx
+from node.chain_ports import OnChainAnchor as OnChainAnchor
+from node.chain_ports import SignedTx as SignedTx
 from node.facts import Fact, record_map
 from node.filters import MetadataFilter
-from node.origin import Origin
+from node.network_ports import Network as Network
+from node.network_ports import NetworkStatus as NetworkStatus
+from node.network_ports import PeerStatus as PeerStatus
+from node.network_ports import RecordSink as RecordSink
 from node.provenance import Batch, BatchStatus, Provenance
 from node.records import SignedRecord
 from node.search import Hit
@@ -408,224 +417,3 @@ class BlockInventory(Protocol):
     def list_cids(self) -> list[str]:
         """Every stored block's canonical CID string (blocking: call it off the loop)."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class OnChainAnchor:
-    """A registry's record of an anchored root."""
-
-    root: bytes
-    submitter: str
-    block_number: int
-    timestamp: int
-    count: int
-    manifest_cid: str
-
-
-@dataclass(frozen=True, slots=True)
-class AnchorEvent:
-    """An ``Anchored`` log of the registry."""
-
-    root: bytes
-    submitter: str
-    manifest_cid: str
-    count: int
-    tx_hash: str
-    block_number: int
-
-
-@dataclass(frozen=True, slots=True)
-class SignedTx:
-    tx_hash: str
-    raw: bytes
-    nonce: int
-
-
-@dataclass(frozen=True, slots=True)
-class MinedTx:
-    tx_hash: str
-    success: bool
-    block_number: int
-
-
-class Ledger(Protocol):
-    """The KnowledgeRegistry on some EVM chain, used with the operator's account.
-
-    Blocking (an RPC round trip per call): the service calls it from worker threads. Every
-    method raises ``ChainError`` when the chain cannot be reached or refuses a call;
-    ``broadcast`` raises ``NonceTooLow`` when the nonce was already used.
-    """
-
-    @property
-    def chain_id(self) -> int: ...
-
-    @property
-    def registry(self) -> str: ...
-
-    @property
-    def account(self) -> str: ...
-
-    @property
-    def rpc_url(self) -> str: ...
-
-    def get_anchor(self, root: bytes) -> OnChainAnchor | None: ...
-
-    def next_nonce(self) -> int:
-        """The account's next nonce counting pending transactions."""
-        ...
-
-    def sign_anchor(
-        self, root: bytes, manifest_cid: str, count: int, nonce: int, fee_bump: float = 1.0
-    ) -> SignedTx: ...
-
-    def broadcast(self, raw: bytes) -> None:
-        """Send a signed transaction; sending one the chain already knows is not an error."""
-        ...
-
-    def receipt(self, tx_hash: str) -> MinedTx | None: ...
-
-    def head(self) -> int:
-        """The latest block number."""
-        ...
-
-    def find_anchor_tx(self, root: bytes, block_number: int) -> str | None:
-        """The hash of the transaction that emitted ``Anchored(root)`` in that block."""
-        ...
-
-    def verify_fact(self, cid_bytes: bytes, proof: Sequence[bytes], root: bytes) -> bool:
-        """The registry's own ``verifyFact`` view."""
-        ...
-
-    def anchored_events(self, from_block: int, to_block: int) -> list[AnchorEvent]:
-        """Every ``Anchored`` event in the block range (inclusive), in chain order."""
-        ...
-
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PeerStatus:
-    peer_id: str
-    addresses: list[str]
-    connected_since: float | None
-    facts_received: int
-    rejected_messages: int
-    #: Offences within the offence window (a ban follows at the limit).
-    recent_offences: int = 0
-    banned: bool = False
-    #: Bootstrap, operator-connected or recently useful: dialled, never trimmed.
-    trusted: bool = False
-    #: Gossipsub score as this node sees it (None when gossip is not running).
-    score: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkStatus:
-    peer_id: str
-    listen_addresses: list[str]
-    connected_peers: int
-    facts_published: int
-    facts_received: int
-    messages_rejected: int
-    #: Gossip messages (fact envelopes and anchor notices) that passed validation.
-    messages_accepted: int
-    syncs: int
-    last_sync_error: str | None
-    #: Fingerprint of the set of signed fact CIDs (p2p.reconcile): equal sets, equal digests.
-    fact_set_digest: str
-    signed_facts: int
-    anchor_notices: int
-    #: The libp2p host is up and accepting connections.
-    running: bool = True
-    #: Why it is not, while it is not (it restarts with backoff).
-    error: str | None = None
-    #: Bootstrap peers configured: with some, no connected peer means cut off.
-    bootstrap_peers: int = 0
-    #: Gossip messages and sync requests refused unread (banned peer, or untrusted on a
-    #: penalised address).
-    messages_refused: int = 0
-    #: Inbound connections refused by the per-address or total cap.
-    connections_refused: int = 0
-    #: Facts from gossip dropped because the inbox was full (sync fetches them later).
-    inbox_dropped: int = 0
-    banned_peers: int = 0
-    #: Connected peers by gossipsub score band: trusted, positive, negative (below 0, gossip
-    #: to them is limited), graylisted (their control messages ignored).
-    score_bands: dict[str, int] = field(default_factory=dict)
-
-
-class RecordSink(Protocol):
-    """What the network needs from the node. ``receive_records`` is a coroutine on the node's
-    loop; the other methods are blocking and thread-safe (the network calls them from its
-    own threads)."""
-
-    async def receive_records(
-        self, records: Sequence[SignedRecord], peer: str, origin: Origin
-    ) -> int:
-        """Store verified records of any kind from ``peer``, which came by ``origin`` (gossip
-        or sync); return how many were new. Records the node's state refuses (a revoked fact
-        from a stale peer) are dropped, not counted."""
-        ...
-
-    def judge(self, records: Sequence[SignedRecord]) -> str | None:
-        """Why these verified records are invalid given what this node knows (a tombstone by
-        someone other than the fact's contributor), or None. An answer is the sender's fault:
-        the network penalises it like any invalid message. Quick (catalog reads)."""
-        ...
-
-    def record_cids(self) -> list[bytes]:
-        """Every signed record's binary CID (the set peers reconcile)."""
-        ...
-
-    def set_version(self) -> int:
-        """A number that changes whenever the set of ``record_cids`` changes (a cache key)."""
-        ...
-
-    def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
-        """(block, 0x signature) of the signed records among ``cids``."""
-        ...
-
-    async def get_block(self, cid: str) -> bytes | None:
-        """A block this node stores (fact or manifest), or None."""
-        ...
-
-    async def anchor_announced(self, chain_id: int, registry: str) -> None:
-        """A peer says it anchored a batch on that chain: look at the chain now."""
-        ...
-
-
-class Network(Protocol):
-    """Gossip and catch-up with peers (libp2p). ``publish`` never blocks or fails: what peers
-    miss, the sync protocol brings them later."""
-
-    async def start(self, sink: RecordSink) -> None: ...
-
-    def publish(self, records: Sequence[SignedRecord]) -> None: ...
-
-    def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None:
-        """Tell peers a batch was anchored (a hint; they check the chain)."""
-        ...
-
-    def peers(self) -> list[PeerStatus]: ...
-
-    def status(self) -> NetworkStatus:
-        """Blocking (may hash the CID set): call it from a worker thread."""
-        ...
-
-    async def connect(self, address: str) -> str:
-        """Dial a multiaddr with /p2p/ (lifting a block on that peer); its peer id."""
-        ...
-
-    async def disconnect(self, peer_id: str, block_seconds: float) -> None:
-        """Hang up on a peer and refuse it for ``block_seconds``."""
-        ...
-
-    async def fetch_blocks(self, cids: Sequence[str]) -> dict[str, bytes]:
-        """Blocks (e.g. manifests) from connected peers, each checked against its CID."""
-        ...
-
-    async def fetch_records(self, cids: Sequence[str]) -> list[SignedRecord]:
-        """Signed records from connected peers, each verified; those no peer had are absent."""
-        ...
-
-    async def close(self) -> None: ...
