@@ -30,6 +30,7 @@ def test_page_and_assets_are_served(node: NodeProcess) -> None:
                     'id="api-key"', 'id="status"', 'id="peers"'):  # fmt: skip
         assert element in page.text
     assets = (("app.js", "javascript"), ("ui.js", "javascript"), ("verify.js", "javascript"),
+              ("eth.js", "javascript"),
               ("style.css", "css"))  # fmt: skip
     for asset, kind in assets:
         reply = httpx.get(f"{node.url}/static/{asset}")
@@ -85,7 +86,7 @@ def test_verify_vectors_are_current(tmp_path: Path) -> None:
 
 def test_rendering_module_under_node() -> None:
     assert NODE is not None, "Node.js is required (scripts/setup.sh needs it for npm too)"
-    for name in ("app.js", "ui.js", "verify.js"):
+    for name in ("app.js", "ui.js", "verify.js", "eth.js"):
         subprocess.run([NODE, "--check", str(STATIC / name)], check=True)
     result = subprocess.run(
         [NODE, "--test", "tests/web/ui.test.mjs", "tests/web/verify.test.mjs"],
