@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +142,7 @@ def cluster(args: argparse.Namespace) -> int:
 
 
 def verify(args: argparse.Namespace) -> int:
-    from api.verification import chain_named_by_node, verify_bundle
+    from api.verification import verify_bundle
 
     path = Path(args.target)
     rpc, registry = args.rpc, args.registry
@@ -158,14 +159,7 @@ def verify(args: argparse.Namespace) -> int:
     else:
         with NodeClient(args.url) as client:
             bundle = client.provenance(args.target).model_dump(mode="json")
-            if not (rpc and registry):
-                from_node = True
-                node_rpc, node_registry = chain_named_by_node(client.status().chain, bundle)
-                rpc, registry = rpc or node_rpc, registry or node_registry
-                sys.stderr.write(
-                    "note: chain RPC/registry taken from the node; pass --rpc and --registry "
-                    "to check against a chain you trust\n"
-                )
+            rpc, registry, from_node = _chain_to_check(client, rpc, registry, bundle)
     try:
         result = verify_bundle(
             bundle, rpc, registry, chain_from_node=from_node, expected_registry=registry
@@ -181,6 +175,23 @@ def verify(args: argparse.Namespace) -> int:
         failed = [c.name for c in result.checks if not c.ok]
         _out(f"VERIFIED {result.cid}" if result.verified else f"NOT VERIFIED: {', '.join(failed)}")
     return 0 if result.verified else 1
+
+
+def _chain_to_check(
+    client: NodeClient, rpc: str | None, registry: str | None, bundle: Mapping[str, Any]
+) -> tuple[str | None, str | None, bool]:
+    """The chain RPC and registry to check against: the ones given, else those the node names
+    (``chain_named_by_node``, said on stderr); and whether they came from the node."""
+    if rpc and registry:
+        return rpc, registry, False
+    from api.verification import chain_named_by_node
+
+    node_rpc, node_registry = chain_named_by_node(client.status().chain, bundle)
+    sys.stderr.write(
+        "note: chain RPC/registry taken from the node; pass --rpc and --registry to check "
+        "against a chain you trust\n"
+    )
+    return rpc or node_rpc, registry or node_registry, True
 
 
 def add_verify_options(query: argparse.ArgumentParser) -> None:
@@ -204,14 +215,7 @@ def verified_answer(client: NodeClient, args: argparse.Namespace, answer: Any) -
     no chain is known or the chain cannot be read."""
     from api.proof_check import ResultVerifier
 
-    rpc, registry = args.rpc, args.registry
-    if not (rpc and registry):
-        chain = client.status().chain
-        rpc, registry = rpc or (chain and chain.rpc_url), registry or (chain and chain.registry)
-        sys.stderr.write(
-            "note: chain RPC/registry taken from the node; pass --rpc and --registry to check "
-            "against a chain you trust\n"
-        )
+    rpc, registry, _ = _chain_to_check(client, args.rpc, args.registry, {})
     if not (rpc and registry):
         raise NodeError(0, "usage", "--verify needs --rpc and --registry (the node names none)")
     try:

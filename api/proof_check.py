@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from node.bootstrap import build_anchor_log
+from node.bootstrap import build_registry_reader
 from node.proofs import HitCheck, Verdict, check_result, roots_named
 from node.roots import AnchorLog, RootCache, default_cache_path
 
@@ -49,7 +49,7 @@ class ResultVerifier:
     ) -> ResultVerifier:
         """A verifier whose cache lives in ``cache_file`` (default: one file per chain and
         registry under ``default_cache_dir()``); the chain id is read from the RPC."""
-        source = build_anchor_log(rpc_url, registry, timeout=timeout)
+        source = build_registry_reader(rpc_url, registry, timeout=timeout)
         path = cache_file or default_cache_path(
             default_cache_dir(), source.chain_id, source.registry
         )

@@ -79,12 +79,7 @@ class SqliteBlockstore:
                 raise StorageError(f"blockstore {self._path}: {exc}") from exc
 
     async def put(self, cid: str, data: bytes) -> None:
-        if not verify_block(cid, data):
-            raise InvalidInput(f"block does not match its CID {cid}")
-        key = canonical_cid_string(cid)
-        await asyncio.to_thread(
-            self._run, "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", (key, data)
-        )
+        await self.put_many([(cid, data)])
 
     async def put_many(self, blocks: Sequence[tuple[str, bytes]]) -> None:
         rows = []

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 import httpx
+from multiformats import CID
 
 from node.cid import DAG_CBOR, RAW, parse_cid, verify_block
 from node.errors import InvalidInput, NotFound, StorageError, Unavailable
@@ -91,6 +92,10 @@ class KuboContentStore:
         parsed = parse_cid(cid)
         if not verify_block(parsed, data):
             raise InvalidInput(f"block does not match its CID {cid}")
+        await self._store(cid, parsed, data)
+
+    async def _store(self, cid: str, parsed: CID, data: bytes) -> None:
+        """Store and pin a block already checked against ``parsed``."""
         codec = parsed.codec.name
         upload = {"file": ("block", data, "application/octet-stream")}
         if codec == DAG_CBOR:
@@ -144,11 +149,14 @@ class KuboContentStore:
     async def put_many(self, blocks: Sequence[tuple[str, bytes]]) -> None:
         """One RPC per block (``dag/put``/``block/put`` with ``pin=true`` pins as it stores);
         every block is checked before the first request."""
+        checked = []
         for cid, data in blocks:
-            if not verify_block(cid, data):
+            parsed = parse_cid(cid)
+            if not verify_block(parsed, data):
                 raise InvalidInput(f"block does not match its CID {cid}")
-        for cid, data in blocks:
-            await self.put(cid, data)
+            checked.append((cid, parsed, data))
+        for cid, parsed, data in checked:
+            await self._store(cid, parsed, data)
 
     async def delete(self, cid: str) -> None:
         """``pin/rm`` then ``block/rm``: Kubo keeps an unpinned block until GC, so it is

@@ -15,9 +15,8 @@ from node.datadir import DataDirLock
 from node.embedding import SchedulerOptions
 from node.errors import ChainError, ConfigError
 from node.ports import ContentStore, Embedder, Ledger, Network
-from node.provenance import RegistryReader
 from node.retrieval import RetrievalOptions
-from node.roots import AnchorLog
+from node.roots import ChainReader
 from node.service import KnowledgeNode, NodeOptions
 from node.settings import Settings
 from node.signing import SigningKey, load_or_create_key, read_key_file
@@ -287,15 +286,9 @@ def build_ledger(settings: Settings, operator: SigningKey, data_dir: Path) -> Le
     return ledger
 
 
-def build_registry_reader(rpc_url: str, registry: str, timeout: float = 10.0) -> RegistryReader:
-    """Read-only registry access for verifying provenance (``knowhub verify``)."""
-    from contracts.registry import RegistryClient
-
-    return RegistryClient(rpc_url, registry, timeout=timeout)
-
-
-def build_anchor_log(rpc_url: str, registry: str, timeout: float = 10.0) -> AnchorLog:
-    """A registry's ``Anchored`` events, read-only (the client's root cache, ``node.roots``)."""
+def build_registry_reader(rpc_url: str, registry: str, timeout: float = 10.0) -> ChainReader:
+    """Read-only registry access: verifying provenance (``knowhub verify``) and following its
+    ``Anchored`` events (the client's root cache, ``node.roots``)."""
     from contracts.registry import RegistryClient
 
     return RegistryClient(rpc_url, registry, timeout=timeout)

@@ -33,11 +33,11 @@ from node.ports import (
 )
 from node.provenance import Batch, BatchStatus
 from node.records import SignedRecord
+from node.roots import LOG_SPAN
 
 log = logging.getLogger(__name__)
 
 FOLLOW_KEY = "chain_follow_block"
-MAX_SPAN = 5000
 
 
 class FollowerCatalog(AnchorBook, FactRecords, RecordBook, CatalogSettings, Protocol):
@@ -97,7 +97,7 @@ class ChainFollower:
         head = await asyncio.to_thread(self._ledger.head)
         start = await asyncio.to_thread(lambda: self.follow_block + 1)
         while start <= head:
-            end = min(head, start + MAX_SPAN - 1)
+            end = min(head, start + LOG_SPAN - 1)
             events = await asyncio.to_thread(self._ledger.anchored_events, start, end)
             for event in events:
                 if not await self._complete(event):

@@ -1,10 +1,11 @@
 """Proof-carrying hits: what a node attaches to a hit, and the offline check of one.
 
 A hit of ``POST /v1/query`` with ``"proofs": true`` carries a ``proof`` object (built by
-``hit_proof``, served as JSON by the API): the record block (base64 DAG-CBOR), the contributor's
-signature, the revocation state the node knows and, for an anchored fact, the Merkle root, the
-proof and where the root was anchored. ``check_hit`` verifies it with nothing but a set of
-anchored roots read from the chain (``node.roots.RootCache``): no request to any node.
+``hit_proof_json``, served by the API and MCP): the record block (base64 DAG-CBOR), the
+contributor's signature, the revocation state the node knows and, for an anchored fact, the
+Merkle root, the proof and where the root was anchored. ``check_hit`` verifies it with nothing
+but a set of anchored roots read from the chain (``node.roots.RootCache``): no request to any
+node.
 
 Checks, all run (a failed hit lists every reason): the CID is the sha2-256 DAG-CBOR hash of the
 block; the block is a valid fact record; the hit's text, metadata and contributor (those it
@@ -31,11 +32,10 @@ from node.errors import InvalidInput
 from node.facts import FACT_KIND_NAME
 from node.kinds import decode_record
 from node.merkle import verify_proof
-from node.provenance import BatchStatus, Provenance
+from node.provenance import BatchStatus, Provenance, hex32
 from node.roots import KnownRoot
 from node.signing import recover_signer
 
-_ROOT_HEX = 66  # "0x" and 64 hex digits
 #: A proof longer than this would need a batch of more than 2^64 facts: refused unread.
 MAX_PROOF_STEPS = 64
 
@@ -102,19 +102,18 @@ def hit_proof_json(proof: HitProof) -> dict[str, Any]:
 
 
 def _hex32(value: object) -> bytes | None:
-    if not isinstance(value, str) or len(value) != _ROOT_HEX or not value.startswith("0x"):
-        return None
     try:
-        return bytes.fromhex(value[2:])
-    except ValueError:
+        return hex32(value, "hash")
+    except InvalidInput:
         return None
 
 
 def _record_checks(hit: Mapping[str, Any], cid: str, block: bytes) -> tuple[list[str], Any]:
     """The block against the CID and the hit's shown fields; (reasons, decoded record)."""
     reasons = []
-    if dag_cbor_cid(block) != cid:
-        reasons.append(f"block hashes to {dag_cbor_cid(block)}, not to the hit's CID {cid}")
+    hashed = dag_cbor_cid(block)
+    if hashed != cid:
+        reasons.append(f"block hashes to {hashed}, not to the hit's CID {cid}")
     try:
         record = decode_record(block)
     except InvalidInput as exc:

@@ -88,13 +88,18 @@ class Check:
     detail: str
 
 
-def _hex32(value: Any, name: str) -> bytes:
+def hex32(value: object, name: str) -> bytes:
+    """32 bytes from ``0x`` and 64 hex digits (a root or a proof step); ``InvalidInput``
+    otherwise (``bytes.fromhex`` alone would skip whitespace and return fewer bytes)."""
     if not isinstance(value, str) or not value.startswith("0x") or len(value) != 66:
         raise InvalidInput(f"{name} must be 0x followed by 64 hex digits", field=name)
     try:
-        return bytes.fromhex(value[2:])
+        raw = bytes.fromhex(value[2:])
     except ValueError as exc:
         raise InvalidInput(f"{name} is not hex", field=name) from exc
+    if len(raw) != 32:
+        raise InvalidInput(f"{name} must be 0x followed by 64 hex digits", field=name)
+    return raw
 
 
 def record_of(record: Mapping[str, Any]) -> RecordBody:
@@ -147,8 +152,8 @@ def check_bundle(bundle: Mapping[str, Any], chain: RegistryReader | None) -> lis
         checks.append(Check("anchor", False, "fact is not anchored yet (status pending)"))
         return checks
     try:
-        root = _hex32(bundle.get("root"), "root")
-        proof = [_hex32(p, "proof") for p in bundle.get("proof") or []]
+        root = hex32(bundle.get("root"), "root")
+        proof = [hex32(p, "proof") for p in bundle.get("proof") or []]
         cid_bytes = bytes(CID.decode(cid))
     except (InvalidInput, ValueError, KeyError) as exc:
         checks.append(Check("proof", False, f"malformed proof or root: {exc}"))

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from node.errors import InvalidInput
 from node.ports import AnchorEvent
+from node.provenance import RegistryReader
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class AnchorLog(Protocol):
     def head(self) -> int: ...
 
     def anchored_events(self, from_block: int, to_block: int) -> list[AnchorEvent]: ...
+
+
+class ChainReader(RegistryReader, AnchorLog, Protocol):
+    """Both read-only roles of a registry on a chain (``contracts.registry.RegistryClient``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from node.facts import make_fact
 from node.memory import MemoryContentStore, MemoryLedger
 from node.ports import NewFact
 from node.proofs import HitProof, Verdict, check_hit, check_result, hit_proof_json, roots_named
+from node.provenance import hex32
 from node.roots import RootCache, RootCacheMismatch
 from node.signing import SigningKey
 
@@ -295,3 +296,13 @@ async def test_root_cache_refuses_an_unreadable_file(tmp_path: Path, content: st
     path.write_text(content)
     with pytest.raises(InvalidInput):
         RootCache(1, "0x" + "ab" * 20, path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0x" + "ab" * 21 + " " * 22, "0x" + "ab" * 31 + "\n\n", "0x" + "zz" * 32, "ab" * 33, 7, None],
+)
+def test_a_root_or_proof_step_is_exactly_32_bytes_of_hex(value: object) -> None:
+    """``bytes.fromhex`` skips whitespace: a 66-character string may hold fewer than 32 bytes."""
+    with pytest.raises(InvalidInput):
+        hex32(value, "root")
