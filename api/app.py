@@ -19,13 +19,20 @@ from api.middleware import BodyGuard
 from api.observability import RequestContext
 from api.openapi import install_openapi
 from api.options import ApiOptions
-from api.routes import facts, ipfs, moderation, query, system
+from api.routes import curation, facts, ipfs, moderation, query, system
 from api.security import AccessGuard
 from node import __version__
 from node.service import KnowledgeNode
 
 log = logging.getLogger(__name__)
-ROUTERS = (facts.router, query.router, system.router, ipfs.router, moderation.router)
+ROUTERS = (
+    facts.router,
+    query.router,
+    system.router,
+    ipfs.router,
+    moderation.router,
+    curation.router,
+)
 
 
 def create_app(

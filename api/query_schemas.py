@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from api._schema_parts import absent, filter_schema, visible_query
 from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_VECTOR_COMPONENTS
-from node.search import SearchMode
+from node.search import REPUTATION_POOL, RankBy, SearchMode
 
 #: What ``include`` may name: the fields of a hit, and ``context``.
 QueryField = Literal[
@@ -23,6 +23,7 @@ QueryField = Literal[
     "contributor",
     "provenance",
     "superseded_by",
+    "curation",
     "context",
 ]
 
@@ -72,6 +73,20 @@ class QueryIn(BaseModel):
         description="Attach to each hit its `proof`: the record block, signature, Merkle proof "
         "and anchor, so a client checks it against the chain alone (whatever `include` says).",
     )
+    rank: RankBy = Field(
+        RankBy.REPUTATION,
+        description="relevance: the mode's order; reputation: the "
+        f"k + {REPUTATION_POOL} best by relevance re-ordered by weight / (60 + position), the "
+        "weight from the contributor's reputation and the fact's attestations (README, "
+        "'Curation').",
+    )
+    min_reputation: StrictFloat | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Leave out facts whose contributor's reputation (0..1, as this node "
+        "computes it from its trust roots) is below this.",
+    )
     include: list[QueryField] | None = Field(
         None,
         max_length=len(get_args(QueryField)),
@@ -94,6 +109,8 @@ class QueryOptions(TypedDict, total=False):
     include_superseded: bool
     min_relevance: float | None
     proofs: bool
+    rank: str
+    min_reputation: float | None
 
 
 class HitProvenance(BaseModel):
@@ -127,6 +144,18 @@ class HitProofOut(BaseModel):
     )
 
 
+class HitCuration(BaseModel):
+    """What this node's curation says about a hit (``node.curation``)."""
+
+    reputation: float = Field(
+        description="The contributor's reputation, 0..1, personalised to this node's trust roots."
+    )
+    endorsements: int = Field(description="Current endorsements of the fact (any attester).")
+    disputes: int = Field(description="Current disputes of the fact (any attester).")
+    trusted_disputes: int = Field(description="Disputes by attesters this node trusts.")
+    weight: float = Field(description="The factor rank=reputation weighs the hit by (0..1).")
+
+
 class QueryHit(BaseModel):
     cid: str
     text: str
@@ -149,6 +178,9 @@ class QueryHit(BaseModel):
     )
     proof: HitProofOut | None = Field(
         None, exclude_if=absent, description="With proofs: what checks this hit offline."
+    )
+    curation: HitCuration | None = Field(
+        None, description="The contributor's reputation and the fact's attestations."
     )
 
 

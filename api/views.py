@@ -32,8 +32,8 @@ from node.cid import canonical_cid_string
 from node.filters import parse_filter
 from node.ports import StoredFact
 from node.proofs import hit_proof_json
-from node.results import Contribution, NodeStatus, ProvenanceView, QueryResult
-from node.search import Query, SearchMode
+from node.results import Contribution, NodeStatus, ProvenanceView, QueryResult, Standing
+from node.search import Query, RankBy, SearchMode
 
 
 def query_from(body: QueryIn) -> Query:
@@ -48,7 +48,22 @@ def query_from(body: QueryIn) -> Query:
         include_superseded=body.include_superseded,
         min_relevance=body.min_relevance,
         proofs=body.proofs,
+        rank=RankBy(body.rank),
+        min_reputation=body.min_reputation,
     )
+
+
+def curation_json(standing: Standing | None) -> dict[str, float | int] | None:
+    """A hit's ``curation`` field (one shape for full and lean answers)."""
+    if standing is None:
+        return None
+    return {
+        "reputation": round(standing.reputation, 6),
+        "endorsements": standing.endorsements,
+        "disputes": standing.disputes,
+        "trusted_disputes": standing.trusted_disputes,
+        "weight": round(standing.weight, 6),
+    }
 
 
 def query_out(result: QueryResult) -> QueryOut:
@@ -67,6 +82,7 @@ def query_out(result: QueryResult) -> QueryOut:
                 ),
                 superseded_by=r.fact.superseded_by,
                 proof=None if r.proof is None else HitProofOut(**hit_proof_json(r.proof)),
+                curation=curation_json(r.standing),
             )
             for r in result.results
         ],
@@ -94,6 +110,7 @@ def lean_query_out(result: QueryResult, include: Sequence[str]) -> bytes:
                 "block_number": r.anchored_block,
             },
             "superseded_by": fact.superseded_by,
+            "curation": curation_json(r.standing),
         }
         hit = {key: value for key, value in full.items() if key in wanted}
         if r.proof is not None:

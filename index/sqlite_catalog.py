@@ -23,6 +23,7 @@ import numpy as np
 
 from index.keywords import fts_query
 from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
+from index.sqlite_contributors import CONTRIBUTORS_SCHEMA, ContributorTables
 from index.sqlite_erasure import ERASURE_SCHEMA, ErasureTables
 from index.sqlite_moderation import MODERATION_SCHEMA, ModerationTables
 from index.sqlite_records import RECORDS_SCHEMA, RecordTables
@@ -68,7 +69,12 @@ CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
 
 
 class SqliteCatalog(
-    AnchorTables, RecordTables, ErasureTables, ModerationTables, SupersessionTables
+    AnchorTables,
+    RecordTables,
+    ErasureTables,
+    ModerationTables,
+    SupersessionTables,
+    ContributorTables,
 ):
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
@@ -88,6 +94,7 @@ class SqliteCatalog(
             self._db.executescript(ERASURE_SCHEMA)
             self._db.executescript(SUPERSESSION_SCHEMA)
             add_supersedes_column(self._db)
+            self._db.executescript(CONTRIBUTORS_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
         self._lock = threading.RLock()

@@ -19,6 +19,7 @@ from functools import partial
 
 from node.anchoring import Anchorer
 from node.content import BlockService
+from node.curation import Attester, Curation
 from node.embedding import EmbedScheduler
 from node.follower import ChainFollower
 from node.indexes import SearchIndexes
@@ -65,11 +66,17 @@ def assemble(
         )
     )
 
+    curation = Curation(
+        catalog, options.trust_roots or {operator.address}, interval=options.reputation_interval
+    )
+
     def wake_workers() -> None:
-        """New records are stored: the block publisher and the anchorer have work."""
+        """New records are stored: the block publisher and the anchorer have work, and
+        attestations waiting for their facts may join the reputation graph."""
         blocks.wake.set()
         if anchorer is not None:
             anchorer.wake.set()
+        curation.facts_arrived()
 
     scheduler = EmbedScheduler(embedder, options.embedding, query_embedder=query_embedder)
     write_lock = asyncio.Lock()
@@ -84,7 +91,7 @@ def assemble(
         peer_wait=options.peer_wait,
         on_stored=wake_workers,
         publish=None if network is None else network.publish,
-        rules=[revocations],
+        rules=[revocations, curation],
     )
     follower = (
         None
@@ -110,10 +117,14 @@ def assemble(
         scheduler=scheduler,
         write_lock=write_lock,
         ingest=ingest,
-        retriever=Retriever(catalog, index, keywords, embedder, options.retrieval),
+        retriever=Retriever(
+            catalog, index, keywords, embedder, options.retrieval, standing=curation.standing
+        ),
         revocations=revocations,
         revoker=Revoker(catalog, revocations, operator, ingest.contribute_many),
         moderator=Moderator(catalog, indexes, write_lock, ingest.mark_dirty),
+        curation=curation,
+        attester=Attester(catalog, operator, ingest.contribute_many),
         anchorer=anchorer,
         follower=follower,
     )

@@ -18,7 +18,7 @@ from node.ports import ContentStore, Embedder, Ledger, Network
 from node.retrieval import RetrievalOptions
 from node.roots import ChainReader
 from node.service import KnowledgeNode, NodeOptions
-from node.settings import Settings
+from node.settings import Settings, trust_root_list
 from node.signing import SigningKey, load_or_create_key, read_key_file
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,8 @@ def _build_node(
         ),
         index_flush_interval=settings.index_flush_interval,
         require_signatures=settings.require_signatures,
+        trust_roots=frozenset(trust_root_list(settings.trust_roots)),
+        reputation_interval=settings.reputation_interval,
         anchor_peer_facts=settings.anchor_peer_facts,
         embedding=SchedulerOptions(
             max_pending=settings.ingest_queue,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from node.attestation import ATTESTATION
 from node.errors import InvalidFact
 from node.facts import FACT, FACT_KIND_NAME
 from node.records import RecordBody, RecordKind, SignedRecord, decode_map
@@ -26,6 +27,7 @@ KINDS: MappingProxyType[str, RecordKind] = MappingProxyType(
     {
         FACT.name: FACT,
         TOMBSTONE.name: TOMBSTONE,
+        ATTESTATION.name: ATTESTATION,
     }
 )
 

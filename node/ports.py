@@ -359,9 +359,23 @@ class CatalogSettings(Protocol):
     def set_setting(self, key: str, value: str) -> None: ...
 
 
+class ContributorBook(Protocol):
+    """Whose facts are whose (``node.curation``)."""
+
+    def contributors_of(self, cids: Sequence[str]) -> dict[str, str]:
+        """CID -> contributor for the facts among ``cids`` the catalog holds or erased by
+        their contributor's tombstone (unsigned facts and unknown CIDs are left out)."""
+        ...
+
+    def facts_by(self, contributor: str) -> int:
+        """How many facts of ``contributor`` the catalog holds."""
+        ...
+
+
 class Catalog(
     FactRecords,
     RecordBook,
+    ContributorBook,
     FactErasure,
     Moderation,
     FactSearch,

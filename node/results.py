@@ -22,6 +22,24 @@ class Contribution:
 
 
 @dataclass(frozen=True, slots=True)
+class Standing:
+    """What curation says about one fact at query time."""
+
+    #: The contributor's reputation in [0, 1] (``Reputation.of``).
+    reputation: float
+    endorsements: int
+    disputes: int
+    #: Disputes by attesters this node trusts (reputation > 0).
+    trusted_disputes: int
+    #: The factor the reputation ranking multiplies the fact's rank score by.
+    weight: float
+
+    @property
+    def disputed(self) -> bool:
+        return self.trusted_disputes > 0
+
+
+@dataclass(frozen=True, slots=True)
 class ScoredFact:
     fact: StoredFact
     score: float
@@ -31,6 +49,8 @@ class ScoredFact:
     relevance: float | None = None
     #: What checks the hit offline, when the query asked for proofs (``node.proofs``).
     proof: HitProof | None = None
+    #: The contributor's reputation and the fact's attestations (``node.curation``).
+    standing: Standing | None = None
 
 
 @dataclass(frozen=True, slots=True)

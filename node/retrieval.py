@@ -14,16 +14,30 @@ alone. Its methods block (SQLite, FAISS): the service calls them from a worker t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from node.errors import InvalidQuery
 from node.facts import has_visible_character
 from node.limits import MAX_K, MAX_QUERY_BYTES
-from node.ports import Embedder, FactSearch, Ids, KeywordIndex, VectorIndex
-from node.results import ScoredFact
-from node.search import DEFAULT_MIN_RELEVANCE, Hit, Query, SearchMode, reciprocal_rank_fusion
+from node.ports import Embedder, FactSearch, Ids, KeywordIndex, StoredFact, VectorIndex
+from node.results import ScoredFact, Standing
+from node.search import (
+    DEFAULT_MIN_RELEVANCE,
+    REPUTATION_MAX_POOL,
+    REPUTATION_POOL,
+    Hit,
+    Query,
+    RankBy,
+    SearchMode,
+    rank_by_reputation,
+    reciprocal_rank_fusion,
+)
+
+#: What curation says about facts at query time (``node.curation.Curation.standing``).
+Standings = Callable[[Sequence[StoredFact]], list[Standing]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +56,9 @@ class Retriever:
         keywords: KeywordIndex,
         embedder: Embedder,
         options: RetrievalOptions | None = None,
+        standing: Standings | None = None,
     ) -> None:
+        self._standing = standing
         self._catalog = catalog
         self._index = index
         self._keywords = keywords
@@ -74,6 +90,33 @@ class Retriever:
         return result
 
     def rank(self, query: Query, vector: np.ndarray | None) -> list[ScoredFact]:
+        """The k best results of ``query``, each with its relevance and standing."""
+        if self._standing is None:
+            return self._finish(self._collect(query, vector), vector)
+        curated = query.rank is RankBy.REPUTATION or query.min_reputation is not None
+        depth = query.k + REPUTATION_POOL if curated else query.k
+        while True:
+            results = self._collect(replace(query, k=depth), vector)
+            standings = self._standing([r.fact for r in results])
+            trusted = sum(1 for s in standings if s.reputation > 0)
+            # Strangers' facts crowd the pool (a flood of planted facts): look deeper, bounded.
+            if not curated or trusted >= query.k or len(results) < depth:
+                break
+            if depth >= REPUTATION_MAX_POOL:
+                break
+            depth = min(4 * depth, REPUTATION_MAX_POOL)
+        if query.min_reputation is not None:
+            floor = query.min_reputation
+            kept = [n for n, s in enumerate(standings) if s.reputation >= floor]
+            results, standings = [results[n] for n in kept], [standings[n] for n in kept]
+        order = list(range(len(results)))
+        if query.rank is RankBy.REPUTATION:
+            order = rank_by_reputation([s.weight for s in standings])
+        chosen = order[: query.k]
+        return self._finish([replace(results[n], standing=standings[n]) for n in chosen], vector)
+
+    def _collect(self, query: Query, vector: np.ndarray | None) -> list[ScoredFact]:
+        """The first k distinct results in the mode's order (no relevance yet)."""
         # Fusion needs a deep pool from each ranker; a single ranker needs only a margin for
         # identical texts, and searches deeper when de-duplication eats it.
         hybrid = query.mode is SearchMode.HYBRID
@@ -86,7 +129,7 @@ class Retriever:
             hits = self._candidates(query, vector, pool, allowed, excluded)
             results, below_min_score = self._materialize(hits, query)
             if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
-                return self._finish(results, vector)
+                return results
             pool *= 4
 
     def _finish(self, results: list[ScoredFact], vector: np.ndarray | None) -> list[ScoredFact]:
@@ -97,7 +140,7 @@ class Retriever:
             cosines = self._index.similarity(vector, np.asarray(ids, dtype=np.int64))
             relevance = [None if math.isnan(c) else round(float(c), 6) for c in cosines.tolist()]
         return [
-            ScoredFact(r.fact, r.score, anchored.get(r.fact.id), rel)
+            replace(r, anchored_block=anchored.get(r.fact.id), relevance=rel)
             for r, rel in zip(results, relevance, strict=True)
         ]
 
@@ -165,3 +208,6 @@ def check_query(query: Query) -> None:
         raise InvalidQuery("query must hold a visible character")
     if not 1 <= query.k <= MAX_K:
         raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {query.k}")
+    floor = query.min_reputation
+    if floor is not None and not (math.isfinite(floor) and 0.0 <= floor <= 1.0):
+        raise InvalidQuery(f"min_reputation must be between 0 and 1, got {floor}")

@@ -27,6 +27,22 @@ RRF_K = 60
 DEFAULT_MIN_RELEVANCE = 0.35
 
 
+#: Candidates (beyond k) the reputation ranking re-orders: a fact can climb from at most this
+#: deep, and facts of keys nobody trusts sink below every trusted one within it.
+REPUTATION_POOL = 40
+#: When fewer than k facts in that pool are by trusted contributors, the pool deepens (x4)
+#: up to this many candidates: a flood of planted facts costs the query more, never its answer.
+REPUTATION_MAX_POOL = 1000
+
+
+class RankBy(StrEnum):
+    """What orders the hits: the mode's relevance alone, or relevance weighed by the
+    contributor's reputation and the fact's attestations (``rank_by_reputation``)."""
+
+    RELEVANCE = "relevance"
+    REPUTATION = "reputation"
+
+
 class SearchMode(StrEnum):
     DENSE = "dense"
     KEYWORD = "keyword"
@@ -49,6 +65,9 @@ class Query:
     min_relevance: float | None = None
     #: Attach to each hit what checks it offline (``node.proofs``).
     proofs: bool = False
+    rank: RankBy = RankBy.REPUTATION
+    #: Leave out facts whose contributor's reputation (0..1) is below this; None: keep all.
+    min_reputation: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +87,24 @@ def reciprocal_rank_fusion(rankings: Iterable[Sequence[Hit]], k: int = RRF_K) ->
     return [Hit(i, s) for i, s in sorted(scores.items(), key=lambda item: (-item[1], item[0]))]
 
 
+def rank_by_reputation(weights: Sequence[float]) -> list[int]:
+    """The order (indexes into ``weights``) of hits given in relevance order, re-ranked by
+    ``weight / (RRF_K + position)``: the reciprocal-rank score of the hit's relevance position
+    (``reciprocal_rank_fusion``'s scale, whatever the mode) times its curation weight
+    (``node.reputation.fact_weight``, in (0, 1]). Equal weights keep the relevance order;
+    ties keep the earlier position."""
+    keyed = [(-w / (RRF_K + n), n) for n, w in enumerate(weights, start=1)]
+    return [n - 1 for _, n in sorted(keyed)]
+
+
 @dataclass(frozen=True, slots=True)
 class ContextFact:
     cid: str
     text: str
     #: Dense cosine with the query; None when the node could not tell (never cited then).
     relevance: float | None
+    #: Disputes by attesters this node trusts (``node.curation``): the context says so.
+    trusted_disputes: int = 0
 
 
 def is_relevant(relevance: float | None, min_relevance: float) -> bool:
@@ -99,5 +130,9 @@ def format_context(query: str, facts: Sequence[ContextFact], min_relevance: floa
     lines = [f'Facts retrieved for "{query}" (cite as [n]; each CID is an IPFS content address):']
     for n, fact in enumerate(cited, start=1):
         flat = " ".join(fact.text.split())
-        lines.append(f"[{n}] {flat} (cid: {fact.cid})")
+        disputed = ""
+        if fact.trusted_disputes:
+            plural = "s" if fact.trusted_disputes > 1 else ""
+            disputed = f" [DISPUTED by {fact.trusted_disputes} trusted contributor{plural}]"
+        lines.append(f"[{n}] {flat} (cid: {fact.cid}){disputed}")
     return "\n".join(lines)

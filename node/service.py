@@ -23,6 +23,7 @@ from node import __version__
 from node.anchoring import Anchorer, AnchorOptions
 from node.cid import DAG_CBOR, cid_string, parse_cid
 from node.content import BlockService, CarSource, DagScope, load_car
+from node.curation import Attester, Curation
 from node.embedding import EmbedScheduler, SchedulerOptions
 from node.errors import (
     ChainError,
@@ -94,6 +95,11 @@ class NodeOptions:
     #: Seconds a chunk of peers' facts waits for room in the ingest lane before it is left to
     #: the next catch-up sync.
     peer_wait: float = 30.0
+    #: Addresses whose trust the node's reputation starts from (``node.reputation``); empty:
+    #: the operator key alone.
+    trust_roots: frozenset[str] = frozenset()
+    #: Seconds at least between two reputation recomputations.
+    reputation_interval: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,8 @@ class NodeParts:
     revocations: Revocations
     revoker: Revoker
     moderator: Moderator
+    curation: Curation
+    attester: Attester
     anchorer: Anchorer | None
     follower: ChainFollower | None
 
@@ -147,6 +155,9 @@ class KnowledgeNode:
         self._revocations = parts.revocations
         self._revoker = parts.revoker
         self._moderator = parts.moderator
+        self._curation = parts.curation
+        self._attester = parts.attester
+        self._curating: asyncio.Task[None] | None = None
         self._anchorer = parts.anchorer
         self._follower = parts.follower
         self._integrity = IntegrityReport()
@@ -164,6 +175,7 @@ class KnowledgeNode:
         self._integrity = found.report
         await self._in_thread(self._revocations.sweep)  # before reconcile: it drops their ids
         await self._in_thread(self.reconcile)
+        await self._in_thread(self._curation.load)
         if found.recover:
             for start in range(0, len(found.recover), MAX_BATCH):
                 await self.contribute_many(
@@ -172,6 +184,7 @@ class KnowledgeNode:
         self._flusher = asyncio.create_task(self._flush_periodically(), name="index-flush")
         self._publisher = asyncio.create_task(self._blocks.run_publisher(), name="publisher")
         self._purging = asyncio.create_task(self._revocations.run(), name="revocation-purge")
+        self._curating = asyncio.create_task(self._curation.run(), name="reputation")
         if self._anchorer is not None:
             self._anchoring = asyncio.create_task(self._anchorer.run(), name="anchorer")
         if self._follower is not None:
@@ -191,7 +204,14 @@ class KnowledgeNode:
         """Stop background work and save everything. With ``anchor_timeout`` > 0, first seal
         the facts waiting for a batch and try that long to get them anchored (graceful
         shutdown); whatever is not anchored by then resumes from the catalog on restart."""
-        tasks = (self._flusher, self._publisher, self._purging, self._anchoring, self._following)
+        tasks = (
+            self._flusher,
+            self._publisher,
+            self._purging,
+            self._anchoring,
+            self._following,
+            self._curating,
+        )
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -305,6 +325,16 @@ class KnowledgeNode:
         )
 
     @property
+    def curation(self) -> Curation:
+        """Attestations and reputation (``node.curation``)."""
+        return self._curation
+
+    @property
+    def attester(self) -> Attester:
+        """Endorse or dispute facts (``node.curation``)."""
+        return self._attester
+
+    @property
     def moderation(self) -> Moderator:
         """Hide and unhide facts on this node (``node.moderation``)."""
         return self._moderator
@@ -346,7 +376,15 @@ class KnowledgeNode:
         threshold = self._retriever.min_relevance(query)
         context = format_context(
             query.text,
-            [ContextFact(r.fact.cid, r.fact.text, r.relevance) for r in results],
+            [
+                ContextFact(
+                    r.fact.cid,
+                    r.fact.text,
+                    r.relevance,
+                    0 if r.standing is None else r.standing.trusted_disputes,
+                )
+                for r in results
+            ],
             threshold,
         )
         return QueryResult(results, context, threshold, embed_ms, search_ms)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from eth_utils.address import is_checksum_address
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from node.search import DEFAULT_MIN_RELEVANCE
@@ -121,6 +122,23 @@ class Settings(BaseSettings):
     require_signatures: bool = Field(
         False, description="Refuse (401) submissions that carry no contributor signature."
     )
+    trust_roots: str = Field(
+        "",
+        description="Comma-separated EIP-55 addresses the node's contributor reputation starts "
+        "from (node.reputation); empty: the operator key alone.",
+    )
+    reputation_interval: float = Field(
+        0.5, gt=0, description="Seconds at least between two reputation recomputations."
+    )
+
+    @field_validator("trust_roots")
+    @classmethod
+    def _check_trust_roots(cls, value: str) -> str:
+        for address in trust_root_list(value):
+            if not is_checksum_address(address):
+                raise ValueError(f"trust root {address!r} is not an EIP-55 checksummed address")
+        return value
+
     chain_rpc: str | None = Field(
         None,
         description="EVM JSON-RPC URL for anchoring; unset: a local anvil chain kept in the "
@@ -244,3 +262,8 @@ class Settings(BaseSettings):
         description="On SIGTERM: seconds for in-flight requests, then for sealing and sending "
         "the open anchor batch (the index is always saved).",
     )
+
+
+def trust_root_list(value: str) -> list[str]:
+    """The addresses of ``KNOWHUB_TRUST_ROOTS`` (comma-separated, blanks ignored)."""
+    return [part.strip() for part in value.split(",") if part.strip()]

@@ -22,6 +22,7 @@ def memory_node(
     index: MemoryVectorIndex | None = None,
     keywords: KeywordIndex | None = None,
     network: Network | None = None,
+    options: NodeOptions | None = None,
 ) -> KnowledgeNode:
     embedder = HashEmbedder()
     return assemble(
@@ -31,7 +32,7 @@ def memory_node(
         MemoryVectorIndex(embedder.dimension) if index is None else index,
         embedder,
         store or MemoryContentStore(),
-        NodeOptions(data_dir=data_dir),
+        options or NodeOptions(data_dir=data_dir),
         operator=operator,
         keywords=MemoryKeywordIndex() if keywords is None else keywords,
         network=network,

@@ -26,7 +26,7 @@ KEY = SigningKey.generate()
 
 
 def test_the_table_names_each_kind_once_and_every_fact_stays_a_fact() -> None:
-    assert set(KINDS) == {"fact", "tombstone"}
+    assert set(KINDS) == {"fact", "tombstone", "attestation"}
     for vector in VECTORS["facts"]:  # v1 fact records have no kind key: their CIDs stand
         fact = decode_record(bytes.fromhex(vector["block"]))
         assert fact.kind == "fact" and fact.cid == vector["cid"]

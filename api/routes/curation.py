@@ -1,0 +1,99 @@
+"""Curation: endorse or dispute facts, and see what this node thinks of a contributor
+(``node.curation``)."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Request, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from api.curation_schemas import (
+    AttestationOut,
+    AttestationRecord,
+    AttestIn,
+    AttestOut,
+    ContributorOut,
+    Verdict,
+)
+from api.deps import NodeDep
+from api.schemas import ErrorBody
+from node.cid import canonical_cid_string
+
+router = APIRouter(prefix="/v1", tags=["curation"])
+
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "Invalid input; the body says what is wrong."},
+    401: {"model": ErrorBody, "description": "Signature missing, or not by the attester."},
+    404: {"model": ErrorBody, "description": "No such fact here."},
+}
+
+
+@router.post(
+    "/facts/{cid}/attestations",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AttestOut,
+    responses={200: {"model": AttestOut, "description": "Already stored."}, **_ERRORS},
+)
+async def attest(
+    cid: str, body: AttestIn, node: NodeDep, request: Request, response: Response
+) -> AttestOut:
+    """Endorse or dispute a fact: store the attester's signed attestation and send it to every
+    peer; it is anchored like a fact. One attestation per attester and fact counts: the one
+    with the latest `at`. Without a signature, a request carrying a valid API key attests with
+    the operator key."""
+    as_operator = bool((request.scope.get("state") or {}).get("api_key_id"))
+    made, result = await node.attester.attest(
+        canonical_cid_string(cid),
+        body.verdict,
+        contributor=body.contributor,
+        signature=body.signature,
+        at=body.at,
+        as_operator=as_operator,
+    )
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+    return AttestOut(
+        attestation=made.cid,
+        about=made.about,
+        verdict=body.verdict,
+        contributor=made.contributor,
+        at=made.at,
+        status="created" if result.created else "exists",
+    )
+
+
+@router.get("/facts/{cid}/attestation", response_model=AttestationOut, responses=_ERRORS)
+async def attestation(
+    cid: str, verdict: Verdict, contributor: str, at: int, node: NodeDep
+) -> AttestationOut:
+    """The attestation to sign: its CID (sign this string, EIP-191) and its bytes (hash them
+    to check the CID without trusting the node)."""
+    made = await run_in_threadpool(
+        node.attester.attestation_for, canonical_cid_string(cid), verdict, contributor, at
+    )
+    return AttestationOut(
+        cid=made.cid,
+        record=AttestationRecord.model_validate(made.record()),
+        block=base64.b64encode(made.block).decode(),
+    )
+
+
+@router.get(
+    "/contributors/{address}", response_model=ContributorOut, responses={400: {"model": ErrorBody}}
+)
+async def contributor(address: str, node: NodeDep) -> ContributorOut:
+    """This node's view of a contributor: reputation (personalised to its trust roots), facts
+    held here, endorsements and disputes received and given."""
+    view = await run_in_threadpool(node.curation.contributor, address)
+    return ContributorOut(
+        address=view.address,
+        reputation=round(view.reputation, 6),
+        trust=view.trust,
+        trust_root=view.trust_root,
+        facts=view.facts,
+        endorsements=view.endorsements,
+        disputes=view.disputes,
+        endorsements_given=view.endorsements_given,
+        disputes_given=view.disputes_given,
+    )

@@ -1,0 +1,226 @@
+"""Curation in-process (fast tier): attestations over REST, the reputation they give, the
+``rank: reputation`` ordering, ``min_reputation``, the context's dispute marks and the
+contributor view, on the real app with in-memory fakes. The same across real node processes
+and gossip is in tests/integration/test_curation_network.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from node.attestation import make_attestation
+from node.facts import make_fact
+from node.service import NodeOptions
+from node.signing import SigningKey
+from node.tombstone import make_tombstone
+from tests.memory_nodes import memory_node
+
+OPERATOR = SigningKey.generate()
+ROOT = SigningKey.generate()
+ALICE = SigningKey.generate()
+MALLORY = SigningKey.generate()
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    options = NodeOptions(
+        data_dir=tmp_path, trust_roots=frozenset({ROOT.address}), reputation_interval=0.01
+    )
+    app = create_app(lambda: memory_node(tmp_path, OPERATOR, options=options))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def contribute(client: TestClient, key: SigningKey, text: str) -> str:
+    fact = make_fact(text, {}, key.address)
+    body = {"text": text, "contributor": key.address, "signature": key.sign_cid(fact.cid)}
+    reply = client.post("/v1/facts", json=body)
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["cid"])
+
+
+def attest(
+    client: TestClient, key: SigningKey, cid: str, verdict: str, at: int = 1_000
+) -> dict[str, Any]:
+    made = make_attestation(cid, verdict, key.address, at)
+    body = {
+        "verdict": verdict,
+        "contributor": key.address,
+        "at": at,
+        "signature": key.sign_cid(made.cid),
+    }
+    reply = client.post(f"/v1/facts/{cid}/attestations", json=body)
+    assert reply.status_code in (200, 201), reply.text
+    out: dict[str, Any] = reply.json()
+    assert out["attestation"] == made.cid
+    return out
+
+
+def wait_for(check: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    while not check():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def reputation(client: TestClient, key: SigningKey) -> float:
+    return float(client.get(f"/v1/contributors/{key.address}").json()["reputation"])
+
+
+def query(client: TestClient, text: str, **extra: Any) -> dict[str, Any]:
+    reply = client.post("/v1/query", json={"query": text, "k": 2, "mode": "keyword", **extra})
+    assert reply.status_code == 200, reply.text
+    out: dict[str, Any] = reply.json()
+    return out
+
+
+def test_an_endorsement_by_a_trust_root_lifts_its_contributor_above_strangers(
+    client: TestClient,
+) -> None:
+    planted = contribute(client, MALLORY, "Vitamin C cures influenza cures influenza influenza.")
+    honest = contribute(client, ALICE, "Vitamin C does not cure influenza.")
+    before = query(client, "vitamin C influenza")
+    assert [h["cid"] for h in before["results"]] == [planted, honest]  # by relevance alone
+    assert before["results"][0]["curation"]["reputation"] == 0.0
+
+    attest(client, ROOT, honest, "endorse")
+    wait_for(lambda: reputation(client, ALICE) == 1.0, "Alice's reputation")
+    ranked = query(client, "vitamin C influenza")
+    assert [h["cid"] for h in ranked["results"]] == [honest, planted]
+    top = ranked["results"][0]["curation"]
+    assert top["endorsements"] == 1 and top["disputes"] == 0 and top["reputation"] == 1.0
+    assert ranked["results"][1]["curation"]["weight"] == pytest.approx(0.05)
+    plain = query(client, "vitamin C influenza", rank="relevance")
+    assert [h["cid"] for h in plain["results"]] == [planted, honest]
+    trusted = query(client, "vitamin C influenza", min_reputation=0.5)
+    assert [h["cid"] for h in trusted["results"]] == [honest]
+
+    view = client.get(f"/v1/contributors/{ALICE.address.lower()}").json()
+    assert view["address"] == ALICE.address and view["facts"] == 1
+    assert view["endorsements"] == 1 and view["trust"] > 0 and not view["trust_root"]
+    root = client.get(f"/v1/contributors/{ROOT.address}").json()
+    assert root["trust_root"] and root["endorsements_given"] == 1
+
+
+def test_a_later_attestation_replaces_the_earlier_and_the_context_marks_disputes(
+    client: TestClient,
+) -> None:
+    cid = contribute(client, ALICE, "The Moon is made of basalt and anorthosite.")
+    other = contribute(client, ALICE, "The Moon orbits the Earth.")
+    attest(client, ROOT, other, "endorse")
+    attest(client, ROOT, cid, "endorse", at=10)
+    attest(client, ROOT, cid, "dispute", at=20)
+    attest(client, ROOT, cid, "endorse", at=15)  # older than the dispute: not current
+    wait_for(
+        lambda: query(client, "Moon basalt")["results"][0]["curation"]["disputes"] == 1,
+        "the dispute to count",
+    )
+    answer = query(client, "Moon basalt anorthosite", min_relevance=-1.0)
+    hit = next(h for h in answer["results"] if h["cid"] == cid)
+    assert hit["curation"]["endorsements"] == 0 and hit["curation"]["trusted_disputes"] == 1
+    assert f"(cid: {cid}) [DISPUTED by 1 trusted contributor]" in answer["context"]
+
+
+def test_a_clique_of_fresh_keys_endorsing_each_other_gains_no_weight(client: TestClient) -> None:
+    keys = [SigningKey.generate() for _ in range(50)]
+    cids = [contribute(client, key, f"Planted claim number {n}.") for n, key in enumerate(keys)]
+    for n, key in enumerate(keys):
+        for m in (n + 1, n + 2, n + 3):
+            attest(client, key, cids[m % len(cids)], "endorse")
+    honest = contribute(client, ALICE, "A planted claim is not evidence.")
+    attest(client, ROOT, honest, "endorse")
+    wait_for(lambda: reputation(client, ALICE) == 1.0, "Alice's reputation")
+    assert all(reputation(client, key) == 0.0 for key in keys[:10])
+    view = client.get(f"/v1/contributors/{keys[0].address}").json()
+    assert view["endorsements"] == 3 and view["trust"] == 0.0
+    answer = query(client, "planted claim", k=2)
+    assert answer["results"][0]["cid"] == honest
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"verdict": "like"}, 400),
+        ({"verdict": "endorse", "extra": 1}, 400),
+        (
+            {
+                "verdict": "endorse",
+                "at": -1,
+                "contributor": ALICE.address,
+                "signature": "0x" + "1" * 130,
+            },
+            400,
+        ),
+        ({"verdict": "endorse"}, 401),  # no signature, no API key
+        (
+            {
+                "verdict": "endorse",
+                "at": 5,
+                "contributor": ALICE.address,
+                "signature": "0x" + "11" * 65,
+            },
+            400,
+        ),
+    ],
+)
+def test_invalid_attestations_get_a_clear_4xx_and_change_nothing(
+    client: TestClient, body: dict[str, Any], code: int
+) -> None:
+    cid = contribute(client, ALICE, "Water boils at 100 degrees Celsius at sea level.")
+    reply = client.post(f"/v1/facts/{cid}/attestations", json=body)
+    assert reply.status_code == code, reply.text
+    assert reply.json()["error"]["code"]
+    assert client.get(f"/v1/contributors/{ALICE.address}").json()["endorsements"] == 0
+
+
+def test_forged_and_misdirected_attestations_are_refused(client: TestClient) -> None:
+    cid = contribute(client, ALICE, "Salt water conducts electricity.")
+    made = make_attestation(cid, "endorse", ROOT.address, 7)
+    forged = {
+        "verdict": "endorse",
+        "contributor": ROOT.address,
+        "at": 7,
+        "signature": MALLORY.sign_cid(made.cid),
+    }
+    assert client.post(f"/v1/facts/{cid}/attestations", json=forged).status_code == 401
+    unknown = make_fact("never stored", {}, None).cid
+    body = {
+        **forged,
+        "signature": ROOT.sign_cid(make_attestation(unknown, "endorse", ROOT.address, 7).cid),
+    }
+    assert client.post(f"/v1/facts/{unknown}/attestations", json=body).status_code == 404
+    assert client.post("/v1/facts/not-a-cid/attestations", json=forged).status_code == 400
+    for bad in ("0x123", "alice", "0x" + "g" * 40, "0x" + "1" * 41, "%ED%A0%80"):
+        assert client.get(f"/v1/contributors/{bad}").status_code in (400, 404), bad
+    assert client.get(f"/v1/contributors/{ROOT.address}").json()["endorsements_given"] == 0
+
+
+def test_the_record_to_sign_matches_what_the_client_builds(client: TestClient) -> None:
+    cid = contribute(client, ALICE, "Copper is a good conductor.")
+    got = client.get(
+        f"/v1/facts/{cid}/attestation",
+        params={"verdict": "dispute", "contributor": ROOT.address, "at": 42},
+    ).json()
+    made = make_attestation(cid, "dispute", ROOT.address, 42)
+    assert got["cid"] == made.cid and got["record"] == made.record()
+
+
+def test_an_attestation_about_a_record_that_is_not_a_fact_is_invalid(client: TestClient) -> None:
+    cid = contribute(client, ALICE, "Iron rusts in moist air.")
+    tombstone = make_tombstone(cid, ALICE.address)
+    reply = client.request(
+        "DELETE",
+        f"/v1/facts/{cid}",
+        json={"contributor": ALICE.address, "signature": ALICE.sign_cid(tombstone.cid)},
+    )
+    assert reply.status_code == 201, reply.text
+    node = client.app.state.node  # type: ignore[attr-defined]
+    made = make_attestation(tombstone.cid, "endorse", ROOT.address, 1)
+    assert made.cid in node.curation.judge([made])
+
