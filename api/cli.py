@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from api import cli_import, cli_provenance
+from api import cli_curation, cli_import, cli_provenance
 from api.client import (
     DEFAULT_URL,
     NodeClient,
@@ -109,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
         "--include-superseded", action="store_true", help="also facts a newer version replaces"
     )
     query.add_argument(
+        "--rank",
+        choices=["reputation", "relevance"],
+        default="reputation",
+        help="weigh hits by their contributors' reputation (default) or relevance alone",
+    )
+    query.add_argument(
+        "--min-reputation",
+        type=float,
+        metavar="SCORE",
+        help="leave out facts of contributors below this reputation (0..1)",
+    )
+    query.add_argument(
         "--min-relevance",
         type=float,
         metavar="COSINE",
@@ -141,6 +153,8 @@ def _parser() -> argparse.ArgumentParser:
     moderate.add_argument("--reason", help="why (kept on this node)")
     revoke.add_argument("--key", type=Path, help="the contributor's key file")
     revoke.add_argument("--reason", help="why (part of the signed tombstone)")
+
+    cli_curation.add_parsers(sub, with_url)
 
     exp = with_url(
         sub.add_parser(
@@ -200,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "query": _query,
                 "status": _status,
                 "revoke": _revoke,
+                "attest": cli_curation.attest,
+                "contributor": cli_curation.contributor,
                 "moderate": _moderate,
                 "export": _export,
                 "import-car": _import_car,
@@ -356,6 +372,8 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
         include_superseded=args.include_superseded,
         min_relevance=args.min_relevance,
         proofs=args.verify,
+        rank=args.rank,
+        min_reputation=args.min_reputation,
     )
     checks = cli_provenance.verified_answer(client, args, result) if args.verify else []
     verdicts = {c.cid: cli_provenance.describe(c) for c in checks}
@@ -373,6 +391,13 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
         below = threshold is not None and not is_relevant(rel, threshold)
         mark = " (not relevant)" if below else ""
         _out(f"[{n}] {hit.score:.4f} {shown}{mark} {hit.cid}\n    {hit.text[:300]}")
+        if hit.curation is not None:
+            c = hit.curation
+            disputed = " DISPUTED" if c.trusted_disputes else ""
+            _out(
+                f"    contributor reputation {c.reputation:.2f}, {c.endorsements} endorsements, "
+                f"{c.disputes} disputes{disputed}"
+            )
         if hit.cid in verdicts:
             _out(f"    {verdicts[hit.cid]}")
     if not result.results:

@@ -36,9 +36,11 @@ from api.client_calls import (
     RateLimited,
     Unauthorized,
     Unreachable,
+    _attest_call,
     _block,
     _Call,
     _car,
+    _contributor_call,
     _fact_body,
     _headers,
     _parse,
@@ -46,6 +48,7 @@ from api.client_calls import (
     _revoke_call,
     error_from,
 )
+from api.curation_schemas import AttestOut, ContributorOut
 from api.schemas import (
     BatchOut,
     FactCreated,
@@ -162,6 +165,27 @@ class NodeClient:
         ``contributor`` and ``signature`` made elsewhere, or neither to have the operator key
         revoke a fact the node signed (needs the API key)."""
         result: RevokeOut = self._run(_revoke_call(cid, key, contributor, signature, reason))
+        return result
+
+    def attest(
+        self,
+        cid: str,
+        verdict: str,
+        *,
+        key: SigningKey | None = None,
+        at: int | None = None,
+        contributor: str | None = None,
+        signature: str | None = None,
+    ) -> AttestOut:
+        """Endorse or dispute a fact: sign the attestation with ``key``, or pass a
+        ``contributor``, ``at`` and ``signature`` made elsewhere, or none of them to attest
+        with the operator key (needs the API key)."""
+        result: AttestOut = self._run(_attest_call(cid, verdict, key, at, contributor, signature))
+        return result
+
+    def contributor(self, address: str) -> ContributorOut:
+        """The node's view of a contributor: reputation, facts, attestations."""
+        result: ContributorOut = self._run(_contributor_call(address))
         return result
 
     def query(self, query: str, **options: Unpack[QueryOptions]) -> QueryOut:
@@ -342,6 +366,27 @@ class AsyncNodeClient:
     async def provenance(self, cid: str) -> ProvenanceOut:
         call = _Call("GET", f"/v1/facts/{cid}/provenance", ProvenanceOut)
         result: ProvenanceOut = await self._run(call)
+        return result
+
+    async def attest(
+        self,
+        cid: str,
+        verdict: str,
+        *,
+        key: SigningKey | None = None,
+        at: int | None = None,
+        contributor: str | None = None,
+        signature: str | None = None,
+    ) -> AttestOut:
+        """As ``NodeClient.attest``."""
+        result: AttestOut = await self._run(
+            _attest_call(cid, verdict, key, at, contributor, signature)
+        )
+        return result
+
+    async def contributor(self, address: str) -> ContributorOut:
+        """As ``NodeClient.contributor``."""
+        result: ContributorOut = await self._run(_contributor_call(address))
         return result
 
     async def query(self, query: str, **options: Unpack[QueryOptions]) -> QueryOut:

@@ -7,6 +7,7 @@ how each call is built (``_Call``: method, path, body, and the model its answer 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
@@ -14,7 +15,9 @@ from typing import Any, Generic, TypeVar, cast
 import httpx
 from pydantic import BaseModel
 
+from api.curation_schemas import AttestOut, ContributorOut
 from api.schemas import QueryOptions, RevokeOut
+from node.attestation import make_attestation
 from node.cid import canonical_cid_string
 from node.errors import KnowhubError
 from node.signing import SigningKey
@@ -197,6 +200,36 @@ def _revoke_call(
         if value is not None:
             body[name] = value
     return _Call("DELETE", f"/v1/facts/{cid}", RevokeOut, body or None)
+
+
+def _attest_call(
+    cid: str,
+    verdict: str,
+    key: SigningKey | None,
+    at: int | None,
+    contributor: str | None,
+    signature: str | None,
+) -> _Call[AttestOut]:
+    """``POST /v1/facts/{cid}/attestations``; with ``key``, the attestation is built and
+    signed here (``node.attestation``, ``at`` defaulting to now), so the key never leaves the
+    caller."""
+    if key is not None:
+        contributor = key.address
+        at = int(time.time()) if at is None else at
+        try:
+            made = make_attestation(canonical_cid_string(cid), verdict, contributor, at)
+        except KnowhubError as exc:
+            raise InvalidRequest(0, exc.code, exc.message, exc.field) from exc
+        signature = key.sign_cid(made.cid)
+    body: dict[str, Any] = {"verdict": verdict}
+    for name, value in (("contributor", contributor), ("at", at), ("signature", signature)):
+        if value is not None:
+            body[name] = value
+    return _Call("POST", f"/v1/facts/{cid}/attestations", AttestOut, body)
+
+
+def _contributor_call(address: str) -> _Call[ContributorOut]:
+    return _Call("GET", f"/v1/contributors/{address}", ContributorOut)
 
 
 def _block(cid: str) -> _Call[BaseModel]:

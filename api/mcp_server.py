@@ -7,7 +7,8 @@ Two ways to serve the same tools:
 * ``knowhub mcp --url NODE`` over stdio, calling a node's REST API with ``AsyncNodeClient``.
 
 Tools: ``search_knowledge``, ``get_fact``, ``verify_provenance``, ``revoke_fact`` (with the
-contributor's signature of the tombstone: the signature is the authority) and
+contributor's signature of the tombstone: the signature is the authority), ``attest_fact``
+(likewise, the attester's signature) and
 ``contribute_fact``; the last answers with a tool error unless the operator allowed contributions
 (``KNOWHUB_MCP_CONTRIBUTE=true`` on the node, ``--allow-contribute`` for stdio). Inputs are
 validated against the JSON Schemas the SDK derives from the signatures below; a node error
@@ -27,6 +28,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from api.client import NodeError
+from api.curation_schemas import AttestOut
 from api.schemas import (
     FactCreated,
     FactOut,
@@ -39,8 +41,18 @@ from api.schemas import (
     VerificationOut,
 )
 from api.verification import chain_named_by_node, verify_bundle
-from api.views import fact_out, provenance_out, query_from, query_out, revoke_out, status_out
+from api.views import (
+    attest_out,
+    fact_out,
+    provenance_out,
+    query_from,
+    query_out,
+    revoke_out,
+    status_out,
+)
 from node import __version__
+from node.attestation import MAX_AT
+from node.cid import canonical_cid_string
 from node.errors import KnowhubError
 from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_REASON_BYTES, MAX_TEXT_BYTES
 from node.service import KnowledgeNode
@@ -84,6 +96,16 @@ class Backend(Protocol):
         reason: str | None = None,
     ) -> RevokeOut: ...
 
+    async def attest(
+        self,
+        cid: str,
+        verdict: str,
+        *,
+        at: int | None = None,
+        contributor: str | None = None,
+        signature: str | None = None,
+    ) -> AttestOut: ...
+
 
 class LocalBackend:
     """The tools on the node's own service, through the same schema mapping as REST."""
@@ -115,6 +137,25 @@ class LocalBackend:
         node = self._node()
         result = await node.revoke(cid, contributor=contributor, signature=signature, reason=reason)
         return revoke_out(cid, result)
+
+    async def attest(
+        self,
+        cid: str,
+        verdict: str,
+        *,
+        at: int | None = None,
+        contributor: str | None = None,
+        signature: str | None = None,
+    ) -> AttestOut:
+        made, result = await self._node().attester.attest(
+            canonical_cid_string(cid),
+            verdict,
+            contributor=contributor,
+            signature=signature,
+            at=at,
+            as_operator=False,
+        )
+        return attest_out(made, result)
 
     async def add(
         self,
@@ -205,6 +246,17 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 "proof, anchor) so it can be checked against the chain without this node."
             ),
         ] = False,
+        rank: Annotated[
+            Literal["reputation", "relevance"],
+            Field(
+                description="reputation (default): facts of contributors this node trusts "
+                "first, disputed facts lower; relevance: the search order alone."
+            ),
+        ] = "reputation",
+        min_reputation: Annotated[
+            float | None,
+            Field(ge=0.0, le=1.0, description="Leave out contributors below this (0..1)."),
+        ] = None,
     ) -> QueryOut:
         try:
             return await backend.query(
@@ -215,6 +267,32 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 include_superseded=include_superseded,
                 min_relevance=min_relevance,
                 proofs=proofs,
+                rank=rank,
+                min_reputation=min_reputation,
+            )
+        except (NodeError, KnowhubError) as exc:
+            raise _tool_error(exc) from exc
+
+    @server.tool(
+        title="Endorse or dispute a fact",
+        description="Attest a fact: endorse or dispute it, signed by the attester. Every node "
+        "weighs the attestation by the attester's reputation; the attester's latest (by `at`) "
+        "on a fact is the one that counts. Needs the attester's EIP-191 signature of the "
+        "attestation CID (GET /v1/facts/{cid}/attestation gives it, or use `knowhub attest "
+        "CID endorse --key FILE`).",
+    )
+    async def attest_fact(
+        cid: Annotated[str, Field(min_length=8, max_length=200, description="The fact's CID.")],
+        verdict: Annotated[Literal["endorse", "dispute"], Field(description="The verdict.")],
+        contributor: Annotated[str, Field(description="EIP-55 address of the attester.")],
+        at: Annotated[int, Field(ge=0, le=MAX_AT, description="Unix seconds, as signed.")],
+        signature: Annotated[
+            str, Field(description="0x hex: the attester's EIP-191 signature of the CID.")
+        ],
+    ) -> AttestOut:
+        try:
+            return await backend.attest(
+                cid, verdict, at=at, contributor=contributor, signature=signature
             )
         except (NodeError, KnowhubError) as exc:
             raise _tool_error(exc) from exc

@@ -174,6 +174,12 @@ class FactOut(BaseModel):
         description="The newer version by the same contributor that replaces this fact here "
         "(search leaves this fact out unless include_superseded).",
     )
+    duplicate_of: str | None = Field(
+        None,
+        exclude_if=absent,
+        description="The stored fact this one repeats (same words, or nearly the same "
+        "embedding by the same contributor): kept and anchored, left out of search.",
+    )
 
 
 class IndexStatus(BaseModel):

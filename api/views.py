@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import orjson
 
+from api.curation_schemas import AttestOut, ContributorOut
 from api.schemas import (
     ChainStatusOut,
     FactOut,
@@ -28,7 +29,9 @@ from api.schemas import (
     StatusOut,
     TombstoneRecord,
 )
+from node.attestation import Attestation
 from node.cid import canonical_cid_string
+from node.curation import ContributorView
 from node.filters import parse_filter
 from node.ports import StoredFact
 from node.proofs import hit_proof_json
@@ -131,6 +134,7 @@ def fact_out(stored: StoredFact) -> FactOut:
         status="stored",
         stored_at=stored.stored_at,
         superseded_by=stored.superseded_by,
+        duplicate_of=stored.duplicate_of,
     )
 
 
@@ -205,4 +209,30 @@ def revoke_out(revoked: str, result: Contribution) -> RevokeOut:
         tombstone=result.cid,
         revokes=canonical_cid_string(revoked),
         status="created" if result.created else "exists",
+    )
+
+
+def attest_out(made: Attestation, result: Contribution) -> AttestOut:
+    """An attestation's answer (REST and MCP)."""
+    return AttestOut(
+        attestation=made.cid,
+        about=made.about,
+        verdict="endorse" if made.verdict == "endorse" else "dispute",
+        contributor=made.contributor,
+        at=made.at,
+        status="created" if result.created else "exists",
+    )
+
+
+def contributor_out(view: ContributorView) -> ContributorOut:
+    return ContributorOut(
+        address=view.address,
+        reputation=round(view.reputation, 6),
+        trust=view.trust,
+        trust_root=view.trust_root,
+        facts=view.facts,
+        endorsements=view.endorsements,
+        disputes=view.disputes,
+        endorsements_given=view.endorsements_given,
+        disputes_given=view.disputes_given,
     )

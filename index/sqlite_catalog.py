@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,13 @@ import numpy as np
 from index.keywords import fts_query
 from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
 from index.sqlite_contributors import CONTRIBUTORS_SCHEMA, ContributorTables
+from index.sqlite_duplicates import (
+    DUPLICATES_SCHEMA,
+    NOT_DUPLICATE,
+    DuplicateTables,
+    link_duplicate,
+    seed_text_keys,
+)
 from index.sqlite_erasure import ERASURE_SCHEMA, ErasureTables
 from index.sqlite_moderation import MODERATION_SCHEMA, ModerationTables
 from index.sqlite_records import RECORDS_SCHEMA, RecordTables
@@ -75,6 +83,7 @@ class SqliteCatalog(
     ModerationTables,
     SupersessionTables,
     ContributorTables,
+    DuplicateTables,
 ):
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
@@ -95,6 +104,7 @@ class SqliteCatalog(
             self._db.executescript(SUPERSESSION_SCHEMA)
             add_supersedes_column(self._db)
             self._db.executescript(CONTRIBUTORS_SCHEMA)
+            self._db.executescript(DUPLICATES_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open catalog {self._path}: {exc}") from exc
         self._lock = threading.RLock()
@@ -111,6 +121,13 @@ class SqliteCatalog(
             with self._cursor(write=True) as cur:
                 cur.execute("INSERT OR IGNORE INTO publish_queue (fact_id) SELECT id FROM facts")
                 cur.execute("INSERT OR REPLACE INTO settings VALUES ('publish_queue_seeded', '1')")
+        with self._lock:
+            try:
+                seed_text_keys(self._db)
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"cannot key the catalog's texts: {exc}") from exc
         version = self.get_setting("schema_version")
         if version == "1":
             self._migrate_1_to_2()
@@ -229,6 +246,7 @@ class SqliteCatalog(
                     continue
                 fact_id = int(cur.lastrowid or 0)
                 link(cur, fact_id, fact)
+                link_duplicate(cur, fact_id, fact, item.duplicate_of)
                 cur.execute("INSERT INTO publish_queue (fact_id) VALUES (?)", (fact_id,))
                 if item.anchor:
                     cur.execute(
@@ -277,7 +295,9 @@ class SqliteCatalog(
                 f"SELECT {_FACT_COLUMNS} WHERE f.cid = ?",
                 (cid,),
             ).fetchone()
-        return None if row is None else _row(row)
+        if row is None:
+            return None
+        return replace(_row(row), duplicate_of=self.duplicate_of(cid))
 
     def get_by_ids(self, ids: Sequence[int]) -> dict[int, StoredFact]:
         out: dict[int, StoredFact] = {}
@@ -328,7 +348,8 @@ class SqliteCatalog(
     def ids(self) -> Ids:
         with self._cursor() as cur:
             rows = cur.execute(
-                "SELECT id FROM facts WHERE id NOT IN (SELECT fact_id FROM hidden) ORDER BY id"
+                "SELECT id FROM facts WHERE id NOT IN (SELECT fact_id FROM hidden) "
+                f"AND {NOT_DUPLICATE} ORDER BY id"
             )
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
 

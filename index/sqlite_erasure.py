@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 
+from index.sqlite_duplicates import unlink_duplicates
 from index.sqlite_supersession import unlink
 from node.ports import Ids
 
@@ -58,6 +59,7 @@ class ErasureTables:
             for table in ("fact_meta", "publish_queue", "anchor_queue", "batch_facts", "hidden"):
                 cur.execute(f"DELETE FROM {table} WHERE fact_id = ?", (fact_id,))
             unlink(cur, fact_id, cid)
+            unlink_duplicates(cur, fact_id)
             cur.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
             cur.execute(
                 "INSERT OR REPLACE INTO erased (fact_id, cid, erased_at) VALUES (?, ?, ?)",

@@ -92,6 +92,7 @@ def assemble(
         on_stored=wake_workers,
         publish=None if network is None else network.publish,
         rules=[revocations, curation],
+        near_duplicate_cosine=options.near_duplicate_cosine,
     )
     follower = (
         None

@@ -109,6 +109,7 @@ def _build_node(
         require_signatures=settings.require_signatures,
         trust_roots=frozenset(trust_root_list(settings.trust_roots)),
         reputation_interval=settings.reputation_interval,
+        near_duplicate_cosine=settings.near_duplicate_cosine,
         anchor_peer_facts=settings.anchor_peer_facts,
         embedding=SchedulerOptions(
             max_pending=settings.ingest_queue,

@@ -11,7 +11,9 @@ identifier from the same bytes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import re
 import sys
 import unicodedata
 from collections.abc import Mapping
@@ -46,6 +48,20 @@ _SUPERSEDING_KEYS = _RECORD_KEYS | {"supersedes"}
 #: joiners, BOM, bidi marks), surrogates and separators (spaces, line and paragraph breaks).
 #: Unassigned code points count as visible: they render as a replacement glyph.
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+
+
+def text_key(text: str) -> str:
+    """The key two texts share when they say the same words: NFKC, case-folded, every run of
+    non-word characters (punctuation, spaces) made one space, trimmed; hashed (sha256, 32 hex
+    digits). "Vitamin C cures flu." and "vitamin c  CURES flu!" share one; "Vitamin C cures
+    the flu" does not. The node links a fact to the first stored fact with its key
+    (``index.sqlite_duplicates``)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    words = _NON_WORD.sub(" ", folded).strip()
+    return hashlib.sha256(words.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+_NON_WORD = re.compile(r"[\W_]+")
 
 
 def has_visible_character(text: str) -> bool:

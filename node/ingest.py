@@ -32,7 +32,7 @@ from node.errors import KnowhubError, Overloaded, StorageError, Unavailable
 from node.facts import Fact
 from node.indexes import SearchIndexes
 from node.origin import Origin
-from node.ports import FactRecords, NewFact, RecordBook
+from node.ports import DuplicateBook, FactRecords, NewFact, RecordBook
 from node.records import RecordBody, SignedRecord
 from node.results import Contribution
 
@@ -42,12 +42,18 @@ log = logging.getLogger(__name__)
 #: ``peer_wait`` seconds until it fits in ``PEER_SHARE`` of the lane's bounds.
 PEER_CHUNK = 32
 PEER_SHARE = 0.5
+#: A new fact whose embedding has at least this cosine with a stored fact of the same
+#: contributor is linked to it as a near-duplicate (``index.sqlite_duplicates``) and left out
+#: of search; same words after normalisation (``node.facts.text_key``) link whoever wrote them.
+NEAR_DUPLICATE_COSINE = 0.97
+#: Nearest stored facts compared with each new fact for that.
+NEAR_DUPLICATE_NEIGHBOURS = 3
 
 
 Item = Fact | SignedRecord | KnowhubError
 
 
-class IngestCatalog(FactRecords, RecordBook, Protocol):
+class IngestCatalog(FactRecords, RecordBook, DuplicateBook, Protocol):
     """The catalog roles the write path uses."""
 
 
@@ -89,8 +95,10 @@ class Ingest:
         on_stored: Callable[[], None],
         publish: Callable[[Sequence[SignedRecord]], None] | None,
         rules: Sequence[RecordRule] = (),
+        near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE,
     ) -> None:
         self._rules = list(rules)
+        self._near_duplicate_cosine = near_duplicate_cosine
         self._catalog = catalog
         self._indexes = indexes
         self._scheduler = scheduler
@@ -247,17 +255,54 @@ class Ingest:
         refused = self.refuse(facts)
         failed.update(refused)
         keep = [i for i, f in enumerate(facts) if f.cid not in refused]
+        hints = self._near_duplicates([facts[i] for i in keep], vectors[keep])
         rows = self._catalog.insert(
-            [NewFact(facts[i], vectors[i], signatures.get(facts[i].cid), anchor) for i in keep]
+            [
+                NewFact(
+                    facts[i],
+                    vectors[i],
+                    signatures.get(facts[i].cid),
+                    anchor,
+                    duplicate_of=hints.get(facts[i].cid),
+                )
+                for i in keep
+            ]
         )
         new = [(row_id, keep[n]) for n, (row_id, was_created) in enumerate(rows) if was_created]
         if new:
-            ids = np.array([row_id for row_id, _ in new], dtype=np.int64)
-            kept = [i for _, i in new]
-            self._indexes.add(ids, vectors[kept], [facts[i].text for i in kept])
-            self.dirty = True
-            log.debug("stored %d new facts", len(new))
+            repeats = self._catalog.duplicates_among([row_id for row_id, _ in new])
+            searchable = [(row_id, i) for row_id, i in new if row_id not in repeats]
+            if searchable:
+                ids = np.array([row_id for row_id, _ in searchable], dtype=np.int64)
+                kept = [i for _, i in searchable]
+                self._indexes.add(ids, vectors[kept], [facts[i].text for i in kept])
+                self.dirty = True
+            log.debug("stored %d new facts (%d near-duplicates)", len(new), len(repeats))
         return {facts[i].cid for _, i in new}
+
+    def _near_duplicates(self, facts: list[Fact], vectors: np.ndarray) -> dict[str, int]:
+        """CID -> row id of a stored fact by the same contributor whose embedding is nearly
+        the same (cosine >= the threshold; 0 turns the check off)."""
+        if self._near_duplicate_cosine <= 0 or not facts or len(self._indexes.vectors) == 0:
+            return {}
+        found: dict[str, int] = {}
+        for fact, vector in zip(facts, vectors, strict=True):
+            if fact.contributor is None:
+                continue
+            near = [
+                h
+                for h in self._indexes.vectors.search(vector, NEAR_DUPLICATE_NEIGHBOURS)
+                if h.score >= self._near_duplicate_cosine
+            ]
+            if not near:
+                continue
+            rows = self._catalog.get_by_ids([h.id for h in near])
+            for hit in near:
+                row = rows.get(hit.id)
+                if row is not None and row.contributor == fact.contributor and row.cid != fact.cid:
+                    found[fact.cid] = hit.id
+                    break
+        return found
 
     async def _store_records(
         self, records: list[SignedRecord], origin: Origin, failed: dict[str, KnowhubError]

@@ -49,6 +49,8 @@ class StoredFact:
     supersedes: str | None = None
     #: The stored newer version by the same contributor that replaces this fact, if any.
     superseded_by: str | None = None
+    #: The stored fact this one repeats (``DuplicateBook``; set by ``get`` only).
+    duplicate_of: str | None = None
 
     def record(self) -> dict[str, Any]:
         return record_map(self.text, self.metadata, self.contributor, self.supersedes)
@@ -62,6 +64,9 @@ class NewFact:
     #: Queue the fact for anchoring by this node (facts from peers are anchored by their
     #: origin; the chain follower adopts those anchors).
     anchor: bool = True
+    #: The catalog row of a stored fact this one nearly repeats (same contributor, embedding
+    #: above ``node.ingest.NEAR_DUPLICATE_COSINE``): linked to it and left out of search.
+    duplicate_of: int | None = None
 
 
 class Embedder(Protocol):
@@ -372,10 +377,26 @@ class ContributorBook(Protocol):
         ...
 
 
+class DuplicateBook(Protocol):
+    """Facts that repeat a stored fact: kept, linked, left out of search
+    (``index.sqlite_duplicates``)."""
+
+    def duplicates_among(self, ids: Sequence[int]) -> set[int]:
+        """The row ids among ``ids`` that are linked duplicates."""
+        ...
+
+    def duplicate_of(self, cid: str) -> str | None:
+        """The CID of the fact ``cid`` repeats, if it is a duplicate."""
+        ...
+
+    def duplicate_count(self) -> int: ...
+
+
 class Catalog(
     FactRecords,
     RecordBook,
     ContributorBook,
+    DuplicateBook,
     FactErasure,
     Moderation,
     FactSearch,

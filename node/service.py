@@ -37,7 +37,7 @@ from node.errors import (
 from node.facts import Fact
 from node.follower import ChainFollower
 from node.indexes import Reconciled, SearchIndexes
-from node.ingest import Ingest
+from node.ingest import NEAR_DUPLICATE_COSINE, Ingest
 from node.limits import MAX_BATCH
 from node.manifest import Block
 from node.moderation import Moderator
@@ -100,6 +100,8 @@ class NodeOptions:
     trust_roots: frozenset[str] = frozenset()
     #: Seconds at least between two reputation recomputations.
     reputation_interval: float = 0.5
+    #: Near-duplicate link threshold on cosine (same contributor); 0: off (``node.ingest``).
+    near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE
 
 
 @dataclass(frozen=True, slots=True)

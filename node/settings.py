@@ -9,6 +9,7 @@ from eth_utils.address import is_checksum_address
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from node.ingest import NEAR_DUPLICATE_COSINE
 from node.search import DEFAULT_MIN_RELEVANCE
 
 
@@ -129,6 +130,13 @@ class Settings(BaseSettings):
     )
     reputation_interval: float = Field(
         0.5, gt=0, description="Seconds at least between two reputation recomputations."
+    )
+    near_duplicate_cosine: float = Field(
+        NEAR_DUPLICATE_COSINE,
+        ge=0.0,
+        le=1.0,
+        description="A new fact whose embedding has at least this cosine with a stored fact of "
+        "the same contributor is linked to it and left out of search; 0: off.",
     )
 
     @field_validator("trust_roots")

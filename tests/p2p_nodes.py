@@ -42,18 +42,21 @@ def add(node: NodeProcess, text: str) -> str:
     return str(response.json()["cid"])
 
 
-def start(path: Path, bootstrap: NodeProcess | None = None) -> NodeProcess:
-    env = dict(NO_CHAIN)
+def start(
+    path: Path, bootstrap: NodeProcess | None = None, extra: dict[str, str] | None = None
+) -> NodeProcess:
+    env = {**NO_CHAIN, **(extra or {})}
     if bootstrap is not None:
         env["KNOWHUB_BOOTSTRAP"] = address(bootstrap)
     return NodeProcess(path, env=env).start()
 
 
-def running_line(base: Path) -> Iterator[list[NodeProcess]]:
-    """Three node processes in a line (n1 - n2 - n3), stopped afterwards (a fixture body)."""
-    n1 = start(base / "n1")
-    n2 = start(base / "n2", bootstrap=n1)
-    n3 = start(base / "n3", bootstrap=n2)
+def running_line(base: Path, extra: dict[str, str] | None = None) -> Iterator[list[NodeProcess]]:
+    """Three node processes in a line (n1 - n2 - n3), stopped afterwards (a fixture body);
+    ``extra`` environment for all three."""
+    n1 = start(base / "n1", extra=extra)
+    n2 = start(base / "n2", bootstrap=n1, extra=extra)
+    n3 = start(base / "n3", bootstrap=n2, extra=extra)
     nodes = [n1, n2, n3]
     wait_until(lambda: p2p(n2)["connected_peers"] == 2, what="the line to form")
     yield nodes

@@ -18,6 +18,7 @@ from api.curation_schemas import (
 )
 from api.deps import NodeDep
 from api.schemas import ErrorBody
+from api.views import attest_out, contributor_out
 from node.cid import canonical_cid_string
 
 router = APIRouter(prefix="/v1", tags=["curation"])
@@ -53,14 +54,7 @@ async def attest(
     )
     if not result.created:
         response.status_code = status.HTTP_200_OK
-    return AttestOut(
-        attestation=made.cid,
-        about=made.about,
-        verdict=body.verdict,
-        contributor=made.contributor,
-        at=made.at,
-        status="created" if result.created else "exists",
-    )
+    return attest_out(made, result)
 
 
 @router.get("/facts/{cid}/attestation", response_model=AttestationOut, responses=_ERRORS)
@@ -85,15 +79,4 @@ async def attestation(
 async def contributor(address: str, node: NodeDep) -> ContributorOut:
     """This node's view of a contributor: reputation (personalised to its trust roots), facts
     held here, endorsements and disputes received and given."""
-    view = await run_in_threadpool(node.curation.contributor, address)
-    return ContributorOut(
-        address=view.address,
-        reputation=round(view.reputation, 6),
-        trust=view.trust,
-        trust_root=view.trust_root,
-        facts=view.facts,
-        endorsements=view.endorsements,
-        disputes=view.disputes,
-        endorsements_given=view.endorsements_given,
-        disputes_given=view.disputes_given,
-    )
+    return contributor_out(await run_in_threadpool(node.curation.contributor, address))
