@@ -293,7 +293,13 @@ class IngestStatusOut(BaseModel):
         "peers' facts are left to catch-up sync."
     )
     queries_waiting: int = Field(description="Queries waiting for the model (they go first).")
-    deferred_to_sync: int = Field(description="Peers' facts left to sync because it was full.")
+    deferred_to_sync: int = Field(
+        description="Peers' records left to sync: the queue was full, or (counted also in "
+        "over_quota) their contributor was over its gossip quota."
+    )
+    over_quota: int = Field(
+        0, description="Gossiped records left to sync because their contributor was over quota."
+    )
     texts_per_second: float = Field(description="Measured ingest embedding rate (EWMA).")
     full: bool = Field(description="The next write would get 503 (see /readyz).")
     write_error: str | None = Field(

@@ -36,6 +36,7 @@ from node.ports import (
     Network,
     VectorIndex,
 )
+from node.quotas import ContributorQuota
 from node.retrieval import Retriever
 from node.revocation import Revocations, Revoker
 from node.service import KnowledgeNode, NodeOptions, NodeParts
@@ -93,6 +94,7 @@ def assemble(
         publish=None if network is None else network.publish,
         rules=[revocations, curation],
         near_duplicate_cosine=options.near_duplicate_cosine,
+        gossip_quota=ContributorQuota(options.gossip_quota_rate, options.gossip_quota_burst),
     )
     follower = (
         None

@@ -110,6 +110,8 @@ def _build_node(
         trust_roots=frozenset(trust_root_list(settings.trust_roots)),
         reputation_interval=settings.reputation_interval,
         near_duplicate_cosine=settings.near_duplicate_cosine,
+        gossip_quota_rate=settings.gossip_quota_rate,
+        gossip_quota_burst=settings.gossip_quota_burst,
         anchor_peer_facts=settings.anchor_peer_facts,
         embedding=SchedulerOptions(
             max_pending=settings.ingest_queue,

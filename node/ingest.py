@@ -33,6 +33,7 @@ from node.facts import Fact
 from node.indexes import SearchIndexes
 from node.origin import Origin
 from node.ports import DuplicateBook, FactRecords, NewFact, RecordBook
+from node.quotas import ContributorQuota
 from node.records import RecordBody, SignedRecord
 from node.results import Contribution
 
@@ -96,7 +97,9 @@ class Ingest:
         publish: Callable[[Sequence[SignedRecord]], None] | None,
         rules: Sequence[RecordRule] = (),
         near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE,
+        gossip_quota: ContributorQuota | None = None,
     ) -> None:
+        self._gossip_quota = gossip_quota
         self._rules = list(rules)
         self._near_duplicate_cosine = near_duplicate_cosine
         self._catalog = catalog
@@ -115,6 +118,11 @@ class Ingest:
         self.write_error: str | None = None
         #: The index changed since it was last saved (the node's flusher clears it).
         self.dirty = False
+
+    @property
+    def over_quota(self) -> int:
+        """Gossiped records left to sync because their contributor was over quota."""
+        return 0 if self._gossip_quota is None else self._gossip_quota.deferred
 
     def mark_dirty(self) -> None:
         """The index changed outside this write path (moderation): save it at the next flush."""
@@ -340,7 +348,11 @@ class Ingest:
         ``PEER_SHARE`` of the ingest bounds (the rest stays for REST writers). A chunk waits
         up to ``peer_wait`` seconds for room (backpressure: sync and gossip readers slow down);
         what still does not fit is left for the next catch-up sync (or follower pass) instead
-        of growing memory."""
+        of growing memory. Gossip is first held to per-contributor quotas (``node.quotas``)."""
+        if origin is Origin.GOSSIP and self._gossip_quota is not None:
+            admitted = self._gossip_quota.admit(facts)
+            self.deferred += len(facts) - len(admitted)
+            facts = admitted
         created = 0
         for start in range(0, len(facts), PEER_CHUNK):
             chunk = facts[start : start + PEER_CHUNK]

@@ -6,14 +6,15 @@ else: no I/O, no clock, no event loop.
 
 - :class:`AttestationGraph` holds the *current* attestations, one per (attester, fact): the
   caller decides which one is current (``Attestation.supersedes``) and calls ``set`` with it.
-  Beside it, the graph keeps per-fact, per-contributor and per-attester counts and the net
-  count per (attester, contributor) pair, all updated in O(1) per change.
+  Beside it, the graph keeps per-fact, per-contributor and per-attester counts and the
+  endorsement and dispute counts per (attester, contributor) pair, all updated in O(1) per
+  change.
 - :func:`trust_scores` is EigenTrust with pre-trusted peers (Kamvar, Schlosser and
   Garcia-Molina, 2003), i.e. personalised PageRank over positive local trust, teleporting to
   the node's trust roots. It is vectorised (numpy) over integer-numbered addresses.
 - :class:`Reputation` turns trust into a reputation in [0, 1]; :func:`fact_weight` turns the
   reputations of a fact's contributor, endorsers and disputers into the factor retrieval
-  multiplies the fact's relevance score by.
+  multiplies the reciprocal of the fact's relevance position by (``node.search``).
 
 Invariants:
 
@@ -56,9 +57,9 @@ _IntArray = npt.NDArray[np.intp]
 class AttestationGraph:
     """The current attestations: one verdict per (attester, fact), and each fact's contributor.
 
-    Every query is O(1) or O(degree); ``set`` and ``remove`` are O(1). The edge view is the net
-    count (endorsements minus disputes) per (attester, contributor) pair, attester and
-    contributor distinct, zero counts left out.
+    Every query is O(1) or O(degree); ``set`` and ``remove`` are O(1). The edge view is the
+    (endorsements, disputes) count per (attester, contributor) pair, attester and contributor
+    distinct, pairs with neither left out.
     """
 
     __slots__ = ("_authors", "_edges", "_facts", "_given", "_received", "_size", "_version")
@@ -72,8 +73,8 @@ class AttestationGraph:
         self._received: dict[str, list[int]] = {}
         #: attester -> [endorsements, disputes] given (self-attestations included)
         self._given: dict[str, list[int]] = {}
-        #: attester -> contributor -> net count, never 0, attester != contributor
-        self._edges: dict[str, dict[str, int]] = {}
+        #: attester -> contributor -> [endorsements, disputes], not both 0, attester != contributor
+        self._edges: dict[str, dict[str, list[int]]] = {}
         self._size = 0
         self._version = 0
 
@@ -156,15 +157,16 @@ class AttestationGraph:
         counts = self._given.get(attester)
         return (0, 0) if counts is None else (counts[0], counts[1])
 
-    def edges(self) -> Iterator[tuple[str, str, int]]:
-        """(attester, contributor, net count) for every pair with a non-zero net count."""
+    def edges(self) -> Iterator[tuple[str, str, int, int]]:
+        """(attester, contributor, endorsements, disputes) for every pair with either."""
         for attester, outs in self._edges.items():
-            for contributor, net in outs.items():
-                yield attester, contributor, net
+            for contributor, (endorsed, disputed) in outs.items():
+                yield attester, contributor, endorsed, disputed
 
     def net(self, attester: str, contributor: str) -> int:
         """Endorsements minus disputes by ``attester`` on ``contributor``'s facts."""
-        return self._edges.get(attester, {}).get(contributor, 0)
+        endorsed, disputed = self._edges.get(attester, {}).get(contributor, (0, 0))
+        return endorsed - disputed
 
     def _count(self, attester: str, contributor: str | None, verdict: str, sign: int) -> None:
         slot = 0 if verdict == ENDORSE else 1
@@ -175,17 +177,29 @@ class AttestationGraph:
         outs = self._edges.get(attester)
         if outs is None:
             outs = self._edges[attester] = {}
-        net = outs.get(contributor, 0) + (sign if slot == 0 else -sign)
-        if net:
-            outs[contributor] = net
-        else:
+        pair = outs.get(contributor)
+        if pair is None:
+            pair = outs[contributor] = [0, 0]
+        pair[slot] += sign
+        if not (pair[0] or pair[1]):
             del outs[contributor]
             if not outs:
                 del self._edges[attester]
 
-    def _out_edges(self) -> Iterator[tuple[str, dict[str, int]]]:
-        """(attester, its out-edges) for every attester; the counts may be negative."""
+    def _out_edges(self) -> Iterator[tuple[str, dict[str, list[int]]]]:
+        """(attester, its out-edges as [endorsements, disputes]) for every attester."""
         return iter(self._edges.items())
+
+
+def local_trust(endorsed: int, disputed: int) -> float:
+    """l(a, c): a's endorsements of c's facts, times the share of a's verdicts on c's facts
+    that are endorsements (``e * e / (e + d)``); 0 without an endorsement. Disputes scale an
+    attester's trust in a contributor down without cancelling it: a key whose facts a root
+    endorsed 13 times and disputed 52 times keeps a fifth of that trust (e - d would have cut
+    it off, and with it all of the key's undisputed facts)."""
+    if endorsed <= 0:
+        return 0.0
+    return endorsed * endorsed / (endorsed + max(disputed, 0))
 
 
 def _bump(counts: dict[str, list[int]], key: str, slot: int, sign: int) -> None:
@@ -213,13 +227,13 @@ def _positive_edges(graph: AttestationGraph, roots: frozenset[str]) -> _Edges:
     edges sorted by (source, destination), so every sum runs in one fixed order."""
     sources: list[str] = []
     targets: list[str] = []
-    counts: list[int] = []
+    counts: list[float] = []
     for attester, outs in graph._out_edges():
-        for contributor, net in outs.items():
-            if net > 0:
+        for contributor, (endorsed, disputed) in outs.items():
+            if endorsed > 0:
                 sources.append(attester)
                 targets.append(contributor)
-                counts.append(net)
+                counts.append(local_trust(endorsed, disputed))
     names = sorted(roots.union(sources, targets))
     index = {name: i for i, name in enumerate(names)}
     size = len(counts)
@@ -264,9 +278,10 @@ def trust_scores(
     """Global trust t per address, personalised to ``roots``: the addresses with t > 0
     (summing to 1), nothing for addresses the roots do not reach through positive edges.
 
-    Local trust s(a, c) is the number of c's facts a endorses minus the number a disputes
-    (a != c), l(a, c) = max(s(a, c), 0), c(a, c) = l(a, c) / sum_x l(a, x). With p uniform
-    over the roots and ``dangling`` the addresses without a positive out-edge,
+    Local trust, with e and d the numbers of c's facts a endorses and disputes (a != c), is
+    l(a, c) = e * e / (e + d) (``local_trust``; 0 when e = 0), and
+    c(a, c) = l(a, c) / sum_x l(a, x). With p uniform over the roots and ``dangling`` the
+    addresses without a positive out-edge,
     ``t <- (1 - alpha) * (C^T t + mass(t on dangling) * p) + alpha * p`` from ``t = p`` (or
     ``start``, restricted to the reached addresses and renormalised) until the L1 change is
     below ``tolerance`` or after ``max_iterations``. ``stats``, when given, receives
@@ -394,7 +409,7 @@ def fact_weight(
     *,
     floor: float = UNTRUSTED_WEIGHT,
 ) -> float:
-    """The factor retrieval multiplies a hit's relevance score by (rank "reputation").
+    """The factor retrieval multiplies a hit's reciprocal relevance rank by (rank "reputation").
 
     With r the contributor's reputation (0 for a fact without one), we and wd the summed
     reputations of the fact's distinct endorsers and disputers other than its contributor,

@@ -130,6 +130,9 @@ class IngestStatus:
     full: bool
     #: The last storage error of a write, until a write succeeds again.
     write_error: str | None
+    #: Gossiped records left to sync because their contributor was over quota
+    #: (``node.quotas``; also in ``deferred_to_sync``).
+    over_quota: int = 0
 
 
 @dataclass(frozen=True, slots=True)

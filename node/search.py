@@ -89,11 +89,12 @@ def reciprocal_rank_fusion(rankings: Iterable[Sequence[Hit]], k: int = RRF_K) ->
 
 def rank_by_reputation(weights: Sequence[float]) -> list[int]:
     """The order (indexes into ``weights``) of hits given in relevance order, re-ranked by
-    ``weight / (RRF_K + position)``: the reciprocal-rank score of the hit's relevance position
-    (``reciprocal_rank_fusion``'s scale, whatever the mode) times its curation weight
-    (``node.reputation.fact_weight``, in (0, 1]). Equal weights keep the relevance order;
-    ties keep the earlier position."""
-    keyed = [(-w / (RRF_K + n), n) for n, w in enumerate(weights, start=1)]
+    ``weight / position``: the reciprocal rank of the hit's relevance position (whatever the
+    mode) times its curation weight (``node.reputation.fact_weight``, in (0, 1]). Equal
+    weights keep the relevance order and ties keep the earlier position; a weight w moves a
+    hit from position p to about p / w (a fact no trust root reaches, w = 0.05, from first to
+    twentieth), so small differences between trusted contributors barely reorder."""
+    keyed = [(-w / n, n) for n, w in enumerate(weights, start=1)]
     return [n - 1 for _, n in sorted(keyed)]
 
 

@@ -52,6 +52,7 @@ from node.ports import (
     StoredFact,
 )
 from node.proofs import HitProof
+from node.quotas import GOSSIP_BURST, GOSSIP_RATE
 from node.records import SignedRecord
 from node.recovery import IntegrityReport, audit, mark_clean
 from node.results import (
@@ -100,6 +101,10 @@ class NodeOptions:
     trust_roots: frozenset[str] = frozenset()
     #: Seconds at least between two reputation recomputations.
     reputation_interval: float = 0.5
+    #: Records per second and burst each contributor may have stored from gossip; the rest
+    #: wait for sync (``node.quotas``).
+    gossip_quota_rate: float = GOSSIP_RATE
+    gossip_quota_burst: int = GOSSIP_BURST
     #: Near-duplicate link threshold on cosine (same contributor); 0: off (``node.ingest``).
     near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE
 

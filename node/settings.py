@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from node.ingest import NEAR_DUPLICATE_COSINE
+from node.quotas import GOSSIP_BURST, GOSSIP_RATE
 from node.search import DEFAULT_MIN_RELEVANCE
 
 
@@ -130,6 +131,15 @@ class Settings(BaseSettings):
     )
     reputation_interval: float = Field(
         0.5, gt=0, description="Seconds at least between two reputation recomputations."
+    )
+    gossip_quota_rate: float = Field(
+        GOSSIP_RATE,
+        gt=0,
+        description="Records per second each contributor may have stored from gossip; beyond "
+        "its quota (and burst) its records wait for catch-up sync.",
+    )
+    gossip_quota_burst: int = Field(
+        GOSSIP_BURST, ge=1, description="Burst of the per-contributor gossip quota."
     )
     near_duplicate_cosine: float = Field(
         NEAR_DUPLICATE_COSINE,

@@ -25,6 +25,7 @@ def ingest_status(scheduler: EmbedScheduler, ingest: Ingest) -> IngestStatus:
         texts_per_second=stats.texts_per_second,
         full=stats.full,
         write_error=ingest.write_error,
+        over_quota=ingest.over_quota,
     )
 
 

@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT))
 import dag_cbor  # noqa: E402
 from multiformats import CID  # noqa: E402
 
+from node.attestation import make_attestation  # noqa: E402
 from node.facts import make_fact  # noqa: E402
 from node.manifest import build_manifest  # noqa: E402
 from node.signing import SigningKey  # noqa: E402
@@ -54,6 +55,9 @@ def vectors() -> dict[str, object]:
     tomb_raw = RawRecord(tombstone.block, bytes.fromhex(tomb_sig[2:]))
     by_other = make_tombstone(facts[1].cid, OTHER.address)
     batch, _ = build_manifest([facts[0].cid, tombstone.cid], {tombstone.cid: "tombstone"})
+    endorsement = make_attestation(facts[0].cid, "endorse", OTHER.address, 1767225600)
+    endorse_sig = OTHER.sign_cid(endorsement.cid)
+    endorse_raw = RawRecord(endorsement.block, bytes.fromhex(endorse_sig[2:]))
     items = ItemSet([bytes(CID.decode(f.cid)) for f in facts])
     request = initial_request(ItemSet([bytes(CID.decode(facts[0].cid))]))
     return {
@@ -112,6 +116,45 @@ def vectors() -> dict[str, object]:
             {
                 "why": "empty reason",
                 "block": dag_cbor.encode({**tombstone.record(), "reason": ""}).hex(),
+            },
+        ],
+        "attestation": {
+            "record": endorsement.record(),
+            "block": endorsement.block.hex(),
+            "cid": endorsement.cid,
+            "signature": endorse_sig,
+            "signer": {"private_key": "0x" + OTHER.private_key.hex(), "address": OTHER.address},
+            "about": facts[0].cid,
+            "envelope": encode_envelope([records[0], endorse_raw]).hex(),
+        },
+        "invalid_attestations": [
+            {
+                "why": "about is an IPLD link, not a CID string",
+                "block": dag_cbor.encode(
+                    {**endorsement.record(), "about": CID.decode(facts[0].cid)}
+                ).hex(),
+            },
+            {
+                "why": "unknown verdict",
+                "block": dag_cbor.encode({**endorsement.record(), "verdict": "like"}).hex(),
+            },
+            {
+                "why": "at is missing",
+                "block": dag_cbor.encode(
+                    {k: v for k, v in endorsement.record().items() if k != "at"}
+                ).hex(),
+            },
+            {
+                "why": "at is negative",
+                "block": dag_cbor.encode({**endorsement.record(), "at": -1}).hex(),
+            },
+            {
+                "why": "at is over 2**53",
+                "block": dag_cbor.encode({**endorsement.record(), "at": 2**53 + 1}).hex(),
+            },
+            {
+                "why": "unknown key",
+                "block": dag_cbor.encode({**endorsement.record(), "weight": 1}).hex(),
             },
         ],
         "invalid_envelopes": [

@@ -18,12 +18,21 @@ from mcp_types import CallToolResult
 
 from api.client import AsyncNodeClient
 from api.proof_check import ResultVerifier, all_verified
+from node.attestation import make_attestation
+from node.signing import SigningKey
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 KEY = "mcp-test-key-0123456789abcdef"
-TOOLS = {"search_knowledge", "get_fact", "verify_provenance", "revoke_fact", "contribute_fact"}
+TOOLS = {
+    "search_knowledge",
+    "get_fact",
+    "verify_provenance",
+    "revoke_fact",
+    "attest_fact",
+    "contribute_fact",
+}
 
 
 @pytest.fixture
@@ -218,3 +227,18 @@ async def test_stdio_server_against_a_node(reader: NodeProcess) -> None:
         assert verdict.structured_content["chain_from_node"] is False
         refused = await client.call_tool("contribute_fact", {"text": "no"})
         assert refused.is_error and "contribute_disabled" in text_of(refused)
+        attester = SigningKey.generate()
+        made = make_attestation(cid, "dispute", attester.address, 5)
+        args = {"cid": cid, "verdict": "dispute", "contributor": attester.address, "at": 5}
+        forged = await client.call_tool(
+            "attest_fact", {**args, "signature": SigningKey.generate().sign_cid(made.cid)}
+        )
+        assert forged.is_error and "signature_mismatch" in text_of(forged), text_of(forged)
+        attested = await client.call_tool(
+            "attest_fact", {**args, "signature": attester.sign_cid(made.cid)}
+        )
+        assert not attested.is_error, text_of(attested)
+        assert attested.structured_content["attestation"] == made.cid
+    async with AsyncNodeClient(reader.url) as rest:
+        view = await rest.contributor(attester.address)
+        assert view.disputes_given == 1

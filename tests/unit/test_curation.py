@@ -139,8 +139,12 @@ def test_a_clique_of_fresh_keys_endorsing_each_other_gains_no_weight(client: Tes
     assert all(reputation(client, key) == 0.0 for key in keys[:10])
     view = client.get(f"/v1/contributors/{keys[0].address}").json()
     assert view["endorsements"] == 3 and view["trust"] == 0.0
-    answer = query(client, "planted claim", k=2)
-    assert answer["results"][0]["cid"] == honest
+    answer = query(client, "planted claim", k=10)
+    weights = {h["cid"]: h["curation"]["weight"] for h in answer["results"]}
+    assert weights[honest] == 1.0  # climbed from 51st place (a weight w moves p to ~p / w)
+    assert sorted(set(weights.values())) == [pytest.approx(0.05), 1.0]
+    trusted = query(client, "planted claim", k=10, min_reputation=0.01)
+    assert [h["cid"] for h in trusted["results"]] == [honest]
 
 
 @pytest.mark.parametrize(
@@ -177,6 +181,35 @@ def test_invalid_attestations_get_a_clear_4xx_and_change_nothing(
     assert reply.status_code == code, reply.text
     assert reply.json()["error"]["code"]
     assert client.get(f"/v1/contributors/{ALICE.address}").json()["endorsements"] == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"verdict": "endorse", "contributor": "\\ud800", "at": 1, "signature": "0x00"}',
+        b'{"verdict": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b'{"verdict": "endorse", "at": 1e400}',
+        b'{"verdict": "endorse", "at": true}',
+    ],
+)
+def test_hostile_attestation_bodies_get_a_clear_4xx(client: TestClient, content: bytes) -> None:
+    cid = contribute(client, ALICE, "Glass is an amorphous solid.")
+    reply = client.post(
+        f"/v1/facts/{cid}/attestations",
+        content=content,
+        headers={"content-type": "application/json"},
+    )
+    assert reply.status_code == 400, reply.text
+    assert client.get(f"/v1/contributors/{ALICE.address}").json()["endorsements"] == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"rank": "popularity"}, {"rank": 1}, {"min_reputation": 2}, {"min_reputation": "high"}],
+)
+def test_bad_ranking_options_get_400(client: TestClient, extra: dict[str, Any]) -> None:
+    reply = client.post("/v1/query", json={"query": "glass", **extra})
+    assert reply.status_code == 400, reply.text
 
 
 def test_forged_and_misdirected_attestations_are_refused(client: TestClient) -> None:
@@ -223,4 +256,3 @@ def test_an_attestation_about_a_record_that_is_not_a_fact_is_invalid(client: Tes
     node = client.app.state.node  # type: ignore[attr-defined]
     made = make_attestation(tombstone.cid, "endorse", ROOT.address, 1)
     assert made.cid in node.curation.judge([made])
-

@@ -9,6 +9,7 @@ from typing import Any
 import dag_cbor
 import pytest
 
+from node.attestation import Attestation, make_attestation
 from node.cid import cid_string
 from node.errors import InvalidFact, KnowhubError, SignatureMismatch
 from node.facts import make_fact
@@ -136,3 +137,32 @@ def test_the_superseding_fact_vector_is_a_version_2_fact() -> None:
     no_target = {k: v for k, v in vector["record"].items() if k != "supersedes"}
     with pytest.raises(InvalidFact, match="version"):
         decode_record(dag_cbor.encode({**no_target, "v": 2}))
+
+
+def test_the_attestation_vector_decodes_verifies_and_names_its_fact() -> None:
+    vector = VECTORS["attestation"]
+    record = verify_record(bytes.fromhex(vector["block"]), vector["signature"])
+    assert isinstance(record.body, Attestation)
+    assert record.cid == vector["cid"] and record.body.record() == vector["record"]
+    assert record.contributor == vector["signer"]["address"]
+    assert subject_of(record.body) == vector["about"]
+    envelope = decode_envelope(bytes.fromhex(vector["envelope"]))
+    assert [r.kind for r in envelope] == ["fact", "attestation"]
+    made = make_attestation(vector["about"], "endorse", record.contributor, vector["record"]["at"])
+    assert made.block.hex() == vector["block"]
+
+
+@pytest.mark.parametrize("bad", VECTORS["invalid_attestations"], ids=lambda b: b["why"])
+def test_invalid_attestation_vectors_are_refused(bad: dict[str, str]) -> None:
+    with pytest.raises(InvalidFact):
+        decode_record(bytes.fromhex(bad["block"]))
+
+
+def test_a_later_attestation_supersedes_by_at_then_cid() -> None:
+    cid = VECTORS["facts"][0]["cid"]
+    address = VECTORS["attestation"]["signer"]["address"]
+    early = make_attestation(cid, "endorse", address, 10)
+    late = make_attestation(cid, "dispute", address, 11)
+    same_time = make_attestation(cid, "dispute", address, 10)
+    assert late.supersedes(early) and not early.supersedes(late)
+    assert same_time.supersedes(early) == (same_time.cid > early.cid)

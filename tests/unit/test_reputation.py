@@ -22,6 +22,7 @@ from node.reputation import (
     AttestationGraph,
     Reputation,
     fact_weight,
+    local_trust,
     trust_scores,
 )
 from node.signing import SigningKey
@@ -56,11 +57,12 @@ def _dense_trust(
     names = sorted(root_set | {a for a, _ in current} | {c for c, _ in current.values()})
     index = {name: i for i, name in enumerate(names)}
     n = len(names)
-    s = np.zeros((n, n))
+    e = np.zeros((n, n))
+    d = np.zeros((n, n))
     for (attester, _), (contributor, verdict) in current.items():
         if attester != contributor:
-            s[index[attester], index[contributor]] += 1.0 if verdict == ENDORSE else -1.0
-    local = np.maximum(s, 0.0)
+            (e if verdict == ENDORSE else d)[index[attester], index[contributor]] += 1.0
+    local = np.divide(e * e, e + d, out=np.zeros_like(e), where=e > 0)
     out = local.sum(axis=1)
     dangling = out == 0
     c = np.divide(local, out[:, None], out=np.zeros_like(local), where=~dangling[:, None])
@@ -240,19 +242,26 @@ def test_disputes_lower_trust() -> None:
     after = trust_scores(_graph([*rows, (root, "b3", bob, DISPUTE)]), [root])
     assert after[bob] < before[bob]
     assert after[bob] < after[alice]
-    # disputes outweighing endorsements cut the edge entirely
+    # disputes outweighing endorsements scale the edge down (e * e / (e + d)), not away...
     more = [(root, "b3", bob, DISPUTE), (root, "b4", bob, DISPUTE), (root, "b5", bob, DISPUTE)]
-    gone = trust_scores(_graph([*rows, *more]), [root])
-    assert bob not in gone
+    scaled = trust_scores(_graph([*rows, *more]), [root])
+    assert 0.0 < scaled[bob] < after[bob]
+    assert local_trust(2, 3) == pytest.approx(0.8) and local_trust(0, 5) == 0.0
+    # ...and disputes without any endorsement make no edge at all
+    only = trust_scores(_graph([rows[0], (root, "c1", _address(4), DISPUTE)]), [root])
+    assert _address(4) not in only
 
 
 def test_a_dispute_by_a_reputed_key_halves_a_facts_weight() -> None:
     root, alice = _address(1), _address(2)
+    mallory = _address(3)
     graph = _graph([(root, "a1", alice, ENDORSE), (root, "a2", alice, DISPUTE)])
     reputation = Reputation.compute(graph, [root])
     assert reputation.of(root) == 1.0
-    assert reputation.of(alice) == 0.0  # net 0: no edge
-    assert fact_weight(reputation, root, [], [alice]) == 1.0  # alice's dispute weighs nothing
+    assert reputation.of(alice) == 1.0  # the root's only edge: relative trust is all there is
+    assert reputation.of(mallory) == 0.0
+    assert fact_weight(reputation, root, [], [mallory]) == 1.0  # an unreached key weighs nothing
+    assert fact_weight(reputation, root, [], [alice]) == pytest.approx(0.525)
     assert fact_weight(reputation, root, [], [root]) == 1.0  # nor does the author's own
     rep = Reputation({root: 0.5, alice: 0.5}, frozenset({root}), 0.25)
     assert fact_weight(rep, alice, [], [root]) == pytest.approx(
@@ -322,7 +331,7 @@ def test_graph_bookkeeping() -> None:
     assert graph.received(a) == (2, 1)
     assert graph.given(c) == (1, 1)
     assert graph.net(c, a) == 0
-    assert sorted(graph.edges()) == [(b, a, 1)]
+    assert sorted(graph.edges()) == [(b, a, 1, 0), (c, a, 1, 1)]
     assert graph.verdict(b, "g") is None
     assert graph.remove(c, "g")
     assert not graph.remove(c, "g")
