@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from node.attestation import MAX_AT
 
 Verdict = Literal["endorse", "dispute"]
-_ADDRESS: dict[str, Any] = {"pattern": "^0x[0-9a-fA-F]{40}$"}
+ADDRESS_PATTERN = "^0x[0-9a-fA-F]{40}$"
+_ADDRESS: dict[str, Any] = {"pattern": ADDRESS_PATTERN}
 
 
 class AttestIn(BaseModel):

@@ -185,6 +185,11 @@ class FactOut(BaseModel):
 class IndexStatus(BaseModel):
     kind: str
     size: int
+    duplicates: int = Field(
+        0,
+        description="Facts stored but left out of search as near-duplicates of a stored fact: "
+        "size = facts - duplicates - hidden.",
+    )
 
 
 class ModelStatus(BaseModel):

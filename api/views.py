@@ -183,7 +183,7 @@ def status_out(s: NodeStatus) -> StatusOut:
     return StatusOut(
         version=s.version,
         facts=s.facts,
-        index=IndexStatus(kind=s.index_kind, size=s.index_size),
+        index=IndexStatus(kind=s.index_kind, size=s.index_size, duplicates=s.duplicates),
         model=ModelStatus(name=s.model, dimension=s.dimension),
         ipfs=IpfsStatus(
             store=s.content_store,

@@ -90,8 +90,9 @@ class Curation:
         self._interval = interval
         self._lock = threading.Lock()
         self._graph = AttestationGraph()
-        #: (attester, fact CID) -> the current attestation.
-        self._current: dict[tuple[str, str], Attestation] = {}
+        #: (attester, fact CID) -> (at, CID, verdict) of the current attestation (not the
+        #: whole record: a million attestations stay a few hundred MB smaller).
+        self._current: dict[tuple[str, str], tuple[int, str, str]] = {}
         #: Fact CID -> attesters whose current attestation waits for the fact.
         self._pending: dict[str, set[str]] = {}
         self._reputation = Reputation.compute(self._graph, self._roots)
@@ -184,9 +185,9 @@ class Curation:
         (under the lock); whether the graph or the pending set changed."""
         key = (attestation.attester, attestation.about)
         old = self._current.get(key)
-        if old is not None and not attestation.supersedes(old):
+        if old is not None and (attestation.at, attestation.cid) <= old[:2]:
             return False
-        self._current[key] = attestation
+        self._current[key] = (attestation.at, attestation.cid, attestation.verdict)
         self.changes += 1
         self._pending.setdefault(attestation.about, set()).add(attestation.attester)
         return True
@@ -199,8 +200,8 @@ class Curation:
         owners = self._catalog.contributors_of(wanted)
         for about, owner in owners.items():
             for attester in self._pending.pop(about, ()):
-                current = self._current[(attester, about)]
-                self._graph.set(attester, about, owner, current.verdict)
+                verdict = self._current[(attester, about)][2]
+                self._graph.set(attester, about, owner, verdict)
 
     def recompute(self) -> None:
         """Resolve pending attestations and recompute the scores (blocking)."""

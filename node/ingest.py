@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -44,8 +45,9 @@ log = logging.getLogger(__name__)
 PEER_CHUNK = 32
 PEER_SHARE = 0.5
 #: A new fact whose embedding has at least this cosine with a stored fact of the same
-#: contributor is linked to it as a near-duplicate (``index.sqlite_duplicates``) and left out
-#: of search; same words after normalisation (``node.facts.text_key``) link whoever wrote them.
+#: contributor, and that states the same numbers, is linked to it as a near-duplicate
+#: (``index.sqlite_duplicates``) and left out of search; same words after normalisation
+#: (``node.facts.text_key``) link whoever wrote them.
 NEAR_DUPLICATE_COSINE = 0.97
 #: Nearest stored facts compared with each new fact for that.
 NEAR_DUPLICATE_NEIGHBOURS = 3
@@ -307,7 +309,12 @@ class Ingest:
             rows = self._catalog.get_by_ids([h.id for h in near])
             for hit in near:
                 row = rows.get(hit.id)
-                if row is not None and row.contributor == fact.contributor and row.cid != fact.cid:
+                if (
+                    row is not None
+                    and row.contributor == fact.contributor
+                    and row.cid != fact.cid
+                    and _numbers(row.text) == _numbers(fact.text)
+                ):
                     found[fact.cid] = hit.id
                     break
         return found
@@ -367,6 +374,15 @@ class Ingest:
                 break
             created += sum(1 for r in results if isinstance(r, Contribution) and r.created)
         return created
+
+
+def _numbers(text: str) -> list[str]:
+    """The numbers a text states, in order: two texts that state different numbers are never
+    near-duplicates, however close their embeddings ("boils at 100 degrees" / "at 90")."""
+    return _NUMBER.findall(text)
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def _body(item: Fact | SignedRecord) -> RecordBody:

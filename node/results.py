@@ -84,6 +84,8 @@ class NodeStatus:
     revocations: RevocationCounts
     #: Facts this node's operator hides (``node.moderation``).
     hidden: int
+    #: Facts left out of search as near-duplicates (``index.sqlite_duplicates``).
+    duplicates: int = 0
 
     def not_ready(self) -> list[str]:
         """Why the node cannot take writes now (empty: ready). Liveness is separate."""

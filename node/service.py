@@ -428,6 +428,7 @@ class KnowledgeNode:
             integrity=self._integrity,
             revocations=self._revocations.counts(),
             hidden=self._moderator.count(),
+            duplicates=self._catalog.duplicate_count(),
         )
 
     def _anchor_hint(self, chain_id: int, registry: str) -> None:

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import base64
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.curation_schemas import (
+    ADDRESS_PATTERN,
     AttestationOut,
     AttestationRecord,
     AttestIn,
@@ -19,6 +21,7 @@ from api.curation_schemas import (
 from api.deps import NodeDep
 from api.schemas import ErrorBody
 from api.views import attest_out, contributor_out
+from node.attestation import MAX_AT
 from node.cid import canonical_cid_string
 
 router = APIRouter(prefix="/v1", tags=["curation"])
@@ -59,7 +62,11 @@ async def attest(
 
 @router.get("/facts/{cid}/attestation", response_model=AttestationOut, responses=_ERRORS)
 async def attestation(
-    cid: str, verdict: Verdict, contributor: str, at: int, node: NodeDep
+    cid: str,
+    verdict: Verdict,
+    contributor: Annotated[str, Query(pattern=ADDRESS_PATTERN)],
+    at: Annotated[int, Query(ge=0, le=MAX_AT)],
+    node: NodeDep,
 ) -> AttestationOut:
     """The attestation to sign: its CID (sign this string, EIP-191) and its bytes (hash them
     to check the CID without trusting the node)."""
@@ -76,7 +83,9 @@ async def attestation(
 @router.get(
     "/contributors/{address}", response_model=ContributorOut, responses={400: {"model": ErrorBody}}
 )
-async def contributor(address: str, node: NodeDep) -> ContributorOut:
+async def contributor(
+    address: Annotated[str, Path(pattern=ADDRESS_PATTERN)], node: NodeDep
+) -> ContributorOut:
     """This node's view of a contributor: reputation (personalised to its trust roots), facts
     held here, endorsements and disputes received and given."""
     return contributor_out(await run_in_threadpool(node.curation.contributor, address))

@@ -141,7 +141,10 @@ def test_query_modes_filters_context_and_timing(http: httpx.Client) -> None:
             "metadata",
             "contributor",
             "provenance",
+            "curation",
         }
+        # the operator key signed it, and the operator key is the node's trust root
+        assert body["results"][0]["curation"]["reputation"] == 1.0
         assert body["results"][0]["relevance"] >= body["min_relevance"]
         assert f"[1] {facts[0]['text']} (cid: {cids[0]})" in body["context"]
         timing = r.headers["server-timing"]

@@ -138,7 +138,10 @@ def answers(url: str) -> list[Any]:
     out = []
     for q in QUERIES:
         for mode in ("dense", "keyword", "hybrid"):
-            r = httpx.post(f"{url}/v1/query", json={"query": q, "mode": mode, "k": 5}).json()
+            # rank by relevance: reputation is personal (each node trusts its own operator key),
+            # so the two nodes weigh the same facts differently by design
+            body = {"query": q, "mode": mode, "k": 5, "rank": "relevance"}
+            r = httpx.post(f"{url}/v1/query", json=body).json()
             out.append([(h["cid"], round(h["score"], 5)) for h in r["results"]])
     return out
 

@@ -106,3 +106,14 @@ def test_a_catalog_from_before_duplicates_gets_its_text_keys(tmp_path: Path) -> 
     assert created
     assert reopened.duplicate_of(copy.cid) == fact.cid
     reopened.close()
+
+
+def test_texts_that_state_different_numbers_are_never_near_duplicates(client: TestClient) -> None:
+    first = contribute(client, ALICE, LONG + " boils at 100")
+    other = contribute(client, ALICE, LONG + " boils at 90")  # cosine 40/42 with hash-bow
+    again = contribute(client, ALICE, LONG + " boils at 100 indeed")
+    assert "duplicate_of" not in client.get(f"/v1/facts/{other}").json()
+    assert client.get(f"/v1/facts/{again}").json()["duplicate_of"] == first
+    status = client.get("/v1/status").json()
+    assert status["index"]["duplicates"] == 1
+    assert status["index"]["size"] == status["facts"] - 1
