@@ -76,7 +76,7 @@ class QueryIn(BaseModel):
     rank: RankBy = Field(
         RankBy.REPUTATION,
         description="relevance: the mode's order; reputation: the "
-        f"k + {REPUTATION_POOL} best by relevance re-ordered by weight / position, the "
+        f"first k + {REPUTATION_POOL} candidates re-ordered by weight / position, the "
         "weight from the contributor's reputation and the fact's attestations (README, "
         "'Curation').",
     )

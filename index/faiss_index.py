@@ -88,6 +88,10 @@ class FaissIndex:
         self._ef_search = ef_search
         self._exact_filter_limit = exact_filter_limit
         self._lock = threading.RLock()
+        #: Per thread: the float vectors of the last re-rank, with the change count they were
+        #: read at (``_exact_similarity``); every add and remove counts a change.
+        self._recent = threading.local()
+        self._changes = 0
         self._tombstones: set[int] = set()
         self._index: Any = self._load() if path is not None and path.exists() else self._new_flat()
         if self._is_graph() and self._is_compressed() != (compression != "none"):
@@ -171,6 +175,7 @@ class FaissIndex:
             )
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         with self._lock:
+            self._changes += 1
             revived = self._tombstones.intersection(ids.tolist())
             if revived:  # re-adding a tombstoned id: drop the old vector first
                 self._rebuild(exclude=set(self._tombstones))
@@ -180,6 +185,7 @@ class FaissIndex:
 
     def remove(self, ids: Ids) -> None:
         with self._lock:
+            self._changes += 1
             if not self._is_graph():
                 self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
                 return
@@ -231,10 +237,15 @@ class FaissIndex:
     def _rerank(self, query: Vectors, ids: Ids, approximate: Vectors, k: int) -> list[Hit]:
         """The top ``k`` of ``ids`` by their exact inner product with ``query``."""
         try:
-            scores = self._exact_vectors(ids) @ query
+            vectors = self._exact_vectors(ids)
+            scores = vectors @ query
         except StorageError:  # a fact left the catalog since the search: keep the codes' order
             log.debug("re-rank skipped: a candidate left the catalog meanwhile")
             scores = approximate
+        else:
+            # the query's relevance (``similarity``) asks for some of these again: keep them
+            # for this thread's next call instead of reading the catalog twice
+            self._recent.vectors = (self._changes, dict(zip(ids.tolist(), vectors, strict=True)))
         order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), int(ids[j])))[:k]
         return [Hit(int(ids[j]), float(scores[j])) for j in order]
 
@@ -244,6 +255,8 @@ class FaissIndex:
 
     def similarity(self, vector: Vectors, ids: Ids) -> Vectors:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(self._dimension)
+        if self._is_compressed():
+            return self._exact_similarity(query, ids)
         out = np.full(len(ids), np.nan, dtype=np.float32)
         held: list[int] = []
         with self._lock:
@@ -260,6 +273,36 @@ class FaissIndex:
         if exact and held:  # the codes are approximate: the catalog's float vectors are not
             try:
                 out[held] = self._exact_vectors(ids[held]) @ query
+            except StorageError:
+                log.debug("exact similarity skipped: a fact left the catalog meanwhile")
+        return out
+
+    def _exact_similarity(self, query: Vectors, ids: Ids) -> Vectors:
+        """``similarity`` of a compressed index: the float vectors, from the last re-rank of
+        this thread where it had them, else from the catalog; NaN for ids the index does not
+        hold (tombstoned, or a catalog read that failed)."""
+        out = np.full(len(ids), np.nan, dtype=np.float32)
+        changes, recent = getattr(self._recent, "vectors", (-1, {}))
+        self._recent.vectors = (-1, {})
+        if changes != self._changes:  # the index changed since: an id may name another fact
+            recent = {}
+        missing: list[int] = []
+        with self._lock:
+            for n, i in enumerate(ids.tolist()):
+                if i in self._tombstones:
+                    continue
+                found = recent.get(i)
+                if found is not None:
+                    out[n] = float(found @ query)
+                    continue
+                try:
+                    self._index.reconstruct(int(i))  # held? (raises when not in the id map)
+                except RuntimeError:
+                    continue
+                missing.append(n)
+        if missing:
+            try:
+                out[missing] = self._exact_vectors(ids[missing]) @ query
             except StorageError:
                 log.debug("exact similarity skipped: a fact left the catalog meanwhile")
         return out

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from index.sqlite_anchors import chunks
+from node.ports import FactRef
 
 CONTRIBUTORS_SCHEMA = "CREATE INDEX IF NOT EXISTS facts_contributor ON facts(contributor);"
 
@@ -25,6 +26,17 @@ class ContributorTables:
 
     def _cursor(self, write: bool = False) -> AbstractContextManager[sqlite3.Cursor]:
         raise NotImplementedError
+
+    def fact_refs(self, ids: Sequence[int]) -> dict[int, FactRef]:
+        found: dict[int, FactRef] = {}
+        with self._cursor() as cur:
+            for chunk in chunks(list(ids)):
+                marks = ",".join("?" * len(chunk))
+                for fact_id, cid, contributor in cur.execute(
+                    f"SELECT id, cid, contributor FROM facts WHERE id IN ({marks})", chunk
+                ):
+                    found[int(fact_id)] = FactRef(str(cid), contributor)
+        return found
 
     def contributors_of(self, cids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}

@@ -46,7 +46,7 @@ from eth_utils.address import to_checksum_address
 from node.attestation import ATTESTATION_KIND_NAME, Attestation, make_attestation
 from node.errors import InvalidFact, InvalidInput, KnowhubError, NotFound, SignatureRequired
 from node.kinds import decode_record
-from node.ports import ContributorBook, FactRecords, RecordBook, StoredFact
+from node.ports import ContributorBook, FactRecords, FactRef, RecordBook, StoredFact
 from node.records import RecordBody, SignedRecord
 from node.reputation import DISPUTE, ENDORSE, AttestationGraph, Reputation, fact_weight
 from node.results import Contribution, Standing
@@ -230,7 +230,7 @@ class Curation:
 
     # -- reads -----------------------------------------------------------------------------
 
-    def standing(self, facts: Sequence[StoredFact]) -> list[Standing]:
+    def standing(self, facts: Sequence[FactRef | StoredFact]) -> list[Standing]:
         """Each fact's standing under the current reputation snapshot (no catalog reads)."""
         reputation = self._reputation
         out = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -364,8 +364,20 @@ class CatalogSettings(Protocol):
     def set_setting(self, key: str, value: str) -> None: ...
 
 
+class FactRef(NamedTuple):
+    """A fact's CID and contributor: what curation needs to weigh a hit."""
+
+    cid: str
+    contributor: str | None
+
+
 class ContributorBook(Protocol):
     """Whose facts are whose (``node.curation``)."""
+
+    def fact_refs(self, ids: Sequence[int]) -> dict[int, FactRef]:
+        """Row id -> CID and contributor, for the ids the catalog holds (a narrow read: no
+        text, metadata or vector)."""
+        ...
 
     def contributors_of(self, cids: Sequence[str]) -> dict[str, str]:
         """CID -> contributor for the facts among ``cids`` the catalog holds or erased by

@@ -16,17 +16,25 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
 from node.errors import InvalidQuery
 from node.facts import has_visible_character
 from node.limits import MAX_K, MAX_QUERY_BYTES
-from node.ports import Embedder, FactSearch, Ids, KeywordIndex, StoredFact, VectorIndex
+from node.ports import (
+    ContributorBook,
+    Embedder,
+    FactRef,
+    FactSearch,
+    Ids,
+    KeywordIndex,
+    VectorIndex,
+)
 from node.results import ScoredFact, Standing
 from node.search import (
     DEFAULT_MIN_RELEVANCE,
-    REPUTATION_MAX_POOL,
     REPUTATION_POOL,
     Hit,
     Query,
@@ -37,7 +45,11 @@ from node.search import (
 )
 
 #: What curation says about facts at query time (``node.curation.Curation.standing``).
-Standings = Callable[[Sequence[StoredFact]], list[Standing]]
+Standings = Callable[[Sequence[FactRef]], list[Standing]]
+
+
+class RetrievalCatalog(FactSearch, ContributorBook, Protocol):
+    """The catalog roles retrieval uses."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +63,7 @@ class RetrievalOptions:
 class Retriever:
     def __init__(
         self,
-        catalog: FactSearch,
+        catalog: RetrievalCatalog,
         index: VectorIndex,
         keywords: KeywordIndex,
         embedder: Embedder,
@@ -93,30 +105,45 @@ class Retriever:
         """The k best results of ``query``, each with its relevance and standing."""
         if self._standing is None:
             return self._finish(self._collect(query, vector), vector)
-        curated = query.rank is RankBy.REPUTATION or query.min_reputation is not None
-        depth = query.k + REPUTATION_POOL if curated else query.k
-        while True:
-            results = self._collect(replace(query, k=depth), vector)
-            standings = self._standing([r.fact for r in results])
-            trusted = sum(1 for s in standings if s.reputation > 0)
-            # Strangers' facts crowd the pool (a flood of planted facts): look deeper, bounded.
-            if not curated or trusted >= query.k or len(results) < depth:
-                break
-            if depth >= REPUTATION_MAX_POOL:
-                break
-            depth = min(4 * depth, REPUTATION_MAX_POOL)
-        if query.min_reputation is not None:
-            floor = query.min_reputation
-            kept = [n for n, s in enumerate(standings) if s.reputation >= floor]
-            results, standings = [results[n] for n in kept], [standings[n] for n in kept]
-        order = list(range(len(results)))
-        if query.rank is RankBy.REPUTATION:
-            order = rank_by_reputation([s.weight for s in standings])
-        chosen = order[: query.k]
-        return self._finish([replace(results[n], standing=standings[n]) for n in chosen], vector)
+        standings: dict[int, Standing] = {}
+        results = self._collect(query, vector, lambda hits: self._curate(hits, query, standings))
+        return self._finish(
+            [replace(r, standing=standings.get(r.fact.id)) for r in results], vector
+        )
 
-    def _collect(self, query: Query, vector: np.ndarray | None) -> list[ScoredFact]:
-        """The first k distinct results in the mode's order (no relevance yet)."""
+    def _curate(self, hits: list[Hit], query: Query, standings: dict[int, Standing]) -> list[Hit]:
+        """The first ``k + REPUTATION_POOL`` hits weighed by curation (``node.curation``):
+        re-ordered by ``rank_by_reputation`` (rank reputation), without the facts below
+        ``min_reputation``, below ``min_score`` left out first (the order is no longer by
+        score); each hit's standing lands in ``standings``. One narrow catalog read (CID and
+        contributor per hit), no rows."""
+        head = hits[: query.k + REPUTATION_POOL]
+        if query.min_score is not None:
+            head = [h for h in head if h.score >= query.min_score]
+        refs = self._catalog.fact_refs([h.id for h in head])
+        head = [h for h in head if h.id in refs]
+        assert self._standing is not None
+        weighed = self._standing([refs[h.id] for h in head])
+        floor = query.min_reputation
+        kept = [
+            (hit, standing)
+            for hit, standing in zip(head, weighed, strict=True)
+            if floor is None or standing.reputation >= floor
+        ]
+        standings.update((hit.id, standing) for hit, standing in kept)
+        if query.rank is not RankBy.REPUTATION:
+            return [hit for hit, _ in kept]
+        order = rank_by_reputation([standing.weight for _, standing in kept])
+        return [kept[n][0] for n in order]
+
+    def _collect(
+        self,
+        query: Query,
+        vector: np.ndarray | None,
+        curate: Callable[[list[Hit]], list[Hit]] | None = None,
+    ) -> list[ScoredFact]:
+        """The first k distinct results in the mode's order, or in the order ``curate`` gives
+        the hits (no relevance yet)."""
         # Fusion needs a deep pool from each ranker; a single ranker needs only a margin for
         # identical texts, and searches deeper when de-duplication eats it.
         hybrid = query.mode is SearchMode.HYBRID
@@ -127,7 +154,8 @@ class Retriever:
             return []
         while True:
             hits = self._candidates(query, vector, pool, allowed, excluded)
-            results, below_min_score = self._materialize(hits, query)
+            chosen = hits if curate is None else curate(hits)
+            results, below_min_score = self._materialize(chosen, query)
             if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
                 return results
             pool *= 4

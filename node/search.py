@@ -27,12 +27,9 @@ RRF_K = 60
 DEFAULT_MIN_RELEVANCE = 0.35
 
 
-#: Candidates (beyond k) the reputation ranking re-orders: a fact can climb from at most this
-#: deep, and facts of keys nobody trusts sink below every trusted one within it.
+#: Candidates (beyond k) of the ranker's pool the reputation ranking re-orders: a fact can climb
+#: from at most this deep (``rank_by_reputation``).
 REPUTATION_POOL = 40
-#: When fewer than k facts in that pool are by trusted contributors, the pool deepens (x4)
-#: up to this many candidates: a flood of planted facts costs the query more, never its answer.
-REPUTATION_MAX_POOL = 1000
 
 
 class RankBy(StrEnum):

@@ -47,6 +47,7 @@ from _bench import (
 
 from index.onnx_embedder import OnnxEmbedder
 from index.onnx_export import default_onnx_dir, export_model
+from index.sqlite_catalog import SqliteCatalog
 from node.bootstrap import build_node
 from node.errors import KnowhubError
 from node.facts import make_fact
@@ -179,8 +180,20 @@ def disk(data_dir: Path, n: int) -> dict[str, Any]:
     return {"total_mib": round(total / 2**20, 1), "bytes_per_fact": round(total / n, 1), **big}
 
 
+def searchable(data_dir: Path, cids: list[str]) -> np.ndarray:
+    """Which of ``cids`` search can return: not the near-duplicates the node links to an
+    earlier fact with the same words (``index.sqlite_duplicates``)."""
+    catalog = SqliteCatalog(data_dir / "catalog.sqlite3")
+    try:
+        rows = catalog.existing(cids)
+        kept = set(catalog.ids().tolist())
+    finally:
+        catalog.close()
+    return np.array([rows.get(cid) in kept for cid in cids], dtype=bool)
+
+
 def measure(
-    data_dir: Path, cids: list[str], vectors: np.ndarray, compression: str
+    data_dir: Path, cids: list[str], vectors: np.ndarray, compression: str, rank: str
 ) -> dict[str, Any]:
     env = {**NODE_ENV, "KNOWHUB_VECTOR_COMPRESSION": compression}
     queries = list(scifact_test_queries()[0].values())
@@ -188,11 +201,15 @@ def measure(
     qv = np.stack([embedder.embed([q])[0] for q in queries])
     lean = ["cid", "score"]
     dense = [
-        {"query": q, "vector": v.tolist(), "mode": "dense", "k": 10, "include": lean}
+        {"query": q, "vector": v.tolist(), "mode": "dense", "k": 10, "include": lean, "rank": rank}
         for q, v in zip(queries, qv, strict=True)
     ]
-    hybrid = [{"query": q, "mode": "hybrid", "k": 10, "include": lean} for q in queries]
-    text_dense = [{"query": q, "mode": "dense", "k": 10, "include": lean} for q in queries]
+    hybrid = [
+        {"query": q, "mode": "hybrid", "k": 10, "include": lean, "rank": rank} for q in queries
+    ]
+    text_dense = [
+        {"query": q, "mode": "dense", "k": 10, "include": lean, "rank": rank} for q in queries
+    ]
     result: dict[str, Any] = {}
     with running_node(data_dir.parent / "empty-node", **env) as (url, pid):
         timed_queries(url, hybrid[:50])
@@ -206,10 +223,14 @@ def measure(
         result["text_hybrid_ms"], _ = timed_queries(url, hybrid)
         result["text_dense_ms"], _ = timed_queries(url, text_dense)
         result["rss_mib"] = round(rss_mib(pid), 1)
-    exact = np.argsort(-(qv @ vectors.T), axis=1)[:, :10]
+    keep = searchable(data_dir, cids)
+    result["near_duplicates"] = int((~keep).sum())
+    kept_cids = [c for c, k in zip(cids, keep.tolist(), strict=True) if k]
+    exact = np.argsort(-(qv @ vectors[keep].T), axis=1)[:, :10]
     got = [[hit["cid"] for hit in a["results"]] for a in answers]
     recall = [
-        len({cids[i] for i in row} & set(hits)) / 10 for row, hits in zip(exact, got, strict=True)
+        len({kept_cids[i] for i in row} & set(hits)) / 10
+        for row, hits in zip(exact, got, strict=True)
     ]
     result["recall_at_10_vs_exact_float"] = round(float(np.mean(recall)), 4)
     return result
@@ -221,6 +242,13 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/knowhub-scale"))
     parser.add_argument("--reuse", action="store_true", help="measure an existing build")
     parser.add_argument("--compression", choices=["sq8", "none"], default="sq8")
+    parser.add_argument(
+        "--rank",
+        choices=["reputation", "relevance"],
+        default="reputation",
+        help="the queries' rank (the node's default: reputation; these facts are unsigned, so "
+        "no contributor is trusted and every query looks 40 hits deeper)",
+    )
     args = parser.parse_args()
     model_dir = default_onnx_dir()
     export_model(model_dir)
@@ -244,7 +272,7 @@ def main() -> None:
         "compression": args.compression,
         "build": {"seconds": round(build_s), "facts_per_s": round(n / build_s)},
     }
-    result.update(measure(data_dir, cids, vectors, args.compression))
+    result.update(measure(data_dir, cids, vectors, args.compression, args.rank))
     result["disk"] = disk(data_dir, n)
     rss = result["rss_mib"] * 2**20
     result["rss_bytes_per_fact"] = round(rss / n, 1)

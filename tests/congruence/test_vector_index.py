@@ -269,3 +269,30 @@ def test_a_compressed_index_needs_the_float_vectors() -> None:
         FaissIndex(DIM, None, compression="sq8")
     with pytest.raises(ValueError, match="compression"):
         FaissIndex(DIM, None, compression="pq")
+
+
+def test_the_relevance_of_re_ranked_hits_reuses_their_float_vectors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    index = Catalogued(DIM, None, hnsw_threshold=1)
+    vectors = unit(rng, 200)
+    index.add(np.arange(200, dtype=np.int64), vectors)
+    reads: list[list[int]] = []
+    lookup = index.lookup
+
+    def counted(ids: Ids) -> Vectors:
+        reads.append(ids.tolist())
+        return lookup(ids)
+
+    index._exact = counted
+    query = unit(rng, 1)[0]
+    hits = index.search(query, 5)
+    assert len(reads) == 1  # the re-rank
+    top = np.array([h.id for h in hits], dtype=np.int64)
+    got = index.similarity(query, np.append(top, 199 if 199 not in top else 198))
+    np.testing.assert_allclose(got[:5], vectors[top] @ query, atol=1e-6)
+    assert len(reads) == 2 and len(reads[1]) == 1  # only the id the re-rank had not read
+    index.add(np.array([500], dtype=np.int64), unit(rng, 1))  # a change: the cache is void
+    index.search(query, 5)
+    index.remove(np.array([3], dtype=np.int64))
+    index.similarity(query, top)
+    assert len(reads[-1]) == len([i for i in top.tolist() if i != 3])
