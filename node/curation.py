@@ -232,23 +232,22 @@ class Curation:
 
     def standing(self, facts: Sequence[FactRef | StoredFact]) -> list[Standing]:
         """Each fact's standing under the current reputation snapshot (no catalog reads)."""
+        # No lock: the snapshot is immutable and the graph's reads copy atomically, so a query
+        # never waits for a recomputation (which holds the lock while it runs).
         reputation = self._reputation
         out = []
-        with self._lock:
-            for fact in facts:
-                endorsers, disputers = self._graph.fact_attesters(fact.cid)
-                trusted = sum(
-                    1 for a in disputers if a != fact.contributor and reputation.of(a) > 0
+        for fact in facts:
+            endorsers, disputers = self._graph.fact_attesters(fact.cid)
+            trusted = sum(1 for a in disputers if a != fact.contributor and reputation.of(a) > 0)
+            out.append(
+                Standing(
+                    reputation=reputation.of(fact.contributor) if fact.contributor else 0.0,
+                    endorsements=len(endorsers),
+                    disputes=len(disputers),
+                    trusted_disputes=trusted,
+                    weight=fact_weight(reputation, fact.contributor, endorsers, disputers),
                 )
-                out.append(
-                    Standing(
-                        reputation=reputation.of(fact.contributor) if fact.contributor else 0.0,
-                        endorsements=len(endorsers),
-                        disputes=len(disputers),
-                        trusted_disputes=trusted,
-                        weight=fact_weight(reputation, fact.contributor, endorsers, disputers),
-                    )
-                )
+            )
         return out
 
     def contributor(self, address: str) -> ContributorView:
@@ -257,9 +256,8 @@ class Curation:
         address = checksum_address(address)
         facts = self._catalog.facts_by(address)
         reputation = self._reputation
-        with self._lock:
-            received = self._graph.received(address)
-            given = self._graph.given(address)
+        received = self._graph.received(address)  # single dict reads: no lock (see standing)
+        given = self._graph.given(address)
         return ContributorView(
             address=address,
             reputation=reputation.of(address),

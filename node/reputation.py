@@ -142,9 +142,10 @@ class AttestationGraph:
     def fact_attesters(self, fact_cid: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(endorsers, disputers) of ``fact_cid``, each sorted; the fact's own contributor
         included when they attested it (``fact_weight`` leaves them out)."""
-        entries = self._facts.get(fact_cid, {})
-        endorsers = sorted(a for a, v in entries.items() if v == ENDORSE)
-        disputers = sorted(a for a, v in entries.items() if v == DISPUTE)
+        # one C-level copy: safe beside a writer in another thread (no lock on the read path)
+        entries = list(self._facts.get(fact_cid, {}).items())
+        endorsers = sorted(a for a, v in entries if v == ENDORSE)
+        disputers = sorted(a for a, v in entries if v == DISPUTE)
         return tuple(endorsers), tuple(disputers)
 
     def received(self, contributor: str) -> tuple[int, int]:

@@ -17,13 +17,13 @@ import httpx
 import pytest
 
 from node.attestation import make_attestation
-from node.facts import make_fact
 from node.signing import SigningKey, write_key_file
 from node.tombstone import make_tombstone
 from p2p.wire import RawRecord, encode_envelope
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess, knowhub
 from tests.p2p_nodes import address, p2p, running_line, wait_until
+from tests.signed_bodies import signed_attestation, signed_fact
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,13 +75,7 @@ def has(node: NodeProcess, cid: str) -> bool:
 
 
 def attest_rest(node: NodeProcess, key: SigningKey, cid: str, verdict: str, at: int) -> None:
-    made = make_attestation(cid, verdict, key.address, at)
-    body = {
-        "verdict": verdict,
-        "contributor": key.address,
-        "at": at,
-        "signature": key.sign_cid(made.cid),
-    }
+    body, _ = signed_attestation(key, cid, verdict, at)
     reply = httpx.post(f"{node.url}/v1/facts/{cid}/attestations", json=body, timeout=60)
     assert reply.status_code == 201, reply.text
 
@@ -130,13 +124,10 @@ def test_an_endorsement_at_node_1_changes_the_ranking_at_node_3(
 def test_a_clique_of_fifty_fresh_keys_gains_no_weight(line: list[NodeProcess]) -> None:
     n1, _, n3 = line
     clique = [SigningKey.generate() for _ in range(50)]
-    facts = []
-    for n, key in enumerate(clique):
-        text = f"Clique claim {n}: the Great Wall of China is visible from the Moon."
-        fact = make_fact(text, {}, key.address)
-        facts.append(
-            {"text": text, "contributor": key.address, "signature": key.sign_cid(fact.cid)}
-        )
+    facts = [
+        signed_fact(key, f"Clique claim {n}: the Great Wall of China is visible from the Moon.")
+        for n, key in enumerate(clique)
+    ]
     reply = httpx.post(f"{n1.url}/v1/facts/batch", json={"facts": facts}, timeout=600)
     assert reply.status_code == 200 and reply.json()["failed"] == 0, reply.text
     cids = [item["cid"] for item in reply.json()["results"]]
@@ -161,11 +152,9 @@ def test_an_attester_that_loses_trust_keeps_its_attestations_which_weigh_nothing
     bob, carol = SigningKey.generate(), SigningKey.generate()
     cids = {}
     for key, text in ((bob, "Bob: copper conducts heat well."), (carol, "Carol: silver too.")):
-        fact = make_fact(text, {}, key.address)
-        body = {"text": text, "contributor": key.address, "signature": key.sign_cid(fact.cid)}
-        reply = httpx.post(f"{n1.url}/v1/facts", json=body, timeout=60)
+        reply = httpx.post(f"{n1.url}/v1/facts", json=signed_fact(key, text), timeout=60)
         assert reply.status_code == 201, reply.text
-        cids[key.address] = fact.cid
+        cids[key.address] = reply.json()["cid"]
     attest_rest(n1, TRUSTED, cids[bob.address], "endorse", 10)
     attest_rest(n1, bob, cids[carol.address], "endorse", 10)
     wait_until(lambda: contributor(n3, carol)["reputation"] > 0, what="trust through Bob")

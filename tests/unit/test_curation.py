@@ -20,6 +20,7 @@ from node.service import NodeOptions
 from node.signing import SigningKey
 from node.tombstone import make_tombstone
 from tests.memory_nodes import memory_node
+from tests.signed_bodies import signed_attestation, signed_fact
 
 OPERATOR = SigningKey.generate()
 ROOT = SigningKey.generate()
@@ -38,9 +39,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def contribute(client: TestClient, key: SigningKey, text: str) -> str:
-    fact = make_fact(text, {}, key.address)
-    body = {"text": text, "contributor": key.address, "signature": key.sign_cid(fact.cid)}
-    reply = client.post("/v1/facts", json=body)
+    reply = client.post("/v1/facts", json=signed_fact(key, text))
     assert reply.status_code == 201, reply.text
     return str(reply.json()["cid"])
 
@@ -48,17 +47,11 @@ def contribute(client: TestClient, key: SigningKey, text: str) -> str:
 def attest(
     client: TestClient, key: SigningKey, cid: str, verdict: str, at: int = 1_000
 ) -> dict[str, Any]:
-    made = make_attestation(cid, verdict, key.address, at)
-    body = {
-        "verdict": verdict,
-        "contributor": key.address,
-        "at": at,
-        "signature": key.sign_cid(made.cid),
-    }
+    body, made = signed_attestation(key, cid, verdict, at)
     reply = client.post(f"/v1/facts/{cid}/attestations", json=body)
     assert reply.status_code in (200, 201), reply.text
     out: dict[str, Any] = reply.json()
-    assert out["attestation"] == made.cid
+    assert out["attestation"] == made
     return out
 
 

@@ -18,6 +18,7 @@ from node.facts import make_fact, text_key
 from node.ports import NewFact
 from node.signing import SigningKey
 from tests.memory_nodes import memory_node
+from tests.signed_bodies import signed_fact
 
 OPERATOR = SigningKey.generate()
 ALICE = SigningKey.generate()
@@ -33,9 +34,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def contribute(client: TestClient, key: SigningKey, text: str) -> str:
-    fact = make_fact(text, {}, key.address)
-    body = {"text": text, "contributor": key.address, "signature": key.sign_cid(fact.cid)}
-    reply = client.post("/v1/facts", json=body)
+    reply = client.post("/v1/facts", json=signed_fact(key, text))
     assert reply.status_code == 201, reply.text
     return str(reply.json()["cid"])
 
