@@ -131,10 +131,13 @@ class Retriever:
             if floor is None or standing.reputation >= floor
         ]
         standings.update((hit.id, standing) for hit, standing in kept)
+        # Beyond the pool, in the ranker's order (reached only when de-duplication eats the
+        # pool); with a floor, nothing unweighed may pass.
+        rest = [] if floor is not None else hits[query.k + REPUTATION_POOL :]
         if query.rank is not RankBy.REPUTATION:
-            return [hit for hit, _ in kept]
+            return [hit for hit, _ in kept] + rest
         order = rank_by_reputation([standing.weight for _, standing in kept])
-        return [kept[n][0] for n in order]
+        return [kept[n][0] for n in order] + rest
 
     def _collect(
         self,

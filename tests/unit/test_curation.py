@@ -10,12 +10,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from index.sqlite_catalog import SqliteCatalog
 from node.attestation import make_attestation
+from node.curation import Curation
 from node.facts import make_fact
+from node.memory import HashEmbedder, MemoryKeywordIndex, MemoryVectorIndex
+from node.ports import NewFact
+from node.retrieval import Retriever
+from node.search import Query, RankBy, SearchMode
 from node.service import NodeOptions
 from node.signing import SigningKey
 from node.tombstone import make_tombstone
@@ -254,3 +261,25 @@ def test_an_attestation_about_a_record_that_is_not_a_fact_is_invalid(client: Tes
     node = client.app.state.node  # type: ignore[attr-defined]
     made = make_attestation(tombstone.cid, "endorse", ROOT.address, 1)
     assert made.cid in node.curation.judge([made])
+
+
+def test_a_pool_eaten_by_repeated_texts_still_gives_k_results(tmp_path: Path) -> None:
+    # A catalog from before near-duplicate links can hold one text many times, all indexed:
+    # de-duplication then eats the reputation pool, and the ranking goes on past it.
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    embedder = HashEmbedder()
+    texts = ["repeated claim"] * 45 + ["repeated claim, said once more"]
+    facts = [make_fact(t, {"n": n}, None) for n, t in enumerate(texts)]
+    vectors = embedder.embed(texts)
+    rows = catalog.insert([NewFact(f, v) for f, v in zip(facts, vectors, strict=True)])
+    ids = np.array([row for row, _ in rows], dtype=np.int64)
+    keywords, index = MemoryKeywordIndex(), MemoryVectorIndex(embedder.dimension)
+    keywords.add(ids, texts)  # indexed as an older node left them
+    index.add(ids, vectors)
+    curation = Curation(catalog, {ROOT.address})
+    retriever = Retriever(catalog, index, keywords, embedder, standing=curation.standing)
+    for rank in RankBy:
+        query = Query("repeated claim", k=2, mode=SearchMode.KEYWORD, rank=rank)
+        results = retriever.rank(query, embedder.embed([query.text])[0])
+        assert [r.fact.text for r in results] == [texts[0], texts[-1]], rank
+    catalog.close()
