@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -20,11 +20,11 @@ import numpy as np
 from multiformats import CID
 
 from node import __version__
-from node.anchoring import Anchorer, AnchorOptions
+from node.anchoring import Anchorer
 from node.cid import DAG_CBOR, cid_string, parse_cid
 from node.content import BlockService, CarSource, DagScope, load_car
 from node.curation import Attester, Curation
-from node.embedding import EmbedScheduler, SchedulerOptions
+from node.embedding import EmbedScheduler
 from node.errors import (
     ChainError,
     InvalidInput,
@@ -37,10 +37,11 @@ from node.errors import (
 from node.facts import Fact
 from node.follower import ChainFollower
 from node.indexes import Reconciled, SearchIndexes
-from node.ingest import NEAR_DUPLICATE_COSINE, Ingest
+from node.ingest import Ingest
 from node.limits import MAX_BATCH
 from node.manifest import Block
 from node.moderation import Moderator
+from node.options import NodeOptions as NodeOptions
 from node.origin import Origin
 from node.ports import (
     Catalog,
@@ -52,7 +53,6 @@ from node.ports import (
     StoredFact,
 )
 from node.proofs import HitProof
-from node.quotas import GOSSIP_BURST, GOSSIP_RATE
 from node.records import SignedRecord
 from node.recovery import IntegrityReport, audit, mark_clean
 from node.results import (
@@ -62,7 +62,7 @@ from node.results import (
     ProvenanceView,
     QueryResult,
 )
-from node.retrieval import RetrievalOptions, Retriever, check_query
+from node.retrieval import Retriever, check_query
 from node.revocation import Revocations, Revoker
 from node.search import ContextFact, Query, format_context
 from node.signing import SigningKey, signature_valid
@@ -75,38 +75,6 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class NodeOptions:
-    """Tuning knobs of the service (the adapters take their own in their constructors)."""
-
-    data_dir: Path
-    #: Candidate pool and the context's relevance threshold.
-    retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
-    #: Seconds between background saves of a changed vector index.
-    index_flush_interval: float = 30.0
-    #: Refuse submissions without a contributor signature (else the operator signs them).
-    require_signatures: bool = False
-    anchor: AnchorOptions = field(default_factory=AnchorOptions)
-    embedding: SchedulerOptions = field(default_factory=SchedulerOptions)
-    #: Also anchor facts received from peers (normally their origin anchors them and the
-    #: chain follower adopts that anchor).
-    anchor_peer_facts: bool = False
-    #: Seconds a chunk of peers' facts waits for room in the ingest lane before it is left to
-    #: the next catch-up sync.
-    peer_wait: float = 30.0
-    #: Addresses whose trust the node's reputation starts from (``node.reputation``); empty:
-    #: the operator key alone.
-    trust_roots: frozenset[str] = frozenset()
-    #: Seconds at least between two reputation recomputations.
-    reputation_interval: float = 0.5
-    #: Records per second and burst each contributor may have stored from gossip; the rest
-    #: wait for sync (``node.quotas``).
-    gossip_quota_rate: float = GOSSIP_RATE
-    gossip_quota_burst: int = GOSSIP_BURST
-    #: Near-duplicate link threshold on cosine (same contributor); 0: off (``node.ingest``).
-    near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE
 
 
 @dataclass(frozen=True, slots=True)
