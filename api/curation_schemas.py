@@ -9,9 +9,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from node.attestation import MAX_AT
+from node.signing import ADDRESS_PATTERN
 
 Verdict = Literal["endorse", "dispute"]
-ADDRESS_PATTERN = "^0x[0-9a-fA-F]{40}$"
 _ADDRESS: dict[str, Any] = {"pattern": ADDRESS_PATTERN}
 
 

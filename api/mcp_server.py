@@ -40,6 +40,7 @@ from api.schemas import (
     StatusOut,
     VerificationOut,
 )
+from api.security import has_api_key
 from api.verification import chain_named_by_node, verify_bundle
 from api.views import (
     attest_out,
@@ -411,7 +412,7 @@ def mount_mcp(
     def authorize(ctx: Context[Any, Any]) -> str | None:
         request = getattr(ctx.request_context, "request", None)
         scope = getattr(request, "scope", None) or {}
-        if (scope.get("state") or {}).get("api_key_id"):
+        if has_api_key(scope):
             return None  # the access guard already checked it
         return (
             "api_key_required: contributing over MCP needs an API key on the MCP HTTP request "

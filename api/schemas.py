@@ -24,6 +24,7 @@ from node.limits import (
     MAX_REASON_BYTES,
     MAX_TEXT_BYTES,
 )
+from node.signing import ADDRESS_PATTERN
 
 MetadataIn = dict[str, Any]
 
@@ -61,7 +62,7 @@ class FactIn(BaseModel):
     contributor: str | None = Field(
         None,
         # documented, checked by the domain (whose errors name the rule: invalid_fact)
-        json_schema_extra={"pattern": "^0x[0-9a-fA-F]{40}$"},
+        json_schema_extra={"pattern": ADDRESS_PATTERN},
         description="EIP-55 address of the signer; the record names it. Omit both contributor "
         "and signature to have the node's operator key sign (unless signatures are required).",
         examples=["0x70997970C51812dc3A010C7d01b50e0d17dc79C8"],
@@ -133,7 +134,7 @@ class RevokeIn(BaseModel):
 
     contributor: str | None = Field(
         None,
-        json_schema_extra={"pattern": "^0x[0-9a-fA-F]{40}$"},
+        json_schema_extra={"pattern": ADDRESS_PATTERN},
         description="EIP-55 address of the fact's contributor (who signs the tombstone). Omit "
         "with signature to revoke, with an API key, a fact the node's operator key signed.",
     )

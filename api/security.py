@@ -168,6 +168,11 @@ class AccessGuard:
         return digest.hex()[:12] if found else None
 
 
+def has_api_key(scope: Scope) -> bool:
+    """Whether this request carried a valid API key (``ApiKeys`` marked it): the operator."""
+    return bool((scope.get("state") or {}).get("api_key_id"))
+
+
 def _presented_key(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"x-api-key":

@@ -258,7 +258,6 @@ class FaissIndex:
         if self._is_compressed():
             return self._exact_similarity(query, ids)
         out = np.full(len(ids), np.nan, dtype=np.float32)
-        held: list[int] = []
         with self._lock:
             for n, i in enumerate(ids.tolist()):
                 if i in self._tombstones:
@@ -268,13 +267,6 @@ class FaissIndex:
                 except RuntimeError:  # not in the id map
                     continue
                 out[n] = float(stored @ query)
-                held.append(n)
-            exact = self._is_compressed()
-        if exact and held:  # the codes are approximate: the catalog's float vectors are not
-            try:
-                out[held] = self._exact_vectors(ids[held]) @ query
-            except StorageError:
-                log.debug("exact similarity skipped: a fact left the catalog meanwhile")
         return out
 
     def _exact_similarity(self, query: Vectors, ids: Ids) -> Vectors:

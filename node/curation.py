@@ -50,7 +50,7 @@ from node.ports import ContributorBook, FactRecords, FactRef, RecordBook, Stored
 from node.records import RecordBody, SignedRecord
 from node.reputation import DISPUTE, ENDORSE, AttestationGraph, Reputation, fact_weight
 from node.results import Contribution, Standing
-from node.signing import SigningKey, check_signature, normalize_signature
+from node.signing import ADDRESS_PATTERN, SigningKey, check_signature, normalize_signature
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ PENDING_RETRY = 10.0
 #: Fact CIDs looked up per pass for pending attestations (a flood of attestations about
 #: facts nobody has costs a bounded lookup each pass).
 PENDING_LOOKUPS = 10_000
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_ADDRESS = re.compile(ADDRESS_PATTERN)
 
 
 class CurationCatalog(FactRecords, RecordBook, ContributorBook, Protocol):
@@ -98,22 +98,6 @@ class Curation:
         self._reputation = Reputation.compute(self._graph, self._roots)
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: Graph changes since start, and the change count the reputation snapshot reflects.
-        self.changes = 0
-        self.computed = 0
-
-    @property
-    def roots(self) -> frozenset[str]:
-        return self._roots
-
-    @property
-    def reputation(self) -> Reputation:
-        return self._reputation
-
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return sum(len(a) for a in self._pending.values())
 
     # -- start -----------------------------------------------------------------------------
 
@@ -188,7 +172,6 @@ class Curation:
         if old is not None and (attestation.at, attestation.cid) <= old[:2]:
             return False
         self._current[key] = (attestation.at, attestation.cid, attestation.verdict)
-        self.changes += 1
         self._pending.setdefault(attestation.about, set()).add(attestation.attester)
         return True
 
@@ -206,10 +189,8 @@ class Curation:
     def recompute(self) -> None:
         """Resolve pending attestations and recompute the scores (blocking)."""
         with self._lock:
-            seen = self.changes
             self._resolve()
             self._reputation = Reputation.compute(self._graph, self._roots, start=self._reputation)
-            self.computed = seen
 
     async def run(self) -> None:
         """Recompute after changes, at most once per ``interval`` seconds; retry pending

@@ -49,6 +49,11 @@ _HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 _N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
+#: An Ethereum address as text, any case (EIP-55 checksums are checked where they matter): the
+#: one pattern the REST schemas publish and the node checks.
+ADDRESS_PATTERN = "^0x[0-9a-fA-F]{40}$"
+
+
 def parse_signature(signature: object) -> bytes:
     """65 bytes from ``0x``-prefixed hex; ``InvalidSignature`` (400) when malformed."""
     if not isinstance(signature, str) or not signature.startswith("0x"):

@@ -8,8 +8,6 @@ test runs it), so the document and the implementation cannot drift apart.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -17,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import dag_cbor  # noqa: E402
+from _vectors import write_or_check  # noqa: E402
 from multiformats import CID  # noqa: E402
 
 from node.attestation import make_attestation  # noqa: E402
@@ -183,17 +182,7 @@ def vectors() -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = json.dumps(vectors(), indent=2) + "\n"
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            sys.stderr.write(f"{OUT} is stale: run scripts/make_protocol_vectors.py\n")
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return write_or_check(OUT, vectors, "make_protocol_vectors.py")
 
 
 if __name__ == "__main__":

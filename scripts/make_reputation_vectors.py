@@ -12,14 +12,14 @@ file's ``parameters``), so any correct implementation matches them within 1e-9.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _vectors import write_or_check  # noqa: E402
 
 from node.facts import make_fact  # noqa: E402
 from node.reputation import (  # noqa: E402
@@ -216,17 +216,7 @@ def vectors() -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = json.dumps(vectors(), indent=2) + "\n"
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
-            sys.stderr.write(f"{OUT} is stale: run scripts/make_reputation_vectors.py\n")
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+    return write_or_check(OUT, vectors, "make_reputation_vectors.py")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from api.curation_schemas import (
-    ADDRESS_PATTERN,
     AttestationOut,
     AttestationRecord,
     AttestIn,
@@ -20,9 +19,11 @@ from api.curation_schemas import (
 )
 from api.deps import NodeDep
 from api.schemas import ErrorBody
+from api.security import has_api_key
 from api.views import attest_out, contributor_out
 from node.attestation import MAX_AT
 from node.cid import canonical_cid_string
+from node.signing import ADDRESS_PATTERN
 
 router = APIRouter(prefix="/v1", tags=["curation"])
 
@@ -46,7 +47,7 @@ async def attest(
     peer; it is anchored like a fact. One attestation per attester and fact counts: the one
     with the latest `at`. Without a signature, a request carrying a valid API key attests with
     the operator key."""
-    as_operator = bool((request.scope.get("state") or {}).get("api_key_id"))
+    as_operator = has_api_key(request.scope)
     made, result = await node.attester.attest(
         canonical_cid_string(cid),
         body.verdict,

@@ -23,6 +23,7 @@ from api.schemas import (
     TombstoneOut,
     TombstoneRecord,
 )
+from api.security import has_api_key
 from api.views import fact_out, provenance_out, revoke_out
 from node.errors import KnowhubError
 
@@ -117,7 +118,7 @@ async def revoke(
     too; it is anchored like a fact. Without a signature, a request carrying a valid API key
     revokes with the operator key a fact the node signed."""
     given = body or RevokeIn()
-    as_operator = bool((request.scope.get("state") or {}).get("api_key_id"))
+    as_operator = has_api_key(request.scope)
     result = await node.revoke(
         cid,
         contributor=given.contributor,

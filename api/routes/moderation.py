@@ -10,12 +10,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import NodeDep
 from api.schemas import ErrorBody, HiddenList, HiddenOut, HideIn, HideOut
+from api.security import has_api_key
 from node.cid import canonical_cid_string
 from node.errors import Unauthorized
 
 
 def operator_only(request: Request) -> None:
-    if not (request.scope.get("state") or {}).get("api_key_id"):
+    if not has_api_key(request.scope):
         raise Unauthorized(
             "moderation is for the node's operator: send an API key (this node needs "
             "KNOWHUB_API_KEYS configured for that)"
