@@ -38,15 +38,13 @@ class ContributorTables:
                     found[int(fact_id)] = FactRef(str(cid), contributor)
         return found
 
-    def contributors_of(self, cids: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
+    def contributors_of(self, cids: Sequence[str]) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
         with self._cursor() as cur:
             for chunk in chunks(list(cids)):
                 marks = ",".join("?" * len(chunk))
                 rows = cur.execute(
-                    f"SELECT cid, contributor FROM facts WHERE cid IN ({marks}) "
-                    "AND contributor IS NOT NULL",
-                    chunk,
+                    f"SELECT cid, contributor FROM facts WHERE cid IN ({marks})", chunk
                 ).fetchall()
                 rows += cur.execute(  # erased here: the tombstone's signer was the contributor
                     "SELECT records.subject, records.contributor FROM erased JOIN records "
@@ -55,7 +53,7 @@ class ContributorTables:
                     chunk,
                 ).fetchall()
                 for cid, contributor in rows:
-                    found.setdefault(str(cid), str(contributor))
+                    found.setdefault(str(cid), None if contributor is None else str(contributor))
         return found
 
     def facts_by(self, contributor: str) -> int:

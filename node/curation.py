@@ -172,7 +172,11 @@ class Curation:
         if old is not None and (attestation.at, attestation.cid) <= old[:2]:
             return False
         self._current[key] = (attestation.at, attestation.cid, attestation.verdict)
-        self._pending.setdefault(attestation.about, set()).add(attestation.attester)
+        if self._graph.knows(attestation.about):  # its contributor is known: no lookup
+            owner = self._graph.contributor(attestation.about)
+            self._graph.set(attestation.attester, attestation.about, owner, attestation.verdict)
+        else:
+            self._pending.setdefault(attestation.about, set()).add(attestation.attester)
         return True
 
     def _resolve(self) -> None:

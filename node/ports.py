@@ -379,9 +379,9 @@ class ContributorBook(Protocol):
         text, metadata or vector)."""
         ...
 
-    def contributors_of(self, cids: Sequence[str]) -> dict[str, str]:
-        """CID -> contributor for the facts among ``cids`` the catalog holds or erased by
-        their contributor's tombstone (unsigned facts and unknown CIDs are left out)."""
+    def contributors_of(self, cids: Sequence[str]) -> dict[str, str | None]:
+        """CID -> contributor for the facts among ``cids`` the catalog holds (None for an
+        unsigned fact) or erased by their contributor's tombstone; unknown CIDs left out."""
         ...
 
     def facts_by(self, contributor: str) -> int:

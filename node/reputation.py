@@ -135,6 +135,11 @@ class AttestationGraph:
     def verdict(self, attester: str, fact_cid: str) -> str | None:
         return self._facts.get(fact_cid, {}).get(attester)
 
+    def knows(self, fact_cid: str) -> bool:
+        """Whether ``fact_cid`` has an attestation here (so its contributor is known, maybe
+        None)."""
+        return fact_cid in self._authors
+
     def contributor(self, fact_cid: str) -> str | None:
         """The contributor of ``fact_cid`` as its attestations name it (None without any)."""
         return self._authors.get(fact_cid)

@@ -6,7 +6,7 @@ and gossip is in tests/integration/test_curation_network.py."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from node.curation import Curation
 from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryKeywordIndex, MemoryVectorIndex
 from node.ports import NewFact
+from node.records import SignedRecord
 from node.retrieval import Retriever
 from node.search import Query, RankBy, SearchMode
 from node.service import NodeOptions
@@ -282,4 +283,40 @@ def test_a_pool_eaten_by_repeated_texts_still_gives_k_results(tmp_path: Path) ->
         query = Query("repeated claim", k=2, mode=SearchMode.KEYWORD, rank=rank)
         results = retriever.rank(query, embedder.embed([query.text])[0])
         assert [r.fact.text for r in results] == [texts[0], texts[-1]], rank
+    catalog.close()
+
+
+def test_attestations_about_known_or_unsigned_facts_do_not_wait(tmp_path: Path) -> None:
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    unsigned = make_fact("A fact from a CAR, without a contributor.", {}, None)
+    signed = make_fact("Alice's fact.", {}, ALICE.address)
+    zero = np.zeros(384, dtype=np.float32)
+    catalog.insert([NewFact(unsigned, zero), NewFact(signed, zero)])
+    lookups: list[list[str]] = []
+    original = catalog.contributors_of
+
+    def counted(cids: Sequence[str]) -> dict[str, str | None]:
+        lookups.append(list(cids))
+        return original(cids)
+
+    catalog.contributors_of = counted  # type: ignore[method-assign]
+    curation = Curation(catalog, {ROOT.address})
+
+    def store(key: SigningKey, cid: str, verdict: str, at: int) -> None:
+        made = make_attestation(cid, verdict, key.address, at)
+        curation.stored([SignedRecord(made, key.sign_cid(made.cid))])
+
+    store(ROOT, unsigned.cid, "endorse", 1)
+    store(ROOT, signed.cid, "endorse", 1)
+    curation.recompute()
+    assert len(lookups) == 1 and not curation._pending  # the unsigned fact is resolved too
+    store(MALLORY, signed.cid, "dispute", 2)  # a fact the graph knows: no lookup
+    store(ROOT, signed.cid, "dispute", 3)
+    curation.recompute()
+    assert len(lookups) == 1
+    facts = catalog.get_by_ids([1, 2])
+    unsigned_standing, signed_standing = curation.standing([facts[1], facts[2]])
+    assert (unsigned_standing.endorsements, unsigned_standing.reputation) == (1, 0.0)
+    assert (signed_standing.endorsements, signed_standing.disputes) == (0, 2)
+    assert signed_standing.trusted_disputes == 1  # the root's; Mallory is not reached
     catalog.close()
