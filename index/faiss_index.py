@@ -9,7 +9,10 @@ codes (384 bytes instead of 1536 for all-MiniLM-L6-v2), the measured way to hold
 facts in RAM (BENCHMARKS.md). The codes only steer the graph walk: the ``k + rerank_margin``
 best candidates are re-scored exactly against the float vectors that the catalog keeps
 (``exact_vectors``, a constructor argument), so scores and ``similarity`` are exact and the
-order is the float order. A rebuild reads the float vectors from there too, never the codes,
+order is the float order. With ``float_file`` those floats are read first from a flat file of
+fixed-width records (``index.vector_file``: one ``pread`` per vector instead of a catalog row),
+written as ids are added, read through from the catalog where it lacks one, and fsynced before
+each save of the index. A rebuild reads the float vectors from there too, never the codes,
 so compaction does not accumulate quantization error. The flat index stays float.
 
 Deletion: the flat index removes ids outright. HNSW cannot, so removed ids become
@@ -34,6 +37,7 @@ import faiss as _faiss
 import numpy as np
 
 from index.durable import fsync_dir
+from index.vector_file import FloatVectorFile
 from node.errors import StorageError
 from node.ports import Ids, Vectors
 from node.search import Hit
@@ -72,6 +76,7 @@ class FaissIndex:
         compression: str = "none",
         exact_vectors: ExactVectors | None = None,
         rerank_margin: int = 32,
+        float_file: Path | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
@@ -79,6 +84,11 @@ class FaissIndex:
             raise ValueError("a compressed index needs exact_vectors to re-rank and rebuild")
         self._compression = compression
         self._exact = exact_vectors
+        self._floats = (
+            FloatVectorFile(float_file, dimension)
+            if float_file is not None and compression != "none"
+            else None
+        )
         self._rerank_margin = rerank_margin
         self._dimension = dimension
         self._path = path
@@ -93,7 +103,8 @@ class FaissIndex:
         self._recent = threading.local()
         self._changes = 0
         self._tombstones: set[int] = set()
-        self._index: Any = self._load() if path is not None and path.exists() else self._new_flat()
+        self._graph = self._compressed = False
+        self._use(self._load() if path is not None and path.exists() else self._new_flat())
         if self._is_graph() and self._is_compressed() != (compression != "none"):
             log.warning(
                 "the vector index on disk is %s, not %s: rebuilding", self.kind, compression
@@ -141,14 +152,19 @@ class FaissIndex:
             inner.hnsw.efSearch = self._ef_search
         return index
 
-    def _inner(self) -> Any:
-        return faiss.downcast_index(self._index.index)
+    def _use(self, index: Any) -> None:
+        """Make ``index`` the live one, noting its layout once: ``downcast_index`` costs
+        ~0.2 ms on a graph of a million vectors, too much to ask on every search."""
+        inner = faiss.downcast_index(index.index)
+        self._graph = isinstance(inner, faiss.IndexHNSW)
+        self._compressed = isinstance(inner, faiss.IndexHNSWSQ)
+        self._index: Any = index
 
     def _is_graph(self) -> bool:
-        return isinstance(self._inner(), faiss.IndexHNSW)
+        return self._graph
 
     def _is_compressed(self) -> bool:
-        return isinstance(self._inner(), faiss.IndexHNSWSQ)
+        return self._compressed
 
     # -- VectorIndex -------------------------------------------------------------------------
 
@@ -174,6 +190,8 @@ class FaissIndex:
                 f"expected {len(ids)} vectors of {self._dimension} dims, got shape {vectors.shape}"
             )
         ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if self._floats is not None:  # before the ids become searchable
+            self._floats.write(ids, vectors)
         with self._lock:
             self._changes += 1
             revived = self._tombstones.intersection(ids.tolist())
@@ -186,6 +204,8 @@ class FaissIndex:
     def remove(self, ids: Ids) -> None:
         with self._lock:
             self._changes += 1
+            if self._floats is not None:  # an erased fact's vector leaves the float file now
+                self._floats.forget(np.asarray(ids, dtype=np.int64))
             if not self._is_graph():
                 self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64)))
                 return
@@ -250,8 +270,24 @@ class FaissIndex:
         return [Hit(int(ids[j]), float(scores[j])) for j in order]
 
     def _exact_vectors(self, ids: Ids) -> Vectors:
+        """The float vectors of ``ids``: from the float file where it holds them, else from
+        the catalog (``StorageError`` when it lacks one), written back to the file unless the
+        index changed meanwhile (an id may then name another fact)."""
         assert self._exact is not None
-        return np.asarray(self._exact(np.asarray(ids, dtype=np.int64)), dtype=np.float32)
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._floats is None:
+            return np.asarray(self._exact(ids), dtype=np.float32)
+        changes = self._changes
+        vectors, found = self._floats.read(ids)
+        if found.all():
+            return vectors
+        missing = ids[~found]
+        fetched = np.asarray(self._exact(missing), dtype=np.float32)
+        vectors[~found] = fetched
+        with self._lock:
+            if self._changes == changes:
+                self._floats.write(missing, fetched)
+        return vectors
 
     def similarity(self, vector: Vectors, ids: Ids) -> Vectors:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(self._dimension)
@@ -312,6 +348,8 @@ class FaissIndex:
         with self._lock:
             if self._tombstones:
                 self._rebuild(exclude=self._tombstones)
+            if self._floats is not None:  # every id the saved index holds has its floats
+                self._floats.flush()
             tmp = self._path.with_name(self._path.name + ".tmp")
             try:
                 self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -323,6 +361,12 @@ class FaissIndex:
             except (OSError, RuntimeError) as exc:
                 raise StorageError(f"cannot save the vector index to {self._path}: {exc}") from exc
         log.debug("vector index saved to %s (%d vectors)", self._path, len(self))
+
+    def close(self) -> None:
+        """Release the float file (after the last search; the index stays usable, reading
+        its floats from the catalog)."""
+        if self._floats is not None:
+            self._floats.close()
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -368,5 +412,5 @@ class FaissIndex:
         for start in range(0, len(ids), REBUILD_CHUNK):
             chunk = ids[start : start + REBUILD_CHUNK]
             index.add_with_ids(np.ascontiguousarray(self._stored_vectors(chunk)), chunk)
-        self._index = index
+        self._use(index)
         self._tombstones = set()

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite3"
 INDEX_FILE = "vectors.faiss"
+#: The float vectors a compressed vector index re-ranks with (index.vector_file): a cache of
+#: the catalog's vectors, one fixed-width record per row id.
+FLOAT_VECTORS_FILE = "vectors.f32"
 #: The embedded blockstore (index.sqlite_blockstore); ``blocks/`` was the one-file-per-block
 #: layout before it, moved into the file at the first start.
 BLOCKSTORE_FILE = "blocks.sqlite"
@@ -86,6 +89,7 @@ def _build_node(
         exact_filter_limit=settings.exact_filter_limit,
         compression=settings.vector_compression,
         exact_vectors=catalog.vectors,
+        float_file=data_dir / FLOAT_VECTORS_FILE,
     )
     store: ContentStore
     if settings.ipfs_api:
@@ -140,7 +144,7 @@ def _build_node(
         operator=operator,
         ledger=ledger,
         network=build_network(settings, data_dir),
-        on_closed=[lock.release],
+        on_closed=[index.close, lock.release],
         query_embedder=query_embedder,
     )
 

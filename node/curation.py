@@ -221,7 +221,20 @@ class Curation:
         # never waits for a recomputation (which holds the lock while it runs).
         reputation = self._reputation
         out = []
+        unattested: dict[str | None, Standing] = {}  # most hits: one standing per contributor
         for fact in facts:
+            if not self._graph.knows(fact.cid):
+                known = unattested.get(fact.contributor)
+                if known is None:
+                    known = unattested[fact.contributor] = Standing(
+                        reputation=reputation.of(fact.contributor),
+                        endorsements=0,
+                        disputes=0,
+                        trusted_disputes=0,
+                        weight=fact_weight(reputation, fact.contributor, (), ()),
+                    )
+                out.append(known)
+                continue
             endorsers, disputers = self._graph.fact_attesters(fact.cid)
             trusted = sum(1 for a in disputers if a != fact.contributor and reputation.of(a) > 0)
             out.append(

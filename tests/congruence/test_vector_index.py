@@ -23,9 +23,18 @@ class Catalogued(FaissIndex):
     """A compressed FaissIndex whose float vectors live in a dict, written before the index as
     the node's catalog is (the catalog keeps them after a removal, as it does for hidden facts)."""
 
-    def __init__(self, dimension: int, path: Path | None, **options: int) -> None:
+    def __init__(
+        self, dimension: int, path: Path | None, float_file: Path | None = None, **options: int
+    ) -> None:
         self.floats: dict[int, np.ndarray] = {}
-        super().__init__(dimension, path, compression="sq8", exact_vectors=self.lookup, **options)
+        super().__init__(
+            dimension,
+            path,
+            compression="sq8",
+            exact_vectors=self.lookup,
+            float_file=float_file,
+            **options,
+        )
 
     def lookup(self, ids: Ids) -> Vectors:
         missing = [i for i in ids.tolist() if i not in self.floats]
@@ -44,6 +53,9 @@ FACTORIES: dict[str, Factory] = {
     "faiss-hnsw": lambda p: FaissIndex(DIM, p / "v.faiss", hnsw_threshold=1, exact_filter_limit=3),
     "faiss-hnsw-sq8": lambda p: Catalogued(
         DIM, p / "v.faiss", hnsw_threshold=1, exact_filter_limit=3
+    ),
+    "faiss-hnsw-sq8-float-file": lambda p: Catalogued(
+        DIM, p / "v.faiss", p / "v.f32", hnsw_threshold=1, exact_filter_limit=3
     ),
 }
 
@@ -296,3 +308,81 @@ def test_the_relevance_of_re_ranked_hits_reuses_their_float_vectors(tmp_path: Pa
     index.remove(np.array([3], dtype=np.int64))
     index.similarity(query, top)
     assert len(reads[-1]) == len([i for i in top.tolist() if i != 3])
+
+
+def test_the_float_file_answers_the_re_rank_and_survives_a_reload(tmp_path: Path) -> None:
+    rng = np.random.default_rng(14)
+    index = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
+    vectors = unit(rng, 300)
+    index.add(np.arange(300, dtype=np.int64), vectors)
+    reads: list[int] = []
+    lookup = index.lookup
+
+    def counted(ids: Ids) -> Vectors:
+        reads.extend(ids.tolist())
+        return lookup(ids)
+
+    index._exact = counted
+    query = unit(rng, 1)[0]
+    exact = sorted(range(300), key=lambda i: -float(vectors[i] @ query))[:10]
+    hits = index.search(query, 10)
+    assert [h.id for h in hits] == exact and reads == []  # every float came from the file
+    np.testing.assert_allclose([h.score for h in hits], vectors[exact] @ query, atol=1e-6)
+    index.save()
+    index.close()
+    again = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
+    again.floats.update(index.floats)
+    again._exact = counted
+    assert [h.id for h in again.search(query, 10)] == exact and reads == []
+
+
+def test_a_float_file_that_lacks_vectors_is_read_through_from_the_catalog(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(15)
+    vectors = unit(rng, 300)
+    ids = np.arange(300, dtype=np.int64)
+    # built without a float file (a data directory from before it), then opened with one
+    first = Catalogued(DIM, tmp_path / "v.faiss", hnsw_threshold=10)
+    first.add(ids, vectors)
+    first.save()
+    index = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
+    index.floats.update(first.floats)
+    reads: list[int] = []
+    lookup = index.lookup
+
+    def counted(wanted: Ids) -> Vectors:
+        reads.extend(wanted.tolist())
+        return lookup(wanted)
+
+    index._exact = counted
+    query = unit(rng, 1)[0]
+    exact = sorted(range(300), key=lambda i: -float(vectors[i] @ query))[:10]
+    assert [h.id for h in index.search(query, 10)] == exact
+    first_reads = len(reads)
+    assert first_reads >= 10  # the misses came from the catalog ...
+    assert [h.id for h in index.search(query, 10)] == exact
+    assert len(reads) == first_reads  # ... and were written back: the same search reads none
+    # a torn file (cut mid-record) is a miss for what it lost, never a wrong vector
+    with open(tmp_path / "v.f32", "r+b") as fh:
+        fh.truncate(150 * DIM * 4 + 7)
+    hits = index.search(query, 10)
+    assert [h.id for h in hits] == exact
+    np.testing.assert_allclose([h.score for h in hits], vectors[exact] @ query, atol=1e-6)
+
+
+def test_a_removed_vector_leaves_the_float_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(16)
+    index = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
+    vectors = unit(rng, 50)
+    index.add(np.arange(50, dtype=np.int64), vectors)
+    record = DIM * 4
+    data = (tmp_path / "v.f32").read_bytes()
+    assert data[7 * record : 8 * record] == vectors[7].tobytes()
+    index.remove(np.array([7], dtype=np.int64))  # e.g. an erasure
+    data = (tmp_path / "v.f32").read_bytes()
+    assert data[7 * record : 8 * record] == bytes(record)
+    assert vectors[7].tobytes() not in data
+    assert all(h.id != 7 for h in index.search(vectors[7], 10))
+    index.add(np.array([7], dtype=np.int64), vectors[8:9])  # the id back, with another vector
+    assert (tmp_path / "v.f32").read_bytes()[7 * record : 8 * record] == vectors[8].tobytes()

@@ -22,6 +22,7 @@ from node.facts import make_fact
 from node.memory import HashEmbedder, MemoryKeywordIndex, MemoryVectorIndex
 from node.ports import NewFact
 from node.records import SignedRecord
+from node.reputation import fact_weight
 from node.retrieval import Retriever
 from node.search import Query, RankBy, SearchMode
 from node.service import NodeOptions
@@ -319,4 +320,30 @@ def test_attestations_about_known_or_unsigned_facts_do_not_wait(tmp_path: Path) 
     assert (unsigned_standing.endorsements, unsigned_standing.reputation) == (1, 0.0)
     assert (signed_standing.endorsements, signed_standing.disputes) == (0, 2)
     assert signed_standing.trusted_disputes == 1  # the root's; Mallory is not reached
+    catalog.close()
+
+
+def test_standing_of_unattested_facts_equals_the_full_rule(tmp_path: Path) -> None:
+    # most hits have no attestation: standing computes those once per contributor
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    authors = [ROOT.address, ALICE.address] * 4
+    facts = [make_fact(f"fact number {n}", {}, a) for n, a in enumerate(authors)]
+    zero = np.zeros(384, dtype=np.float32)
+    catalog.insert([NewFact(f, zero) for f in facts])
+    curation = Curation(catalog, {ROOT.address})
+    for key, fact, verdict in ((ALICE, facts[0], "dispute"), (MALLORY, facts[1], "endorse")):
+        made = make_attestation(fact.cid, verdict, key.address, 1)
+        curation.stored([SignedRecord(made, key.sign_cid(made.cid))])
+    curation.recompute()
+    stored = catalog.get_by_ids(catalog.all_ids().tolist())
+    ordered = [stored[i] for i in sorted(stored)]
+    standings = curation.standing(ordered)
+    reputation = curation._reputation
+    for row, standing in zip(ordered, standings, strict=True):
+        endorsers, disputers = curation._graph.fact_attesters(row.cid)
+        assert standing.weight == fact_weight(reputation, row.contributor, endorsers, disputers)
+        assert standing.reputation == reputation.of(row.contributor)
+        assert (standing.endorsements, standing.disputes) == (len(endorsers), len(disputers))
+    assert standings[0].disputes == 1 and standings[1].endorsements == 1
+    assert {s.weight for s in standings[2:]} == {1.0, 0.05}  # the root's, unreached Alice's
     catalog.close()
