@@ -30,6 +30,17 @@ CREATE INDEX IF NOT EXISTS superseded_by ON superseded(by);
 """
 
 
+#: A stored fact of the same contributor that names the new fact. ``INDEXED BY``: without
+#: statistics SQLite picks ``facts_contributor`` and walks every fact of that contributor,
+#: once per inserted fact (a bulk load by one key slowed from 300 to 80 facts/s over 10,000);
+#: ``supersedes`` is NULL for almost every row, so its index finds the few that match at once.
+REPLACED_BY_SQL = (
+    "INSERT OR REPLACE INTO superseded (fact_id, by) SELECT ?, cid FROM facts "
+    "INDEXED BY facts_supersedes WHERE supersedes = ? AND contributor = ? "
+    "ORDER BY id DESC LIMIT 1"
+)
+
+
 def add_supersedes_column(db: sqlite3.Connection) -> None:
     """Catalogs written before supersession gain ``facts.supersedes`` (all NULL: version 1)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(facts)")}
@@ -49,11 +60,7 @@ def link(cur: sqlite3.Cursor, fact_id: int, fact: Fact) -> None:
             "WHERE cid = ? AND contributor = ?",
             (fact.cid, fact.supersedes, fact.contributor),
         )
-    cur.execute(
-        "INSERT OR REPLACE INTO superseded (fact_id, by) SELECT ?, cid FROM facts "
-        "WHERE supersedes = ? AND contributor = ? ORDER BY id DESC LIMIT 1",
-        (fact_id, fact.cid, fact.contributor),
-    )
+    cur.execute(REPLACED_BY_SQL, (fact_id, fact.cid, fact.contributor))
 
 
 def unlink(cur: sqlite3.Cursor, fact_id: int, cid: str) -> None:

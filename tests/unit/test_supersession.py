@@ -8,14 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from index.sqlite_catalog import SqliteCatalog
 from node.errors import InvalidFact
 from node.facts import make_fact
 from node.kinds import decode_record
 from node.origin import Origin
+from node.ports import NewFact
 from node.records import SignedRecord
 from node.signing import SigningKey
 from node.tombstone import make_tombstone
@@ -142,3 +145,31 @@ async def test_order_does_not_matter_and_a_revoked_correction_gives_the_place_ba
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_inserting_a_fact_does_not_walk_its_contributors_other_facts(tmp_path: Path) -> None:
+    # the link to a successor was looked up through the contributor index: every fact of a
+    # bulk-loading key cost a walk over all of that key's earlier facts (300 -> 80 facts/s)
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    zero = np.zeros(8, dtype=np.float32)
+    key = SigningKey.generate()
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    def cost_of_one_more(n: int) -> int:
+        catalog.insert(
+            [NewFact(make_fact(f"bulk fact {n}-{i}", {}, key.address), zero) for i in range(n)]
+        )
+        catalog._db.set_progress_handler(count, 100)
+        steps[0] = 0
+        catalog.insert([NewFact(make_fact(f"one more after {n}", {}, key.address), zero)])
+        catalog._db.set_progress_handler(None, 100)
+        return steps[0]
+
+    small = cost_of_one_more(100)
+    large = cost_of_one_more(3000)  # 3,100 facts by the key before it
+    assert large < 2 * small + 50, (small, large)
+    catalog.close()
