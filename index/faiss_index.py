@@ -84,11 +84,11 @@ class FaissIndex:
             raise ValueError("a compressed index needs exact_vectors to re-rank and rebuild")
         self._compression = compression
         self._exact = exact_vectors
-        self._floats = (
-            FloatVectorFile(float_file, dimension)
-            if float_file is not None and compression != "none"
-            else None
-        )
+        self._floats: FloatVectorFile | None = None
+        if float_file is not None and compression != "none":
+            self._floats = FloatVectorFile(float_file, dimension)
+        elif float_file is not None:  # not kept up to date from now on: it must not linger
+            float_file.unlink(missing_ok=True)
         self._rerank_margin = rerank_margin
         self._dimension = dimension
         self._path = path

@@ -386,3 +386,17 @@ def test_a_removed_vector_leaves_the_float_file(tmp_path: Path) -> None:
     assert all(h.id != 7 for h in index.search(vectors[7], 10))
     index.add(np.array([7], dtype=np.int64), vectors[8:9])  # the id back, with another vector
     assert (tmp_path / "v.f32").read_bytes()[7 * record : 8 * record] == vectors[8].tobytes()
+
+
+def test_an_index_without_compression_drops_a_float_file_it_would_not_maintain(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(17)
+    packed = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
+    packed.add(np.arange(20, dtype=np.int64), unit(rng, 20))
+    packed.save()
+    packed.close()
+    assert (tmp_path / "v.f32").stat().st_size > 0
+    # switched to floats in RAM: erasures would no longer reach the file, so it goes
+    FaissIndex(DIM, tmp_path / "v.faiss", hnsw_threshold=10, float_file=tmp_path / "v.f32")
+    assert not (tmp_path / "v.f32").exists()
