@@ -310,11 +310,8 @@ def test_the_relevance_of_re_ranked_hits_reuses_their_float_vectors(tmp_path: Pa
     assert len(reads[-1]) == len([i for i in top.tolist() if i != 3])
 
 
-def test_the_float_file_answers_the_re_rank_and_survives_a_reload(tmp_path: Path) -> None:
-    rng = np.random.default_rng(14)
-    index = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
-    vectors = unit(rng, 300)
-    index.add(np.arange(300, dtype=np.int64), vectors)
+def count_catalog_reads(index: Catalogued) -> list[int]:
+    """Route ``index``'s catalog reads through a counter: the ids it reads, in order."""
     reads: list[int] = []
     lookup = index.lookup
 
@@ -323,6 +320,15 @@ def test_the_float_file_answers_the_re_rank_and_survives_a_reload(tmp_path: Path
         return lookup(ids)
 
     index._exact = counted
+    return reads
+
+
+def test_the_float_file_answers_the_re_rank_and_survives_a_reload(tmp_path: Path) -> None:
+    rng = np.random.default_rng(14)
+    index = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
+    vectors = unit(rng, 300)
+    index.add(np.arange(300, dtype=np.int64), vectors)
+    reads = count_catalog_reads(index)
     query = unit(rng, 1)[0]
     exact = sorted(range(300), key=lambda i: -float(vectors[i] @ query))[:10]
     hits = index.search(query, 10)
@@ -332,7 +338,7 @@ def test_the_float_file_answers_the_re_rank_and_survives_a_reload(tmp_path: Path
     index.close()
     again = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
     again.floats.update(index.floats)
-    again._exact = counted
+    reads = count_catalog_reads(again)
     assert [h.id for h in again.search(query, 10)] == exact and reads == []
 
 
@@ -348,14 +354,7 @@ def test_a_float_file_that_lacks_vectors_is_read_through_from_the_catalog(
     first.save()
     index = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
     index.floats.update(first.floats)
-    reads: list[int] = []
-    lookup = index.lookup
-
-    def counted(wanted: Ids) -> Vectors:
-        reads.extend(wanted.tolist())
-        return lookup(wanted)
-
-    index._exact = counted
+    reads = count_catalog_reads(index)
     query = unit(rng, 1)[0]
     exact = sorted(range(300), key=lambda i: -float(vectors[i] @ query))[:10]
     assert [h.id for h in index.search(query, 10)] == exact
