@@ -86,3 +86,13 @@ def filter_schema(schema: dict[str, Any]) -> None:
 def absent(value: object) -> bool:
     """``exclude_if`` of optional fields left out of an answer when None."""
     return value is None
+
+
+def model_cid_needs_vector(schema: dict[str, Any]) -> None:
+    """A query's ``model_cid`` names the model of its ``vector``: with one, the other."""
+    schema.update(
+        {
+            "if": {"properties": {"model_cid": {"type": "string"}}, "required": ["model_cid"]},
+            "then": {"properties": {"vector": {"type": "array"}}, "required": ["vector"]},
+        }
+    )

@@ -67,7 +67,7 @@ def create_app(
     )
     errors.install(app)
     mount_docs(app)
-    install_openapi(app, lambda: _vector_dimension(app))
+    install_openapi(app, lambda: _vector_dimension(app), lambda: _model_cid(app))
     for router in ROUTERS:
         app.include_router(router)
     if opts.web:
@@ -114,6 +114,11 @@ def create_app(
 def _vector_dimension(app: FastAPI) -> int | None:
     node: KnowledgeNode | None = getattr(app.state, "node", None)
     return None if node is None else node.vector_dimension
+
+
+def _model_cid(app: FastAPI) -> str | None:
+    node: KnowledgeNode | None = getattr(app.state, "node", None)
+    return None if node is None else node.model_cid
 
 
 def _route_of(routes: list[BaseRoute], scope: MutableMapping[str, Any]) -> str | None:

@@ -190,7 +190,7 @@ class NodeClient:
 
     def query(self, query: str, **options: Unpack[QueryOptions]) -> QueryOut:
         """Ranked facts for ``query``; ``options`` are ``QueryIn``'s fields (k, mode, filter,
-        min_score, vector, include_superseded, min_relevance, proofs)."""
+        min_score, vector, model_cid, include_superseded, min_relevance, proofs)."""
         call = _Call("POST", "/v1/query", QueryOut, _query_body(query, options))
         result: QueryOut = self._run(call)
         return result
@@ -391,7 +391,7 @@ class AsyncNodeClient:
 
     async def query(self, query: str, **options: Unpack[QueryOptions]) -> QueryOut:
         """Ranked facts for ``query``; ``options`` are ``QueryIn``'s fields (k, mode, filter,
-        min_score, vector, include_superseded, min_relevance, proofs)."""
+        min_score, vector, model_cid, include_superseded, min_relevance, proofs)."""
         call = _Call("POST", "/v1/query", QueryOut, _query_body(query, options))
         result: QueryOut = await self._run(call)
         return result

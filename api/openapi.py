@@ -11,7 +11,8 @@ request for it:
   ``401`` where a key or a signature can be required; body-taking operations also ``408``
   (body too slow), ``413`` (too large) and ``415`` (not JSON);
 - operations with a ``{cid}`` path document ``404``;
-- the query vector's length is the loaded model's dimension.
+- the query vector's length is the loaded model's dimension, and its ``model_cid`` the loaded
+  model's CID.
 
 Invariant: a status the API can send for an operation is listed for it (schemathesis checks
 this against the real server in ``tests/integration/test_schemathesis.py``).
@@ -46,7 +47,11 @@ _RETRY_AFTER = {
 }
 
 
-def install_openapi(app: FastAPI, vector_dimension: Callable[[], int | None]) -> None:
+def install_openapi(
+    app: FastAPI,
+    vector_dimension: Callable[[], int | None],
+    model_cid: Callable[[], str | None] = lambda: None,
+) -> None:
     """Replace ``app.openapi`` with the post-processed document (built once, then cached)."""
 
     def openapi() -> dict[str, Any]:
@@ -57,14 +62,14 @@ def install_openapi(app: FastAPI, vector_dimension: Callable[[], int | None]) ->
                 summary=app.summary,
                 routes=app.routes,
             )
-            _fix(schema, vector_dimension())
+            _fix(schema, vector_dimension(), model_cid())
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _fix(schema: dict[str, Any], dimension: int | None) -> None:
+def _fix(schema: dict[str, Any], dimension: int | None, model_cid: str | None = None) -> None:
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
@@ -76,6 +81,11 @@ def _fix(schema: dict[str, Any], dimension: int | None) -> None:
         for option in vector.get("anyOf", [vector]):
             if option.get("type") == "array":
                 option["minItems"] = option["maxItems"] = dimension
+    if model_cid is not None and "QueryIn" in components:
+        given = components["QueryIn"]["properties"]["model_cid"]
+        for option in given.get("anyOf", [given]):
+            if option.get("type") == "string":
+                option["enum"] = [model_cid]
 
 
 def _fix_operation(path: str, method: str, operation: dict[str, Any]) -> None:

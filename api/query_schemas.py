@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypedDict, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from api._schema_parts import absent, filter_schema, visible_query
+from api._schema_parts import absent, filter_schema, model_cid_needs_vector, visible_query
+from node.cid import MAX_CID_STRING
 from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_VECTOR_COMPONENTS
 from node.search import REPUTATION_POOL, RankBy, SearchMode
 
@@ -29,7 +30,7 @@ QueryField = Literal[
 
 
 class QueryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=model_cid_needs_vector)
 
     query: str = Field(
         description=f"What to look for: up to {MAX_QUERY_BYTES} bytes of UTF-8 with a visible "
@@ -55,6 +56,14 @@ class QueryIn(BaseModel):
         max_length=MAX_VECTOR_COMPONENTS,
         description="Optional query embedding made with the node's model (see /v1/status); "
         "used instead of embedding `query` for the dense ranking.",
+    )
+    model_cid: StrictStr | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CID_STRING,
+        description="The model CID of the model that made `vector` (only with `vector`): when "
+        "it is not the node's (/v1/status `model.cid`), the query is refused with 400 "
+        "model_mismatch and nothing is searched, instead of comparing vectors of two models.",
     )
     include_superseded: StrictBool = Field(
         False,
@@ -106,6 +115,7 @@ class QueryOptions(TypedDict, total=False):
     filter: Mapping[str, Any] | None
     min_score: float | None
     vector: Sequence[float] | None
+    model_cid: str | None
     include_superseded: bool
     min_relevance: float | None
     proofs: bool

@@ -196,6 +196,14 @@ class IndexStatus(BaseModel):
 class ModelStatus(BaseModel):
     name: str
     dimension: int
+    cid: str = Field(
+        description="The model CID: CIDv1 dag-cbor of the model's description (source weights, "
+        "tokenizer, configs, precision; docs/protocol.md, 'Model identity'). Vectors compare "
+        "only within one; a query's `model_cid` must be this one."
+    )
+    precision: Literal["fp32", "int8"] = Field(
+        description="fp32 (torch and ONNX fp32 share a CID) or int8 (ONNX int8, another CID)."
+    )
 
 
 class IpfsStatus(BaseModel):

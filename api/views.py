@@ -48,6 +48,7 @@ def query_from(body: QueryIn) -> Query:
         filter=parse_filter(body.filter),
         min_score=body.min_score,
         vector=None if body.vector is None else tuple(body.vector),
+        model_cid=body.model_cid,
         include_superseded=body.include_superseded,
         min_relevance=body.min_relevance,
         proofs=body.proofs,
@@ -184,7 +185,9 @@ def status_out(s: NodeStatus) -> StatusOut:
         version=s.version,
         facts=s.facts,
         index=IndexStatus(kind=s.index_kind, size=s.index_size, duplicates=s.duplicates),
-        model=ModelStatus(name=s.model, dimension=s.dimension),
+        model=ModelStatus(
+            name=s.model, dimension=s.dimension, cid=s.model_cid, precision=s.model_precision
+        ),
         ipfs=IpfsStatus(
             store=s.content_store,
             publication_backlog=s.publication_backlog,

@@ -27,7 +27,6 @@ tests/unit/test_onnx_embedder.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ import onnxruntime as ort  # type: ignore[import-untyped]
 from tokenizers import Encoding, Tokenizer
 
 from index.embedder import MODEL_NAME
+from index.model_files import read_hidden_size, read_max_seq_length
 from node.errors import StorageError
 from node.ports import Vectors
 
@@ -48,23 +48,9 @@ log = logging.getLogger(__name__)
 FP32_FILE = "model.onnx"
 INT8_FILE = "model-int8.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-#: sentence-transformers' config of the Transformer module: holds ``max_seq_length``.
-ST_CONFIG_FILE = "sentence_bert_config.json"
-#: the Hugging Face model config: holds ``hidden_size``.
-MODEL_CONFIG_FILE = "config.json"
-DEFAULT_MAX_SEQ_LENGTH = 256
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 Int64s = npt.NDArray[np.int64]
-
-
-def read_max_seq_length(model_dir: Path) -> int:
-    """``max_seq_length`` from the sentence-transformers config in ``model_dir``, else 256."""
-    try:
-        value = json.loads((model_dir / ST_CONFIG_FILE).read_text()).get("max_seq_length")
-    except (OSError, ValueError):
-        return DEFAULT_MAX_SEQ_LENGTH
-    return int(value) if isinstance(value, int) and value > 0 else DEFAULT_MAX_SEQ_LENGTH
 
 
 def load_tokenizer(model_dir: Path, max_seq_length: int) -> Tokenizer:
@@ -178,10 +164,7 @@ class OnnxEmbedder:
         shape = self._session.get_outputs()[0].shape
         if shape and isinstance(shape[-1], int):
             return int(shape[-1])
-        try:
-            return int(json.loads((model_dir / MODEL_CONFIG_FILE).read_text())["hidden_size"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise StorageError(f"cannot tell the embedding dimension of {model_dir}") from exc
+        return read_hidden_size(model_dir)
 
     @property
     def model_name(self) -> str:

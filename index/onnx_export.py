@@ -51,16 +51,14 @@ from typing import Any
 import numpy as np
 
 from index.durable import fsync_dir
+from index.model_files import MODEL_CONFIG_FILE, ST_CONFIG_FILE, read_max_seq_length
 from index.onnx_embedder import (
     FP32_FILE,
     INT8_FILE,
-    MODEL_CONFIG_FILE,
-    ST_CONFIG_FILE,
     TOKENIZER_FILE,
     load_tokenizer,
     mean_pool_normalize,
     pad_batch,
-    read_max_seq_length,
     session_options,
 )
 from node.errors import StorageError

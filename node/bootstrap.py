@@ -14,6 +14,7 @@ from node.content import clear_spool_dir
 from node.datadir import DataDirLock
 from node.embedding import SchedulerOptions
 from node.errors import ChainError, ConfigError
+from node.model_identity import FP32, INT8, ModelDescription, model_cid
 from node.ports import ContentStore, Embedder, Ledger, Network
 from node.retrieval import RetrievalOptions
 from node.roots import ChainReader
@@ -44,7 +45,8 @@ def build_node(settings: Settings, *, embedder: Embedder | None = None) -> Knowl
     """Build a node with the real adapters; call ``await node.start()`` before use.
 
     ``embedder`` replaces the model for ingest and queries alike (benchmarks that feed known
-    vectors; the data directory must stay with the same model name and dimension)."""
+    vectors; the data directory must stay with the same model name and dimension). The model
+    CID is the configured backend's (``describe_model``) either way."""
     # FAISS's bundled OpenBLAS misdetects some CPUs; this is measured ~2x faster for flat search.
     os.environ.setdefault("OPENBLAS_CORETYPE", "SkylakeX")
     data_dir = settings.data_dir.resolve()
@@ -67,8 +69,10 @@ def _build_node(
     from index.kubo import KuboContentStore
     from index.sqlite_catalog import SqliteCatalog
 
+    model = describe_model(settings)  # first of all: hashes the files, starts nothing
+    log.info("embedding model CID %s (%s, %s)", model_cid(model), model.name, model.precision)
     operator = load_or_create_key(settings.key_file or data_dir / KEY_FILE)
-    ledger = build_ledger(settings, operator, data_dir)  # first: fails fast on a bad chain config
+    ledger = build_ledger(settings, operator, data_dir)  # early: fails fast on a bad chain config
     query_embedder: Embedder | None = None
     if given is not None:
         embedder = given
@@ -130,6 +134,7 @@ def _build_node(
             confirmations=settings.anchor_confirmations,
             resend_after=settings.anchor_resend_after,
         ),
+        model=model,
     )
     # a missing, torn or outdated keyword index loads empty; the start-up reconcile refills it
     keywords, _loaded = Bm25Index.open(data_dir / KEYWORD_INDEX_FILE)
@@ -160,6 +165,17 @@ def onnx_model_dir(settings: Settings) -> Path | None:
     model_dir = settings.onnx_dir or default_onnx_dir()
     export_model(model_dir)  # checks the stamp against the bundled weights; exports if stale
     return model_dir
+
+
+def describe_model(settings: Settings) -> ModelDescription:
+    """What the configured backend's vectors are (``node.model_identity``): the bundled
+    model's source files at the backend's precision, int8 for ``onnx-int8``, else fp32 (torch
+    and ONNX fp32 give the same vectors, so they share a model CID)."""
+    from index.embedder import bundled_model_path
+    from index.model_files import describe_bundled_model
+
+    precision = INT8 if settings.embedder == "onnx-int8" else FP32
+    return describe_bundled_model(bundled_model_path(), precision)
 
 
 def build_embedder(settings: Settings, threads: int, model_dir: Path | None) -> Embedder:

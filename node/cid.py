@@ -50,6 +50,15 @@ def raw_cid(data: bytes) -> str:
     return cid_from_bytes(_RAW_PREFIX + hashlib.sha256(data).digest())
 
 
+def raw_cid_of_digest(sha256: bytes) -> str:
+    """``raw_cid`` of bytes whose SHA-256 ``sha256`` was computed elsewhere (a large file
+    hashed as it is read, ``hashlib.file_digest``). Above 256 KiB this names the bytes as one
+    raw block, not what ``ipfs add`` (which chunks) prints."""
+    if len(sha256) != 32:
+        raise ValueError(f"a SHA-256 digest is 32 bytes, got {len(sha256)}")
+    return cid_from_bytes(_RAW_PREFIX + sha256)
+
+
 def parse_cid(text: str) -> CID:
     """Parse a CID in any multibase (or a base58 CIDv0); raise ``InvalidCid`` with the reason."""
     if not text or len(text) > MAX_CID_STRING:

@@ -51,6 +51,13 @@ class InvalidFilter(InvalidQuery):
     code = "invalid_filter"
 
 
+class ModelMismatch(InvalidQuery):
+    """A query vector made with another model than the node's (its ``model_cid`` differs from
+    the node's, ``node.model_identity``): 400, nothing is searched."""
+
+    code = "model_mismatch"
+
+
 class InvalidSignature(InvalidInput):
     """A signature that is malformed or recovers to no address (400)."""
 

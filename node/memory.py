@@ -14,6 +14,7 @@ import numpy as np
 from node.cid import canonical_cid_string, verify_block
 from node.errors import ChainError, InvalidInput, NonceTooLow, NotFound
 from node.merkle import verify_proof
+from node.model_identity import ModelDescription, bare_description
 from node.ports import AnchorEvent, Ids, MinedTx, OnChainAnchor, SignedTx, Vectors
 from node.search import Hit
 
@@ -39,6 +40,12 @@ class HashEmbedder:
     @property
     def dimension(self) -> int:
         return self._dimension
+
+    @property
+    def description(self) -> ModelDescription:
+        """What names the fake's vectors (``node.model_identity``): its name and dimension,
+        fp32, no weights; a node whose options describe no model is described so too."""
+        return bare_description(self._model_name, self._dimension)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)

@@ -10,6 +10,7 @@ from pathlib import Path
 from node.anchoring import AnchorOptions
 from node.embedding import SchedulerOptions
 from node.ingest import NEAR_DUPLICATE_COSINE
+from node.model_identity import ModelDescription
 from node.quotas import GOSSIP_BURST, GOSSIP_RATE
 from node.retrieval import RetrievalOptions
 
@@ -44,3 +45,8 @@ class NodeOptions:
     gossip_quota_burst: int = GOSSIP_BURST
     #: Near-duplicate link threshold on cosine (same contributor); 0: off (``node.ingest``).
     near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE
+    #: What makes the node's vectors (``node.model_identity``): its CID is recorded in the data
+    #: dir, reported in the status and compared with a query's ``model_cid``. ``node.bootstrap``
+    #: describes the bundled model; None: the embedder's name and dimension alone
+    #: (``bare_description``, as the in-package hash fake describes itself).
+    model: ModelDescription | None = None

@@ -71,6 +71,9 @@ class NodeStatus:
     index_size: int
     model: str
     dimension: int
+    #: The model CID (``node.model_identity``) and the precision it names.
+    model_cid: str
+    model_precision: str
     data_dir: str
     content_store: str
     publication_backlog: int

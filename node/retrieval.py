@@ -237,6 +237,11 @@ def check_query(query: Query) -> None:
         raise InvalidQuery(f"query is {size} bytes, over the limit of {MAX_QUERY_BYTES}")
     if not has_visible_character(query.text):
         raise InvalidQuery("query must hold a visible character")
+    if query.model_cid is not None and query.vector is None:
+        raise InvalidQuery(
+            "model_cid names the model of a query vector: send it with `vector`, or leave it out",
+            field="model_cid",
+        )
     if not 1 <= query.k <= MAX_K:
         raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {query.k}")
     floor = query.min_reputation

@@ -56,6 +56,9 @@ class Query:
     #: A query embedding computed by the caller with the node's model; replaces embedding
     #: ``text`` for the dense ranking (``text`` still drives keyword search and the context).
     vector: tuple[float, ...] | None = None
+    #: The model CID (``node.model_identity``) of the model that made ``vector``, as the
+    #: caller says: another than the node's is refused (``ModelMismatch``), nothing searched.
+    model_cid: str | None = None
     #: Also return facts that a newer version by their contributor replaces (``supersedes``).
     include_superseded: bool = False
     #: Context threshold on ``relevance``; None: the node's default.

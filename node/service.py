@@ -40,6 +40,7 @@ from node.indexes import Reconciled, SearchIndexes
 from node.ingest import Ingest
 from node.limits import MAX_BATCH
 from node.manifest import Block
+from node.model_identity import bare_description, check_query_model, model_cid
 from node.moderation import Moderator
 from node.options import NodeOptions as NodeOptions
 from node.origin import Origin
@@ -118,6 +119,10 @@ class KnowledgeNode:
         self._catalog = parts.catalog
         self._indexes = parts.indexes
         self._embedder = parts.embedder
+        self._model = options.model or bare_description(
+            parts.embedder.model_name, parts.embedder.dimension
+        )
+        self._model_cid = model_cid(self._model)
         self._store = parts.store
         self._operator = parts.operator
         self._ledger = parts.ledger
@@ -213,7 +218,9 @@ class KnowledgeNode:
             release()
 
     def _check_model(self) -> None:
-        check_model(self._catalog, self._embedder, self._options.data_dir)
+        check_model(
+            self._catalog, self._embedder, self._options.data_dir, self._model, self._model_cid
+        )
 
     def reconcile(self) -> Reconciled:
         """Make both search indexes hold exactly the catalog's searchable ids."""
@@ -244,6 +251,11 @@ class KnowledgeNode:
     @property
     def operator(self) -> str:
         return self._operator.address
+
+    @property
+    def model_cid(self) -> str:
+        """The model CID of the node's model (``node.model_identity``)."""
+        return self._model_cid
 
     @property
     def vector_dimension(self) -> int:
@@ -332,6 +344,8 @@ class KnowledgeNode:
 
     async def query(self, query: Query) -> QueryResult:
         check_query(query)
+        if query.model_cid is not None:  # the vector's model, as the client says
+            check_query_model(query.model_cid, self._model, self._model_cid)
         embed_ms = 0.0
         # Every mode has a query vector: dense and hybrid rank by it, and every mode's
         # results carry their relevance (node.search), which decides what the context cites.
@@ -384,6 +398,8 @@ class KnowledgeNode:
             index_size=len(self._indexes.vectors),
             model=self._embedder.model_name,
             dimension=self._embedder.dimension,
+            model_cid=self._model_cid,
+            model_precision=self._model.precision,
             data_dir=str(self._options.data_dir),
             content_store=self._store.kind,
             publication_backlog=self._catalog.publication_backlog(),

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
         "weights (default, fastest; SciFact quality in BENCHMARKS.md), ONNX fp32 (the torch "
         "vectors to float rounding), or torch through sentence-transformers. The ONNX models are "
         "exported from the bundled weights at setup (python -m index.onnx_export), never "
-        "downloaded; a node exports them at its first start if they are missing.",
+        "downloaded; a node exports them at its first start if they are missing. int8 and fp32 "
+        "(onnx, torch) vectors are different models (model CIDs, node.model_identity): a data "
+        "dir built with one is refused by the other.",
     )
     onnx_dir: Path | None = Field(
         None, description="Where the exported ONNX models are; default: inside the environment."

@@ -1,5 +1,9 @@
 """What a node checks before it serves: the model its data dir was built with.
 
+The data dir records the model's name, dimension and model CID (``node.model_identity``) at
+the first start (a directory from before the CID was recorded gets it then) and refuses to
+serve with another: vectors of two models must never mix in one index.
+
 The catalog is the source of truth; the search indexes are caches of its searchable facts
 (stored, not hidden, not erased), reconciled on every start by ``node.indexes``.
 """
@@ -11,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from node.errors import IncompatibleDataDir
+from node.model_identity import ModelDescription
 from node.ports import CatalogSettings, Embedder, FactRecords
 
 log = logging.getLogger(__name__)
@@ -20,9 +25,19 @@ class StartupCatalog(FactRecords, CatalogSettings, Protocol):
     """The catalog roles the start-up checks use."""
 
 
-def check_model(catalog: CatalogSettings, embedder: Embedder, data_dir: Path) -> None:
-    """Record the embedding model on first start; ``IncompatibleDataDir`` when the data dir
-    was built with another model or dimension (its vectors would not compare)."""
+MODEL_CID_SETTING = "embedding_model_cid"
+
+
+def check_model(
+    catalog: CatalogSettings,
+    embedder: Embedder,
+    data_dir: Path,
+    model: ModelDescription,
+    cid: str,
+) -> None:
+    """Record the embedding model (name, dimension, model CID ``cid`` of ``model``) on first
+    start; ``IncompatibleDataDir`` when the data dir was built with another model, dimension
+    or model CID (its vectors would not compare)."""
     want = {
         "embedding_model": embedder.model_name,
         "embedding_dimension": str(embedder.dimension),
@@ -36,3 +51,14 @@ def check_model(catalog: CatalogSettings, embedder: Embedder, data_dir: Path) ->
                 f"data dir {data_dir} was built with {key}={have!r}, "
                 f"this node runs {value!r}; use another data dir or re-import the facts"
             )
+    have = catalog.get_setting(MODEL_CID_SETTING)
+    if have is None:
+        catalog.set_setting(MODEL_CID_SETTING, cid)
+        log.info("data dir %s: recorded model CID %s (%s)", data_dir, cid, model.precision)
+    elif have != cid:
+        raise IncompatibleDataDir(
+            f"data dir {data_dir} was built with model CID {have}, this node runs {cid} "
+            f"({model.name}, {model.precision}): its vectors would mix with the others in one "
+            "index. Switching between the int8 backend (KNOWHUB_EMBEDDER=onnx-int8) and an fp32 "
+            "one (onnx, torch) changes the model; use another data dir or re-import the facts"
+        )

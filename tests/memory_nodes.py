@@ -32,7 +32,7 @@ def memory_node(
         MemoryVectorIndex(embedder.dimension) if index is None else index,
         embedder,
         store or MemoryContentStore(),
-        options or NodeOptions(data_dir=data_dir),
+        options or NodeOptions(data_dir=data_dir, model=embedder.description),
         operator=operator,
         keywords=MemoryKeywordIndex() if keywords is None else keywords,
         network=network,

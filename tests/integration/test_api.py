@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -13,6 +14,9 @@ import httpx
 import pytest
 from multiformats import CID
 
+from index.embedder import bundled_model_path
+from index.model_files import describe_bundled_model
+from node.model_identity import model_cid
 from tests.helpers import NodeProcess
 
 JSON = {"content-type": "application/json"}
@@ -27,7 +31,13 @@ def http(node: NodeProcess) -> Iterator[httpx.Client]:
 def test_health_status_and_docs(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     status = http.get("/v1/status").json()
-    assert status["model"] == {"name": "sentence-transformers/all-MiniLM-L6-v2", "dimension": 384}
+    precision = "int8" if os.environ.get("KNOWHUB_EMBEDDER", "onnx-int8") == "onnx-int8" else "fp32"
+    assert status["model"] == {
+        "name": "sentence-transformers/all-MiniLM-L6-v2",
+        "dimension": 384,
+        "cid": model_cid(describe_bundled_model(bundled_model_path(), precision)),
+        "precision": precision,
+    }
     assert status["index"]["kind"] == "flat"
     assert status["version"] == "0.1.0"
     assert "data_dir" not in status  # an anonymous caller learns no local path

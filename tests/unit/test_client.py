@@ -89,6 +89,22 @@ def test_requests_carry_key_and_body(monkeypatch: pytest.MonkeyPatch) -> None:
     assert seen[1].headers["authorization"] == "Bearer given"
 
 
+def test_a_query_vector_carries_its_model_cid() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"results": [], "context": ""})
+
+    client = NodeClient("http://node", transport=httpx.MockTransport(answer))
+    client.query("q", vector=(1, 0.5), model_cid="bafyreimodel")
+    assert json.loads(seen[0].content) == {
+        "query": "q",
+        "vector": [1.0, 0.5],
+        "model_cid": "bafyreimodel",
+    }
+
+
 def test_unreachable() -> None:
     with pytest.raises(Unreachable) as caught:
         NodeClient("http://127.0.0.1:9", timeout=2).health()
