@@ -36,10 +36,12 @@ from node.results import ScoredFact, Standing
 from node.search import (
     DEFAULT_MIN_RELEVANCE,
     REPUTATION_POOL,
+    ContextFact,
     Hit,
     Query,
     RankBy,
     SearchMode,
+    format_context,
     rank_by_reputation,
     reciprocal_rank_fusion,
 )
@@ -222,6 +224,24 @@ class Retriever:
                 if len(out) == query.k:
                     return out, False
         return out, False
+
+
+def results_context(text: str, results: Sequence[ScoredFact], min_relevance: float) -> str:
+    """The LLM context of ranked results (``node.search.format_context``): the relevant
+    ones, cited, each marked when trusted contributors dispute it."""
+    return format_context(
+        text,
+        [
+            ContextFact(
+                r.fact.cid,
+                r.fact.text,
+                r.relevance,
+                0 if r.standing is None else r.standing.trusted_disputes,
+            )
+            for r in results
+        ],
+        min_relevance,
+    )
 
 
 def check_query(query: Query) -> None:

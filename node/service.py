@@ -63,9 +63,9 @@ from node.results import (
     ProvenanceView,
     QueryResult,
 )
-from node.retrieval import Retriever, check_query
+from node.retrieval import Retriever, check_query, results_context
 from node.revocation import Revocations, Revoker
-from node.search import ContextFact, Query, format_context
+from node.search import Query
 from node.signing import SigningKey, signature_valid
 from node.startup import check_model
 from node.status import chain_status, ingest_status
@@ -363,19 +363,7 @@ class KnowledgeNode:
             results = [replace(r, proof=proofs.get(r.fact.cid)) for r in results]
         search_ms = (time.perf_counter() - t1) * 1000
         threshold = self._retriever.min_relevance(query)
-        context = format_context(
-            query.text,
-            [
-                ContextFact(
-                    r.fact.cid,
-                    r.fact.text,
-                    r.relevance,
-                    0 if r.standing is None else r.standing.trusted_disputes,
-                )
-                for r in results
-            ],
-            threshold,
-        )
+        context = results_context(query.text, results, threshold)
         return QueryResult(results, context, threshold, embed_ms, search_ms)
 
     def _hit_proofs(self, cids: Sequence[str]) -> dict[str, HitProof]:
