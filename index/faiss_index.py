@@ -88,7 +88,10 @@ class FaissIndex:
         if float_file is not None and compression != "none":
             self._floats = FloatVectorFile(float_file, dimension)
         elif float_file is not None:  # not kept up to date from now on: it must not linger
-            float_file.unlink(missing_ok=True)
+            try:
+                float_file.unlink(missing_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot remove the unused {float_file}: {exc}") from exc
         self._rerank_margin = rerank_margin
         self._dimension = dimension
         self._path = path
@@ -249,13 +252,17 @@ class FaissIndex:
             else:
                 params = faiss.SearchParameters(sel=selector)
             scores, labels = self._index.search(query, wanted, params=params)
+            changes = self._changes  # what the labels name
         found = labels[0] >= 0
         if rerank:  # outside the lock: the exact vectors come from the catalog
-            return self._rerank(query[0], labels[0][found], scores[0][found], k)
+            return self._rerank(query[0], labels[0][found], scores[0][found], k, changes)
         return [Hit(int(i), float(s)) for s, i in zip(scores[0], labels[0], strict=True) if i >= 0]
 
-    def _rerank(self, query: Vectors, ids: Ids, approximate: Vectors, k: int) -> list[Hit]:
-        """The top ``k`` of ``ids`` by their exact inner product with ``query``."""
+    def _rerank(
+        self, query: Vectors, ids: Ids, approximate: Vectors, k: int, changes: int
+    ) -> list[Hit]:
+        """The top ``k`` of ``ids`` (labels of the index at change count ``changes``) by
+        their exact inner product with ``query``."""
         try:
             vectors = self._exact_vectors(ids)
             scores = vectors @ query
@@ -265,7 +272,8 @@ class FaissIndex:
         else:
             # the query's relevance (``similarity``) asks for some of these again: keep them
             # for this thread's next call instead of reading the catalog twice
-            self._recent.vectors = (self._changes, dict(zip(ids.tolist(), vectors, strict=True)))
+            # (stamped with the count the labels were read at: any change since voids them)
+            self._recent.vectors = (changes, dict(zip(ids.tolist(), vectors, strict=True)))
         order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), int(ids[j])))[:k]
         return [Hit(int(ids[j]), float(scores[j])) for j in order]
 
@@ -345,6 +353,8 @@ class FaissIndex:
     def save(self) -> None:
         if self._path is None:
             return
+        if self._floats is not None:  # the bulk of the sync, before searches wait for it
+            self._floats.flush()
         with self._lock:
             if self._tombstones:
                 self._rebuild(exclude=self._tombstones)

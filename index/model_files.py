@@ -87,7 +87,10 @@ def describe_bundled_model(
     ``precision`` (``fp32``: torch or ONNX fp32; ``int8``: ONNX int8), named ``name``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    present = [rel for rel in VECTOR_FILES if (model_dir / rel).is_file()]
+    try:
+        present = [rel for rel in VECTOR_FILES if (model_dir / rel).is_file()]
+    except OSError as exc:  # an unreadable directory (is_file raises on EACCES)
+        raise StorageError(f"cannot list the model files in {model_dir}: {exc}") from exc
     if not any(rel in present for rel in _WEIGHTS):
         raise StorageError(f"no model weights ({' or '.join(_WEIGHTS)}) in {model_dir}")
     return ModelDescription(

@@ -32,7 +32,7 @@ from index.sqlite_duplicates import (
     link_duplicate,
     seed_text_keys,
 )
-from index.sqlite_erasure import ERASURE_SCHEMA, ErasureTables
+from index.sqlite_erasure import ERASURE_SCHEMA, NEXT_FACT_ID, ErasureTables
 from index.sqlite_moderation import MODERATION_SCHEMA, ModerationTables
 from index.sqlite_records import RECORDS_SCHEMA, RecordTables
 from index.sqlite_supersession import (
@@ -219,8 +219,9 @@ class SqliteCatalog(
                 fact = item.fact
                 vector = np.ascontiguousarray(item.vector, dtype=np.float32)
                 cur.execute(
-                    "INSERT OR IGNORE INTO facts (cid, text, metadata, contributor, signature, "
-                    "block, vector, stored_at, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO facts (id, cid, text, metadata, contributor, "
+                    f"signature, block, vector, stored_at, supersedes) VALUES ({NEXT_FACT_ID}, "
+                    "?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         fact.cid,
                         fact.text,

@@ -33,6 +33,15 @@ CREATE TABLE IF NOT EXISTS erased (
 );
 """
 
+#: A new fact's row id: past every id the catalog ever gave, erased ones included. SQLite's
+#: own choice is max(id) + 1, which hands an erased newest fact's id to the next fact; the
+#: search caches (``vectors.faiss``, ``vectors.f32``) are reconciled by id, so after a crash
+#: before their next save the new fact would keep the erased one's vector.
+NEXT_FACT_ID = (
+    "(SELECT coalesce(max(m), 0) + 1 FROM "
+    "(SELECT max(id) AS m FROM facts UNION ALL SELECT max(fact_id) FROM erased))"
+)
+
 
 class ErasureTables:
     """Mixed into ``SqliteCatalog``; uses its transactional cursor and writer connection."""

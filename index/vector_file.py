@@ -2,8 +2,8 @@
 
 What it owns
     One file of fixed-width records: the float32 vector of row id ``i`` at byte offset
-    ``i * 4 * dimension``. Reads and writes are positional (``pread`` / ``pwrite``), so they
-    need no lock, never move a file offset, and never map the file: the pages a query touches
+    ``i * 4 * dimension``. Reads and writes are positional (``pread`` / ``pwrite``): they never
+    move a file offset and never map the file: the pages a query touches
     stay in the kernel's page cache and out of the node's resident memory (a memory map would
     count every vector ever re-ranked in the process's RSS).
 
@@ -23,13 +23,17 @@ Invariants
       fresh as the index for every id the index holds, and ``flush`` (fsync) runs before the
       index file is saved: after a crash, every id in the saved index has its vector here.
     - A removed id's record is zeroed at once (``forget``): an erased fact's vector leaves
-      this file with its catalog row, not at the next save.
+      this file with its catalog row (on disk by the next save's fsync at the latest).
+    - Never fails its owner: a write or sync that fails gives the file up (closed and
+      removed, every read a miss), so ingest and erasure go on and answers come from the
+      catalog; a read that fails is a miss.
     - Ids are non-negative and bounded (``MAX_ID``): a hostile id can never make the file
       sparse beyond reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -53,66 +57,95 @@ class FloatVectorFile:
         self.path = path
         self._record = 4 * dimension
         self._dimension = dimension
-        self._lock = threading.Lock()  # guards open/close only; I/O is positional
+        #: Held around every use of the descriptor, so that ``close`` (or giving the file up)
+        #: never lets a read or write reach a descriptor number the process has reused.
+        self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StorageError(f"cannot open the float vector file {path}: {exc}") from exc
 
+    @property
+    def usable(self) -> bool:
+        """False once closed or given up after a failed write."""
+        return self._fd is not None
+
     def read(self, ids: Ids) -> tuple[Vectors, np.ndarray]:
         """``(vectors, found)``: the vectors of ``ids`` in order, and which of them the file
         holds (the rows of the others are zero)."""
         out = np.zeros((len(ids), self._dimension), dtype=np.float32)
         found = np.zeros(len(ids), dtype=bool)
-        fd = self._fd
-        if fd is None or len(ids) == 0:
+        if len(ids) == 0:
             return out, found
         buffer: Any = out  # numpy's stubs do not declare the buffer protocol
         view = memoryview(buffer).cast("B")
         size = self._record
-        try:
-            for n, i in enumerate(np.asarray(ids, dtype=np.int64).tolist()):
-                if 0 <= i <= MAX_ID:
-                    got = os.preadv(fd, [view[n * size : (n + 1) * size]], i * size)
-                    found[n] = got == size
-        except OSError as exc:  # closed meanwhile, or an I/O error: every row is a miss
-            log.debug("float vector file read failed: %s", exc)
-            return np.zeros_like(out), np.zeros_like(found)
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                return out, found
+            try:
+                for n, i in enumerate(np.asarray(ids, dtype=np.int64).tolist()):
+                    if 0 <= i <= MAX_ID:
+                        got = os.preadv(fd, [view[n * size : (n + 1) * size]], i * size)
+                        found[n] = got == size
+            except OSError as exc:  # an I/O error: every row is a miss
+                log.debug("float vector file read failed: %s", exc)
+                return np.zeros_like(out), np.zeros_like(found)
         found &= out.any(axis=1)
         return out, found
 
     def write(self, ids: Ids, vectors: Vectors) -> None:
-        """Store ``vectors[n]`` as the vector of ``ids[n]`` (ids beyond ``MAX_ID`` skipped)."""
-        fd = self._fd
-        if fd is None:
-            return
+        """Store ``vectors[n]`` as the vector of ``ids[n]`` (ids beyond ``MAX_ID`` skipped).
+        Never raises: a cache that cannot be written is given up (``_give_up``)."""
         rows = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self._dimension)
         size = self._record
-        try:
-            for i, row in zip(np.asarray(ids, dtype=np.int64).tolist(), rows, strict=True):
-                if 0 <= i <= MAX_ID:
-                    os.pwrite(fd, row.tobytes(), i * size)
-        except OSError as exc:
-            raise StorageError(f"cannot write the float vector file {self.path}: {exc}") from exc
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                return
+            try:
+                for i, row in zip(np.asarray(ids, dtype=np.int64).tolist(), rows, strict=True):
+                    if 0 <= i <= MAX_ID:
+                        os.pwrite(fd, row.tobytes(), i * size)
+            except OSError as exc:
+                self._give_up(f"cannot write it: {exc}")
 
     def forget(self, ids: Ids) -> None:
         """Zero the records of ``ids`` (misses from now on: a removed or erased fact's
-        vector does not stay behind in the file)."""
+        vector does not stay behind in the file; if the zeros cannot be written, the file is
+        removed instead)."""
         self.write(ids, np.zeros((len(ids), self._dimension), dtype=np.float32))
 
     def flush(self) -> None:
-        """Make every write so far durable."""
-        fd = self._fd
-        if fd is None:
-            return
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise StorageError(f"cannot sync the float vector file {self.path}: {exc}") from exc
+        """Make every write so far durable (a file that cannot be synced is given up)."""
+        with self._lock:
+            fd = self._fd
+            if fd is None:
+                return
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                self._give_up(f"cannot sync it: {exc}")
 
     def close(self) -> None:
         with self._lock:
             fd, self._fd = self._fd, None
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _give_up(self, why: str) -> None:
+        """Under the lock: stop using the file and remove it (it may now hold stale or, after
+        a failed ``forget``, erased records); every read is a miss from here on, so the owner
+        reads the catalog. Only a restart brings the cache back."""
+        log.warning("float vector file %s: %s; removing it, the catalog answers", self.path, why)
+        fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:  # left on disk: a restart re-opens it, and reads stay exact
+            log.error("cannot remove %s: %s", self.path, exc)

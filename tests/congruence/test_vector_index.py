@@ -3,6 +3,7 @@ vectors, HNSW with 8-bit codes re-ranked from the catalog's floats)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -399,3 +400,45 @@ def test_an_index_without_compression_drops_a_float_file_it_would_not_maintain(
     # switched to floats in RAM: erasures would no longer reach the file, so it goes
     FaissIndex(DIM, tmp_path / "v.faiss", hnsw_threshold=10, float_file=tmp_path / "v.f32")
     assert not (tmp_path / "v.f32").exists()
+
+
+def test_an_index_whose_float_file_fails_keeps_adding_removing_and_answering_exactly(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(18)
+    index = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
+    vectors = unit(rng, 60)
+    index.add(np.arange(50, dtype=np.int64), vectors[:50])
+    floats = index._floats
+    assert floats is not None and floats._fd is not None
+    os.close(floats._fd)  # writes fail from here on (a full disk)
+    floats._fd = os.open(tmp_path / "v.f32", os.O_RDONLY)
+    index.add(np.arange(50, 60, dtype=np.int64), vectors[50:])  # ingest goes on
+    index.remove(np.array([3], dtype=np.int64))  # and erasure
+    assert not (tmp_path / "v.f32").exists()
+    query = unit(rng, 1)[0]
+    kept = [i for i in range(60) if i != 3]
+    best = sorted(kept, key=lambda i: -float(vectors[i] @ query))[:10]
+    hits = index.search(query, 10)  # exact, from the catalog
+    assert [h.id for h in hits] == best
+    np.testing.assert_allclose([h.score for h in hits], vectors[best] @ query, atol=1e-6)
+    index.save()
+
+
+def test_re_ranked_vectors_read_after_a_change_are_not_reused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(19)
+    index = Catalogued(DIM, None, hnsw_threshold=1)
+    vectors = unit(rng, 40)
+    index.add(np.arange(40, dtype=np.int64), vectors)
+    reads = count_catalog_reads(index)
+    query = unit(rng, 1)[0]
+    ids = np.arange(10, dtype=np.int64)
+    stale = index._changes - 1  # labels read before the last change
+    index._rerank(query, ids, np.zeros(10, dtype=np.float32), 5, stale)
+    before = len(reads)
+    index.similarity(query, ids[:5])
+    assert len(reads) == before + 5  # read again, not taken from the re-rank
+    index._rerank(query, ids, np.zeros(10, dtype=np.float32), 5, index._changes)
+    before = len(reads)
+    index.similarity(query, ids[:5])
+    assert len(reads) == before  # current labels: reused

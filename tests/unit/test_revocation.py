@@ -470,3 +470,21 @@ async def test_the_mcp_backend_revokes_with_the_contributors_signature(tmp_path:
             await node.get_fact(fact.cid)
     finally:
         await node.close()
+
+
+def test_an_erased_newest_fact_s_row_id_is_never_given_again(tmp_path: Path) -> None:
+    # SQLite gives max(id) + 1: erasing the newest fact handed its id to the next one, whose
+    # search-cache entries (reconciled by id) could then keep the erased fact's vector
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    zero = np.zeros(8, dtype=np.float32)
+    facts = [make_fact(f"fact {n}", {}, ALICE.address) for n in range(3)]
+    ids = [row for row, _ in catalog.insert([NewFact(f, zero) for f in facts])]
+    assert catalog.erase_fact(facts[-1].cid) == ids[-1]
+    [(new_id, fresh)] = catalog.insert([NewFact(make_fact("after", {}, ALICE.address), zero)])
+    assert fresh and new_id == ids[-1] + 1
+    catalog.close()
+    reopened = SqliteCatalog(tmp_path / "c.sqlite3")  # the erased id is remembered on disk
+    assert reopened.erase_fact(make_fact("after", {}, ALICE.address).cid) == new_id
+    [(again, _)] = reopened.insert([NewFact(make_fact("later", {}, ALICE.address), zero)])
+    assert again == new_id + 1
+    reopened.close()

@@ -3,6 +3,7 @@ what it never held, hostile ids skipped."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,20 @@ def test_an_unopenable_path_is_a_storage_error(tmp_path: Path) -> None:
     (tmp_path / "dir.f32").mkdir()
     with pytest.raises(StorageError, match="float vector file"):
         FloatVectorFile(tmp_path / "dir.f32", DIM)
+
+
+def test_a_failed_write_gives_the_file_up_instead_of_failing_the_caller(tmp_path: Path) -> None:
+    store = FloatVectorFile(tmp_path / "v.f32", DIM)
+    row = np.ones((1, DIM), dtype=np.float32)
+    store.write(np.array([1], dtype=np.int64), row)
+    # the descriptor turns read-only under it (a full disk, an I/O error: pwrite fails)
+    assert store._fd is not None
+    os.close(store._fd)
+    store._fd = os.open(tmp_path / "v.f32", os.O_RDONLY)
+    store.write(np.array([2], dtype=np.int64), row)  # no exception
+    assert not store.usable and not (tmp_path / "v.f32").exists()
+    got, found = store.read(np.array([1, 2], dtype=np.int64))
+    assert not found.any() and not got.any()  # misses from now on: the catalog answers
+    store.forget(np.array([1], dtype=np.int64))
+    store.flush()
+    store.close()
