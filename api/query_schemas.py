@@ -63,7 +63,9 @@ class QueryIn(BaseModel):
         max_length=MAX_CID_STRING,
         description="The model CID of the model that made `vector` (only with `vector`): when "
         "it is not the node's (/v1/status `model.cid`), the query is refused with 400 "
-        "model_mismatch and nothing is searched, instead of comparing vectors of two models.",
+        "model_mismatch and nothing is searched, instead of comparing vectors of two models. "
+        "The served schema lists the node's CID in its base32 form; any multibase form of the "
+        "same CID is accepted.",
     )
     include_superseded: StrictBool = Field(
         False,

@@ -30,6 +30,7 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -108,6 +109,26 @@ class ModelDescription:
         """The canonical DAG-CBOR bytes of :meth:`record`."""
         block: bytes = dag_cbor.encode(self.record())
         return block
+
+
+def model_difference(recorded: Mapping[str, Any], description: ModelDescription) -> str:
+    """What differs between a recorded description (``ModelDescription.record`` as JSON
+    gave it back) and ``description``, in words: the fields, then the weight files by path
+    ("" when nothing differs, or the recorded one is no description)."""
+    now = description.record()
+    changes = [
+        f"{key} {recorded.get(key)!r} -> {value!r}"
+        for key, value in now.items()
+        if key != "weights" and recorded.get(key) != value
+    ]
+    before = recorded.get("weights")
+    if isinstance(before, Mapping):
+        after: Mapping[str, Any] = now["weights"]
+        paths = sorted(set(before) | set(after))
+        changed = [path for path in paths if before.get(path) != after.get(path)]
+        if changed:
+            changes.append("weight files " + ", ".join(changed))
+    return "; ".join(changes)
 
 
 def model_cid(description: ModelDescription) -> str:

@@ -10,12 +10,13 @@ The catalog is the source of truth; the search indexes are caches of its searcha
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Protocol
 
 from node.errors import IncompatibleDataDir
-from node.model_identity import ModelDescription
+from node.model_identity import ModelDescription, model_difference
 from node.ports import CatalogSettings, Embedder, FactRecords
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ class StartupCatalog(FactRecords, CatalogSettings, Protocol):
 
 
 MODEL_CID_SETTING = "embedding_model_cid"
+#: The description the recorded CID names (JSON), so that a refusal can say what changed.
+MODEL_DESCRIPTION_SETTING = "embedding_model_description"
 
 
 def check_model(
@@ -56,9 +59,23 @@ def check_model(
         catalog.set_setting(MODEL_CID_SETTING, cid)
         log.info("data dir %s: recorded model CID %s (%s)", data_dir, cid, model.precision)
     elif have != cid:
+        changed = _recorded_difference(catalog, model)
         raise IncompatibleDataDir(
             f"data dir {data_dir} was built with model CID {have}, this node runs {cid} "
-            f"({model.name}, {model.precision}): its vectors would mix with the others in one "
-            "index. Switching between the int8 backend (KNOWHUB_EMBEDDER=onnx-int8) and an fp32 "
-            "one (onnx, torch) changes the model; use another data dir or re-import the facts"
+            f"({model.name}, {model.precision}){f' (what changed: {changed})' if changed else ''}"
+            ": its vectors would mix with the others in one index. Switching between the int8 "
+            "backend (KNOWHUB_EMBEDDER=onnx-int8) and an fp32 one (onnx, torch) changes the "
+            "model, and so does a new version of the model's files; use another data dir or "
+            "re-import the facts"
         )
+    if catalog.get_setting(MODEL_DESCRIPTION_SETTING) is None:  # also for older data dirs
+        catalog.set_setting(MODEL_DESCRIPTION_SETTING, json.dumps(model.record(), sort_keys=True))
+
+
+def _recorded_difference(catalog: CatalogSettings, model: ModelDescription) -> str:
+    """What differs from the description the data dir recorded ("" without a usable one)."""
+    try:
+        recorded = json.loads(catalog.get_setting(MODEL_DESCRIPTION_SETTING) or "null")
+    except ValueError:
+        return ""
+    return model_difference(recorded, model) if isinstance(recorded, dict) else ""

@@ -33,6 +33,7 @@ from node.model_identity import (
     bare_description,
     check_query_model,
     model_cid,
+    model_difference,
 )
 from node.search import Hit
 from node.service import NodeOptions
@@ -229,6 +230,29 @@ async def test_a_data_dir_built_with_another_model_cid_is_refused(tmp_path: Path
     message = refused.value.message
     assert model_cid(HashEmbedder().description) in message and model_cid(int8) in message
     assert "int8" in message and "fp32" in message and "another data dir" in message
+    assert "what changed: precision 'fp32' -> 'int8'" in message
+
+
+def test_a_refusal_names_the_weight_files_that_changed() -> None:
+    base = ModelDescription(
+        name="m",
+        dimension=4,
+        max_seq_length=8,
+        pooling="mean",
+        normalize=True,
+        precision="fp32",
+        weights=(("config.json", raw_cid(b"a")), ("tokenizer.json", raw_cid(b"b"))),
+    )
+    newer = dataclasses.replace(
+        base, weights=(("config.json", raw_cid(b"a")), ("tokenizer.json", raw_cid(b"c")))
+    )
+    recorded = json.loads(json.dumps(base.record()))
+    assert model_difference(recorded, newer) == "weight files tokenizer.json"
+    assert model_difference(recorded, base) == ""
+    longer = dataclasses.replace(newer, max_seq_length=16)
+    assert model_difference(recorded, longer) == (
+        "max_seq_length 8 -> 16; weight files tokenizer.json"
+    )
 
 
 def test_a_node_without_a_description_is_named_by_its_embedder(tmp_path: Path) -> None:
