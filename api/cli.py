@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CID",
         help="an earlier fact of yours that this one corrects (search then returns this one)",
     )
+    add.add_argument(
+        "--collection", metavar="NAME", help="the fact's collection (default: default)"
+    )
 
     imp = with_url(sub.add_parser("import", help="contribute facts from a JSON Lines file"))
     imp.add_argument("file", type=Path)
@@ -103,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE|JSON",
         help="metadata filter: lang=en (repeat for more keys) or a JSON object, e.g. "
         '\'{"year": {"$gte": 2020}}\'',
+    )
+    query.add_argument(
+        "--collection",
+        action="append",
+        metavar="NAME",
+        help="search only this collection (repeat for more; default: all the node holds)",
     )
     query.add_argument("--json", action="store_true", help="print the raw JSON answer")
     query.add_argument(
@@ -326,6 +335,8 @@ def _add(client: NodeClient, args: argparse.Namespace) -> int:
     item: dict[str, Any] = {"text": args.text, "metadata": _parse_meta(args.meta, args.meta_json)}
     if args.supersedes is not None:
         item["supersedes"] = args.supersedes
+    if args.collection is not None:
+        item["collection"] = args.collection
     if args.key is not None:
         item = cli_provenance.signed_submission(cli_provenance.load_key(args.key), item)
     result = client.add(
@@ -334,6 +345,7 @@ def _add(client: NodeClient, args: argparse.Namespace) -> int:
         contributor=item.get("contributor"),
         signature=item.get("signature"),
         supersedes=item.get("supersedes"),
+        collection=item.get("collection"),
     )
     _out(f"{result.cid} {result.status}")
     return 0
@@ -374,6 +386,7 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
         proofs=args.verify,
         rank=args.rank,
         min_reputation=args.min_reputation,
+        collections=args.collection,
     )
     checks = cli_provenance.verified_answer(client, args, result) if args.verify else []
     verdicts = {c.cid: cli_provenance.describe(c) for c in checks}

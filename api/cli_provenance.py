@@ -15,7 +15,7 @@ from typing import Any
 
 from api.client import NodeClient, NodeError
 from node.errors import KnowhubError
-from node.facts import make_fact
+from node.facts import DEFAULT_COLLECTION, make_fact
 from node.proofs import HitCheck, Verdict
 from node.signing import SigningKey, read_key_file, write_key_file
 
@@ -88,10 +88,15 @@ def load_key(path: Path) -> SigningKey:
 
 
 def signed_submission(key: SigningKey, item: dict[str, Any]) -> dict[str, Any]:
-    """``item`` (text, metadata) with ``key`` as contributor and its signature of the CID."""
+    """``item`` (text, metadata, supersedes, collection) with ``key`` as contributor and its
+    signature of the CID."""
     try:
         fact = make_fact(
-            item.get("text"), item.get("metadata"), key.address, item.get("supersedes")
+            item.get("text"),
+            item.get("metadata"),
+            key.address,
+            item.get("supersedes"),
+            item.get("collection", DEFAULT_COLLECTION),
         )
     except KnowhubError:
         return item  # the node reports the problem for this item

@@ -129,10 +129,12 @@ class NodeClient:
         contributor: str | None = None,
         signature: str | None = None,
         supersedes: str | None = None,
+        collection: str | None = None,
     ) -> FactCreated:
         """Contribute one fact (``POST /v1/facts``); ``status`` is created or exists.
-        ``supersedes``: the CID of an earlier fact of the same contributor it corrects."""
-        body = _fact_body(text, metadata, contributor, signature, supersedes)
+        ``supersedes``: the CID of an earlier fact of the same contributor it corrects;
+        ``collection``: the fact's collection (None: the default one)."""
+        body = _fact_body(text, metadata, contributor, signature, supersedes, collection)
         result: FactCreated = self._run(_Call("POST", "/v1/facts", FactCreated, body))
         return result
 
@@ -336,8 +338,9 @@ class AsyncNodeClient:
         contributor: str | None = None,
         signature: str | None = None,
         supersedes: str | None = None,
+        collection: str | None = None,
     ) -> FactCreated:
-        body = _fact_body(text, metadata, contributor, signature, supersedes)
+        body = _fact_body(text, metadata, contributor, signature, supersedes, collection)
         result: FactCreated = await self._run(_Call("POST", "/v1/facts", FactCreated, body))
         return result
 

@@ -150,10 +150,13 @@ def _fact_body(
     contributor: str | None,
     signature: str | None,
     supersedes: str | None = None,
+    collection: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"text": text}
     if supersedes is not None:
         body["supersedes"] = supersedes
+    if collection is not None:
+        body["collection"] = collection
     if metadata:
         body["metadata"] = dict(metadata)
     if contributor is not None:
@@ -170,6 +173,8 @@ def _query_body(query: str, options: QueryOptions) -> dict[str, Any]:
     for key, value in options.items():
         if key == "filter":
             value = dict(cast("Mapping[str, Any]", value)) if value else None
+        elif key == "collections" and value is not None:
+            value = list(cast("Sequence[str]", value))
         elif key == "vector" and value is not None:
             value = [float(x) for x in cast("Sequence[float]", value)]
         elif key == "include_superseded":

@@ -16,6 +16,7 @@ from starlette.types import Scope
 
 from node.errors import (
     ChainError,
+    CollectionNotHeld,
     Hidden,
     InvalidInput,
     KnowhubError,
@@ -35,6 +36,7 @@ _STATUS: list[tuple[type[KnowhubError], int]] = [
     (NotFound, 404),
     (Revoked, 410),
     (Hidden, 451),
+    (CollectionNotHeld, 409),
     (NotContributor, 403),
     (Unauthorized, 401),
     (ChainError, 502),

@@ -11,7 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from api._schema_parts import absent, filter_schema, model_cid_needs_vector, visible_query
 from node.cid import MAX_CID_STRING
-from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_VECTOR_COMPONENTS
+from node.facts import COLLECTION_PATTERN
+from node.limits import (
+    DEFAULT_K,
+    MAX_COLLECTION_CHARS,
+    MAX_K,
+    MAX_QUERY_BYTES,
+    MAX_QUERY_COLLECTIONS,
+    MAX_VECTOR_COMPONENTS,
+)
 from node.search import REPUTATION_POOL, RankBy, SearchMode
 
 #: What ``include`` may name: the fields of a hit, and ``context``.
@@ -98,6 +106,17 @@ class QueryIn(BaseModel):
         description="Leave out facts whose contributor's reputation (0..1, as this node "
         "computes it from its trust roots) is below this.",
     )
+    collections: list[StrictStr] | None = Field(
+        None,
+        max_length=MAX_QUERY_COLLECTIONS,
+        # item rule documented, checked by the domain (invalid_query)
+        json_schema_extra={
+            "items": {"pattern": COLLECTION_PATTERN, "maxLength": MAX_COLLECTION_CHARS}
+        },
+        description=f"Search only these collections (up to {MAX_QUERY_COLLECTIONS}); a name "
+        "this node does not hold matches nothing. Default: every collection the node holds.",
+        examples=[["default"]],
+    )
     include: list[QueryField] | None = Field(
         None,
         max_length=len(get_args(QueryField)),
@@ -123,6 +142,7 @@ class QueryOptions(TypedDict, total=False):
     proofs: bool
     rank: str
     min_reputation: float | None
+    collections: Sequence[str] | None
 
 
 class HitProvenance(BaseModel):

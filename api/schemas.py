@@ -17,8 +17,10 @@ from api.query_schemas import QueryHit as QueryHit
 from api.query_schemas import QueryIn as QueryIn
 from api.query_schemas import QueryOptions as QueryOptions
 from api.query_schemas import QueryOut as QueryOut
+from node.facts import COLLECTION_PATTERN, DEFAULT_COLLECTION
 from node.limits import (
     MAX_BATCH,
+    MAX_COLLECTION_CHARS,
     MAX_METADATA_BYTES,
     MAX_METADATA_KEY_CHARS,
     MAX_REASON_BYTES,
@@ -78,6 +80,15 @@ class FactIn(BaseModel):
         description="CID of an earlier fact of the same contributor that this one corrects: "
         "the record becomes version 2, and search then returns only the newer fact.",
     )
+    collection: str | None = Field(
+        None,
+        # documented, checked by the domain (invalid_fact)
+        json_schema_extra={"pattern": COLLECTION_PATTERN, "maxLength": MAX_COLLECTION_CHARS},
+        description=f"The collection the fact belongs to (default {DEFAULT_COLLECTION!r}; "
+        f"1-{MAX_COLLECTION_CHARS} characters of a-z, 0-9, '.', '_', '-'). Another than the "
+        "default makes the record version 2; the CID (and so a signature) covers it. A node "
+        "that does not hold the collection refuses the fact: 409 collection_not_held.",
+    )
 
 
 class FactCreated(BaseModel):
@@ -108,7 +119,9 @@ class BatchOut(BaseModel):
 
 
 class FactRecord(BaseModel):
-    v: int = Field(description="1, or 2 for a record that supersedes another.")
+    v: int = Field(
+        description="1, or 2 for a record that supersedes another or names a collection."
+    )
     text: str
     metadata: dict[str, Any]
     contributor: str | None
@@ -118,6 +131,11 @@ class FactRecord(BaseModel):
         None,
         exclude_if=absent,
         description="Version 2: the earlier fact of the same contributor it corrects.",
+    )
+    collection: str | None = Field(
+        None,
+        exclude_if=absent,
+        description="Version 2: the fact's collection; left out for the default one.",
     )
 
 
@@ -314,6 +332,11 @@ class IngestStatusOut(BaseModel):
     over_quota: int = Field(
         0, description="Gossiped records left to sync because their contributor was over quota."
     )
+    other_collections: int = Field(
+        0,
+        description="Facts from peers or CAR imports dropped before embedding: their "
+        "collection is not held here (KNOWHUB_COLLECTIONS).",
+    )
     texts_per_second: float = Field(description="Measured ingest embedding rate (EWMA).")
     full: bool = Field(description="The next write would get 503 (see /readyz).")
     write_error: str | None = Field(
@@ -377,6 +400,11 @@ class HideOut(BaseModel):
     status: Literal["hidden", "already_hidden", "unhidden", "not_hidden"]
 
 
+class CollectionsOut(BaseModel):
+    held: str | list[str] = Field(description='"*" (all) or the collections this node holds.')
+    facts: dict[str, int] = Field(description="Stored facts per collection.")
+
+
 class StatusOut(BaseModel):
     version: str
     facts: int
@@ -391,6 +419,7 @@ class StatusOut(BaseModel):
     integrity: IntegrityOut = Field(description="What the start-up cross-check found.")
     revocations: RevocationsOut
     moderation: ModerationOut
+    collections: CollectionsOut | None = None
 
 
 class ProvenanceOut(BaseModel):

@@ -9,6 +9,7 @@ import orjson
 from api.curation_schemas import AttestOut, ContributorOut
 from api.schemas import (
     ChainStatusOut,
+    CollectionsOut,
     FactOut,
     FactRecord,
     HitProofOut,
@@ -54,6 +55,7 @@ def query_from(body: QueryIn) -> Query:
         proofs=body.proofs,
         rank=RankBy(body.rank),
         min_reputation=body.min_reputation,
+        collections=None if body.collections is None else tuple(body.collections),
     )
 
 
@@ -203,6 +205,9 @@ def status_out(s: NodeStatus) -> StatusOut:
         integrity=IntegrityOut.model_validate(s.integrity, from_attributes=True),
         revocations=RevocationsOut.model_validate(s.revocations, from_attributes=True),
         moderation=ModerationOut(hidden=s.hidden),
+        collections=None
+        if s.collections is None
+        else CollectionsOut(held=s.collections.held, facts=s.collections.facts),
     )
 
 

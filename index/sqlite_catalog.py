@@ -24,6 +24,11 @@ import numpy as np
 
 from index.keywords import fts_query
 from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
+from index.sqlite_collections import (
+    CollectionTables,
+    add_collection_column,
+    stored_collection,
+)
 from index.sqlite_contributors import CONTRIBUTORS_SCHEMA, ContributorTables
 from index.sqlite_duplicates import (
     DUPLICATES_SCHEMA,
@@ -42,7 +47,7 @@ from index.sqlite_supersession import (
     link,
 )
 from node.errors import StorageError
-from node.facts import metadata_json_string, metadata_to_json
+from node.facts import DEFAULT_COLLECTION, metadata_json_string, metadata_to_json
 from node.filters import MetadataFilter, encode_scalar
 from node.ports import Ids, NewFact, StoredFact, Vectors
 from node.search import Hit
@@ -78,6 +83,7 @@ CREATE VIRTUAL TABLE IF NOT EXISTS facts_fts USING fts5(
 
 class SqliteCatalog(
     AnchorTables,
+    CollectionTables,
     RecordTables,
     ErasureTables,
     ModerationTables,
@@ -103,6 +109,7 @@ class SqliteCatalog(
             self._db.executescript(ERASURE_SCHEMA)
             self._db.executescript(SUPERSESSION_SCHEMA)
             add_supersedes_column(self._db)
+            add_collection_column(self._db)
             self._db.executescript(CONTRIBUTORS_SCHEMA)
             self._db.executescript(DUPLICATES_SCHEMA)
         except sqlite3.Error as exc:
@@ -220,8 +227,8 @@ class SqliteCatalog(
                 vector = np.ascontiguousarray(item.vector, dtype=np.float32)
                 cur.execute(
                     "INSERT OR IGNORE INTO facts (id, cid, text, metadata, contributor, "
-                    f"signature, block, vector, stored_at, supersedes) VALUES ({NEXT_FACT_ID}, "
-                    "?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "signature, block, vector, stored_at, supersedes, collection) VALUES "
+                    f"({NEXT_FACT_ID}, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         fact.cid,
                         fact.text,
@@ -232,6 +239,7 @@ class SqliteCatalog(
                         vector.tobytes(),
                         now,
                         fact.supersedes,
+                        stored_collection(fact),
                     ),
                 )
                 if cur.rowcount == 0:
@@ -468,12 +476,12 @@ class SqliteCatalog(
 
 _FACT_COLUMNS = (
     "f.id, f.cid, f.text, f.metadata, f.contributor, f.stored_at, f.signature, f.supersedes, "
-    "s.by FROM facts f LEFT JOIN superseded s ON s.fact_id = f.id"
+    "s.by, f.collection FROM facts f LEFT JOIN superseded s ON s.fact_id = f.id"
 )
 
 
 def _row(row: tuple[object, ...]) -> StoredFact:
-    fact_id, cid, text, metadata, contributor, stored_at, signature, supersedes, by = row
+    fact_id, cid, text, metadata, contributor, stored_at, signature, supersedes, by, coll = row
     return StoredFact(
         id=int(fact_id),  # type: ignore[call-overload]
         cid=str(cid),
@@ -484,6 +492,7 @@ def _row(row: tuple[object, ...]) -> StoredFact:
         signature=None if signature is None else str(signature),
         supersedes=None if supersedes is None else str(supersedes),
         superseded_by=None if by is None else str(by),
+        collection=DEFAULT_COLLECTION if coll is None else str(coll),
     )
 
 

@@ -94,6 +94,7 @@ def assemble(
         publish=None if network is None else network.publish,
         rules=[revocations, curation],
         near_duplicate_cosine=options.near_duplicate_cosine,
+        collections=options.collections,
         gossip_quota=ContributorQuota(options.gossip_quota_rate, options.gossip_quota_burst),
     )
     follower = (
@@ -121,7 +122,13 @@ def assemble(
         write_lock=write_lock,
         ingest=ingest,
         retriever=Retriever(
-            catalog, index, keywords, embedder, options.retrieval, standing=curation.standing
+            catalog,
+            index,
+            keywords,
+            embedder,
+            options.retrieval,
+            standing=curation.standing,
+            collections=options.collections,
         ),
         revocations=revocations,
         revoker=Revoker(catalog, revocations, operator, ingest.contribute_many),

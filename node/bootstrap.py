@@ -10,6 +10,7 @@ from pathlib import Path
 
 from node.anchoring import AnchorOptions
 from node.assembly import assemble
+from node.collections import Collections
 from node.content import clear_spool_dir
 from node.datadir import DataDirLock
 from node.embedding import SchedulerOptions
@@ -118,6 +119,7 @@ def _build_node(
         trust_roots=frozenset(trust_root_list(settings.trust_roots)),
         reputation_interval=settings.reputation_interval,
         near_duplicate_cosine=settings.near_duplicate_cosine,
+        collections=Collections.parse(settings.collections),
         gossip_quota_rate=settings.gossip_quota_rate,
         gossip_quota_burst=settings.gossip_quota_burst,
         anchor_peer_facts=settings.anchor_peer_facts,

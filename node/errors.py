@@ -98,6 +98,13 @@ class Hidden(KnowhubError):
     code = "hidden"
 
 
+class CollectionNotHeld(KnowhubError):
+    """This node does not hold the fact's collection (409): it refuses the fact and stores
+    nothing; the message names the collections it holds (``node.collections``)."""
+
+    code = "collection_not_held"
+
+
 class Revoked(KnowhubError):
     """The fact was revoked by its contributor and erased here (410 Gone); ``tombstone`` is the
     CID of the signed tombstone that says so. A node that receives the fact again refuses it:

@@ -1,10 +1,13 @@
 """The fact record, its canonical DAG-CBOR bytes and its CID.
 
 A fact is the DAG-CBOR map ``{"v": 1, "text", "metadata", "contributor"}``, or, when it
-corrects an earlier fact of the same contributor, ``{"v": 2, ..., "supersedes": <CID
-string>}`` (version 2 exists only with ``supersedes``, so every version-1 record and its CID
-stay exactly as they were). Nothing time-dependent is inside, so the same submission always
-has the same CID: contributing is idempotent, and any IPFS implementation derives the same
+corrects an earlier fact of the same contributor or belongs to a collection other than the
+default one, ``{"v": 2, ..., "supersedes": <CID string>, "collection": <name>}`` with either
+key or both (version 2 exists only with one of them, so every version-1 record and its CID
+stay exactly as they were). A fact belongs to one collection: a record without the key is in
+``"default"``, which is never written (a record spelling ``"collection": "default"`` is not
+canonical), so each fact has one CID. Nothing time-dependent is inside, so the same submission
+always has the same CID: contributing is idempotent, and any IPFS implementation derives the same
 identifier from the same bytes.
 """
 
@@ -26,12 +29,22 @@ from eth_utils.address import is_checksum_address
 
 from node.cid import DAG_CBOR, cid_string, dag_cbor_cid, parse_cid
 from node.errors import InvalidFact, KnowhubError
-from node.limits import MAX_METADATA_BYTES, MAX_METADATA_KEY_CHARS, MAX_TEXT_BYTES
+from node.limits import (
+    MAX_COLLECTION_CHARS,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_KEY_CHARS,
+    MAX_TEXT_BYTES,
+)
 from node.records import RecordKind, decode_map
 
 RECORD_VERSION = 1
-#: The version of a record that supersedes an earlier one (it has the ``supersedes`` key).
+#: The version of a record that supersedes an earlier one or names a collection (it has the
+#: ``supersedes`` key, the ``collection`` key or both).
 SUPERSEDING_VERSION = 2
+#: The collection of a record without the ``collection`` key (never written).
+DEFAULT_COLLECTION = "default"
+#: A collection's name (``MAX_COLLECTION_CHARS`` at most): the one home of this rule.
+COLLECTION_PATTERN = "^[a-z0-9][a-z0-9._-]*$"
 #: Fact records carry no ``kind`` key (they predate kinds): a map without one is a fact.
 FACT_KIND_NAME = "fact"
 #: The largest canonical fact block: text, metadata and the fixed fields.
@@ -43,7 +56,8 @@ MetadataValue: TypeAlias = str | int | bool | tuple[str, ...]
 Metadata: TypeAlias = Mapping[str, MetadataValue]
 
 _RECORD_KEYS = frozenset({"v", "text", "metadata", "contributor"})
-_SUPERSEDING_KEYS = _RECORD_KEYS | {"supersedes"}
+_OPTIONAL_KEYS = frozenset({"supersedes", "collection"})
+_COLLECTION_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 #: Unicode categories that draw nothing: controls, format characters (zero-width space and
 #: joiners, BOM, bidi marks), surrogates and separators (spaces, line and paragraph breaks).
 #: Unassigned code points count as visible: they render as a replacement glyph.
@@ -103,6 +117,8 @@ class Fact:
     cid: str
     #: The earlier fact of the same contributor this one corrects (a version-2 record).
     supersedes: str | None = None
+    #: The collection the fact belongs to (a version-2 record unless the default).
+    collection: str = DEFAULT_COLLECTION
 
     @property
     def kind(self) -> str:
@@ -110,22 +126,49 @@ class Fact:
 
     def record(self) -> dict[str, Any]:
         """The record as plain JSON-compatible data (lists for list values)."""
-        return record_map(self.text, self.metadata, self.contributor, self.supersedes)
+        return record_map(
+            self.text, self.metadata, self.contributor, self.supersedes, self.collection
+        )
 
 
 def record_map(
-    text: str, metadata: Metadata, contributor: str | None, supersedes: str | None
+    text: str,
+    metadata: Metadata,
+    contributor: str | None,
+    supersedes: str | None,
+    collection: str = DEFAULT_COLLECTION,
 ) -> dict[str, Any]:
-    """A fact record's map (version 1, or 2 with ``supersedes``), JSON-compatible."""
+    """A fact record's map (version 1, or 2 with ``supersedes`` or a collection other than the
+    default), JSON-compatible."""
+    plain = supersedes is None and collection == DEFAULT_COLLECTION
     out: dict[str, Any] = {
-        "v": RECORD_VERSION if supersedes is None else SUPERSEDING_VERSION,
+        "v": RECORD_VERSION if plain else SUPERSEDING_VERSION,
         "text": text,
         "metadata": metadata_to_json(metadata),
         "contributor": contributor,
     }
     if supersedes is not None:
         out["supersedes"] = supersedes
+    if collection != DEFAULT_COLLECTION:
+        out["collection"] = collection
     return out
+
+
+def check_collection(value: Any, field: str = "collection") -> str:
+    """A collection's name: 1-``MAX_COLLECTION_CHARS`` characters of ``[a-z0-9][a-z0-9._-]*``;
+    ``InvalidFact`` naming ``field`` otherwise. ``"default"`` is a valid name (the record
+    decoder refuses it spelled out)."""
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_COLLECTION_CHARS
+        or _COLLECTION_RE.fullmatch(value) is None
+    ):
+        raise InvalidFact(
+            f"a collection is 1-{MAX_COLLECTION_CHARS} characters of lower-case letters, "
+            "digits, '.', '_' and '-', starting with a letter or digit",
+            field=field,
+        )
+    return value
 
 
 def metadata_to_json(metadata: Metadata) -> dict[str, str | int | bool | list[str]]:
@@ -140,7 +183,11 @@ def metadata_json_string(metadata: Metadata) -> str:
 
 
 def make_fact(
-    text: Any, metadata: Any = None, contributor: Any = None, supersedes: Any = None
+    text: Any,
+    metadata: Any = None,
+    contributor: Any = None,
+    supersedes: Any = None,
+    collection: Any = DEFAULT_COLLECTION,
 ) -> Fact:
     """Validate a submission and build its canonical record.
 
@@ -149,6 +196,7 @@ def make_fact(
     clean_text = _check_text(text)
     clean_meta = _check_metadata({} if metadata is None else metadata)
     clean_contributor = _check_contributor(contributor)
+    clean_collection = check_collection(collection)
     earlier = None
     if supersedes is not None:
         earlier = check_fact_cid(supersedes, "supersedes")
@@ -157,9 +205,11 @@ def make_fact(
                 "a fact that supersedes another names its contributor (the earlier fact's)",
                 field="contributor",
             )
-    block = dag_cbor.encode(record_map(clean_text, clean_meta, clean_contributor, earlier))
+    block = dag_cbor.encode(
+        record_map(clean_text, clean_meta, clean_contributor, earlier, clean_collection)
+    )
     cid = dag_cbor_cid(block)
-    return Fact(clean_text, clean_meta, clean_contributor, block, cid, earlier)
+    return Fact(clean_text, clean_meta, clean_contributor, block, cid, earlier, clean_collection)
 
 
 def check_fact_cid(value: Any, field: str) -> str:
@@ -187,10 +237,10 @@ def decode_fact(block: bytes) -> Fact:
 def fact_from_map(record: Mapping[str, Any], block: bytes) -> Fact:
     """A fact from its decoded DAG-CBOR map and block (the fact row of ``node.kinds``)."""
     keys = set(record)
-    if keys not in (_RECORD_KEYS, _SUPERSEDING_KEYS):
+    if not keys >= _RECORD_KEYS or not keys - _RECORD_KEYS <= _OPTIONAL_KEYS:
         raise InvalidFact(
             "fact block must be a map with exactly v, text, metadata, contributor "
-            "(and supersedes, in version 2)"
+            "(and supersedes, collection or both, in version 2)"
         )
     version = record["v"]
     want = RECORD_VERSION if keys == _RECORD_KEYS else SUPERSEDING_VERSION
@@ -200,7 +250,15 @@ def fact_from_map(record: Mapping[str, Any], block: bytes) -> Fact:
             field="v",
         )
     supersedes = record.get("supersedes")
-    fact = make_fact(record["text"], record["metadata"], record["contributor"], supersedes)
+    if "collection" in record and record["collection"] == DEFAULT_COLLECTION:
+        raise InvalidFact(
+            'the default collection is never written: a record without "collection" is in it',
+            field="collection",
+        )
+    collection = record.get("collection", DEFAULT_COLLECTION)
+    fact = make_fact(
+        record["text"], record["metadata"], record["contributor"], supersedes, collection
+    )
     if fact.block != block or fact.supersedes != supersedes:
         raise InvalidFact("fact block is not in canonical DAG-CBOR form")
     return fact

@@ -11,7 +11,9 @@ their effects to what was stored (a tombstone erases its fact). Finally the bloc
 the anchorer are woken and, when the origin says so, the records are announced to peers.
 ``receive`` is the door for peers' and the chain follower's records: chunks that may fill only
 ``PEER_SHARE`` of the ingest bounds and wait ``peer_wait`` seconds for room, the rest left to
-the next sync.
+the next sync. A fact of a collection the node does not hold (``node.collections``) is refused
+before anything else (``CollectionNotHeld`` in its place) and, when it came from elsewhere
+(gossip, sync, CAR, chain), counted in ``other_collections``: never embedded, nobody's fault.
 
 Invariants: a call returns "created" or "exists" only for a record that is in the catalog; an
 overloaded node refuses (``Overloaded``, 503) before any work; a storage failure is kept in
@@ -28,8 +30,9 @@ from typing import Protocol
 
 import numpy as np
 
+from node.collections import Collections
 from node.embedding import EmbedScheduler
-from node.errors import KnowhubError, Overloaded, StorageError, Unavailable
+from node.errors import CollectionNotHeld, KnowhubError, Overloaded, StorageError, Unavailable
 from node.facts import Fact
 from node.indexes import SearchIndexes
 from node.origin import Origin
@@ -100,8 +103,12 @@ class Ingest:
         rules: Sequence[RecordRule] = (),
         near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE,
         gossip_quota: ContributorQuota | None = None,
+        collections: Collections | None = None,
     ) -> None:
         self._gossip_quota = gossip_quota
+        self.collections = collections or Collections()
+        #: Facts from elsewhere dropped, before embedding, for a collection not held here.
+        self.other_collections = 0
         self._rules = list(rules)
         self._near_duplicate_cosine = near_duplicate_cosine
         self._catalog = catalog
@@ -165,6 +172,7 @@ class Ingest:
         A bare ``Fact`` is stored without a signature (a recovered fact whose signature was
         lost); a ``SignedRecord`` was checked where it was made (``node.records``).
         """
+        items = self._held(items, origin)
         bodies = [_body(i) for i in items if not isinstance(i, KnowhubError)]
         refused = await asyncio.to_thread(self.refuse, bodies)
         facts = [
@@ -198,6 +206,31 @@ class Ingest:
             results.append(Contribution(cid, cid in created))
             created.discard(cid)  # a repeat inside one batch is not created twice
         return results
+
+    def _held(self, items: Sequence[Item], origin: Origin) -> Sequence[Item]:
+        """``items`` with each fact of a collection this node does not hold replaced by
+        ``CollectionNotHeld``; those from elsewhere than a local writer are counted."""
+        if self.collections.all:
+            return items
+        out: list[Item] = []
+        for item in items:
+            if isinstance(item, KnowhubError) or not _is_fact(item):
+                out.append(item)
+                continue
+            name = _fact(item).collection
+            if self.collections.holds(name):
+                out.append(item)
+                continue
+            if origin is not Origin.LOCAL:
+                self.other_collections += 1
+            out.append(
+                CollectionNotHeld(
+                    f"this node does not hold collection {name!r}; it holds: "
+                    f"{self.collections.describe()}",
+                    field="collection",
+                )
+            )
+        return out
 
     async def _store_facts_once(
         self, items: Sequence[Fact | SignedRecord], origin: Origin, failed: dict[str, KnowhubError]
@@ -355,7 +388,14 @@ class Ingest:
         ``PEER_SHARE`` of the ingest bounds (the rest stays for REST writers). A chunk waits
         up to ``peer_wait`` seconds for room (backpressure: sync and gossip readers slow down);
         what still does not fit is left for the next catch-up sync (or follower pass) instead
-        of growing memory. Gossip is first held to per-contributor quotas (``node.quotas``)."""
+        of growing memory. Facts of collections not held here are dropped first (counted), then
+        gossip is held to per-contributor quotas (``node.quotas``)."""
+        if not self.collections.all:
+            held = [
+                r for r in facts if not _is_fact(r) or self.collections.holds(_fact(r).collection)
+            ]
+            self.other_collections += len(facts) - len(held)
+            facts = held
         if origin is Origin.GOSSIP and self._gossip_quota is not None:
             admitted = self._gossip_quota.admit(facts)
             self.deferred += len(facts) - len(admitted)

@@ -19,6 +19,10 @@ MAX_TEXT_BYTES: Final = 16 * 1024
 #: A fact's metadata, as its DAG-CBOR encoding.
 MAX_METADATA_BYTES: Final = 4 * 1024
 MAX_METADATA_KEY_CHARS: Final = 128
+#: A collection's name, characters (ASCII: ``[a-z0-9][a-z0-9._-]*``, ``node.facts``).
+MAX_COLLECTION_CHARS: Final = 64
+#: Collections one query may name.
+MAX_QUERY_COLLECTIONS: Final = 32
 #: A query's text, UTF-8 bytes.
 MAX_QUERY_BYTES: Final = 16 * 1024
 #: Hits a query may ask for, and how many it gets by default.

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.anchoring import AnchorOptions
+from node.collections import Collections
 from node.embedding import SchedulerOptions
 from node.ingest import NEAR_DUPLICATE_COSINE
 from node.model_identity import ModelDescription
@@ -50,3 +51,5 @@ class NodeOptions:
     #: describes the bundled model; None: the embedder's name and dimension alone
     #: (``bare_description``, as the in-package hash fake describes itself).
     model: ModelDescription | None = None
+    #: The collections this node holds (``node.collections``); default: all of them.
+    collections: Collections = field(default_factory=Collections)

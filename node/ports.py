@@ -20,7 +20,7 @@ from node.chain_ports import Ledger as Ledger
 from node.chain_ports import MinedTx as MinedTx
 from node.chain_ports import OnChainAnchor as OnChainAnchor
 from node.chain_ports import SignedTx as SignedTx
-from node.facts import Fact, record_map
+from node.facts import DEFAULT_COLLECTION, Fact, record_map
 from node.filters import MetadataFilter
 from node.network_ports import Network as Network
 from node.network_ports import NetworkStatus as NetworkStatus
@@ -51,9 +51,13 @@ class StoredFact:
     superseded_by: str | None = None
     #: The stored fact this one repeats (``DuplicateBook``; set by ``get`` only).
     duplicate_of: str | None = None
+    #: The collection the fact belongs to (``node.facts``).
+    collection: str = DEFAULT_COLLECTION
 
     def record(self) -> dict[str, Any]:
-        return record_map(self.text, self.metadata, self.contributor, self.supersedes)
+        return record_map(
+            self.text, self.metadata, self.contributor, self.supersedes, self.collection
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +302,14 @@ class FactSearch(Protocol):
         ...
 
     def filter_ids(self, flt: MetadataFilter) -> Ids: ...
+
+    def collection_ids(self, names: Sequence[str]) -> Ids:
+        """Row ids of the facts in any of the collections ``names``, ascending."""
+        ...
+
+    def collection_counts(self) -> dict[str, int]:
+        """Stored facts per collection."""
+        ...
 
     def get_by_ids(self, ids: Sequence[int]) -> dict[int, StoredFact]: ...
 

@@ -89,6 +89,7 @@ class NodeStatus:
     hidden: int
     #: Facts left out of search as near-duplicates (``index.sqlite_duplicates``).
     duplicates: int = 0
+    collections: CollectionsStatus | None = None
 
     def not_ready(self) -> list[str]:
         """Why the node cannot take writes now (empty: ready). Liveness is separate."""
@@ -138,6 +139,17 @@ class IngestStatus:
     #: Gossiped records left to sync because their contributor was over quota
     #: (``node.quotas``; also in ``deferred_to_sync``).
     over_quota: int = 0
+    #: Facts from elsewhere (gossip, sync, CAR, chain) dropped before embedding: their
+    #: collection is not held here (``node.collections``).
+    other_collections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionsStatus:
+    #: ``"*"`` (all) or the names of the collections this node holds.
+    held: str | list[str]
+    #: Stored facts per collection.
+    facts: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)

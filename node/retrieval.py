@@ -3,12 +3,13 @@
 ``Retriever`` ranks a checked query (dense, keyword or hybrid with reciprocal rank fusion),
 leaves out facts a newer version by their contributor replaces unless asked for them (inside
 each ranker, so the k results are the best current ones), de-duplicates identical texts,
-honours ``min_score`` and deepens its candidate pool until it has ``k`` results or nothing
-deeper can qualify; then it gives each result its ``relevance`` (the dense cosine with the
-query vector, whichever ranker found it: ``node.search``). A query vector, when there is one,
-drives the dense ranking only in dense and hybrid modes; in keyword mode it serves relevance
-alone. Its methods block (SQLite, FAISS): the service calls them from a worker thread.
-``check_query`` holds a query to ``node.limits`` before any work.
+honours ``min_score``, searches only the query's collections (by default those the node holds;
+inside each ranker, like a metadata filter) and deepens its candidate pool until it has ``k``
+results or nothing deeper can qualify; then it gives each result its ``relevance`` (the dense
+cosine with the query vector, whichever ranker found it: ``node.search``). A query vector,
+when there is one, drives the dense ranking only in dense and hybrid modes; in keyword mode it
+serves relevance alone. Its methods block (SQLite, FAISS): the service calls them from a worker
+thread. ``check_query`` holds a query to ``node.limits`` before any work.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Protocol
 
 import numpy as np
 
-from node.errors import InvalidQuery
-from node.facts import has_visible_character
-from node.limits import MAX_K, MAX_QUERY_BYTES
+from node.collections import Collections
+from node.errors import InvalidFact, InvalidQuery
+from node.facts import check_collection, has_visible_character
+from node.limits import MAX_K, MAX_QUERY_BYTES, MAX_QUERY_COLLECTIONS
 from node.ports import (
     ContributorBook,
     Embedder,
@@ -71,8 +73,10 @@ class Retriever:
         embedder: Embedder,
         options: RetrievalOptions | None = None,
         standing: Standings | None = None,
+        collections: Collections | None = None,
     ) -> None:
         self._standing = standing
+        self._held = collections or Collections()
         self._catalog = catalog
         self._index = index
         self._keywords = keywords
@@ -178,9 +182,19 @@ class Retriever:
         ]
 
     def _restrictions(self, query: Query) -> tuple[Ids | None, Ids | None]:
-        """The ids a metadata filter allows (None: all) and the superseded ids left out
-        (None: none), computed once per query and applied inside both rankers."""
+        """The ids a metadata filter and the collections allow (None: all) and the superseded
+        ids left out (None: none), computed once per query and applied inside both rankers."""
         allowed = None if query.filter is None else self._catalog.filter_ids(query.filter)
+        names = query.collections
+        if names is None and self._held.names is not None:
+            names = tuple(sorted(self._held.names))
+        if names is not None:
+            in_collections = self._catalog.collection_ids(names)
+            allowed = (
+                in_collections
+                if allowed is None
+                else np.intersect1d(allowed, in_collections, assume_unique=True)
+            )
         excluded = None if query.include_superseded else self._catalog.superseded_ids()
         if excluded is not None and len(excluded) == 0:
             excluded = None
@@ -264,6 +278,22 @@ def check_query(query: Query) -> None:
         )
     if not 1 <= query.k <= MAX_K:
         raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {query.k}")
+    _check_collections(query.collections)
     floor = query.min_reputation
     if floor is not None and not (math.isfinite(floor) and 0.0 <= floor <= 1.0):
         raise InvalidQuery(f"min_reputation must be between 0 and 1, got {floor}")
+
+
+def _check_collections(names: object) -> None:
+    if names is None:
+        return
+    if not isinstance(names, tuple) or len(names) > MAX_QUERY_COLLECTIONS:
+        raise InvalidQuery(
+            f"collections must be a list of at most {MAX_QUERY_COLLECTIONS} names",
+            field="collections",
+        )
+    for name in names:
+        try:
+            check_collection(name, "collections")
+        except InvalidFact as exc:
+            raise InvalidQuery(exc.message, field="collections") from exc

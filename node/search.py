@@ -68,6 +68,8 @@ class Query:
     rank: RankBy = RankBy.REPUTATION
     #: Leave out facts whose contributor's reputation (0..1) is below this; None: keep all.
     min_reputation: float | None = None
+    #: Search only these collections (``node.collections``); None: those the node holds.
+    collections: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

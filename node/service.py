@@ -27,6 +27,7 @@ from node.curation import Attester, Curation
 from node.embedding import EmbedScheduler
 from node.errors import (
     ChainError,
+    CollectionNotHeld,
     InvalidInput,
     KnowhubError,
     NetworkingOff,
@@ -68,7 +69,7 @@ from node.revocation import Revocations, Revoker
 from node.search import Query
 from node.signing import SigningKey, signature_valid
 from node.startup import check_model
-from node.status import chain_status, ingest_status
+from node.status import chain_status, collections_status, ingest_status
 from node.submissions import NodeSink, accept, accept_each
 from node.tombstone import Tombstone
 
@@ -401,6 +402,7 @@ class KnowledgeNode:
             revocations=self._revocations.counts(),
             hidden=self._moderator.count(),
             duplicates=self._catalog.duplicate_count(),
+            collections=collections_status(self._ingest, self._catalog),
         )
 
     def _anchor_hint(self, chain_id: int, registry: str) -> None:
@@ -470,8 +472,8 @@ class KnowledgeNode:
                 car.facts[start : start + MAX_BATCH], origin=Origin.CAR
             )
             for outcome in outcomes:
-                if isinstance(outcome, Revoked | InvalidInput | Unauthorized):
-                    refused += 1  # the rules refused it (revoked, a forged tombstone)
+                if isinstance(outcome, Revoked | InvalidInput | Unauthorized | CollectionNotHeld):
+                    refused += 1  # refused: revoked, a forged tombstone, a collection not held
                 elif isinstance(outcome, KnowhubError):
                     raise outcome  # storage failed: what was stored stays, a retry completes it
                 else:

@@ -9,6 +9,8 @@ from eth_utils.address import is_checksum_address
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from node.collections import Collections
+from node.errors import ConfigError
 from node.ingest import NEAR_DUPLICATE_COSINE
 from node.quotas import GOSSIP_BURST, GOSSIP_RATE
 from node.search import DEFAULT_MIN_RELEVANCE
@@ -150,6 +152,23 @@ class Settings(BaseSettings):
         description="A new fact whose embedding has at least this cosine with a stored fact of "
         "the same contributor is linked to it and left out of search; 0: off.",
     )
+
+    collections: str = Field(
+        "*",
+        description="The collections this node holds: '*' (all, the default) or comma-separated "
+        "names (1-64 characters of a-z, 0-9, '.', '_', '-'). Facts of other collections are "
+        "refused on REST (409 collection_not_held) and dropped, before embedding, from gossip, "
+        "sync and CAR imports.",
+    )
+
+    @field_validator("collections")
+    @classmethod
+    def _check_collections(cls, value: str) -> str:
+        try:
+            Collections.parse(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from exc
+        return value
 
     @field_validator("trust_roots")
     @classmethod

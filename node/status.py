@@ -11,8 +11,8 @@ from node.embedding import EmbedScheduler
 from node.errors import ChainError
 from node.follower import ChainFollower
 from node.ingest import Ingest
-from node.ports import Ledger
-from node.results import ChainStatus, IngestStatus
+from node.ports import FactSearch, Ledger
+from node.results import ChainStatus, CollectionsStatus, IngestStatus
 
 
 def ingest_status(scheduler: EmbedScheduler, ingest: Ingest) -> IngestStatus:
@@ -26,7 +26,12 @@ def ingest_status(scheduler: EmbedScheduler, ingest: Ingest) -> IngestStatus:
         full=stats.full,
         write_error=ingest.write_error,
         over_quota=ingest.over_quota,
+        other_collections=ingest.other_collections,
     )
+
+
+def collections_status(ingest: Ingest, catalog: FactSearch) -> CollectionsStatus:
+    return CollectionsStatus(ingest.collections.held(), catalog.collection_counts())
 
 
 def chain_status(

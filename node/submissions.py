@@ -19,7 +19,7 @@ from node.errors import (
     KnowhubError,
     SignatureRequired,
 )
-from node.facts import Fact, make_fact
+from node.facts import DEFAULT_COLLECTION, Fact, make_fact
 from node.origin import Origin
 from node.ports import FactRecords, RecordBook
 from node.records import RecordBody, SignedRecord
@@ -27,7 +27,9 @@ from node.signing import SigningKey, check_signature, normalize_signature
 
 log = logging.getLogger(__name__)
 
-SUBMISSION_KEYS = frozenset({"text", "metadata", "contributor", "signature", "supersedes"})
+SUBMISSION_KEYS = frozenset(
+    {"text", "metadata", "contributor", "signature", "supersedes", "collection"}
+)
 
 
 class SinkCatalog(FactRecords, RecordBook, Protocol):
@@ -35,7 +37,8 @@ class SinkCatalog(FactRecords, RecordBook, Protocol):
 
 
 def parse_submission(item: Any) -> tuple[Fact, str | None]:
-    """A REST/CLI submission ``{"text", "metadata"?, "contributor"?, "signature"?}`` as a
+    """A REST/CLI submission ``{"text", "metadata"?, "contributor"?, "signature"?,
+    "supersedes"?, "collection"?}`` as a
     validated fact and its signature, checked against the record's contributor.
 
     Raises ``InvalidFact``/``InvalidSignature`` (400) or ``SignatureMismatch`` (401).
@@ -50,7 +53,13 @@ def parse_submission(item: Any) -> tuple[Fact, str | None]:
     if "text" not in item:
         raise InvalidFact("missing field 'text'", field="text")
     contributor, signature = item.get("contributor"), item.get("signature")
-    fact = make_fact(item["text"], item.get("metadata"), contributor, item.get("supersedes"))
+    fact = make_fact(
+        item["text"],
+        item.get("metadata"),
+        contributor,
+        item.get("supersedes"),
+        item.get("collection", DEFAULT_COLLECTION),
+    )
     if signature is None:
         return fact, None
     if fact.contributor is None:

@@ -49,6 +49,12 @@ def vectors() -> dict[str, object]:
         KEY.address,
         facts[0].cid,
     )
+    in_collection = make_fact(
+        "Aspirin irreversibly inhibits cyclooxygenase.",
+        {"lang": "en"},
+        KEY.address,
+        collection="medicine",
+    )
     tombstone = make_tombstone(facts[1].cid, KEY.address, "duplicate of another fact")
     tomb_sig = KEY.sign_cid(tombstone.cid)
     tomb_raw = RawRecord(tombstone.block, bytes.fromhex(tomb_sig[2:]))
@@ -78,6 +84,33 @@ def vectors() -> dict[str, object]:
             "cid": corrected.cid,
             "signature": KEY.sign_cid(corrected.cid),
         },
+        "collection_fact": {
+            "record": in_collection.record(),
+            "block": in_collection.block.hex(),
+            "cid": in_collection.cid,
+            "signature": KEY.sign_cid(in_collection.cid),
+        },
+        "invalid_collection_facts": [
+            {
+                "why": why,
+                "block": dag_cbor.encode({**facts[0].record(), "v": 2, "collection": value}).hex(),
+            }
+            for why, value in [
+                ("the default collection spelled out (never written)", "default"),
+                ("empty name", ""),
+                ("upper case", "Medicine"),
+                ("65 characters", "a" * 65),
+                ("not a string", 7),
+                ("starts with a dot", ".medicine"),
+                ("a space", "my medicine"),
+            ]
+        ]
+        + [
+            {
+                "why": "a collection in a version-1 record",
+                "block": dag_cbor.encode({**facts[0].record(), "collection": "medicine"}).hex(),
+            }
+        ],
         "tombstone": {
             "record": tombstone.record(),
             "block": tombstone.block.hex(),

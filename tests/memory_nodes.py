@@ -23,8 +23,9 @@ def memory_node(
     keywords: KeywordIndex | None = None,
     network: Network | None = None,
     options: NodeOptions | None = None,
+    embedder: HashEmbedder | None = None,
 ) -> KnowledgeNode:
-    embedder = HashEmbedder()
+    embedder = embedder or HashEmbedder()
     return assemble(
         catalog
         if isinstance(catalog, SqliteCatalog)
