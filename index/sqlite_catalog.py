@@ -38,6 +38,7 @@ from index.sqlite_duplicates import (
     seed_text_keys,
 )
 from index.sqlite_erasure import ERASURE_SCHEMA, NEXT_FACT_ID, ErasureTables
+from index.sqlite_filters import filter_sql
 from index.sqlite_moderation import MODERATION_SCHEMA, ModerationTables
 from index.sqlite_records import RECORDS_SCHEMA, RecordTables
 from index.sqlite_supersession import (
@@ -331,7 +332,7 @@ class SqliteCatalog(
         match = fts_query(text)
         if match is None:
             return []
-        where, params = _filter_sql(flt, "facts_fts.rowid")
+        where, params = filter_sql(flt, "facts_fts.rowid")
         if skip_superseded:
             where += " AND facts_fts.rowid NOT IN (SELECT fact_id FROM superseded)"
         sql = (
@@ -344,7 +345,7 @@ class SqliteCatalog(
         return [Hit(int(r[0]), -float(r[1])) for r in rows]
 
     def filter_ids(self, flt: MetadataFilter) -> Ids:
-        where, params = _filter_sql(flt, "facts.id")
+        where, params = filter_sql(flt, "facts.id")
         with self._cursor() as cur:
             rows = cur.execute(f"SELECT id FROM facts WHERE 1 {where} ORDER BY id", params)
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
@@ -494,18 +495,3 @@ def _row(row: tuple[object, ...]) -> StoredFact:
         superseded_by=None if by is None else str(by),
         collection=DEFAULT_COLLECTION if coll is None else str(coll),
     )
-
-
-def _filter_sql(flt: MetadataFilter | None, id_column: str) -> tuple[str, list[object]]:
-    if flt is None:
-        return "", []
-    clauses: list[str] = []
-    params: list[object] = []
-    for cond in flt.conditions:
-        marks = ",".join("?" * len(cond.values))
-        clauses.append(
-            f"AND {id_column} IN (SELECT fact_id FROM fact_meta WHERE key = ? "
-            f"AND value IN ({marks}))"
-        )
-        params += [cond.key, *(encode_scalar(v) for v in cond.values)]
-    return " ".join(clauses), params
