@@ -77,6 +77,11 @@ class Retriever:
     ) -> None:
         self._standing = standing
         self._held = collections or Collections()
+        #: Whether the catalog stores facts of collections this node does not hold (only facts
+        #: from before it narrowed its collections can be: the write paths store no others, so
+        #: once False it stays False; a True outliving erasures only keeps an exact, slower
+        #: restriction). None: not looked at yet.
+        self._outside_held: bool | None = None
         self._catalog = catalog
         self._index = index
         self._keywords = keywords
@@ -185,9 +190,7 @@ class Retriever:
         """The ids a metadata filter and the collections allow (None: all) and the superseded
         ids left out (None: none), computed once per query and applied inside both rankers."""
         allowed = None if query.filter is None else self._catalog.filter_ids(query.filter)
-        names = query.collections
-        if names is None and self._held.names is not None:
-            names = tuple(sorted(self._held.names))
+        names = query.collections if query.collections is not None else self._held_only()
         if names is not None:
             in_collections = self._catalog.collection_ids(names)
             allowed = (
@@ -199,6 +202,17 @@ class Retriever:
         if excluded is not None and len(excluded) == 0:
             excluded = None
         return allowed, excluded
+
+    def _held_only(self) -> tuple[str, ...] | None:
+        """The collections a query that names none is restricted to: the held ones, or None
+        (no restriction) when the node holds all or the catalog stores nothing outside them,
+        so the usual query pays no per-query read of every held fact's id."""
+        if self._held.names is None:
+            return None
+        if self._outside_held is None:
+            stored = self._catalog.collection_counts()
+            self._outside_held = any(not self._held.holds(name) for name in stored)
+        return tuple(sorted(self._held.names)) if self._outside_held else None
 
     def _candidates(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import dag_cbor
@@ -22,10 +23,12 @@ from node.collections import Collections
 from node.errors import ConfigError, InvalidFact
 from node.facts import decode_fact, make_fact
 from node.kinds import decode_record, verify_record
-from node.memory import HashEmbedder
+from node.memory import HashEmbedder, MemoryKeywordIndex, MemoryVectorIndex
 from node.origin import Origin
-from node.ports import NewFact, Vectors
+from node.ports import Ids, NewFact, Vectors
 from node.records import SignedRecord
+from node.retrieval import Retriever
+from node.search import Query, SearchMode
 from node.service import NodeOptions
 from node.settings import Settings
 from node.signing import SigningKey
@@ -282,3 +285,46 @@ async def test_peers_facts_of_other_collections_are_dropped_before_embedding(
         assert status.collections is not None and status.collections.facts == {"medicine": 1}
     finally:
         await node.close()
+
+
+def test_a_narrowed_node_hides_older_facts_of_collections_it_no_longer_holds(
+    tmp_path: Path,
+) -> None:
+    # The held restriction costs a read of every held fact's id per query: it applies only
+    # when the catalog stores facts outside the held collections (from before the node
+    # narrowed them; no write path stores such facts afterwards).
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    embedder = HashEmbedder()
+    facts = [
+        make_fact("Aspirin thins blood.", None, None, collection="medicine"),
+        make_fact("Aspirin law applies.", None, None, collection="law"),
+    ]
+    vectors = embedder.embed([f.text for f in facts])
+    rows = catalog.insert([NewFact(f, v) for f, v in zip(facts, vectors, strict=True)])
+    ids = np.array([row for row, _ in rows], dtype=np.int64)
+    reads: list[tuple[str, ...]] = []
+    original = catalog.collection_ids
+
+    def counted(names: Sequence[str]) -> Ids:
+        reads.append(tuple(names))
+        return original(names)
+
+    catalog.collection_ids = counted  # type: ignore[method-assign]
+
+    def retriever(held: list[str]) -> Retriever:
+        keywords, index = MemoryKeywordIndex(), MemoryVectorIndex(embedder.dimension)
+        keywords.add(ids, [f.text for f in facts])
+        index.add(ids, vectors)
+        return Retriever(catalog, index, keywords, embedder, collections=Collections.of(held))
+
+    query = Query("aspirin", k=5, mode=SearchMode.KEYWORD)
+    narrowed = retriever(["medicine"])  # the law fact predates the narrowing
+    assert [r.fact.text for r in narrowed.rank(query, None)] == [facts[0].text]
+    assert reads == [("medicine",)]
+    both = retriever(["law", "medicine"])  # everything stored is held: no per-query read
+    assert len(both.rank(query, None)) == 2 and len(both.rank(query, None)) == 2
+    assert reads == [("medicine",)]
+    assert [r.fact.text for r in both.rank(replace(query, collections=("law",)), None)] == [
+        facts[1].text
+    ]
+    catalog.close()
