@@ -1,5 +1,6 @@
-"""Write a test-vector file, or check that it is current (``--check``): the one ``main`` of
-``make_protocol_vectors.py`` and ``make_reputation_vectors.py``."""
+"""Write a generated, committed JSON file, or check that it is current (``--check``): the one
+``main`` of the test-vector scripts (``make_protocol_vectors.py``, ``make_reputation_vectors.py``,
+``make_model_vectors.py``) and of ``build_contracts.py`` (the contract artifact)."""
 
 from __future__ import annotations
 

@@ -7,13 +7,13 @@ write the committed artifact contracts/KnowledgeRegistry.json (ABI, bytecode, co
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from _vectors import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "contracts" / "KnowledgeRegistry.sol"
@@ -49,17 +49,7 @@ def compile_artifact() -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
-    text = json.dumps(compile_artifact(), indent=2) + "\n"
-    if args.check:
-        if not ARTIFACT.exists() or ARTIFACT.read_text() != text:
-            sys.stderr.write(f"{ARTIFACT} is stale: run scripts/build_contracts.py\n")
-            return 1
-        return 0
-    ARTIFACT.write_text(text)
-    return 0
+    return write_or_check(ARTIFACT, compile_artifact, "build_contracts.py")
 
 
 if __name__ == "__main__":
