@@ -214,11 +214,8 @@ class Ingest:
             return items
         out: list[Item] = []
         for item in items:
-            if isinstance(item, KnowhubError) or not _is_fact(item):
-                out.append(item)
-                continue
-            name = _fact(item).collection
-            if self.collections.holds(name):
+            name = None if isinstance(item, KnowhubError) else self._not_held(item)
+            if name is None:
                 out.append(item)
                 continue
             if origin is not Origin.LOCAL:
@@ -231,6 +228,13 @@ class Ingest:
                 )
             )
         return out
+
+    def _not_held(self, item: Fact | SignedRecord) -> str | None:
+        """The collection of ``item`` when it is a fact of one this node does not hold."""
+        if self.collections.all or not _is_fact(item):
+            return None
+        name = _fact(item).collection
+        return None if self.collections.holds(name) else name
 
     async def _store_facts_once(
         self, items: Sequence[Fact | SignedRecord], origin: Origin, failed: dict[str, KnowhubError]
@@ -391,9 +395,7 @@ class Ingest:
         of growing memory. Facts of collections not held here are dropped first (counted), then
         gossip is held to per-contributor quotas (``node.quotas``)."""
         if not self.collections.all:
-            held = [
-                r for r in facts if not _is_fact(r) or self.collections.holds(_fact(r).collection)
-            ]
+            held = [r for r in facts if self._not_held(r) is None]
             self.other_collections += len(facts) - len(held)
             facts = held
         if origin is Origin.GOSSIP and self._gossip_quota is not None:
