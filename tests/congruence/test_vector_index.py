@@ -221,14 +221,7 @@ def test_compressed_scores_are_exact_and_survive_compaction_and_reload(tmp_path:
     np.testing.assert_allclose([h.score for h in hits], vectors[exact] @ query, atol=1e-6)
     # removing over a fifth compacts the graph, which reads the floats back from the catalog
     reads = len(index.floats)
-    looked_up: list[int] = []
-    original = index.lookup
-
-    def counting(ids: Ids) -> Vectors:
-        looked_up.extend(ids.tolist())
-        return original(ids)
-
-    index._exact = counting
+    looked_up = count_catalog_reads(index)
     index.remove(np.arange(0, 200, 3, dtype=np.int64))
     assert sorted(set(looked_up)) == [i for i in range(reads) if i % 3]
     index.save()
