@@ -32,7 +32,7 @@ from node.cid import cid_to_bytes, verify_block
 from node.errors import InvalidInput, KnowhubError, Unavailable
 from node.kinds import verify_record
 from node.origin import Origin
-from node.ports import AnchorEvent, NetworkStatus, PeerStatus, RecordSink
+from node.ports import AnchorEvent, DirectoryEntry, NetworkStatus, PeerStatus, RecordSink
 from node.records import SignedRecord
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,9 @@ class MemoryNetwork:
             )
             for peer in sorted(known)
         ]
+
+    def directory(self) -> list[DirectoryEntry]:
+        return []  # the directory is being built (issue 21): no adverts yet
 
     def status(self) -> NetworkStatus:
         assert self._sink is not None

@@ -64,6 +64,32 @@ class NetworkStatus:
     score_bands: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class CollectionAdvert:
+    """One collection as a peer advertises it in the directory."""
+
+    facts: int
+    #: ``p2p.reconcile`` digest of that collection's signed fact CIDs: equal sets, equal digests.
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    """What a peer says it holds (``p2p.directory``): one entry per advertising peer."""
+
+    peer_id: str
+    #: The peer's embedding model (``node.model_identity``): vectors of another model are
+    #: never sent to it nor merged with this node's.
+    model_cid: str
+    #: The peer holds every collection (``*``); ``collections`` then lists those it has facts of.
+    holds_all: bool
+    collections: dict[str, CollectionAdvert]
+    #: Unix time this node received the advert.
+    seen_at: float
+    #: Connected now (a federated query asks connected peers only).
+    connected: bool
+
+
 class RecordSink(Protocol):
     """What the network needs from the node. ``receive_records`` is a coroutine on the node's
     loop; the other methods are blocking and thread-safe (the network calls them from its
@@ -117,6 +143,10 @@ class Network(Protocol):
         ...
 
     def peers(self) -> list[PeerStatus]: ...
+
+    def directory(self) -> list[DirectoryEntry]:
+        """What peers advertise they hold (``p2p.directory``), freshest first."""
+        ...
 
     def status(self) -> NetworkStatus:
         """Blocking (may hash the CID set): call it from a worker thread."""

@@ -22,6 +22,8 @@ from node.chain_ports import OnChainAnchor as OnChainAnchor
 from node.chain_ports import SignedTx as SignedTx
 from node.facts import DEFAULT_COLLECTION, Fact, record_map
 from node.filters import MetadataFilter
+from node.network_ports import CollectionAdvert as CollectionAdvert
+from node.network_ports import DirectoryEntry as DirectoryEntry
 from node.network_ports import Network as Network
 from node.network_ports import NetworkStatus as NetworkStatus
 from node.network_ports import PeerStatus as PeerStatus

@@ -50,7 +50,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from node.errors import KnowhubError, Unavailable
 from node.origin import Origin
-from node.ports import AnchorEvent, NetworkStatus, PeerStatus, RecordSink
+from node.ports import AnchorEvent, DirectoryEntry, NetworkStatus, PeerStatus, RecordSink
 from node.records import SignedRecord
 from p2p import admission, upkeep
 from p2p.admission import Admission, ConnectionLimits
@@ -180,6 +180,9 @@ class Libp2pNetwork:
 
     def peers(self) -> list[PeerStatus]:
         return peer_statuses(self._host, self._book, self._gossip, FACTS_TOPIC)
+
+    def directory(self) -> list[DirectoryEntry]:
+        return []  # the directory is being built (issue 21): no adverts yet
 
     def down(self) -> str | None:
         """Why the network layer is not running now, or None when it is."""
