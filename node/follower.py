@@ -28,7 +28,7 @@ from node.ports import (
     CatalogSettings,
     FactRecords,
     Ledger,
-    Network,
+    PeerFetcher,
     RecordBook,
 )
 from node.provenance import Batch, BatchStatus
@@ -49,7 +49,7 @@ class ChainFollower:
         self,
         catalog: FollowerCatalog,
         ledger: Ledger,
-        network: Network | None,
+        network: PeerFetcher | None,
         blocks: BlockService,
         store: Callable[[Sequence[SignedRecord]], Awaitable[int]],
         interval: float = 5.0,

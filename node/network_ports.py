@@ -130,6 +130,14 @@ class RecordSink(Protocol):
         ...
 
 
+class PeerFetcher(Protocol):
+    """What a reader of the chain asks of the network: records and blocks by CID."""
+
+    async def fetch_blocks(self, cids: Sequence[str]) -> dict[str, bytes]: ...
+
+    async def fetch_records(self, cids: Sequence[str]) -> list[SignedRecord]: ...
+
+
 class Network(Protocol):
     """Gossip and catch-up with peers (libp2p). ``publish`` never blocks or fails: what peers
     miss, the sync protocol brings them later."""

@@ -26,6 +26,7 @@ from node.network_ports import CollectionAdvert as CollectionAdvert
 from node.network_ports import DirectoryEntry as DirectoryEntry
 from node.network_ports import Network as Network
 from node.network_ports import NetworkStatus as NetworkStatus
+from node.network_ports import PeerFetcher as PeerFetcher
 from node.network_ports import PeerStatus as PeerStatus
 from node.network_ports import RecordSink as RecordSink
 from node.provenance import Batch, BatchStatus, Provenance
