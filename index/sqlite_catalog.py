@@ -27,6 +27,8 @@ from index.sqlite_anchors import ANCHOR_SCHEMA, AnchorTables, chunks
 from index.sqlite_collections import (
     CollectionTables,
     add_collection_column,
+    holds_records,
+    set_clause,
     stored_collection,
 )
 from index.sqlite_contributors import CONTRIBUTORS_SCHEMA, ContributorTables
@@ -399,10 +401,12 @@ class SqliteCatalog(
         with self._cursor() as cur:
             return [r[0] for r in cur.execute("SELECT cid FROM facts ORDER BY cid")]
 
-    def signed_cids(self) -> list[str]:
+    def signed_cids(self, set_name: str | None = None) -> list[str]:
+        where, args = set_clause(set_name)
+        sql = f"SELECT cid FROM facts WHERE signature IS NOT NULL{where}"
         with self._cursor() as cur:
-            facts = [r[0] for r in cur.execute("SELECT cid FROM facts WHERE signature IS NOT NULL")]
-            return facts + self._record_cids(cur)
+            facts = [r[0] for r in cur.execute(sql, args)]
+            return facts + (self._record_cids(cur) if holds_records(set_name) else [])
 
     def signed_records(self, cids: Sequence[str]) -> list[tuple[bytes, str]]:
         out: list[tuple[bytes, str]] = []

@@ -6,6 +6,9 @@ existed, and every default fact since, reads as ``"default"``. The column is ind
 restricted to collections finds their ids at once (``node.retrieval`` applies them inside the
 rankers, as it does a metadata filter's).
 
+Replication sets (``node.collections``): ``set_clause`` restricts the signed facts to one set
+(the base set, ``default``, is the NULL column plus every record of another kind).
+
 Invariant: ``collection`` is NULL exactly for facts of the default collection.
 """
 
@@ -33,6 +36,20 @@ def add_collection_column(db: sqlite3.Connection) -> None:
 def stored_collection(fact: Fact) -> str | None:
     """The column value of ``fact``: NULL for the default collection."""
     return None if fact.collection == DEFAULT_COLLECTION else fact.collection
+
+
+def set_clause(set_name: str | None) -> tuple[str, tuple[str, ...]]:
+    """The ``AND ...`` restricting ``facts`` rows to set ``set_name`` (None: every set)."""
+    if set_name is None:
+        return "", ()
+    if set_name == DEFAULT_COLLECTION:
+        return " AND collection IS NULL", ()
+    return " AND collection = ?", (set_name,)
+
+
+def holds_records(set_name: str | None) -> bool:
+    """Whether records of kinds other than fact belong to set ``set_name`` (the base set)."""
+    return set_name is None or set_name == DEFAULT_COLLECTION
 
 
 class CollectionTables:

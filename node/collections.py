@@ -6,19 +6,46 @@ hold is refused on the REST write path (``CollectionNotHeld``: 409, nothing stor
 dropped, before embedding and without penalty, when it arrives by gossip, sync or CAR import
 (``node.ingest`` counts those). A query names collections or, by default, gets the ones held.
 
+Sets. Peers replicate per collection (docs/protocol.md, sections 3 and 4): every signed record
+belongs to one **set**, named by ``set_of``: a fact to its collection's, every other record
+(tombstones, attestations) to the **base set**, ``default``, with the facts of the default
+collection. A node always holds the base set; ``sets_held`` says which others it wants.
+
 Invariant: ``Collections`` is immutable; its names are valid collection names
 (``node.facts.check_collection``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from node.errors import ConfigError, InvalidFact
-from node.facts import check_collection
+from node.facts import DEFAULT_COLLECTION, Fact, check_collection
+from node.records import SignedRecord
 
 ALL = "*"
+#: The set of default-collection facts and every record of another kind than fact.
+BASE_SET = DEFAULT_COLLECTION
+
+
+def set_of(record: SignedRecord) -> str:
+    """The set a record replicates in: its collection for a fact, the base set otherwise."""
+    body = record.body
+    return body.collection if isinstance(body, Fact) else BASE_SET
+
+
+def outside_set(records: Sequence[SignedRecord], set_name: str) -> str | None:
+    """Why ``records`` may not travel as set ``set_name`` (gossip on its topic), or None.
+
+    A collection's topic carries facts of that collection only; the base set's topic carries
+    anything (a node from before collections publishes every fact there)."""
+    if set_name == BASE_SET:
+        return None
+    for record in records:
+        if set_of(record) != set_name:
+            return f"{record.cid} is not a fact of collection {set_name!r}, the topic's"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +88,10 @@ class Collections:
 
     def holds(self, name: str) -> bool:
         return self.names is None or name in self.names
+
+    def holds_set(self, name: str) -> bool:
+        """Whether this node replicates set ``name`` (the base set always)."""
+        return name == BASE_SET or self.holds(name)
 
     def describe(self) -> str:
         """For messages: ``all collections`` or the names, sorted."""

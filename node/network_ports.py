@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from node.chain_ports import AnchorEvent
+from node.collections import Collections
 from node.origin import Origin
 from node.records import SignedRecord
 
@@ -109,8 +110,22 @@ class RecordSink(Protocol):
         the network penalises it like any invalid message. Quick (catalog reads)."""
         ...
 
-    def record_cids(self) -> list[bytes]:
-        """Every signed record's binary CID (the set peers reconcile)."""
+    def record_cids(self, set_name: str | None = None) -> list[bytes]:
+        """Every signed record's binary CID (what peers reconcile), or only those of the
+        replication set ``set_name`` (``node.collections.set_of``)."""
+        ...
+
+    def sets(self) -> list[str]:
+        """The replication sets this node holds records of: the base set always, then every
+        held collection with stored facts, sorted."""
+        ...
+
+    def held(self) -> Collections:
+        """The collections this node holds (``KNOWHUB_COLLECTIONS``)."""
+        ...
+
+    def model_cid(self) -> str:
+        """This node's embedding model (``node.model_identity``), for the peer directory."""
         ...
 
     def set_version(self) -> int:

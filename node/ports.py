@@ -204,9 +204,10 @@ class FactRecords(Protocol):
         """Every fact CID, sorted."""
         ...
 
-    def signed_cids(self) -> list[str]:
+    def signed_cids(self, set_name: str | None = None) -> list[str]:
         """CIDs of every signed record: facts that carry a signature, and records of every
-        other kind (the set peers reconcile and a snapshot carries)."""
+        other kind (the set peers reconcile and a snapshot carries); with ``set_name``, only
+        that replication set's (``node.collections.set_of``)."""
         ...
 
     def signed_records(self, cids: Sequence[str]) -> list[tuple[bytes, str]]:

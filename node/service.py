@@ -178,6 +178,8 @@ class KnowledgeNode:
                     self._block_or_none,
                     self._anchor_hint,
                     self._ingest.judge,
+                    self._ingest.collections,
+                    self._model_cid,
                 )
             )
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from node.cid import cid_from_bytes, cid_to_bytes
+from node.collections import BASE_SET, Collections
 from node.errors import (
     InvalidFact,
     InvalidSignature,
@@ -34,6 +35,8 @@ SUBMISSION_KEYS = frozenset(
 
 class SinkCatalog(FactRecords, RecordBook, Protocol):
     """The catalog roles the network's view of the node reads."""
+
+    def collection_counts(self) -> dict[str, int]: ...
 
 
 def parse_submission(item: Any) -> tuple[Fact, str | None]:
@@ -79,8 +82,12 @@ class NodeSink:
         block: Callable[[str], Awaitable[bytes | None]],
         on_anchor: Callable[[int, str], None],
         judge: Callable[[Sequence[RecordBody]], dict[str, KnowhubError]],
+        collections: Collections,
+        model: str,
     ) -> None:
         self._catalog = catalog
+        self._collections = collections
+        self._model = model
         self._store = store
         self._block = block
         self._on_anchor = on_anchor
@@ -103,8 +110,19 @@ class NodeSink:
             return f"{cid}: {why.message}"
         return None
 
-    def record_cids(self) -> list[bytes]:
-        return [cid_to_bytes(c) for c in self._catalog.signed_cids()]
+    def record_cids(self, set_name: str | None = None) -> list[bytes]:
+        return [cid_to_bytes(c) for c in self._catalog.signed_cids(set_name)]
+
+    def sets(self) -> list[str]:
+        stored = self._catalog.collection_counts()
+        named = sorted(n for n in stored if n != BASE_SET and self._collections.holds(n))
+        return [BASE_SET, *named]
+
+    def held(self) -> Collections:
+        return self._collections
+
+    def model_cid(self) -> str:
+        return self._model
 
     def set_version(self) -> int:
         # Facts are only added or erased (one per tombstone), records only added: the pair of

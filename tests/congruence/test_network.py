@@ -14,73 +14,22 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from node.facts import make_fact
-from node.origin import Origin
 from node.ports import Network
 from node.records import SignedRecord, sign_record
 from node.signing import SigningKey
 from node.tombstone import make_tombstone
 from tests.conftest import ROOT
+from tests.sinks import RecordingSink
 
 ALICE = SigningKey.generate()
 MALLORY = SigningKey.generate()
-
-
-class RecordingSink:
-    """The node as the network sees it: records by binary CID, the origin each came by, and a
-    ``judge`` that refuses the CIDs in ``invalid``."""
-
-    def __init__(self, records: Sequence[SignedRecord] = ()) -> None:
-        self.records: dict[bytes, SignedRecord] = {}
-        self.origins: dict[str, str] = {}
-        self.invalid: set[str] = set()
-        for record in records:
-            self.add(record)
-
-    def add(self, record: SignedRecord) -> None:
-        from multiformats import CID
-
-        self.records[bytes(CID.decode(record.cid))] = record
-
-    def has(self, cid: str) -> bool:
-        return any(r.cid == cid for r in self.records.values())
-
-    async def receive_records(
-        self, records: Sequence[SignedRecord], peer: str, origin: Origin
-    ) -> int:
-        new = 0
-        for record in records:
-            new += not self.has(record.cid)
-            self.origins.setdefault(record.cid, origin.value)
-            self.add(record)
-        return new
-
-    def judge(self, records: Sequence[SignedRecord]) -> str | None:
-        bad = [r.cid for r in records if r.cid in self.invalid]
-        return f"{bad[0]}: judged invalid" if bad else None
-
-    def record_cids(self) -> list[bytes]:
-        return list(self.records)
-
-    def set_version(self) -> int:
-        return len(self.records)
-
-    def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
-        return [
-            (self.records[c].block, self.records[c].signature) for c in cids if c in self.records
-        ]
-
-    async def get_block(self, cid: str) -> bytes | None:
-        return None
-
-    async def anchor_announced(self, chain_id: int, registry: str) -> None:
-        return None
 
 
 def signed(text: str) -> SignedRecord:

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from node.collections import BASE_SET, Collections
 from node.facts import Fact, make_fact
 from node.origin import Origin
 from node.records import SignedRecord
@@ -35,6 +36,7 @@ from tests.conftest import ROOT
 from tests.helpers import NodeProcess
 from tests.p2p_attacks import FRAME_LIMIT, bare_host, recon
 from tests.p2p_nodes import add, address, has, p2p, start, wait_until
+from tests.sinks import MODEL_CID
 
 #: What a knowhub node serves (the attack also reads the node's own list from identify).
 PROTOCOLS = (
@@ -166,8 +168,17 @@ class FakeNode:
     def judge(self, records: Sequence[SignedRecord]) -> str | None:
         return None
 
-    def record_cids(self) -> list[bytes]:
-        return list(self.facts)
+    def record_cids(self, set_name: str | None = None) -> list[bytes]:
+        return list(self.facts) if set_name in (None, BASE_SET) else []  # all in the base set
+
+    def sets(self) -> list[str]:
+        return [BASE_SET]
+
+    def held(self) -> Collections:
+        return Collections()
+
+    def model_cid(self) -> str:
+        return MODEL_CID
 
     def set_version(self) -> int:
         return len(self.facts)

@@ -16,6 +16,7 @@ import dag_cbor
 import pytest
 import trio
 
+from node.collections import BASE_SET, Collections
 from node.origin import Origin
 from node.records import SignedRecord
 from p2p import sync
@@ -35,6 +36,7 @@ from p2p.reconcile import (
 )
 from p2p.sync import MAX_STREAMS_PER_PEER, SyncServer, encode_message
 from p2p.wire import MAX_SYNC_MESSAGE_BYTES, encode_varint
+from tests.sinks import MODEL_CID
 
 WRONG = b"\x00" * 16
 
@@ -254,8 +256,17 @@ class FakeSink:
     def judge(self, records: Sequence[SignedRecord]) -> str | None:
         return None
 
-    def record_cids(self) -> list[bytes]:
-        return list(self.items)
+    def record_cids(self, set_name: str | None = None) -> list[bytes]:
+        return list(self.items) if set_name in (None, BASE_SET) else []  # all in the base set
+
+    def sets(self) -> list[str]:
+        return [BASE_SET]
+
+    def held(self) -> Collections:
+        return Collections()
+
+    def model_cid(self) -> str:
+        return MODEL_CID
 
     def set_version(self) -> int:
         return len(self.items)
