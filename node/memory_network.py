@@ -4,35 +4,54 @@ Nodes built on it talk through a ``MemoryHub`` instead of libp2p. It keeps the c
 real adapter (``p2p.host.Libp2pNetwork``) keeps, and ``tests/congruence/test_network.py`` holds
 the two to the same answers:
 
-- ``publish`` never blocks or fails; every connected peer gets the records as gossip (origin
-  ``GOSSIP``), each one checked on the way in as bytes from elsewhere (``node.kinds``), then
-  judged by the receiving node (``RecordSink.judge``); an accepted message is forwarded to
-  the receiver's other peers once (as gossipsub relays what its validator accepts), a
-  rejected one is neither delivered nor forwarded and counts as an offence of the sender;
+- ``publish`` never blocks or fails; records go out grouped by replication set
+  (``node.collections.set_of``, one gossip topic each in ``p2p.topics``), and every connected
+  peer that subscribes to the set (it holds it: ``*`` holds all) gets them as gossip (origin
+  ``GOSSIP``), each one checked on the way in as bytes from elsewhere (``node.kinds``) and
+  against the set (``outside_set``), then judged by the receiving node
+  (``RecordSink.judge``); an accepted message is forwarded to the receiver's other
+  subscribed peers once (as gossipsub relays what its validator accepts), a rejected one is
+  neither delivered nor forwarded and counts as an offence of the sender;
 - ``connect`` dials a peer (its address is ``/memory/<peer id>``) and both sides catch up by
-  pulling what they lack (origin ``SYNC``), as the real catch-up sync does on connect;
-- ``fetch_records`` and ``fetch_blocks`` ask connected peers; what comes back is verified.
+  pulling what they lack of the sets they hold (origin ``SYNC``), as the real catch-up sync
+  does on connect;
+- ``fetch_records`` and ``fetch_blocks`` ask connected peers; what comes back is verified;
+- ``directory`` lists the adverts of peers reachable through connected ones: each node
+  advertises (model, ``*``, per set its count and a digest: its own, a SHA-256 of the sorted
+  CIDs, equal sets equal digests) at start, on connect and whenever its set changed after a
+  publish or a delivery; adverts travel like gossip.
 
 Invariant: nothing unverified reaches a sink. Not modelled: transport, scoring and bans,
-admission limits, loss and reordering (what ``p2p`` tests with real hosts).
+admission limits, loss and reordering, directory expiry and the real digest (what ``p2p``
+tests with real hosts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from node.cid import cid_to_bytes, verify_block
+from node.collections import outside_set, set_of
 from node.errors import InvalidInput, KnowhubError, Unavailable
 from node.kinds import verify_record
 from node.origin import Origin
-from node.ports import AnchorEvent, DirectoryEntry, NetworkStatus, PeerStatus, RecordSink
+from node.ports import (
+    AnchorEvent,
+    CollectionAdvert,
+    DirectoryEntry,
+    NetworkStatus,
+    PeerStatus,
+    RecordSink,
+)
 from node.records import SignedRecord
 
 log = logging.getLogger(__name__)
@@ -62,6 +81,10 @@ class MemoryNetwork:
         self._rejected: dict[str, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._seen: set[bytes] = set()  # message ids already handled (gossip forwards once)
+        self._adverts: dict[str, DirectoryEntry] = {}  # by advertising peer
+        self._advert_seqs: dict[str, int] = {}  # the latest advert's number, by peer
+        self._advert_seq = 0
+        self._advertised: int | None = None  # set version last advertised
         self.published = 0
         self.accepted = 0
         self.syncs = 0
@@ -79,22 +102,30 @@ class MemoryNetwork:
         for address in self._bootstrap:
             with contextlib.suppress(KnowhubError):  # a bootstrap peer may start later
                 await self.connect(address)
+        self._advertise()
 
     def publish(self, records: Sequence[SignedRecord]) -> None:
         if not records:
             return
         self.published += len(records)
-        wire = [(r.block, r.signature_bytes) for r in records]
-        self._seen.add(_message_id(wire, self.peer_id))
-        self._forward(wire, self.peer_id, except_peer=None)
+        by_set: dict[str, list[SignedRecord]] = {}
+        for record in records:
+            by_set.setdefault(set_of(record), []).append(record)
+        for name, group in by_set.items():
+            wire = [(r.block, r.signature_bytes) for r in group]
+            self._seen.add(_message_id(wire, self.peer_id))
+            self._forward(name, wire, self.peer_id, except_peer=None)
+        self._advertise_if_changed()
 
     def _forward(
-        self, wire: list[tuple[bytes, bytes]], origin: str, except_peer: str | None
+        self, name: str, wire: list[tuple[bytes, bytes]], origin: str, except_peer: str | None
     ) -> None:
-        for peer in list(self._peers):
-            other = self._hub.members.get(peer)
-            if other is not None and peer != except_peer:
-                self._spawn(other._gossip(wire, origin, self.peer_id))
+        for other in self._connected():
+            if other.peer_id != except_peer and other._subscribes(name):
+                self._spawn(other._gossip(name, wire, origin, self.peer_id))
+
+    def _subscribes(self, name: str) -> bool:
+        return self._sink is not None and self._sink.held().holds_set(name)
 
     def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None:
         for peer in list(self._peers):
@@ -118,7 +149,8 @@ class MemoryNetwork:
         ]
 
     def directory(self) -> list[DirectoryEntry]:
-        return []  # the directory is being built (issue 21): no adverts yet
+        entries = sorted(self._adverts.values(), key=lambda e: -e.seen_at)
+        return [dataclasses.replace(e, connected=e.peer_id in self._peers) for e in entries]
 
     def status(self) -> NetworkStatus:
         assert self._sink is not None
@@ -151,6 +183,8 @@ class MemoryNetwork:
         other._peers[self.peer_id] = loop_time
         await self._pull_from(other)
         await other._pull_from(self)
+        self._advertise()
+        other._advertise()
         return peer
 
     async def disconnect(self, peer_id: str, block_seconds: float) -> None:
@@ -191,7 +225,9 @@ class MemoryNetwork:
 
     # -- the other side ------------------------------------------------------------------------
 
-    async def _gossip(self, wire: list[tuple[bytes, bytes]], origin: str, sender: str) -> None:
+    async def _gossip(
+        self, name: str, wire: list[tuple[bytes, bytes]], origin: str, sender: str
+    ) -> None:
         """A gossip message published by ``origin``, forwarded by ``sender``: validated, then
         delivered and forwarded to this node's other peers (as gossipsub relays what its
         validator accepts), each message once."""
@@ -205,24 +241,31 @@ class MemoryNetwork:
         except KnowhubError as exc:
             self._offence(sender, exc.message)
             return
-        reason = self._sink.judge(records)
+        reason = outside_set(records, name) or self._sink.judge(records)
         if reason is not None:
             self._offence(sender, reason)
             return
         self.accepted += 1
-        self._forward(wire, origin, except_peer=sender)
+        self._forward(name, wire, origin, except_peer=sender)
         await self._deliver(records, sender, Origin.GOSSIP)
 
     async def _pull_from(self, other: MemoryNetwork) -> None:
         """Catch-up: fetch what ``other`` has and this node lacks."""
         if self._sink is None or other._sink is None:
             return
-        mine = set(self._sink.record_cids())
-        lacking = [c for c in other._sink.record_cids() if c not in mine]
+        held = self._sink.held()
+        for name in other._sink.sets():
+            if not held.holds_set(name):
+                continue
+            mine = set(self._sink.record_cids(name))
+            lacking = [c for c in other._sink.record_cids(name) if c not in mine]
+            if lacking:
+                records = self._verified(other._sink.signed_records(lacking), other.peer_id)
+                if outside_set(records, name) is not None:
+                    self._offence(other.peer_id, f"records outside set {name!r}")
+                    continue
+                await self._deliver(records, other.peer_id, Origin.SYNC)
         self.syncs += 1
-        if lacking:
-            records = self._verified(other._sink.signed_records(lacking), other.peer_id)
-            await self._deliver(records, other.peer_id, Origin.SYNC)
 
     def _verified(self, pairs: Sequence[tuple[bytes, str]], peer: str) -> list[SignedRecord]:
         out = []
@@ -243,6 +286,48 @@ class MemoryNetwork:
             log.warning("node refused %d records from %s: %s", len(records), peer, exc.message)
             return
         self._received[peer] = self._received.get(peer, 0) + len(records)
+        self._advertise_if_changed()
+
+    # -- the directory -------------------------------------------------------------------------
+
+    def _advertise_if_changed(self) -> None:
+        if self._sink is not None and self._sink.set_version() != self._advertised:
+            self._advertise()
+
+    def _advertise(self) -> None:
+        """Send this node's advert to its peers, who relay it once (as gossip)."""
+        sink = self._sink
+        if sink is None:
+            return
+        self._advertised = sink.set_version()
+        sets = {}
+        for name in sink.sets():
+            cids = sink.record_cids(name)
+            if cids:
+                digest = hashlib.sha256(b"".join(sorted(cids))).hexdigest()[:32]
+                sets[name] = CollectionAdvert(facts=len(cids), digest=digest)
+        self._advert_seq += 1
+        advert = DirectoryEntry(
+            peer_id=self.peer_id,
+            model_cid=sink.model_cid(),
+            holds_all=sink.held().all,
+            collections=sets,
+            seen_at=0.0,
+            connected=False,
+        )
+        for other in self._connected():
+            other._heard(advert, self._advert_seq)
+
+    def _heard(self, advert: DirectoryEntry, seq: int) -> None:
+        """A peer's advert, number ``seq`` of its adverts: kept if newer, relayed once."""
+        peer = advert.peer_id
+        if peer == self.peer_id or self._advert_seqs.get(peer, 0) >= seq:
+            return
+        self._advert_seqs[peer] = seq
+        self._adverts[peer] = dataclasses.replace(advert, seen_at=time.time())
+        for other in self._connected():
+            if other.peer_id != peer:
+                other._heard(advert, seq)
 
     def _offence(self, peer: str, reason: str) -> None:
         log.debug("offence by %s: %s", peer, reason)

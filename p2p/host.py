@@ -6,6 +6,8 @@ silently (see docs/protocol.md and the platform notes): TCP, Noise only (no plai
 TLS), Yamux, identify and ping; gossipsub 1.1 (``/meshsub/1.1.0``, 1.0.0 fallback; 1.2's
 IDONTWANT costs ~7 ms CPU per relayed message here), 1 s heartbeat, strict message signing, no
 built-in per-topic publish throttle, and publishing paced by an outbound queue of envelopes.
+Records travel on one topic per replication set (``p2p.topics``: the node subscribes to those
+it holds); each node advertises what it holds on the directory topic (``p2p.advertiser``).
 
 Hostile peers. Exceptions a peer's bytes raise inside py-libp2p are contained per stream and per
 pubsub task (``p2p.guard``) and count as offences, like rejected gossip and refused sync
@@ -40,7 +42,6 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
-from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -54,9 +55,9 @@ from node.ports import AnchorEvent, DirectoryEntry, NetworkStatus, PeerStatus, R
 from node.records import SignedRecord
 from p2p import admission, upkeep
 from p2p.admission import Admission, ConnectionLimits
+from p2p.advertiser import DirectoryGossip
 from p2p.bridge import TrioThread
 from p2p.catchup import CatchUp
-from p2p.checks import EnvelopeChecks
 from p2p.connections import (
     Notifee,
     parse_peer_address,
@@ -64,9 +65,11 @@ from p2p.connections import (
     peer_of_address,
     resolved,
 )
+from p2p.directory import DIRECTORY_TOPIC
 from p2p.guard import contain_pubsub_tasks, contain_streams, describe, supervise
 from p2p.identity import load_or_create_identity
 from p2p.inbox import Inbox
+from p2p.notices import AnchorNotices
 from p2p.peers import PeerBook, PeerPolicy
 from p2p.publisher import Publisher
 from p2p.reconcile import ItemSet
@@ -78,11 +81,10 @@ from p2p.sync import (
     fetch_records_from,
     from_peers,
 )
+from p2p.topics import FACTS_TOPIC, GossipIn
 from p2p.views import peer_statuses, score_bands
 from p2p.wire import (
     AnchorNotice,
-    InvalidEnvelope,
-    decode_anchor_notice,
     encode_anchor_notice,
 )
 
@@ -95,7 +97,6 @@ if not os.environ.get("LIBP2P_DEBUG"):
     # ... except the auto-connector's INFO chatter every 10 s (it sets INFO on itself)
     logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
 
-FACTS_TOPIC = "/knowhub/facts/1"
 ANCHORS_TOPIC = "/knowhub/anchors/1"
 GOSSIP_PROTOCOLS = [TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0")]
 
@@ -120,6 +121,9 @@ class P2PConfig:
     restart_max: float = 60.0
     #: Seconds between two published envelopes (the libp2p per-peer queue holds 32).
     publish_interval: float = 0.01
+    #: Seconds between two directory adverts of this node (``p2p.advertiser``); an entry
+    #: expires after three intervals without one.
+    directory_interval: float = 10.0
 
 
 class Libp2pNetwork:
@@ -135,19 +139,20 @@ class Libp2pNetwork:
         self._admission = Admission(config.limits, self._book.ip_penalised)
         self._inbox: Inbox[SignedRecord] = Inbox(config.inbox_per_peer, config.inbox_total)
         self._gossip: GossipSub | None = None
-        self._validated: dict[bytes, tuple[list[SignedRecord], str]] = {}
-        self._checks = EnvelopeChecks()
         self._catchup = CatchUp(
             self._book, config.sync_interval, partial(self.deliver, origin=Origin.SYNC)
         )
-        self._publisher = Publisher(FACTS_TOPIC, ANCHORS_TOPIC, config.publish_interval)
+        self._publisher = Publisher(ANCHORS_TOPIC, DIRECTORY_TOPIC, config.publish_interval)
+        self._notices = AnchorNotices(self._trio, self._refuses, self._offence)
+        self._records_in = GossipIn(self._inbox, self._refuses, self._offence)
+        self._directory = DirectoryGossip(
+            config.directory_interval, self._publisher, self._refuses, self._offence
+        )
         self._stop: trio.Event | None = None
         self._to_disconnect: set[ID] = set()
         self.received = 0
         self.rejected = 0
         self.refused = 0
-        self.accepted = 0
-        self.anchor_notices = 0
         #: Why the network layer is down (None while it runs); the last failure stays in
         #: ``last_failure`` after a restart, ``restarts`` counts them.
         self.failure: str | None = None
@@ -182,7 +187,9 @@ class Libp2pNetwork:
         return peer_statuses(self._host, self._book, self._gossip, FACTS_TOPIC)
 
     def directory(self) -> list[DirectoryEntry]:
-        return []  # the directory is being built (issue 21): no adverts yet
+        host = self._host
+        connected = set() if host is None else {str(p) for p in host.get_connected_peers()}
+        return self._directory.entries(connected)
 
     def down(self) -> str | None:
         """Why the network layer is not running now, or None when it is."""
@@ -201,12 +208,12 @@ class Libp2pNetwork:
             facts_published=self._publisher.published,
             facts_received=self.received,
             messages_rejected=self.rejected,
-            messages_accepted=self.accepted,
+            messages_accepted=self._notices.accepted + self._records_in.accepted,
             syncs=self._catchup.syncs,
             last_sync_error=self._catchup.last_error,
             fact_set_digest=digest,
             signed_facts=signed,
-            anchor_notices=self.anchor_notices,
+            anchor_notices=self._notices.received,
             messages_refused=self.refused,
             connections_refused=self._admission.refused,
             inbox_dropped=self._inbox.dropped,
@@ -364,10 +371,11 @@ class Libp2pNetwork:
                 contain_pubsub_tasks(pubsub, self._fault)
                 admission.gate_pubsub_streams(pubsub, self._refuses)
                 await pubsub.wait_until_ready()
-                pubsub.set_topic_validator(FACTS_TOPIC, self._validate, False)
-                pubsub.set_topic_validator(ANCHORS_TOPIC, self._validate_notice, False)
-                subscription = await pubsub.subscribe(FACTS_TOPIC)
+                pubsub.set_topic_validator(ANCHORS_TOPIC, self._notices.validate, False)
+                pubsub.set_topic_validator(DIRECTORY_TOPIC, self._directory.validate, False)
                 notices = await pubsub.subscribe(ANCHORS_TOPIC)
+                adverts = await pubsub.subscribe(DIRECTORY_TOPIC)
+                own = host.get_id().to_bytes()
                 host.set_stream_handler(SYNC_PROTOCOL, server.handle)
                 redialler = upkeep.Redialler(host, book, nursery)
                 host.get_network().register_notifee(
@@ -375,9 +383,13 @@ class Libp2pNetwork:
                 )
                 self._listen = [f"{a}" for a in host.get_addrs()]
                 self._bound = list(host.get_transport_addrs()) or self._bound
-                nursery.start_soon(self._read_gossip, subscription)
+                nursery.start_soon(
+                    self._records_in.run, pubsub, self._sink, own, self._directory.table.collections
+                )
+                nursery.start_soon(self._directory.read, adverts, own)
+                nursery.start_soon(self._directory.run, self._sink)
                 nursery.start_soon(self._ingest)
-                nursery.start_soon(self._read_notices, notices)
+                nursery.start_soon(self._notices.read, notices, own, self._sink)
                 nursery.start_soon(self._publisher.run, pubsub)
                 nursery.start_soon(self._catchup.run, host, self._sink)
                 nursery.start_soon(upkeep.hang_up_marked, host, self._to_disconnect)
@@ -390,7 +402,6 @@ class Libp2pNetwork:
         finally:
             self._host = self._pubsub = self._gossip = None
             self._listen = []
-            self._validated.clear()
             self._to_disconnect.clear()
             self._book.all_disconnected()
 
@@ -401,6 +412,7 @@ class Libp2pNetwork:
             self._to_disconnect.add(peer)
             return
         self._catchup.connected(peer)
+        self._directory.connected()
 
     def _disconnected(self, peer: ID) -> None:
         self._book.disconnected(str(peer))
@@ -414,56 +426,6 @@ class Libp2pNetwork:
                 self._to_disconnect.add(peer)
             return True
         return False
-
-    def _validate(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        """Gossipsub validator: False drops the message and stops it from being forwarded."""
-        key = str(forwarder)
-        if self._refuses(forwarder):
-            return False
-        try:
-            facts = self._checks.check(msg.data)
-        except InvalidEnvelope as exc:
-            self._offence(forwarder, exc.message)
-            return False
-        assert self._sink is not None
-        invalid = self._sink.judge(facts)  # what only the node's state can tell (catalog reads)
-        if invalid is not None:
-            self._offence(forwarder, invalid)
-            return False
-        if len(self._validated) > 4096:
-            self._validated.clear()
-        self._validated[msg.from_id + msg.seqno] = (facts, key)
-        self.accepted += 1
-        return True
-
-    def _validate_notice(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
-        if self._refuses(forwarder):
-            return False
-        try:
-            decode_anchor_notice(msg.data)
-        except InvalidEnvelope as exc:
-            self._offence(forwarder, exc.message)
-            return False
-        self.accepted += 1
-        return True
-
-    async def _read_notices(self, subscription: Any) -> None:
-        assert self._host is not None and self._sink is not None
-        own = self._host.get_id().to_bytes()
-        while True:
-            msg = await subscription.get()
-            if msg.from_id == own:
-                continue
-            try:
-                notice = decode_anchor_notice(msg.data)
-            except InvalidEnvelope:
-                continue
-            self.anchor_notices += 1
-            registry = "0x" + notice.registry.hex()
-            try:
-                await self._trio.to_asyncio(self._sink.anchor_announced(notice.chain_id, registry))
-            except KnowhubError:
-                log.debug("anchor notice not handled", exc_info=True)
 
     def _offence(self, forwarder: ID, reason: str) -> None:
         """Count an offence (a rejected gossip message, a refused sync request, a stream whose
@@ -486,21 +448,6 @@ class Libp2pNetwork:
         if peer is None or (host is not None and peer == host.get_id()):
             return  # nobody to blame (logged where it happened)
         self._offence(peer, reason)
-
-    async def _read_gossip(self, subscription: Any) -> None:
-        """Put validated facts in the inbox, credited to the peer that forwarded them."""
-        assert self._host is not None
-        own = self._host.get_id().to_bytes()
-        while True:
-            msg = await subscription.get()
-            if msg.from_id == own:
-                continue
-            checked = self._validated.pop(msg.from_id + msg.seqno, None)
-            if checked is None:
-                continue  # not validated by us: never accept unvalidated data
-            facts, forwarder = checked
-            if not self._inbox.put(facts, forwarder):
-                log.debug("inbox full: %d facts from %s left to sync", len(facts), forwarder)
 
     async def _ingest(self) -> None:
         """Hand verified facts to the node, all that waits from up to 16 forwarders at a time

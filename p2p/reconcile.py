@@ -95,6 +95,10 @@ class ItemSet:
     def fingerprint_at(self, i: int, j: int) -> bytes:
         return _fingerprint(j - i, (self._prefix[j] - self._prefix[i]) % _MOD)
 
+    def fingerprint_all(self) -> bytes:
+        """The fingerprint of the whole set (``digest`` in bytes)."""
+        return self.fingerprint(b"", None)
+
     def digest(self) -> str:
         """The fingerprint of the whole set, as hex: equal sets have equal digests."""
         return self.fingerprint(b"", None).hex()

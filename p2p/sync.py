@@ -2,10 +2,16 @@
 and verifying what is missing.
 
 On one stream the initiator sends length-prefixed (unsigned varint) DAG-CBOR messages and reads
-one answer to each: ``recon`` rounds (``p2p.reconcile``) until no range differs, then ``get``
+one answer to each: a ``sets`` request, answered with the responder's replication sets
+(``node.collections``: name, count, digest; at most ``MAX_SETS``), then, for each set both hold
+whose digests differ, ``recon`` rounds naming the set (``p2p.reconcile``; a request without
+``set`` means every record, as before sets) until no range differs, then ``get``
 requests of at most ``MAX_GET`` binary CIDs, answered by ``records``
 (``{"t": "records", "records": [{"block", "sig"}]}``, only the facts the responder holds). Every
-record is verified like a gossip message, and must be one that was asked for. ``blocks``
+record is verified like a gossip message, and must be one that was asked for, of the set
+reconciled. A node holding named collections reconciles the base set and those only; one
+holding every collection, every set the peer lists. A peer from before sets refuses ``sets``
+(and counts it an offence): the initiator then reconciles everything on a new stream. ``blocks``
 requests fetch other blocks by CID (batch manifests), each checked against its CID.
 
 The responder (``SyncServer``) defends itself: a request must arrive within
@@ -15,9 +21,10 @@ streams at once; reconciliation runs in worker threads (at most ``RECON_THREADS`
 never on the trio loop; ``recon`` answers keep to ``p2p.reconcile.answer_budget`` and
 ``records``/``blocks`` answers to the frame limit (what does not fit is omitted, as for facts
 the responder lacks: the initiator asks again). A malformed or refused request (bad framing,
-not DAG-CBOR, an unknown type, a recon request ``p2p.reconcile.check_request`` refuses, too
-many streams) is answered with ``{"t": "error"}``, the stream is closed, and the peer is
-reported to ``on_offence``; a peer that merely hangs up or goes quiet is not.
+not DAG-CBOR, an unknown type, a recon request ``p2p.reconcile.check_request`` refuses or
+whose ``set`` is not a collection name, too many streams) is answered with ``{"t": "error"}``,
+the stream is closed, and the peer is reported to ``on_offence``; a peer that merely hangs up
+or goes quiet is not.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ from libp2p.peer.id import ID
 from multiformats import CID
 
 from node.cid import cid_from_bytes, cid_to_bytes, verify_block
-from node.errors import KnowhubError
+from node.collections import BASE_SET, set_of
+from node.errors import InvalidFact, KnowhubError
+from node.facts import check_collection
 from node.ports import RecordSink
 from node.records import SignedRecord
 from p2p.bridge import TrioThread
-from p2p.reconcile import ItemSet, RequestRefused, absorb, initial_request, respond
+from p2p.reconcile import FP_BYTES, ItemSet, RequestRefused, absorb, initial_request, respond
 from p2p.wire import (
     MAX_SYNC_MESSAGE_BYTES,
     InvalidEnvelope,
@@ -61,6 +70,10 @@ MAX_STREAMS_PER_PEER = 8
 RECON_THREADS = 2
 #: A binary CID is 36 bytes for sha2-256; anything much longer is not a CID.
 MAX_CID_BYTES = 128
+#: Sets listed in a ``sets`` answer at most (the base set first, then the others by name).
+MAX_SETS = 257
+#: Sets a responder keeps built (per version of its record set): all it lists, and everything.
+_SET_CACHE = MAX_SETS + 1
 #: Room kept in a records/blocks answer for its map and list headers.
 _ANSWER_HEADROOM = 64
 
@@ -164,17 +177,32 @@ class SyncServer:
         self._on_offence = on_offence
         #: Peers whose requests are refused unread (banned, untrusted on a penalised address).
         self._refuses = refuses
-        self._cache: tuple[int, ItemSet] | None = None
+        self._version: int | None = None
+        self._cache: dict[str | None, ItemSet] = {}
         self._streams: Counter[ID] = Counter()
         self._limiter = trio.CapacityLimiter(RECON_THREADS)
 
-    async def own_set(self) -> ItemSet:
-        count = await trio.to_thread.run_sync(self._sink.set_version)
-        if self._cache is None or self._cache[0] != count:
-            items = await trio.to_thread.run_sync(self._sink.record_cids)
-            built = await trio.to_thread.run_sync(ItemSet, items, limiter=self._limiter)
-            self._cache = (count, built)
-        return self._cache[1]
+    async def own_set(self, name: str | None = None) -> ItemSet:
+        """Set ``name`` as this node holds it (None: every record), cached per version."""
+        version = await trio.to_thread.run_sync(self._sink.set_version)
+        if version != self._version:
+            self._version, self._cache = version, {}
+        cached = self._cache.get(name)
+        if cached is None:
+            items = await trio.to_thread.run_sync(self._sink.record_cids, name)
+            cached = await trio.to_thread.run_sync(ItemSet, items, limiter=self._limiter)
+            if len(self._cache) >= _SET_CACHE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[name] = cached
+        return cached
+
+    async def own_sets(self) -> list[dict[str, Any]]:
+        """The ``sets`` answer's list: the base set, then the others by name (``MAX_SETS``)."""
+        listed = []
+        for name in (await trio.to_thread.run_sync(self._sink.sets))[:MAX_SETS]:
+            items = await self.own_set(name)
+            listed.append({"name": name, "count": len(items), "digest": items.fingerprint_all()})
+        return listed
 
     async def handle(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
@@ -230,8 +258,11 @@ class SyncServer:
                 return False
 
     async def _answer(self, msg: dict[str, Any], size: int) -> bytes:
+        if msg["t"] == "sets":
+            listed = await self.own_sets()
+            return await trio.to_thread.run_sync(encode_message, {"t": "sets", "sets": listed})
         if msg["t"] == "recon":
-            own = await self.own_set()
+            own = await self.own_set(_set_name(msg))
             return await trio.to_thread.run_sync(
                 _recon_answer, own, msg, size, limiter=self._limiter
             )
@@ -262,39 +293,95 @@ async def sync_with(
     sink: RecordSink,
     deliver: Callable[[list[SignedRecord], str], Awaitable[int]],
 ) -> int:
-    """Fetch every fact ``peer`` has and this node lacks; return how many were fetched.
+    """Fetch every record of the sets this node holds that ``peer`` has and this node lacks;
+    return how many were fetched.
 
     Hashing, fingerprints and signature checks run in worker threads, off the trio loop."""
     stream = await host.new_stream(peer, [SYNC_PROTOCOL])
     try:
-        cids = await trio.to_thread.run_sync(sink.record_cids)
-        own = await trio.to_thread.run_sync(ItemSet, cids)
-        request: dict[str, Any] | None = initial_request(own)
-        missing: list[bytes] = []
-        rounds = 0
-        while request is not None:
-            rounds += 1
-            if rounds > MAX_ROUNDS:
-                raise SyncError(f"no agreement after {MAX_ROUNDS} rounds")
-            await write_message(stream, request)
-            response = await _answer(stream, "recon")
-            found, request = await trio.to_thread.run_sync(absorb, own, response)
-            missing += found
+        await write_message(stream, {"t": "sets"})
+        response = await read_message(stream)
+        if response is None or response["t"] == "error":  # a peer from before sets
+            await stream.close()
+            stream = await host.new_stream(peer, [SYNC_PROTOCOL])
+            return await _sync_set(stream, peer, sink, deliver, None, None)
+        if response["t"] != "sets":
+            raise SyncError(f"expected sets, got {response['t']}")
+        theirs = _their_sets(response)
+        held = sink.held()
         fetched = 0
-        while missing:
-            wanted, missing = missing[:MAX_GET], missing[MAX_GET:]
-            await write_message(stream, {"t": "get", "cids": wanted})
-            response = await _answer(stream, "records")
-            facts = await trio.to_thread.run_sync(_verified, response, set(wanted))
-            fetched += len(facts)
-            if facts:
-                await deliver(facts, peer.to_string())
-                # an answer holds what fits in one frame: ask again for the rest
-                got = {bytes(CID.decode(f.cid)) for f in facts}
-                missing = [c for c in wanted if c not in got] + missing
+        for name, digest in theirs.items():
+            if held.holds_set(name):
+                fetched += await _sync_set(stream, peer, sink, deliver, name, digest)
         return fetched
     finally:
         await stream.close()
+
+
+async def _sync_set(
+    stream: INetStream,
+    peer: ID,
+    sink: RecordSink,
+    deliver: Callable[[list[SignedRecord], str], Awaitable[int]],
+    name: str | None,
+    digest: bytes | None,
+) -> int:
+    """Reconcile set ``name`` (None: every record) with the peer and fetch what is missing;
+    nothing to do when the peer's ``digest`` of it equals this node's."""
+    cids = await trio.to_thread.run_sync(sink.record_cids, name)
+    own = await trio.to_thread.run_sync(ItemSet, cids)
+    if digest is not None and own.fingerprint_all() == digest:
+        return 0
+    request: dict[str, Any] | None = initial_request(own)
+    missing: list[bytes] = []
+    rounds = 0
+    while request is not None:
+        rounds += 1
+        if rounds > MAX_ROUNDS:
+            raise SyncError(f"no agreement after {MAX_ROUNDS} rounds")
+        await write_message(stream, request if name is None else {**request, "set": name})
+        response = await _answer(stream, "recon")
+        found, request = await trio.to_thread.run_sync(absorb, own, response)
+        missing += found
+    fetched = 0
+    while missing:
+        wanted, missing = missing[:MAX_GET], missing[MAX_GET:]
+        await write_message(stream, {"t": "get", "cids": wanted})
+        response = await _answer(stream, "records")
+        facts = await trio.to_thread.run_sync(_verified, response, set(wanted), name)
+        fetched += len(facts)
+        if facts:
+            await deliver(facts, peer.to_string())
+            # an answer holds what fits in one frame: ask again for the rest
+            got = {bytes(CID.decode(f.cid)) for f in facts}
+            missing = [c for c in wanted if c not in got] + missing
+    return fetched
+
+
+def _set_name(msg: dict[str, Any]) -> str | None:
+    """The set a recon request names (None: every record); ``SyncError`` if not a name."""
+    if "set" not in msg:
+        return None
+    try:
+        return check_collection(msg["set"], "set")
+    except InvalidFact as exc:
+        raise SyncError(f"set: {exc.message}") from exc
+
+
+def _their_sets(response: dict[str, Any]) -> dict[str, bytes]:
+    """A ``sets`` answer as name -> digest, checked (the base set always listed first)."""
+    listed = response.get("sets")
+    if not isinstance(listed, list) or len(listed) > MAX_SETS:
+        raise SyncError(f"sets must be a list of at most {MAX_SETS}")
+    out: dict[str, bytes] = {BASE_SET: b""}  # reconciled even if the peer left it out
+    for entry in listed:
+        if not isinstance(entry, dict) or set(entry) != {"name", "count", "digest"}:
+            raise SyncError("a set is a map with exactly name, count and digest")
+        digest = entry["digest"]
+        if not isinstance(digest, bytes) or len(digest) != FP_BYTES:
+            raise SyncError(f"a set digest is {FP_BYTES} bytes")
+        out[_set_name({"set": entry["name"]}) or BASE_SET] = digest
+    return out
 
 
 def _cid_list(msg: dict[str, Any]) -> list[bytes]:
@@ -351,7 +438,9 @@ async def _answer(stream: INetStream, kind: str) -> dict[str, Any]:
     return response
 
 
-def _verified(response: dict[str, Any], wanted: set[bytes]) -> list[SignedRecord]:
+def _verified(
+    response: dict[str, Any], wanted: set[bytes], set_name: str | None = None
+) -> list[SignedRecord]:
     records = response.get("records")
     if not isinstance(records, list) or len(records) > len(wanted):
         raise SyncError("records must be a list no longer than the request")
@@ -365,6 +454,8 @@ def _verified(response: dict[str, Any], wanted: set[bytes]) -> list[SignedRecord
             raise SyncError(f"peer sent a bad record: {exc.message}") from exc
         if bytes(CID.decode(fact.cid)) not in wanted:
             raise SyncError(f"peer sent {fact.cid}, which was not asked for")
+        if set_name is not None and set_of(fact) != set_name:
+            raise SyncError(f"peer listed {fact.cid} in set {set_name!r}: it is not of that set")
         out.append(fact)
     return out
 
