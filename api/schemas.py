@@ -1,5 +1,5 @@
 """Request and response schemas: the wire format, kept apart from the domain objects. The query
-schemas live in ``api.query_schemas`` and are re-exported here."""
+schemas live in ``api.query_schemas``, the peers' in ``api.peer_schemas``, re-exported here."""
 
 from __future__ import annotations
 
@@ -8,6 +8,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api._schema_parts import absent, metadata_schema, visible_text
+from api.peer_schemas import CollectionAdvertOut as CollectionAdvertOut
+from api.peer_schemas import DirectoryEntryOut as DirectoryEntryOut
+from api.peer_schemas import PeerConnected as PeerConnected
+from api.peer_schemas import PeerConnectIn as PeerConnectIn
+from api.peer_schemas import PeerOut as PeerOut
+from api.peer_schemas import PeersOut as PeersOut
 from api.query_schemas import HitAnchorOut as HitAnchorOut
 from api.query_schemas import HitProofOut as HitProofOut
 from api.query_schemas import HitProvenance as HitProvenance
@@ -282,40 +288,6 @@ class NetworkStatusOut(BaseModel):
         description="Connected peers by gossipsub score band: trusted, positive, negative, "
         "graylisted (docs/protocol.md)."
     )
-
-
-class PeerOut(BaseModel):
-    peer_id: str
-    addresses: list[str]
-    connected_since: float | None = Field(description="Unix time; None when not connected.")
-    facts_received: int
-    rejected_messages: int = Field(
-        description="Offences ever (rejected messages, refused "
-        "sync requests, streams whose bytes raised)."
-    )
-    recent_offences: int = Field(description="Offences within the offence window.")
-    banned: bool
-    trusted: bool = Field(
-        description="Bootstrap, operator-connected or recently useful: redialled, never trimmed."
-    )
-    score: float | None = Field(description="Gossipsub peer score as this node sees it.")
-
-
-class PeerConnectIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    address: str = Field(
-        description="Multiaddr with /p2p/, e.g. /ip4/10.0.0.2/tcp/4001/p2p/12D3KooW...",
-        max_length=1024,
-    )
-
-
-class PeerConnected(BaseModel):
-    peer_id: str
-
-
-class PeersOut(BaseModel):
-    peers: list[PeerOut]
 
 
 class IngestStatusOut(BaseModel):

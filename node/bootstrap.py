@@ -215,6 +215,7 @@ def build_network(settings: Settings, data_dir: Path) -> Network | None:
             listen=[a.strip() for a in settings.p2p_listen.split(",") if a.strip()],
             bootstrap=list(dict.fromkeys(bootstrap)),
             sync_interval=settings.sync_interval,
+            directory_interval=settings.p2p_directory_interval,
             limits=ConnectionLimits(
                 low_watermark=min(settings.p2p_low_watermark, settings.p2p_high_watermark),
                 high_watermark=settings.p2p_high_watermark,

@@ -30,7 +30,6 @@ from node.errors import (
     CollectionNotHeld,
     InvalidInput,
     KnowhubError,
-    NetworkingOff,
     NotFound,
     Revoked,
     Unauthorized,
@@ -45,13 +44,13 @@ from node.model_identity import bare_description, check_query_model, model_cid
 from node.moderation import Moderator
 from node.options import NodeOptions as NodeOptions
 from node.origin import Origin
+from node.peering import Peering
 from node.ports import (
     Catalog,
     ContentStore,
     Embedder,
     Ledger,
     Network,
-    PeerStatus,
     StoredFact,
 )
 from node.proofs import HitProof
@@ -104,7 +103,7 @@ class NodeParts:
     follower: ChainFollower | None
 
 
-class KnowledgeNode:
+class KnowledgeNode(Peering):
     """The facade the API calls: starts and stops the parts ``node.assembly`` built, and
     answers through them."""
 
@@ -421,20 +420,6 @@ class KnowledgeNode:
 
     async def _receive(self, facts: Sequence[SignedRecord], origin: Origin) -> int:
         return await self._ingest.receive(facts, origin)
-
-    def peers(self) -> list[PeerStatus]:
-        return [] if self._network is None else self._network.peers()
-
-    async def connect_peer(self, address: str) -> str:
-        return await self._require_network().connect(address)
-
-    async def disconnect_peer(self, peer_id: str, block_seconds: float) -> None:
-        await self._require_network().disconnect(peer_id, block_seconds)
-
-    def _require_network(self) -> Network:
-        if self._network is None:
-            raise NetworkingOff("networking is off on this node (KNOWHUB_P2P_LISTEN=off)")
-        return self._network
 
     @property
     def data_dir(self) -> Path:

@@ -245,6 +245,12 @@ class Settings(BaseSettings):
     p2p_grace_seconds: float = Field(
         30.0, ge=0, description="A libp2p connection younger than this is not trimmed."
     )
+    p2p_directory_interval: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between two peer-directory adverts of this node (also sent on "
+        "change and on connect); a peer's entry expires after three intervals without one.",
+    )
 
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="Largest request body.")
     body_timeout: float = Field(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from api.deps import NodeDep
 from api.metrics import CONTENT_TYPE, Metrics
 from api.schemas import (
+    DirectoryEntryOut,
     Health,
     PeerConnected,
     PeerConnectIn,
@@ -65,8 +66,14 @@ async def node_status(node: NodeDep) -> StatusOut:
 @router.get("/v1/peers", response_model=PeersOut)
 async def peers(node: NodeDep) -> PeersOut:
     """Peers this node is connected to or has heard from: addresses, connected since, facts
-    received from each, messages rejected."""
-    return PeersOut(peers=[PeerOut.model_validate(p, from_attributes=True) for p in node.peers()])
+    received from each, messages rejected; and the peer directory (who holds which
+    collections, with which model)."""
+    return PeersOut(
+        peers=[PeerOut.model_validate(p, from_attributes=True) for p in node.peers()],
+        directory=[
+            DirectoryEntryOut.model_validate(e, from_attributes=True) for e in node.directory()
+        ],
+    )
 
 
 @router.post("/v1/peers", response_model=PeerConnected)
