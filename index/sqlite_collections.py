@@ -7,7 +7,7 @@ restricted to collections finds their ids at once (``node.retrieval`` applies th
 rankers, as it does a metadata filter's).
 
 Replication sets (``node.collections``): ``set_clause`` restricts the signed facts to one set
-(the base set, ``default``, is the NULL column plus every record of another kind).
+(``default`` is the NULL column; ``RECORDS_SET`` holds no fact, only the other records).
 
 Invariant: ``collection`` is NULL exactly for facts of the default collection.
 """
@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 
+from node.collections import RECORDS_SET
 from node.facts import DEFAULT_COLLECTION, Fact
 from node.ports import Ids
 
@@ -42,14 +43,16 @@ def set_clause(set_name: str | None) -> tuple[str, tuple[str, ...]]:
     """The ``AND ...`` restricting ``facts`` rows to set ``set_name`` (None: every set)."""
     if set_name is None:
         return "", ()
+    if set_name == RECORDS_SET:
+        return " AND 0", ()
     if set_name == DEFAULT_COLLECTION:
         return " AND collection IS NULL", ()
     return " AND collection = ?", (set_name,)
 
 
 def holds_records(set_name: str | None) -> bool:
-    """Whether records of kinds other than fact belong to set ``set_name`` (the base set)."""
-    return set_name is None or set_name == DEFAULT_COLLECTION
+    """Whether records of kinds other than fact belong to set ``set_name``."""
+    return set_name is None or set_name == RECORDS_SET
 
 
 class CollectionTables:

@@ -7,9 +7,11 @@ dropped, before embedding and without penalty, when it arrives by gossip, sync o
 (``node.ingest`` counts those). A query names collections or, by default, gets the ones held.
 
 Sets. Peers replicate per collection (docs/protocol.md, sections 3 and 4): every signed record
-belongs to one **set**, named by ``set_of``: a fact to its collection's, every other record
-(tombstones, attestations) to the **base set**, ``default``, with the facts of the default
-collection. A node always holds the base set; ``sets_held`` says which others it wants.
+belongs to one **set**, named by ``set_of``: a fact to its collection's, every record of
+another kind (tombstones, attestations) to ``RECORDS_SET``, which every node holds. Gossip
+topics group sets (``topic_set``): the facts of the default collection and the other records
+share the **base topic** (the one topic before collections), every other collection has its
+own, and ``outside_set`` is the rule a topic enforces.
 
 Invariant: ``Collections`` is immutable; its names are valid collection names
 (``node.facts.check_collection``).
@@ -25,26 +27,39 @@ from node.facts import DEFAULT_COLLECTION, Fact, check_collection
 from node.records import SignedRecord
 
 ALL = "*"
-#: The set of default-collection facts and every record of another kind than fact.
+#: The set of every record of another kind than fact: held by every node. Not a collection
+#: name (those start with a letter or digit), so no collection can take it.
+RECORDS_SET = "_records"
+#: The set whose topic is the base topic (and carries ``RECORDS_SET`` too).
 BASE_SET = DEFAULT_COLLECTION
 
 
 def set_of(record: SignedRecord) -> str:
-    """The set a record replicates in: its collection for a fact, the base set otherwise."""
+    """The set a record replicates in: its collection for a fact, ``RECORDS_SET`` otherwise."""
     body = record.body
-    return body.collection if isinstance(body, Fact) else BASE_SET
+    return body.collection if isinstance(body, Fact) else RECORDS_SET
 
 
-def outside_set(records: Sequence[SignedRecord], set_name: str) -> str | None:
-    """Why ``records`` may not travel as set ``set_name`` (gossip on its topic), or None.
+def topic_set(set_name: str) -> str:
+    """The set naming the gossip topic that carries ``set_name``: ``BASE_SET`` for the default
+    collection and ``RECORDS_SET``, the collection itself otherwise."""
+    return BASE_SET if set_name == RECORDS_SET else set_name
 
-    A collection's topic carries facts of that collection only; the base set's topic carries
-    anything (a node from before collections publishes every fact there)."""
-    if set_name == BASE_SET:
+
+def check_set_name(value: object) -> str:
+    """A set's name: ``RECORDS_SET`` or a collection name (``InvalidFact`` otherwise)."""
+    return RECORDS_SET if value == RECORDS_SET else check_collection(value, "set")
+
+
+def outside_set(records: Sequence[SignedRecord], topic: str) -> str | None:
+    """Why ``records`` may not travel on the gossip topic of set ``topic`` (a ``topic_set``
+    name), or None. A collection's topic carries facts of that collection only; the base
+    topic carries anything (a node from before collections publishes every fact there)."""
+    if topic == BASE_SET:
         return None
     for record in records:
-        if set_of(record) != set_name:
-            return f"{record.cid} is not a fact of collection {set_name!r}, the topic's"
+        if set_of(record) != topic:
+            return f"{record.cid} is not a fact of collection {topic!r}, the topic's"
     return None
 
 
@@ -90,8 +105,8 @@ class Collections:
         return self.names is None or name in self.names
 
     def holds_set(self, name: str) -> bool:
-        """Whether this node replicates set ``name`` (the base set always)."""
-        return name == BASE_SET or self.holds(name)
+        """Whether this node replicates set ``name`` (``RECORDS_SET`` always)."""
+        return name == RECORDS_SET or self.holds(name)
 
     def describe(self) -> str:
         """For messages: ``all collections`` or the names, sorted."""

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.cid import cid_to_bytes, verify_block
-from node.collections import outside_set, set_of
+from node.collections import BASE_SET, RECORDS_SET, outside_set, set_of, topic_set
 from node.errors import InvalidInput, KnowhubError, Unavailable
 from node.kinds import verify_record
 from node.origin import Origin
@@ -108,9 +108,9 @@ class MemoryNetwork:
         if not records:
             return
         self.published += len(records)
-        by_set: dict[str, list[SignedRecord]] = {}
+        by_set: dict[str, list[SignedRecord]] = {}  # by topic
         for record in records:
-            by_set.setdefault(set_of(record), []).append(record)
+            by_set.setdefault(topic_set(set_of(record)), []).append(record)
         for name, group in by_set.items():
             wire = [(r.block, r.signature_bytes) for r in group]
             self._seen.add(_message_id(wire, self.peer_id))
@@ -124,8 +124,9 @@ class MemoryNetwork:
             if other.peer_id != except_peer and other._subscribes(name):
                 self._spawn(other._gossip(name, wire, origin, self.peer_id))
 
-    def _subscribes(self, name: str) -> bool:
-        return self._sink is not None and self._sink.held().holds_set(name)
+    def _subscribes(self, topic: str) -> bool:
+        """Whether this node subscribes to the gossip topic of set ``topic``."""
+        return self._sink is not None and (topic == BASE_SET or self._sink.held().holds(topic))
 
     def announce_anchor(self, chain_id: int, registry: str, event: AnchorEvent) -> None:
         for peer in list(self._peers):
@@ -261,7 +262,7 @@ class MemoryNetwork:
             lacking = [c for c in other._sink.record_cids(name) if c not in mine]
             if lacking:
                 records = self._verified(other._sink.signed_records(lacking), other.peer_id)
-                if outside_set(records, name) is not None:
+                if any(set_of(r) != name for r in records):
                     self._offence(other.peer_id, f"records outside set {name!r}")
                     continue
                 await self._deliver(records, other.peer_id, Origin.SYNC)
@@ -303,7 +304,7 @@ class MemoryNetwork:
         sets = {}
         for name in sink.sets():
             cids = sink.record_cids(name)
-            if cids:
+            if cids and name != RECORDS_SET:
                 digest = hashlib.sha256(b"".join(sorted(cids))).hexdigest()[:32]
                 sets[name] = CollectionAdvert(facts=len(cids), digest=digest)
         self._advert_seq += 1

@@ -116,8 +116,8 @@ class RecordSink(Protocol):
         ...
 
     def sets(self) -> list[str]:
-        """The replication sets this node holds records of: the base set always, then every
-        held collection with stored facts, sorted."""
+        """The replication sets this node holds: ``RECORDS_SET`` always, then every held
+        collection with stored facts, sorted (``node.collections``)."""
         ...
 
     def held(self) -> Collections:

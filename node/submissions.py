@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from node.cid import cid_from_bytes, cid_to_bytes
-from node.collections import BASE_SET, Collections
+from node.collections import RECORDS_SET, Collections
 from node.errors import (
     InvalidFact,
     InvalidSignature,
@@ -115,8 +115,7 @@ class NodeSink:
 
     def sets(self) -> list[str]:
         stored = self._catalog.collection_counts()
-        named = sorted(n for n in stored if n != BASE_SET and self._collections.holds(n))
-        return [BASE_SET, *named]
+        return [RECORDS_SET, *sorted(n for n in stored if self._collections.holds(n))]
 
     def held(self) -> Collections:
         return self._collections

@@ -20,6 +20,7 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
+from node.collections import RECORDS_SET
 from node.ports import CollectionAdvert, DirectoryEntry, RecordSink
 from p2p.directory import Directory, decode_advert, encode_advert, make_advert
 from p2p.publisher import Publisher
@@ -80,6 +81,8 @@ class DirectoryGossip:
         if self._cache is None or self._cache[0] != version:
             sets = {}
             for name in sink.sets()[:MAX_SETS]:
+                if name == RECORDS_SET:
+                    continue  # not a collection: every node holds it
                 items = ItemSet(sink.record_cids(name))
                 sets[name] = CollectionAdvert(facts=len(items), digest=items.digest())
             self._cache = (version, sets)

@@ -43,9 +43,8 @@ from libp2p.peer.id import ID
 from multiformats import CID
 
 from node.cid import cid_from_bytes, cid_to_bytes, verify_block
-from node.collections import BASE_SET, set_of
+from node.collections import RECORDS_SET, check_set_name, set_of
 from node.errors import InvalidFact, KnowhubError
-from node.facts import check_collection
 from node.ports import RecordSink
 from node.records import SignedRecord
 from p2p.bridge import TrioThread
@@ -70,7 +69,7 @@ MAX_STREAMS_PER_PEER = 8
 RECON_THREADS = 2
 #: A binary CID is 36 bytes for sha2-256; anything much longer is not a CID.
 MAX_CID_BYTES = 128
-#: Sets listed in a ``sets`` answer at most (the base set first, then the others by name).
+#: Sets listed in a ``sets`` answer at most (the records set first, then collections by name).
 MAX_SETS = 257
 #: Sets a responder keeps built (per version of its record set): all it lists, and everything.
 _SET_CACHE = MAX_SETS + 1
@@ -197,7 +196,7 @@ class SyncServer:
         return cached
 
     async def own_sets(self) -> list[dict[str, Any]]:
-        """The ``sets`` answer's list: the base set, then the others by name (``MAX_SETS``)."""
+        """The ``sets`` answer's list: the records set, then the collections by name."""
         listed = []
         for name in (await trio.to_thread.run_sync(self._sink.sets))[:MAX_SETS]:
             items = await self.own_set(name)
@@ -363,24 +362,24 @@ def _set_name(msg: dict[str, Any]) -> str | None:
     if "set" not in msg:
         return None
     try:
-        return check_collection(msg["set"], "set")
+        return check_set_name(msg["set"])
     except InvalidFact as exc:
         raise SyncError(f"set: {exc.message}") from exc
 
 
 def _their_sets(response: dict[str, Any]) -> dict[str, bytes]:
-    """A ``sets`` answer as name -> digest, checked (the base set always listed first)."""
+    """A ``sets`` answer as name -> digest, checked."""
     listed = response.get("sets")
     if not isinstance(listed, list) or len(listed) > MAX_SETS:
         raise SyncError(f"sets must be a list of at most {MAX_SETS}")
-    out: dict[str, bytes] = {BASE_SET: b""}  # reconciled even if the peer left it out
+    out: dict[str, bytes] = {RECORDS_SET: b""}  # reconciled even if the peer left it out
     for entry in listed:
         if not isinstance(entry, dict) or set(entry) != {"name", "count", "digest"}:
             raise SyncError("a set is a map with exactly name, count and digest")
         digest = entry["digest"]
         if not isinstance(digest, bytes) or len(digest) != FP_BYTES:
             raise SyncError(f"a set digest is {FP_BYTES} bytes")
-        out[_set_name({"set": entry["name"]}) or BASE_SET] = digest
+        out[_set_name({"set": entry["name"]}) or RECORDS_SET] = digest
     return out
 
 

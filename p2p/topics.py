@@ -1,10 +1,10 @@
 """Gossip topics of records, one per replication set, and the node's side of them.
 
-Topics (docs/protocol.md, section 3). The base set (``node.collections.BASE_SET``: facts of the
-default collection and every record of another kind) travels on ``/knowhub/facts/1``, which
-every node subscribes to (nodes from before collections know only it); the facts of collection
-``c`` travel on ``/knowhub/facts/1/c/<c>`` (``topic_of_set``). A publisher never mixes topics in
-one envelope (``topic_of``).
+Topics (docs/protocol.md, section 3). Facts of the default collection and every record of
+another kind travel on ``/knowhub/facts/1``, the base topic, which every node subscribes to
+(nodes from before collections know only it); the facts of collection ``c`` travel on
+``/knowhub/facts/1/c/<c>`` (``topic_of_set``, ``node.collections.topic_set``). A publisher
+never mixes topics in one envelope (``topic_of``).
 
 Rules (``node.collections.outside_set``). An envelope on a collection topic holds facts of that
 collection only: anything else is invalid (an offence, like any invalid gossip). The base topic
@@ -32,7 +32,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
-from node.collections import BASE_SET, outside_set, set_of
+from node.collections import BASE_SET, RECORDS_SET, outside_set, set_of, topic_set
 from node.errors import InvalidFact
 from node.facts import check_collection
 from node.ports import RecordSink
@@ -52,6 +52,8 @@ _VALIDATED_MAX = 4096
 
 
 def topic_of_set(name: str) -> str:
+    """The topic that carries set ``name``."""
+    name = topic_set(name)
     return FACTS_TOPIC if name == BASE_SET else COLLECTION_TOPIC_PREFIX + name
 
 
@@ -61,7 +63,7 @@ def topic_of(record: SignedRecord) -> str:
 
 
 def set_of_topic(topic: str) -> str | None:
-    """The set a records topic carries (a valid collection name), or None for another topic."""
+    """The ``topic_set`` name of a records topic, or None for another topic."""
     if topic == FACTS_TOPIC:
         return BASE_SET
     if not topic.startswith(COLLECTION_TOPIC_PREFIX):
@@ -119,8 +121,9 @@ class GossipIn:
             wanted = [BASE_SET, *sorted(held.names)]
         else:
             peers = (set_of_topic(t) for t in list(pubsub.peer_topics))
-            wanted = [*sink.sets(), *learned(), *(n for n in peers if n is not None)]
-        out = [n for n in dict.fromkeys(wanted) if n not in self.subscribed]
+            wanted = [BASE_SET, *sink.sets(), *learned(), *(n for n in peers if n is not None)]
+        named = (topic_set(n) for n in wanted if n != RECORDS_SET)
+        out = [n for n in dict.fromkeys(named) if n not in self.subscribed]
         room = MAX_COLLECTION_TOPICS + 1 - len(self.subscribed)  # + 1: the base topic
         if len(out) > room:
             log.warning("more than %d collection topics: %d not followed", room, len(out) - room)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from multiformats import CID
 
-from node.collections import BASE_SET, Collections, set_of
+from node.collections import RECORDS_SET, Collections, set_of
 from node.model_identity import bare_description, model_cid
 from node.origin import Origin
 from node.records import SignedRecord
@@ -58,8 +58,8 @@ class RecordingSink:
         return [c for c, r in self.records.items() if set_name in (None, set_of(r))]
 
     def sets(self) -> list[str]:
-        names = {set_of(r) for r in self.records.values()} - {BASE_SET}
-        return [BASE_SET, *sorted(n for n in names if self.collections.holds(n))]
+        names = {set_of(r) for r in self.records.values()} - {RECORDS_SET}
+        return [RECORDS_SET, *sorted(n for n in names if self.collections.holds(n))]
 
     def held(self) -> Collections:
         return self.collections

@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from node.collections import BASE_SET, Collections
-from node.facts import Fact, make_fact
+from node.collections import RECORDS_SET, Collections
+from node.facts import DEFAULT_COLLECTION, Fact, make_fact
 from node.origin import Origin
 from node.records import SignedRecord
 from node.signing import SigningKey
@@ -169,10 +169,10 @@ class FakeNode:
         return None
 
     def record_cids(self, set_name: str | None = None) -> list[bytes]:
-        return list(self.facts) if set_name in (None, BASE_SET) else []  # all in the base set
+        return list(self.facts) if set_name in (None, DEFAULT_COLLECTION) else []
 
     def sets(self) -> list[str]:
-        return [BASE_SET]
+        return [RECORDS_SET, DEFAULT_COLLECTION]
 
     def held(self) -> Collections:
         return Collections()

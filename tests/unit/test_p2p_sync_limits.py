@@ -16,7 +16,8 @@ import dag_cbor
 import pytest
 import trio
 
-from node.collections import BASE_SET, Collections
+from node.collections import RECORDS_SET, Collections
+from node.facts import DEFAULT_COLLECTION
 from node.origin import Origin
 from node.records import SignedRecord
 from p2p import sync
@@ -257,10 +258,10 @@ class FakeSink:
         return None
 
     def record_cids(self, set_name: str | None = None) -> list[bytes]:
-        return list(self.items) if set_name in (None, BASE_SET) else []  # all in the base set
+        return list(self.items) if set_name in (None, DEFAULT_COLLECTION) else []
 
     def sets(self) -> list[str]:
-        return [BASE_SET]
+        return [RECORDS_SET, DEFAULT_COLLECTION]
 
     def held(self) -> Collections:
         return Collections()
