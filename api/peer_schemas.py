@@ -38,7 +38,7 @@ class PeerConnected(BaseModel):
 
 
 class CollectionAdvertOut(BaseModel):
-    facts: int = Field(description="Records the peer holds in the collection's set.")
+    facts: int = Field(description="Signed facts the peer holds in the collection.")
     digest: str = Field(description="Digest of that set (docs/protocol.md 4.1): equal sets, equal.")
 
 

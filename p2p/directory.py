@@ -1,4 +1,4 @@
-"""The peer directory: who holds which collections, with which model (docs/protocol.md, 3.4).
+"""The peer directory: who holds which collections, with which model (docs/protocol.md 3.4).
 
 Each node publishes an **advert** on ``DIRECTORY_TOPIC``, a canonical DAG-CBOR map::
 
@@ -7,8 +7,8 @@ Each node publishes an **advert** on ``DIRECTORY_TOPIC``, a canonical DAG-CBOR m
 
 ``model`` is the node's embedding model CID (``node.model_identity``), ``all`` whether it holds
 every collection (``*``), ``collections`` the replication sets it holds records of (at most
-``MAX_COLLECTIONS``, the largest first when it holds more; ``default``, the base set, counts
-its other records too), each with its item count and ``p2p.reconcile`` digest. The advert
+``MAX_COLLECTIONS``, the largest when it holds more; records of other kinds are not
+listed: every node holds them), each with its fact count and ``p2p.reconcile`` digest. The advert
 names no peer: its author is the gossip message's signer (strict signing). Pure functions:
 ``encode_advert``/``decode_advert`` (``InvalidEnvelope`` with the reason for anything but a
 valid, canonical advert of at most ``MAX_ADVERT_BYTES``).
