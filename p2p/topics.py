@@ -32,7 +32,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
-from node.collections import BASE_SET, RECORDS_SET, outside_set, set_of, topic_set
+from node.collections import BASE_SET, RECORDS_SET, Collections, outside_set, set_of, topic_set
 from node.errors import InvalidFact
 from node.facts import check_collection
 from node.ports import RecordSink
@@ -106,7 +106,12 @@ class GossipIn:
         try:
             async with trio.open_nursery() as nursery:
                 while True:
-                    for name in self._wanted(pubsub, sink, learned):
+                    held = sink.held()
+                    # the catalog's collections: a read, so off the trio loop
+                    stored = (
+                        [] if held.names is not None else await trio.to_thread.run_sync(sink.sets)
+                    )
+                    for name in self._wanted(pubsub, held, stored, learned):
                         await self._subscribe(pubsub, name, own, nursery)
                     await trio.sleep(1.0)
         finally:
@@ -114,14 +119,17 @@ class GossipIn:
             self._validated.clear()
 
     def _wanted(
-        self, pubsub: Pubsub, sink: RecordSink, learned: Callable[[], Iterable[str]]
+        self,
+        pubsub: Pubsub,
+        held: Collections,
+        stored: list[str],
+        learned: Callable[[], Iterable[str]],
     ) -> list[str]:
-        held = sink.held()
         if held.names is not None:
             wanted = [BASE_SET, *sorted(held.names)]
         else:
             peers = (set_of_topic(t) for t in list(pubsub.peer_topics))
-            wanted = [BASE_SET, *sink.sets(), *learned(), *(n for n in peers if n is not None)]
+            wanted = [BASE_SET, *stored, *learned(), *(n for n in peers if n is not None)]
         named = (topic_set(n) for n in wanted if n != RECORDS_SET)
         out = [n for n in dict.fromkeys(named) if n not in self.subscribed]
         room = MAX_COLLECTION_TOPICS + 1 - len(self.subscribed)  # + 1: the base topic
