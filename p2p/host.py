@@ -48,9 +48,23 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from node.errors import KnowhubError, Unavailable
+from node.errors import (
+    InvalidAnswer,
+    KnowhubError,
+    PeerRefused,
+    PeerUnavailable,
+    Unavailable,
+)
 from node.origin import Origin
-from node.ports import AnchorEvent, DirectoryEntry, NetworkStatus, PeerStatus, RecordSink
+from node.ports import (
+    AnchorEvent,
+    DirectoryEntry,
+    NetworkStatus,
+    PeerStatus,
+    RecordSink,
+    RemoteAnswer,
+    RemoteQuery,
+)
 from node.records import SignedRecord
 from p2p import admission, upkeep
 from p2p.admission import Admission, ConnectionLimits
@@ -69,10 +83,13 @@ from p2p.identity import load_or_create_identity
 from p2p.inbox import Inbox
 from p2p.peers import PeerBook, PeerPolicy
 from p2p.publisher import Publisher
+from p2p.query_protocol import QUERY_PROTOCOL, QueryLimits, QueryServer, ask_peer
+from p2p.query_wire import RemoteError
 from p2p.reconcile import ItemSet
 from p2p.scoring import score_params
 from p2p.sync import (
     SYNC_PROTOCOL,
+    SyncError,
     SyncServer,
     fetch_blocks_from,
     fetch_records_from,
@@ -120,6 +137,8 @@ class P2PConfig:
     restart_max: float = 60.0
     #: Seconds between two published envelopes (the libp2p per-peer queue holds 32).
     publish_interval: float = 0.01
+    #: Bounds on answering peers' federated queries (``p2p.query_protocol``).
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
 
 
 class Libp2pNetwork:
@@ -262,6 +281,31 @@ class Libp2pNetwork:
     async def _from_peers(self, fetch: Any, cids: list[str], kind: type) -> Any:
         return await from_peers(self._live_host(), fetch, cids, kind)
 
+    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
+        peer = parse_peer_id(peer_id)
+
+        async def asking() -> RemoteAnswer:
+            with trio.fail_after(budget):
+                return await ask_peer(self._live_host(), peer, query)
+
+        try:
+            return await self._trio.call(asking)
+        except trio.TooSlowError as exc:
+            raise PeerUnavailable(f"{peer_id} gave no answer in {budget} s", timeout=True) from exc
+        except RemoteError as exc:
+            raise PeerRefused(f"{peer_id} refused: {exc}", reason=exc.code) from exc
+        except (InvalidEnvelope, SyncError) as exc:
+            self.penalise(peer_id, f"query answer: {exc}")
+            raise InvalidAnswer(f"{peer_id} sent a malformed answer: {exc}") from exc
+        except KnowhubError:
+            raise
+        except Exception as exc:  # stream, muxer and dial errors alike
+            raise PeerUnavailable(f"cannot ask {peer_id}: {describe(exc)}") from exc
+
+    def penalise(self, peer_id: str, reason: str) -> None:
+        peer = parse_peer_id(peer_id)
+        self._trio.call_soon(self._offence, peer, reason)
+
     async def disconnect(self, peer_id: str, block_seconds: float) -> None:
         peer = parse_peer_id(peer_id)
         self._book.ban(peer_id, block_seconds)
@@ -352,6 +396,9 @@ class Libp2pNetwork:
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         assert self._stop is not None and self._sink is not None
         server = SyncServer(self._sink, self._trio, self._fault, self._refuses)
+        queries = QueryServer(
+            self._sink, self._trio, self._fault, self._refuses, self._config.query_limits
+        )
         try:
             self._host, self._pubsub, self._gossip = host, pubsub, gossipsub
             self._peer_id = host.get_id().to_string()
@@ -369,6 +416,7 @@ class Libp2pNetwork:
                 subscription = await pubsub.subscribe(FACTS_TOPIC)
                 notices = await pubsub.subscribe(ANCHORS_TOPIC)
                 host.set_stream_handler(SYNC_PROTOCOL, server.handle)
+                host.set_stream_handler(QUERY_PROTOCOL, queries.handle)
                 redialler = upkeep.Redialler(host, book, nursery)
                 host.get_network().register_notifee(
                     Notifee(self._connected, self._disconnected, redialler.left)

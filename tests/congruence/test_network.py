@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
+from node.errors import CollectionNotHeld
 from node.facts import make_fact
 from node.origin import Origin
-from node.ports import Network
+from node.ports import Network, RemoteAnswer, RemoteQuery
 from node.records import SignedRecord, sign_record
 from node.signing import SigningKey
 from node.tombstone import make_tombstone
@@ -81,6 +82,9 @@ class RecordingSink:
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         return None
+
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        raise CollectionNotHeld("this sink answers no queries")
 
 
 def signed(text: str) -> SignedRecord:

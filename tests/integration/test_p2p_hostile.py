@@ -27,8 +27,10 @@ from typing import Any
 import httpx
 import pytest
 
+from node.errors import CollectionNotHeld
 from node.facts import Fact, make_fact
 from node.origin import Origin
+from node.ports import RemoteAnswer, RemoteQuery
 from node.records import SignedRecord
 from node.signing import SigningKey
 from tests.conftest import ROOT
@@ -180,6 +182,9 @@ class FakeNode:
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         return None
+
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        raise CollectionNotHeld("this sink answers no queries")
 
 
 def signed(text: str, key: SigningKey) -> tuple[Fact, str]:

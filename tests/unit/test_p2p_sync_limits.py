@@ -16,7 +16,9 @@ import dag_cbor
 import pytest
 import trio
 
+from node.errors import CollectionNotHeld
 from node.origin import Origin
+from node.ports import RemoteAnswer, RemoteQuery
 from node.records import SignedRecord
 from p2p import sync
 from p2p.reconcile import (
@@ -268,6 +270,9 @@ class FakeSink:
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         return None
+
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        raise CollectionNotHeld("this sink answers no queries")
 
 
 def serve(sink: FakeSink, *streams: FakeStream) -> list[tuple[Any, str]]:
