@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api._schema_parts import absent, metadata_schema, visible_text
+from api.query_schemas import CompletenessOut as CompletenessOut
 from api.query_schemas import HitAnchorOut as HitAnchorOut
 from api.query_schemas import HitProofOut as HitProofOut
 from api.query_schemas import HitProvenance as HitProvenance

@@ -163,6 +163,10 @@ class Federator:
         reports = [report for report, _ in checked]
         remote = [hit for _, hits in checked for hit in hits]
         merged = self._rerank(merge(local, remote, 0), query)[: query.k]
+        if not query.proofs:  # a peer's proof travels on only when the query asked for proofs
+            merged = [
+                r if r.remote_proof is None else replace(r, remote_proof=None) for r in merged
+            ]
         threshold = self._min_relevance(query)
         search_ms = (time.perf_counter() - t1) * 1000
         return QueryResult(
