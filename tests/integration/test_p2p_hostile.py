@@ -46,6 +46,7 @@ PROTOCOLS = (
     "/meshsub/1.1.0",
     "/meshsub/1.0.0",
     "/knowhub/sync/1.0.0",
+    "/knowhub/query/1",
 )
 GARBAGE = b"\x05garbage"
 

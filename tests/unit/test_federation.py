@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator, Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import dag_cbor
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from node.collections import Collections
 from node.errors import CollectionNotHeld, InvalidQuery, ModelMismatch, PeerUnavailable
 from node.facts import make_fact
@@ -365,3 +368,49 @@ def test_the_plan_covers_collections_with_the_fewest_peers() -> None:
     assert penalised.asks == {"p1": ("b",)}
     capped = plan_query(["b", "d"], held.holds, directory, "m", max_peers=1)
     assert len(capped.asks) == 1 and len(capped.missing) == 1
+
+
+# -- REST ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(lambda: node_holding(tmp_path, "a"))) as test_client:
+        yield test_client
+
+
+def test_rest_network_scope_reports_completeness(client: TestClient) -> None:
+    added = client.post("/v1/facts", json={"text": "Blood is red.", "collection": "a"})
+    assert added.status_code == 201, added.text
+    body = {"query": "blood", "scope": "network", "collections": ["a", "b"], "budget_ms": 500}
+    reply = client.post("/v1/query", json=body)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert answer["completeness"]["complete"] is False
+    assert answer["completeness"]["local"] == ["a"] and answer["completeness"]["missing"] == ["b"]
+    assert "networking is off" in answer["completeness"]["reasons"]["b"]
+    assert [hit["text"] for hit in answer["results"]] == ["Blood is red."]
+    assert "source" not in answer["results"][0]
+    lean = client.post("/v1/query", json={**body, "include": ["cid", "source"]}).json()
+    assert lean["completeness"]["missing"] == ["b"] and set(lean["results"][0]) == {"cid", "source"}
+    local = client.post("/v1/query", json={"query": "blood"}).json()
+    assert "completeness" not in local
+
+
+HOSTILE_SCOPES: list[object] = ["Network", "global", "", 1, None, ["network"], "\ud800"]
+HOSTILE_BUDGETS: list[object] = [0, 9, 60_001, -5, "100", 1.5, True, [100]]
+
+
+@pytest.mark.parametrize("scope", HOSTILE_SCOPES, ids=range(len(HOSTILE_SCOPES)))
+def test_hostile_scopes_get_a_400(client: TestClient, scope: object) -> None:
+    body = json.dumps({"query": "blood", "scope": scope}).encode("utf-8", "surrogatepass")
+    reply = client.post("/v1/query", content=body, headers={"content-type": "application/json"})
+    assert reply.status_code == 400, reply.text
+
+
+@pytest.mark.parametrize("budget", HOSTILE_BUDGETS, ids=range(len(HOSTILE_BUDGETS)))
+def test_hostile_budgets_get_a_400(client: TestClient, budget: object) -> None:
+    reply = client.post(
+        "/v1/query", json={"query": "blood", "scope": "network", "budget_ms": budget}
+    )
+    assert reply.status_code == 400, reply.text
