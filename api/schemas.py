@@ -283,6 +283,15 @@ class NetworkStatusOut(BaseModel):
         description="Connected peers by gossipsub score band: trusted, positive, negative, "
         "graylisted (docs/protocol.md)."
     )
+    queries_answered: int = Field(0, description="Peers' federated queries answered.")
+    queries_busy: int = Field(
+        0, description="Peers' federated queries refused as over a bound (busy)."
+    )
+    query_bytes: int = Field(
+        0,
+        description="Bytes of federated queries on the wire, asking and answering (framed "
+        "requests and answers).",
+    )
 
 
 class PeerOut(BaseModel):

@@ -64,6 +64,11 @@ class NetworkStatus:
     #: Connected peers by gossipsub score band: trusted, positive, negative (below 0, gossip
     #: to them is limited), graylisted (their control messages ignored).
     score_bands: dict[str, int] = field(default_factory=dict)
+    #: Peers' federated queries answered, and refused as over a bound (``busy``).
+    queries_answered: int = 0
+    queries_busy: int = 0
+    #: Bytes of federated queries on the wire, both roles (requests and answers, framed).
+    query_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

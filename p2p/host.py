@@ -167,6 +167,9 @@ class Libp2pNetwork:
         self.refused = 0
         self.accepted = 0
         self.anchor_notices = 0
+        #: Bytes of federated queries this node sent and their answers (asking side).
+        self.query_bytes = 0
+        self._queries: QueryServer | None = None
         #: Why the network layer is down (None while it runs); the last failure stays in
         #: ``last_failure`` after a restart, ``restarts`` counts them.
         self.failure: str | None = None
@@ -234,7 +237,16 @@ class Libp2pNetwork:
             running=host is not None and down is None,
             error=down if down is not None else (None if host is not None else "not running"),
             bootstrap_peers=self._bootstrap_peers(),
+            **self._query_counts(),
         )
+
+    def _query_counts(self) -> dict[str, int]:
+        served = self._queries
+        return {
+            "queries_answered": 0 if served is None else served.answered,
+            "queries_busy": 0 if served is None else served.refused,
+            "query_bytes": self.query_bytes + (0 if served is None else served.bytes),
+        }
 
     def _bootstrap_peers(self) -> int:
         """Configured bootstrap peers other than this node (cluster lists name it too)."""
@@ -286,7 +298,9 @@ class Libp2pNetwork:
 
         async def asking() -> RemoteAnswer:
             with trio.fail_after(budget):
-                return await ask_peer(self._live_host(), peer, query)
+                answer, size = await ask_peer(self._live_host(), peer, query)
+            self.query_bytes += size
+            return answer
 
         try:
             return await self._trio.call(asking)
@@ -396,7 +410,7 @@ class Libp2pNetwork:
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         assert self._stop is not None and self._sink is not None
         server = SyncServer(self._sink, self._trio, self._fault, self._refuses)
-        queries = QueryServer(
+        queries = self._queries = QueryServer(
             self._sink, self._trio, self._fault, self._refuses, self._config.query_limits
         )
         try:

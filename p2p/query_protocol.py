@@ -41,8 +41,8 @@ from p2p.query_wire import (
     encode_error,
     encode_request,
 )
-from p2p.sync import SyncError, encode_message, read_sized_message, write_message
-from p2p.wire import InvalidEnvelope
+from p2p.sync import SyncError, encode_message, read_sized_message
+from p2p.wire import InvalidEnvelope, encode_varint
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,8 @@ class QueryServer:
         self._buckets: dict[ID, tuple[float, float]] = {}
         self.answered = 0
         self.refused = 0
+        #: Bytes of requests read and answers written (frames with their length prefixes).
+        self.bytes = 0
 
     async def handle(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
@@ -110,6 +112,7 @@ class QueryServer:
                 return await self._reply(stream, peer, encode_error("invalid", str(exc)), exc)
         if reading.cancelled_caught or got is None:
             return False  # quiet or gone: not an offence
+        self.bytes += got[1] + len(encode_varint(got[1]))
         try:
             query = decode_request(got[0])
         except InvalidEnvelope as exc:
@@ -166,22 +169,25 @@ class QueryServer:
         if offence is not None:
             self._on_offence(peer, f"query: {offence}")
         framed = await trio.to_thread.run_sync(encode_message, message)
+        self.bytes += len(framed)
         with trio.move_on_after(self.limits.write_timeout) as writing:
             await stream.write(framed)
         return not writing.cancelled_caught
 
 
-async def ask_peer(host: IHost, peer: ID, query: RemoteQuery) -> RemoteAnswer:
-    """``peer``'s answer to ``query``. ``RemoteError`` when it answers an error;
-    ``InvalidEnvelope`` or ``SyncError`` when the answer is malformed; stream errors as
-    raised. The caller bounds the time."""
+async def ask_peer(host: IHost, peer: ID, query: RemoteQuery) -> tuple[RemoteAnswer, int]:
+    """``peer``'s answer to ``query``, and the bytes of request and answer on the wire.
+    ``RemoteError`` when it answers an error; ``InvalidEnvelope`` or ``SyncError`` when the
+    answer is malformed; stream errors as raised. The caller bounds the time."""
     stream = await host.new_stream(peer, [QUERY_PROTOCOL])
     try:
-        await write_message(stream, encode_request(query))
+        request = encode_message(encode_request(query))
+        await stream.write(request)
         got = await read_sized_message(stream, MAX_ANSWER_BYTES)
         if got is None:
             raise SyncError("peer closed the stream without an answer")
-        return await trio.to_thread.run_sync(decode_answer, got[0], query.k)
+        answer = await trio.to_thread.run_sync(decode_answer, got[0], query.k)
+        return answer, len(request) + got[1] + len(encode_varint(got[1]))
     finally:
         with contextlib.suppress(Exception):
             await stream.close()

@@ -77,6 +77,8 @@ def test_an_honest_query_gets_hits_whose_proofs_pass(holder: NodeProcess, tmp_pa
     }
     assert all(h["check"] == "pending" for h in hits), hits
     assert hits[0]["text"] == "Blood carries oxygen from the lungs."  # first by keyword and fusion
+    status = p2p(holder)
+    assert status["queries_answered"] >= 1 and status["query_bytes"] > 0, status
 
 
 def test_another_model_and_collections_not_held_are_refused(
@@ -99,6 +101,7 @@ def test_a_flood_of_queries_gets_busy_answers_not_a_hang(
     assert len(kinds) == 40
     assert kinds.count("hits") >= 1 and kinds.count("busy") >= 1, kinds
     assert set(kinds) <= {"hits", "busy"}, kinds
+    assert p2p(holder)["queries_busy"] >= kinds.count("busy")
     assert p2p(holder)["running"]
 
 
@@ -164,7 +167,7 @@ async def run(scenario: str, target: str, model: str) -> dict[str, Any]:
         async def one() -> None:
             try:
                 with trio.fail_after(60):
-                    answer = await ask_peer(host, info.peer_id, query)
+                    answer, _ = await ask_peer(host, info.peer_id, query)
             except RemoteError as exc:
                 answers.append({"kind": "error", "code": exc.code})
                 return
