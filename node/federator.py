@@ -113,6 +113,12 @@ class Federator:
     async def query(self, query: Query) -> QueryResult:
         if query.model_cid is not None and query.vector is not None:
             check_query_model(query.model_cid, self._model, self._model_cid)
+        if query.min_score is not None:
+            raise InvalidQuery(
+                "min_score is in the mode's own scale, and a network query merges by "
+                "relevance: leave min_score out (min_relevance cuts the context)",
+                field="min_score",
+            )
         budget = self.options.budget
         if query.budget is not None:
             if not 0.0 < query.budget <= 60.0:
@@ -141,7 +147,8 @@ class Federator:
             scope=Scope.LOCAL,
             vector=tuple(float(x) for x in vector),
             model_cid=None,
-            collections=plan.local,
+            # unnamed: the node's own default (what it holds), which costs no id read per query
+            collections=None if query.collections is None else plan.local,
         )
         remote_query = RemoteQuery(
             text=query.text,
@@ -162,6 +169,8 @@ class Federator:
         checked = await self._check(vector, answers, query.filter)
         reports = [report for report, _ in checked]
         remote = [hit for _, hits in checked for hit in hits]
+        # one scale in a network answer: every hit's score is its relevance (the merge order)
+        local = [replace(r, score=r.relevance) if r.relevance is not None else r for r in local]
         merged = self._rerank(merge(local, remote, 0), query)[: query.k]
         if not query.proofs:  # a peer's proof travels on only when the query asked for proofs
             merged = [

@@ -308,6 +308,8 @@ async def test_a_budget_out_of_bounds_is_invalid(pair: Pair) -> None:
     for budget in (0.0, -1.0, 61.0, float("nan")):
         with pytest.raises(InvalidQuery):
             await a.query(network_query("blood", budget=budget))
+    with pytest.raises(InvalidQuery):
+        await a.query(network_query("blood", min_score=0.1))
 
 
 @pytest.mark.anyio
