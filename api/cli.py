@@ -113,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="search only this collection (repeat for more; default: all the node holds)",
     )
+    query.add_argument(
+        "--network",
+        action="store_true",
+        help="scope network: also ask peers for the collections this node does not hold",
+    )
     query.add_argument("--json", action="store_true", help="print the raw JSON answer")
     query.add_argument(
         "--include-superseded", action="store_true", help="also facts a newer version replaces"
@@ -387,6 +392,7 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
         rank=args.rank,
         min_reputation=args.min_reputation,
         collections=args.collection,
+        scope="network" if args.network else "local",
     )
     checks = cli_provenance.verified_answer(client, args, result) if args.verify else []
     verdicts = {c.cid: cli_provenance.describe(c) for c in checks}
@@ -411,8 +417,15 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
                 f"    contributor reputation {c.reputation:.2f}, {c.endorsements} endorsements, "
                 f"{c.disputes} disputes{disputed}"
             )
+        if hit.source is not None:
+            _out(f"    from peer {hit.source} ({hit.verdict})")
         if hit.cid in verdicts:
             _out(f"    {verdicts[hit.cid]}")
+    covered = result.completeness
+    if covered is not None and not covered.complete:
+        for name in covered.missing:
+            why = covered.reasons.get(name, "?")
+            _out(f"incomplete: collection {name} not searched ({why})")
     if not result.results:
         _out("no results")
     elif threshold is not None and not any(

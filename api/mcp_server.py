@@ -55,7 +55,14 @@ from node import __version__
 from node.attestation import MAX_AT
 from node.cid import canonical_cid_string
 from node.errors import KnowhubError
-from node.limits import DEFAULT_K, MAX_K, MAX_QUERY_BYTES, MAX_REASON_BYTES, MAX_TEXT_BYTES
+from node.limits import (
+    DEFAULT_K,
+    MAX_K,
+    MAX_QUERY_BYTES,
+    MAX_QUERY_COLLECTIONS,
+    MAX_REASON_BYTES,
+    MAX_TEXT_BYTES,
+)
 from node.service import KnowledgeNode
 
 log = logging.getLogger(__name__)
@@ -258,6 +265,22 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
             float | None,
             Field(ge=0.0, le=1.0, description="Leave out contributors below this (0..1)."),
         ] = None,
+        collections: Annotated[
+            list[str] | None,
+            Field(
+                max_length=MAX_QUERY_COLLECTIONS,
+                description="Search only these collections (default: all this node holds, "
+                "or with scope network all it knows of).",
+            ),
+        ] = None,
+        scope: Annotated[
+            Literal["local", "network"],
+            Field(
+                description="local (default): this node only; network: also ask peers for "
+                "the collections this node does not hold (their hits are verified first; "
+                "`completeness` says what was covered)."
+            ),
+        ] = "local",
     ) -> QueryOut:
         try:
             return await backend.query(
@@ -270,6 +293,8 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 proofs=proofs,
                 rank=rank,
                 min_reputation=min_reputation,
+                collections=collections,
+                scope=scope,
             )
         except (NodeError, KnowhubError) as exc:
             raise _tool_error(exc) from exc

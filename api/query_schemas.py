@@ -20,7 +20,7 @@ from node.limits import (
     MAX_QUERY_COLLECTIONS,
     MAX_VECTOR_COMPONENTS,
 )
-from node.search import REPUTATION_POOL, RankBy, SearchMode
+from node.search import REPUTATION_POOL, RankBy, Scope, SearchMode
 
 #: What ``include`` may name: the fields of a hit, and ``context``.
 QueryField = Literal[
@@ -33,6 +33,7 @@ QueryField = Literal[
     "provenance",
     "superseded_by",
     "curation",
+    "source",
     "context",
 ]
 
@@ -117,6 +118,22 @@ class QueryIn(BaseModel):
         "this node does not hold matches nothing. Default: every collection the node holds.",
         examples=[["default"]],
     )
+    scope: Scope = Field(
+        Scope.LOCAL,
+        description="local: this node's collections only. network: also the collections "
+        "this node does not hold, asked of connected peers that advertise them (same model "
+        "CID only); their hits are verified (proof, signature, collection, filter, relevance "
+        "recomputed here) before they are merged by relevance, and the answer says what was "
+        "covered in `completeness` (README, 'Federated query').",
+    )
+    budget_ms: StrictInt | None = Field(
+        None,
+        ge=10,
+        le=60_000,
+        description="scope network: milliseconds to wait for peers (at most the node's "
+        "KNOWHUB_FEDERATION__BUDGET); a peer that has not answered by then is reported as "
+        "timed out.",
+    )
     include: list[QueryField] | None = Field(
         None,
         max_length=len(get_args(QueryField)),
@@ -143,6 +160,8 @@ class QueryOptions(TypedDict, total=False):
     rank: str
     min_reputation: float | None
     collections: Sequence[str] | None
+    scope: str
+    budget_ms: int | None
 
 
 class HitProvenance(BaseModel):
@@ -214,6 +233,39 @@ class QueryHit(BaseModel):
     curation: HitCuration | None = Field(
         None, description="The contributor's reputation and the fact's attestations."
     )
+    source: str | None = Field(
+        None,
+        exclude_if=absent,
+        description="scope network: the peer that answered with this hit (left out for this "
+        "node's own hits).",
+    )
+    verdict: Literal["verified", "pending"] | None = Field(
+        None,
+        exclude_if=absent,
+        description="A peer's hit as checked here: verified (anchor checked against the chain) "
+        "or pending (record and signature checked; not anchored, or this node reads no chain).",
+    )
+
+
+class PeerReportOut(BaseModel):
+    peer_id: str
+    collections: list[str] = Field(description="The collections this peer was asked for.")
+    outcome: Literal["answered", "timeout", "unreachable", "refused", "invalid"]
+    hits: int = Field(description="Hits that passed every check.")
+    rejected: int = Field(description="Hits that failed a check (the peer is penalised).")
+    ms: float
+    reason: str | None
+
+
+class CompletenessOut(BaseModel):
+    """What a network query covered."""
+
+    complete: bool = Field(description="Every wanted collection was searched.")
+    local: list[str] = Field(description="Collections searched on this node.")
+    remote: list[str] = Field(description="Collections searched by a peer that answered.")
+    missing: list[str] = Field(description="Collections nobody searched.")
+    reasons: dict[str, str] = Field(description="Why each missing collection is missing.")
+    peers: list[PeerReportOut]
 
 
 class QueryOut(BaseModel):
@@ -223,6 +275,9 @@ class QueryOut(BaseModel):
         "relevance reaches min_relevance, or a plain statement that none does."
     )
     min_relevance: float | None = Field(None, description="The threshold the context used.")
+    completeness: CompletenessOut | None = Field(
+        None, exclude_if=absent, description="scope network: what the answer covers."
+    )
 
 
 class LeanQueryOut(BaseModel):
@@ -234,3 +289,6 @@ class LeanQueryOut(BaseModel):
     )
     context: str | None = Field(None, description="Only when `include` names `context`.")
     min_relevance: float | None = Field(None, description="Only with the context.")
+    completeness: CompletenessOut | None = Field(
+        None, description="scope network: what the answer covers (always given)."
+    )

@@ -14,6 +14,7 @@ from api.peer_schemas import PeerConnected as PeerConnected
 from api.peer_schemas import PeerConnectIn as PeerConnectIn
 from api.peer_schemas import PeerOut as PeerOut
 from api.peer_schemas import PeersOut as PeersOut
+from api.query_schemas import CompletenessOut as CompletenessOut
 from api.query_schemas import HitAnchorOut as HitAnchorOut
 from api.query_schemas import HitProofOut as HitProofOut
 from api.query_schemas import HitProvenance as HitProvenance
@@ -287,6 +288,15 @@ class NetworkStatusOut(BaseModel):
     score_bands: dict[str, int] = Field(
         description="Connected peers by gossipsub score band: trusted, positive, negative, "
         "graylisted (docs/protocol.md)."
+    )
+    queries_answered: int = Field(0, description="Peers' federated queries answered.")
+    queries_busy: int = Field(
+        0, description="Peers' federated queries refused as over a bound (busy)."
+    )
+    query_bytes: int = Field(
+        0,
+        description="Bytes of federated queries on the wire, asking and answering (framed "
+        "requests and answers).",
     )
 
 

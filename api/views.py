@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
@@ -10,6 +11,7 @@ from api.curation_schemas import AttestOut, ContributorOut
 from api.schemas import (
     ChainStatusOut,
     CollectionsOut,
+    CompletenessOut,
     FactOut,
     FactRecord,
     HitProofOut,
@@ -36,8 +38,15 @@ from node.curation import ContributorView
 from node.filters import parse_filter
 from node.ports import StoredFact
 from node.proofs import hit_proof_json
-from node.results import Contribution, NodeStatus, ProvenanceView, QueryResult, Standing
-from node.search import Query, RankBy, SearchMode
+from node.results import (
+    Contribution,
+    NodeStatus,
+    ProvenanceView,
+    QueryResult,
+    ScoredFact,
+    Standing,
+)
+from node.search import Query, RankBy, Scope, SearchMode
 
 
 def query_from(body: QueryIn) -> Query:
@@ -56,6 +65,8 @@ def query_from(body: QueryIn) -> Query:
         rank=RankBy(body.rank),
         min_reputation=body.min_reputation,
         collections=None if body.collections is None else tuple(body.collections),
+        scope=Scope(body.scope),
+        budget=None if body.budget_ms is None else body.budget_ms / 1000,
     )
 
 
@@ -72,7 +83,41 @@ def curation_json(standing: Standing | None) -> dict[str, float | int] | None:
     }
 
 
+def hit_proof(r: ScoredFact) -> dict[str, Any] | None:
+    """A hit's proof in its wire form: this node's, or the one a peer sent (checked)."""
+    if r.proof is not None:
+        return hit_proof_json(r.proof)
+    return None if r.remote_proof is None else dict(r.remote_proof)
+
+
+def completeness_json(result: QueryResult) -> dict[str, Any] | None:
+    """A network answer's ``completeness`` (one shape for full and lean answers)."""
+    c = result.completeness
+    if c is None:
+        return None
+    return {
+        "complete": c.complete,
+        "local": list(c.local),
+        "remote": list(c.remote),
+        "missing": list(c.missing),
+        "reasons": dict(c.reasons),
+        "peers": [
+            {
+                "peer_id": p.peer_id,
+                "collections": list(p.collections),
+                "outcome": p.outcome.value,
+                "hits": p.hits,
+                "rejected": p.rejected,
+                "ms": p.ms,
+                "reason": p.reason,
+            }
+            for p in c.peers
+        ],
+    }
+
+
 def query_out(result: QueryResult) -> QueryOut:
+    completeness = completeness_json(result)
     return QueryOut(
         results=[
             QueryHit(
@@ -87,13 +132,16 @@ def query_out(result: QueryResult) -> QueryOut:
                     block_number=r.anchored_block,
                 ),
                 superseded_by=r.fact.superseded_by,
-                proof=None if r.proof is None else HitProofOut(**hit_proof_json(r.proof)),
+                proof=None if (proof := hit_proof(r)) is None else HitProofOut(**proof),
                 curation=curation_json(r.standing),
+                source=r.source,
+                verdict=r.verdict,
             )
             for r in result.results
         ],
         context=result.context,
         min_relevance=result.min_relevance,
+        completeness=None if completeness is None else CompletenessOut(**completeness),
     )
 
 
@@ -117,12 +165,18 @@ def lean_query_out(result: QueryResult, include: Sequence[str]) -> bytes:
             },
             "superseded_by": fact.superseded_by,
             "curation": curation_json(r.standing),
+            "source": r.source,
         }
         hit = {key: value for key, value in full.items() if key in wanted}
-        if r.proof is not None:
-            hit["proof"] = hit_proof_json(r.proof)
+        proof = hit_proof(r)
+        if proof is not None:
+            hit["proof"] = proof
+        if r.verdict is not None:
+            hit["verdict"] = r.verdict
         hits.append(hit)
     out: dict[str, object] = {"results": hits}
+    if result.completeness is not None:
+        out["completeness"] = completeness_json(result)
     if "context" in wanted:
         out["context"] = result.context
         out["min_relevance"] = result.min_relevance

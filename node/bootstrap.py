@@ -15,6 +15,7 @@ from node.content import clear_spool_dir
 from node.datadir import DataDirLock
 from node.embedding import SchedulerOptions
 from node.errors import ChainError, ConfigError
+from node.federator import FederationOptions
 from node.model_identity import FP32, INT8, ModelDescription, model_cid
 from node.ports import ContentStore, Embedder, Ledger, Network
 from node.retrieval import RetrievalOptions
@@ -120,6 +121,11 @@ def _build_node(
         reputation_interval=settings.reputation_interval,
         near_duplicate_cosine=settings.near_duplicate_cosine,
         collections=Collections.parse(settings.collections),
+        federation=FederationOptions(
+            budget=settings.federation_budget,
+            max_peers=settings.federation_max_peers,
+            penalty_seconds=settings.federation_penalty_seconds,
+        ),
         gossip_quota_rate=settings.gossip_quota_rate,
         gossip_quota_burst=settings.gossip_quota_burst,
         anchor_peer_facts=settings.anchor_peer_facts,
@@ -205,6 +211,7 @@ def build_network(settings: Settings, data_dir: Path) -> Network | None:
         return None
     from p2p.admission import ConnectionLimits
     from p2p.host import Libp2pNetwork, P2PConfig
+    from p2p.query_protocol import QueryLimits
 
     bootstrap = [a.strip() for a in settings.bootstrap.split(",") if a.strip()]
     if settings.bootstrap_file is not None:
@@ -222,6 +229,11 @@ def build_network(settings: Settings, data_dir: Path) -> Network | None:
                 grace_seconds=settings.p2p_grace_seconds,
                 max_connections=settings.p2p_max_connections,
                 max_per_ip=settings.p2p_max_per_ip,
+            ),
+            query_limits=QueryLimits(
+                concurrency=settings.p2p_query_concurrency,
+                rate=settings.p2p_query_rate,
+                burst=settings.p2p_query_burst,
             ),
         )
     )

@@ -168,3 +168,32 @@ class Overloaded(Unavailable):
     def __init__(self, message: str, *, retry_after: float, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.retry_after = retry_after
+
+
+class PeerUnavailable(Unavailable):
+    """A peer asked over the network did not answer: unreachable, or not within the time
+    budget (``timeout`` says which)."""
+
+    code = "peer_unavailable"
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class PeerRefused(Unavailable):
+    """A peer answered a request with an error (``reason``: busy, model_mismatch, not_held,
+    invalid, unavailable)."""
+
+    code = "peer_refused"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class InvalidAnswer(KnowhubError):
+    """A peer's answer broke the protocol (malformed, or hits that fail verification): the
+    peer is penalised."""
+
+    code = "invalid_answer"

@@ -41,6 +41,10 @@ class MetadataFilter:
                 return False
         return True
 
+    def to_json(self) -> dict[str, dict[str, list[Scalar]]]:
+        """The filter as a client sends it: ``parse_filter`` of this gives it back."""
+        return {c.key: {"$in": list(c.values)} for c in self.conditions}
+
 
 def encode_scalar(value: Scalar) -> str:
     """The typed text form under which the catalog stores a metadata value."""

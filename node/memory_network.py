@@ -41,7 +41,8 @@ from typing import Any
 
 from node.cid import cid_to_bytes, verify_block
 from node.collections import BASE_SET, RECORDS_SET, outside_set, set_of, topic_set
-from node.errors import InvalidInput, KnowhubError, Unavailable
+from node.errors import InvalidInput, KnowhubError, PeerRefused, PeerUnavailable, Unavailable
+from node.federation import refusal_code
 from node.kinds import verify_record
 from node.origin import Origin
 from node.ports import (
@@ -51,6 +52,8 @@ from node.ports import (
     NetworkStatus,
     PeerStatus,
     RecordSink,
+    RemoteAnswer,
+    RemoteQuery,
 )
 from node.records import SignedRecord
 
@@ -214,6 +217,22 @@ class MemoryNetwork:
             for record in self._verified(other._sink.signed_records(missing), other.peer_id):
                 found[record.cid] = record
         return list(found.values())
+
+    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
+        other = self._hub.members.get(peer_id)
+        if other is None or peer_id not in self._peers or other._sink is None:
+            raise PeerUnavailable(f"{peer_id} is not connected")
+        try:
+            async with asyncio.timeout(budget):
+                return await other._sink.answer_query(query, self.peer_id)
+        except TimeoutError as exc:
+            raise PeerUnavailable(f"{peer_id} gave no answer in {budget} s", timeout=True) from exc
+        except KnowhubError as exc:
+            code = refusal_code(exc)
+            raise PeerRefused(f"{peer_id} refused: {code}: {exc.message}", reason=code) from exc
+
+    def penalise(self, peer_id: str, reason: str) -> None:
+        self._offence(peer_id, reason)
 
     async def close(self) -> None:
         for peer in list(self._peers):

@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from node.chain_ports import AnchorEvent
 from node.collections import Collections
+from node.filters import MetadataFilter
 from node.origin import Origin
 from node.records import SignedRecord
+from node.search import SearchMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,11 @@ class NetworkStatus:
     #: Connected peers by gossipsub score band: trusted, positive, negative (below 0, gossip
     #: to them is limited), graylisted (their control messages ignored).
     score_bands: dict[str, int] = field(default_factory=dict)
+    #: Peers' federated queries answered, and refused as over a bound (``busy``).
+    queries_answered: int = 0
+    queries_busy: int = 0
+    #: Bytes of federated queries on the wire, both roles (requests and answers, framed).
+    query_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,36 @@ class DirectoryEntry:
     seen_at: float
     #: Connected now (a federated query asks connected peers only).
     connected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteQuery:
+    """What one peer is asked: this node's query vector (unit, this node's model), the text
+    for keyword search, and the collections that peer is asked to search."""
+
+    text: str
+    vector: tuple[float, ...]
+    model_cid: str
+    k: int
+    mode: SearchMode
+    collections: tuple[str, ...]
+    filter: MetadataFilter | None = None
+    include_superseded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteHit:
+    """One hit as a peer states it; ``proof`` is the ``node.proofs.hit_proof_json`` form."""
+
+    cid: str
+    score: float
+    relevance: float | None
+    proof: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAnswer:
+    hits: tuple[RemoteHit, ...]
 
 
 class RecordSink(Protocol):
@@ -144,6 +181,12 @@ class RecordSink(Protocol):
         """A peer says it anchored a batch on that chain: look at the chain now."""
         ...
 
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        """A peer's federated query (``node.federation``), searched in the collections this
+        node holds among those asked, with proofs. ``ModelMismatch``, ``CollectionNotHeld``,
+        ``Unavailable`` (overloaded) or ``InvalidInput`` when the node refuses it."""
+        ...
+
 
 class PeerFetcher(Protocol):
     """What a reader of the chain asks of the network: records and blocks by CID."""
@@ -189,6 +232,16 @@ class Network(Protocol):
 
     async def fetch_records(self, cids: Sequence[str]) -> list[SignedRecord]:
         """Signed records from connected peers, each verified; those no peer had are absent."""
+        ...
+
+    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
+        """``peer_id``'s answer to a federated query within ``budget`` seconds.
+        ``PeerUnavailable`` (unreachable, or ``timeout``), ``PeerRefused`` (it answered an
+        error), ``InvalidAnswer`` (malformed: counted as the peer's offence already)."""
+        ...
+
+    def penalise(self, peer_id: str, reason: str) -> None:
+        """Count an offence against a peer (e.g. a hit that failed verification)."""
         ...
 
     async def close(self) -> None: ...

@@ -10,6 +10,7 @@ from pathlib import Path
 from node.anchoring import AnchorOptions
 from node.collections import Collections
 from node.embedding import SchedulerOptions
+from node.federator import FederationOptions
 from node.ingest import NEAR_DUPLICATE_COSINE
 from node.model_identity import ModelDescription
 from node.quotas import GOSSIP_BURST, GOSSIP_RATE
@@ -53,3 +54,5 @@ class NodeOptions:
     model: ModelDescription | None = None
     #: The collections this node holds (``node.collections``); default: all of them.
     collections: Collections = field(default_factory=Collections)
+    #: Network queries: time budget, peers asked, penalty (``node.federator``).
+    federation: FederationOptions = field(default_factory=FederationOptions)

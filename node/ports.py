@@ -29,6 +29,9 @@ from node.network_ports import NetworkStatus as NetworkStatus
 from node.network_ports import PeerFetcher as PeerFetcher
 from node.network_ports import PeerStatus as PeerStatus
 from node.network_ports import RecordSink as RecordSink
+from node.network_ports import RemoteAnswer as RemoteAnswer
+from node.network_ports import RemoteHit as RemoteHit
+from node.network_ports import RemoteQuery as RemoteQuery
 from node.provenance import Batch, BatchStatus, Provenance
 from node.records import SignedRecord
 from node.search import Hit

@@ -7,7 +7,10 @@ from a status (``NodeStatus.not_ready``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from node.ports import NetworkStatus, StoredFact
 from node.proofs import HitProof
@@ -51,6 +54,53 @@ class ScoredFact:
     proof: HitProof | None = None
     #: The contributor's reputation and the fact's attestations (``node.curation``).
     standing: Standing | None = None
+    #: The peer that answered with this hit (a network query, ``node.federation``); None: here.
+    source: str | None = None
+    #: A remote hit's proof as the peer sent it (checked before merging), in the
+    #: ``node.proofs.hit_proof_json`` form; local hits carry ``proof`` instead.
+    remote_proof: Mapping[str, Any] | None = None
+    #: A remote hit's verdict here (``node.proofs.Verdict``: verified or pending).
+    verdict: str | None = None
+
+
+class PeerOutcome(enum.StrEnum):
+    ANSWERED = "answered"
+    #: No answer within the query's time budget.
+    TIMEOUT = "timeout"
+    #: Could not be reached (no stream, connection lost).
+    UNREACHABLE = "unreachable"
+    #: Answered with an error (busy, model mismatch, not held, invalid request).
+    REFUSED = "refused"
+    #: Answered with a malformed answer or hits that failed verification: penalised.
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReport:
+    peer_id: str
+    collections: tuple[str, ...]
+    outcome: PeerOutcome
+    #: Hits merged-eligible (passed every check) and hits dropped by the checks.
+    hits: int = 0
+    rejected: int = 0
+    ms: float = 0.0
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completeness:
+    """Which collections a network query covered, and how."""
+
+    #: Every wanted collection was searched (here or by a peer that answered).
+    complete: bool
+    local: tuple[str, ...]
+    remote: tuple[str, ...]
+    #: Wanted collections nobody searched: no reachable holder with this node's model, or
+    #: every holder asked timed out, refused or failed verification.
+    missing: tuple[str, ...]
+    peers: tuple[PeerReport, ...] = ()
+    #: Why each missing collection is missing.
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +111,8 @@ class QueryResult:
     min_relevance: float
     embed_ms: float
     search_ms: float
+    #: What a network query covered (``node.federation``); None for a local query.
+    completeness: Completeness | None = None
 
 
 @dataclass(frozen=True, slots=True)

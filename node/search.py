@@ -46,6 +46,14 @@ class SearchMode(StrEnum):
     HYBRID = "hybrid"
 
 
+class Scope(StrEnum):
+    """Where a query searches: this node's collections, or also the collections peers hold
+    (``node.federation``)."""
+
+    LOCAL = "local"
+    NETWORK = "network"
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     text: str
@@ -68,8 +76,12 @@ class Query:
     rank: RankBy = RankBy.REPUTATION
     #: Leave out facts whose contributor's reputation (0..1) is below this; None: keep all.
     min_reputation: float | None = None
-    #: Search only these collections (``node.collections``); None: those the node holds.
+    #: Search only these collections (``node.collections``); None: those the node holds
+    #: (scope local) or every collection known (scope network).
     collections: tuple[str, ...] | None = None
+    scope: Scope = Scope.LOCAL
+    #: Seconds a network query waits for peers; None: the node's setting (a lower one only).
+    budget: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from node.errors import (
     Unauthorized,
 )
 from node.facts import Fact
+from node.federator import ChainRoots, Federator, federation_roots
 from node.follower import ChainFollower
 from node.indexes import Reconciled, SearchIndexes
 from node.ingest import Ingest
@@ -65,7 +66,7 @@ from node.results import (
 )
 from node.retrieval import Retriever, check_query, results_context
 from node.revocation import Revocations, Revoker
-from node.search import Query
+from node.search import Query, Scope
 from node.signing import SigningKey, signature_valid
 from node.startup import check_model
 from node.status import chain_status, collections_status, ingest_status
@@ -141,6 +142,23 @@ class KnowledgeNode(Peering):
         self._anchorer = parts.anchorer
         self._follower = parts.follower
         self._integrity = IntegrityReport()
+        ledger = self._ledger
+        self._federator = Federator(
+            local=self._local_query,
+            query_vector=self._retriever.query_vector,
+            embed=self._scheduler.embed_query,
+            network=self._network,
+            held=options.collections,
+            stored_collections=lambda: list(self._catalog.collection_counts()),
+            model=self._model,
+            model_cid=self._model_cid,
+            standings=self._curation.standing,
+            roots_for=None
+            if ledger is None
+            else ChainRoots(federation_roots(ledger, options.data_dir), ledger),
+            min_relevance=self._retriever.min_relevance,
+            options=options.federation,
+        )
         self._flusher: asyncio.Task[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
         self._purging: asyncio.Task[None] | None = None
@@ -179,6 +197,7 @@ class KnowledgeNode(Peering):
                     self._ingest.judge,
                     self._ingest.collections,
                     self._model_cid,
+                    self._federator.serve,
                 )
             )
 
@@ -345,6 +364,13 @@ class KnowledgeNode(Peering):
         return ProvenanceView(found, valid)
 
     async def query(self, query: Query) -> QueryResult:
+        """Search this node (scope local) or also peers (scope network: ``node.federator``)."""
+        if query.scope is Scope.NETWORK:
+            check_query(query)
+            return await self._federator.query(query)
+        return await self._local_query(query)
+
+    async def _local_query(self, query: Query) -> QueryResult:
         check_query(query)
         if query.model_cid is not None:  # the vector's model, as the client says
             check_query_model(query.model_cid, self._model, self._model_cid)

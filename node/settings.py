@@ -161,6 +161,33 @@ class Settings(BaseSettings):
         "sync and CAR imports.",
     )
 
+    federation_budget: float = Field(
+        2.0,
+        gt=0.0,
+        le=60.0,
+        description="Seconds a query with scope network waits for peers (a query may ask for "
+        "less with budget_ms); peers that have not answered are reported as timed out.",
+    )
+    federation_max_peers: int = Field(
+        8, ge=1, le=64, description="Peers one network query asks at most."
+    )
+    federation_penalty_seconds: float = Field(
+        600.0,
+        ge=0.0,
+        description="Seconds a peer whose answer failed verification is left out of network "
+        "queries (it also counts as an offence toward a ban).",
+    )
+    p2p_query_rate: float = Field(
+        5.0,
+        gt=0.0,
+        description="Peers' network queries answered per second per peer (token bucket); "
+        "beyond it and the burst they get an immediate busy answer.",
+    )
+    p2p_query_burst: int = Field(10, ge=1, description="Burst above p2p_query_rate.")
+    p2p_query_concurrency: int = Field(
+        4, ge=1, le=64, description="Peers' network queries answered at once, all peers."
+    )
+
     @field_validator("collections")
     @classmethod
     def _check_collections(cls, value: str) -> str:

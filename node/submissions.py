@@ -22,7 +22,7 @@ from node.errors import (
 )
 from node.facts import DEFAULT_COLLECTION, Fact, make_fact
 from node.origin import Origin
-from node.ports import FactRecords, RecordBook
+from node.ports import FactRecords, RecordBook, RemoteAnswer, RemoteQuery
 from node.records import RecordBody, SignedRecord
 from node.signing import SigningKey, check_signature, normalize_signature
 
@@ -84,10 +84,12 @@ class NodeSink:
         judge: Callable[[Sequence[RecordBody]], dict[str, KnowhubError]],
         collections: Collections,
         model: str,
+        answer: Callable[[RemoteQuery, str], Awaitable[RemoteAnswer]],
     ) -> None:
         self._catalog = catalog
         self._collections = collections
         self._model = model
+        self._answer = answer
         self._store = store
         self._block = block
         self._on_anchor = on_anchor
@@ -95,6 +97,9 @@ class NodeSink:
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         self._on_anchor(chain_id, registry)
+
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        return await self._answer(query, peer)
 
     async def get_block(self, cid: str) -> bytes | None:
         return await self._block(cid)

@@ -49,9 +49,21 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from node.errors import KnowhubError, Unavailable
+from node.errors import (
+    InvalidAnswer,
+    KnowhubError,
+    Unavailable,
+)
 from node.origin import Origin
-from node.ports import AnchorEvent, DirectoryEntry, NetworkStatus, PeerStatus, RecordSink
+from node.ports import (
+    AnchorEvent,
+    DirectoryEntry,
+    NetworkStatus,
+    PeerStatus,
+    RecordSink,
+    RemoteAnswer,
+    RemoteQuery,
+)
 from node.records import SignedRecord
 from p2p import admission, upkeep
 from p2p.admission import Admission, ConnectionLimits
@@ -72,6 +84,7 @@ from p2p.inbox import Inbox
 from p2p.notices import AnchorNotices
 from p2p.peers import PeerBook, PeerPolicy
 from p2p.publisher import Publisher
+from p2p.query_protocol import QUERY_PROTOCOL, QueryLimits, QueryServer, ask_within
 from p2p.reconcile import ItemSet
 from p2p.scoring import score_params
 from p2p.sync import (
@@ -124,6 +137,8 @@ class P2PConfig:
     #: Seconds between two directory adverts of this node (``p2p.advertiser``); an entry
     #: expires after three intervals without one.
     directory_interval: float = 10.0
+    #: Bounds on answering peers' federated queries (``p2p.query_protocol``).
+    query_limits: QueryLimits = field(default_factory=QueryLimits)
 
 
 class Libp2pNetwork:
@@ -153,6 +168,9 @@ class Libp2pNetwork:
         self.received = 0
         self.rejected = 0
         self.refused = 0
+        #: Bytes of federated queries this node sent and their answers (asking side).
+        self.query_bytes = 0
+        self._queries: QueryServer | None = None
         #: Why the network layer is down (None while it runs); the last failure stays in
         #: ``last_failure`` after a restart, ``restarts`` counts them.
         self.failure: str | None = None
@@ -222,7 +240,16 @@ class Libp2pNetwork:
             running=host is not None and down is None,
             error=down if down is not None else (None if host is not None else "not running"),
             bootstrap_peers=self._bootstrap_peers(),
+            **self._query_counts(),
         )
+
+    def _query_counts(self) -> dict[str, int]:
+        served = self._queries
+        return {
+            "queries_answered": 0 if served is None else served.answered,
+            "queries_busy": 0 if served is None else served.refused,
+            "query_bytes": self.query_bytes + (0 if served is None else served.bytes),
+        }
 
     def _bootstrap_peers(self) -> int:
         """Configured bootstrap peers other than this node (cluster lists name it too)."""
@@ -268,6 +295,20 @@ class Libp2pNetwork:
 
     async def _from_peers(self, fetch: Any, cids: list[str], kind: type) -> Any:
         return await from_peers(self._live_host(), fetch, cids, kind)
+
+    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
+        peer = parse_peer_id(peer_id)
+        try:
+            answer, size = await self._trio.call(ask_within, self._live_host, peer, query, budget)
+        except InvalidAnswer as exc:
+            self.penalise(peer_id, exc.message)
+            raise
+        self.query_bytes += size
+        return answer
+
+    def penalise(self, peer_id: str, reason: str) -> None:
+        peer = parse_peer_id(peer_id)
+        self._trio.call_soon(self._offence, peer, reason)
 
     async def disconnect(self, peer_id: str, block_seconds: float) -> None:
         peer = parse_peer_id(peer_id)
@@ -359,6 +400,9 @@ class Libp2pNetwork:
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         assert self._stop is not None and self._sink is not None
         server = SyncServer(self._sink, self._trio, self._fault, self._refuses)
+        queries = self._queries = QueryServer(
+            self._sink, self._trio, self._fault, self._refuses, self._config.query_limits
+        )
         try:
             self._host, self._pubsub, self._gossip = host, pubsub, gossipsub
             self._peer_id = host.get_id().to_string()
@@ -377,6 +421,7 @@ class Libp2pNetwork:
                 adverts = await pubsub.subscribe(DIRECTORY_TOPIC)
                 own = host.get_id().to_bytes()
                 host.set_stream_handler(SYNC_PROTOCOL, server.handle)
+                host.set_stream_handler(QUERY_PROTOCOL, queries.handle)
                 redialler = upkeep.Redialler(host, book, nursery)
                 host.get_network().register_notifee(
                     Notifee(self._connected, self._disconnected, redialler.left)

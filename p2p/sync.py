@@ -98,8 +98,11 @@ async def _read_exactly(stream: INetStream, n: int) -> bytes:
     return bytes(buf)
 
 
-async def read_sized_message(stream: INetStream) -> tuple[dict[str, Any], int] | None:
-    """The next message and its size in bytes (without the prefix), or None at a clean end."""
+async def read_sized_message(
+    stream: INetStream, limit: int = MAX_SYNC_MESSAGE_BYTES
+) -> tuple[dict[str, Any], int] | None:
+    """The next message and its size in bytes (without the prefix), or None at a clean end;
+    ``SyncError`` for a message over ``limit`` bytes (refused unread)."""
     size = shift = 0
     for i in range(10):
         byte = await stream.read(1)
@@ -113,8 +116,8 @@ async def read_sized_message(stream: INetStream) -> tuple[dict[str, Any], int] |
             break
     else:
         raise SyncError("length prefix too long")
-    if size > MAX_SYNC_MESSAGE_BYTES:
-        raise SyncError(f"message of {size} bytes is over {MAX_SYNC_MESSAGE_BYTES}")
+    if size > limit:
+        raise SyncError(f"message of {size} bytes is over {limit}")
     data = await _read_exactly(stream, size)
     try:
         obj = dag_cbor.decode(data)

@@ -1,12 +1,13 @@
 """Run a local knowhub network: N node processes on 127.0.0.1 sharing one anvil chain.
 
-    .venv/bin/python scripts/network.py [--nodes 3] [--topology line|star] [--dir .network]
+    .venv/bin/python scripts/network.py [--nodes 3] [--topology line|star|mesh] [--dir .network]
                                         [--rest-port 8701] [--smoke]
 
 Starts anvil (state in DIR/anvil-state.json), deploys the KnowledgeRegistry, gives every node
 its own funded operator key and a fixed libp2p identity (so bootstrap addresses are known
 before any node starts), starts the nodes in parallel with KNOWHUB_BOOTSTRAP set by topology
-(line: each node dials the previous one; star: every node dials node 1), writes
+(line: each node dials the previous one; star: every node dials node 1; mesh: every node dials
+every earlier one), writes
 DIR/network.json (URLs, peer ids, multiaddrs, RPC, registry) and runs until Ctrl-C.
 ``--smoke`` instead contributes one fact at node 1, waits until the last node returns it for a
 query, prints the time and stops everything (exit status 0 on success).
@@ -117,10 +118,13 @@ class LocalNetwork:
         topology: str = "line",
         rest_port: int = 0,
         extra_env: dict[str, str] | None = None,
+        member_env: list[dict[str, str]] | None = None,
     ) -> None:
         self.directory = directory
         self.topology = topology
         self.extra_env = extra_env or {}
+        #: Environment of each node on top of ``extra_env`` (e.g. the collections it holds).
+        self.member_env = member_env or [{} for _ in range(nodes)]
         self.anvil: subprocess.Popen[bytes] | None = None
         self.rpc_url = ""
         self.registry = ""
@@ -152,8 +156,12 @@ class LocalNetwork:
                 "KNOWHUB_REGISTRY_ADDRESS": self.registry,
                 "KNOWHUB_LOG_LEVEL": "warning",
                 **self.extra_env,
+                **self.member_env[i],
             }
-            if i:
+            if i and self.topology == "mesh":  # every node dials every earlier one
+                earlier = ",".join(m.address for m in self.members[:i])
+                member.env["KNOWHUB_BOOTSTRAP"] = earlier
+            elif i:
                 peer = self.members[i - 1] if self.topology == "line" else self.members[0]
                 member.env["KNOWHUB_BOOTSTRAP"] = peer.address
         for member in self.members:
@@ -245,7 +253,7 @@ def smoke(members: list[Member], headers: dict[str, str] | None = None) -> float
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--topology", choices=["line", "star"], default="line")
+    parser.add_argument("--topology", choices=["line", "star", "mesh"], default="line")
     parser.add_argument("--dir", type=Path, default=ROOT / ".network")
     parser.add_argument("--rest-port", type=int, default=8701, help="first REST port (0: any)")
     parser.add_argument("--smoke", action="store_true", help="check propagation, then stop")

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from multiformats import CID
 
 from node.collections import RECORDS_SET, Collections, set_of
+from node.errors import CollectionNotHeld
 from node.model_identity import bare_description, model_cid
 from node.origin import Origin
+from node.ports import RemoteAnswer, RemoteQuery
 from node.records import SignedRecord
 
 MODEL_CID = model_cid(bare_description("test-model", 8))
@@ -80,3 +82,6 @@ class RecordingSink:
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         return None
+
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        raise CollectionNotHeld("this sink answers no queries")

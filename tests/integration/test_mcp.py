@@ -114,6 +114,12 @@ async def test_search_get_and_verify_over_http(reader: NodeProcess, tmp_path: Pa
         )
         topics = [h["metadata"]["topic"] for h in filtered.structured_content["results"]]
         assert topics == ["geography"]  # the octopus fact matches "hearts" but not the filter
+        network = await client.call_tool(
+            "search_knowledge",
+            {"query": "hearts", "scope": "network", "collections": ["default", "elsewhere"]},
+        )
+        covered = network.structured_content["completeness"]  # a node holding "*" holds both
+        assert covered["complete"] and covered["local"] == ["default", "elsewhere"], covered
 
         # both facts anchored first: a hit's provenance must not change between the MCP and the
         # REST answer compared below (on a busy machine a batch anchored in between: issue 16)

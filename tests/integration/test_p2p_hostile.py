@@ -28,8 +28,10 @@ import httpx
 import pytest
 
 from node.collections import RECORDS_SET, Collections
+from node.errors import CollectionNotHeld
 from node.facts import DEFAULT_COLLECTION, Fact, make_fact
 from node.origin import Origin
+from node.ports import RemoteAnswer, RemoteQuery
 from node.records import SignedRecord
 from node.signing import SigningKey
 from tests.conftest import ROOT
@@ -46,6 +48,7 @@ PROTOCOLS = (
     "/meshsub/1.1.0",
     "/meshsub/1.0.0",
     "/knowhub/sync/1.0.0",
+    "/knowhub/query/1",
 )
 GARBAGE = b"\x05garbage"
 
@@ -191,6 +194,9 @@ class FakeNode:
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         return None
+
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        raise CollectionNotHeld("this sink answers no queries")
 
 
 def signed(text: str, key: SigningKey) -> tuple[Fact, str]:

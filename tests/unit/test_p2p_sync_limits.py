@@ -17,8 +17,10 @@ import pytest
 import trio
 
 from node.collections import RECORDS_SET, Collections
+from node.errors import CollectionNotHeld
 from node.facts import DEFAULT_COLLECTION
 from node.origin import Origin
+from node.ports import RemoteAnswer, RemoteQuery
 from node.records import SignedRecord
 from p2p import sync
 from p2p.reconcile import (
@@ -280,6 +282,9 @@ class FakeSink:
 
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         return None
+
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        raise CollectionNotHeld("this sink answers no queries")
 
 
 def serve(sink: FakeSink, *streams: FakeStream) -> list[tuple[Any, str]]:

@@ -1,0 +1,270 @@
+"""Federated retrieval, the pure part: the remote query and answer, which peer is asked for
+which collection, the checks of a remote hit, the merge and the completeness report.
+
+A query with scope ``network`` covers collections this node does not hold by asking connected
+peers that advertise them (``node.network_ports.DirectoryEntry``) over the query protocol
+(``p2p.query_protocol``; docs/protocol.md section 6c). The async flow lives in
+``node.federator``; everything here is synchronous and I/O-free.
+
+Invariants:
+- A peer whose model CID differs from this node's is never asked, and nothing it sends is
+  merged: vectors and relevances of two models are not comparable.
+- A remote hit is merged only after every check passed: the proof (``node.proofs.check_hit``:
+  block hashes to the CID, valid fact record, signature of its contributor, no tombstone, and
+  the anchor against the chain's roots when the node reads a chain), the fact's collection is
+  one the peer was asked for, it matches the query's metadata filter, and its relevance,
+  recomputed here with this node's model, agrees with the peer's within
+  ``RELEVANCE_TOLERANCE``. A hit failing any check is dropped and its peer penalised.
+- The merged order uses only numbers this node computed: relevance (the dense cosine,
+  recomputed for remote hits), then the node's own curation weights.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from node.errors import (
+    CollectionNotHeld,
+    InvalidInput,
+    KnowhubError,
+    ModelMismatch,
+    Unavailable,
+)
+from node.facts import Fact, fact_from_map
+from node.filters import MetadataFilter
+from node.kinds import decode_record
+from node.ports import DirectoryEntry, RemoteHit, StoredFact
+from node.proofs import HitCheck, RootLookup, Verdict, check_hit
+from node.results import Completeness, PeerOutcome, PeerReport, ScoredFact
+
+#: How far a peer's stated relevance may be from the one recomputed here (same model CID:
+#: float rounding and int8 kernels differ by ~1e-3 across CPUs).
+RELEVANCE_TOLERANCE = 0.02
+#: Peers asked by one network query at most.
+MAX_PEERS_PER_QUERY = 8
+
+
+def refusal_code(exc: KnowhubError) -> str:
+    """The protocol's error code for why this node refuses a peer's query (one mapping for
+    ``p2p.query_protocol`` and ``node.memory_network``)."""
+    if isinstance(exc, ModelMismatch):
+        return "model_mismatch"
+    if isinstance(exc, CollectionNotHeld):
+        return "not_held"
+    if isinstance(exc, InvalidInput):  # valid on the wire, refused by the node (dimension)
+        return "invalid"
+    if isinstance(exc, Unavailable):
+        return "busy"
+    return "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Which peer is asked for which collections, and what nobody can answer."""
+
+    local: tuple[str, ...]
+    asks: dict[str, tuple[str, ...]]
+    missing: dict[str, str]
+
+
+def wanted_collections(
+    named: Sequence[str] | None,
+    held: frozenset[str] | None,
+    stored: Sequence[str],
+    directory: Sequence[DirectoryEntry],
+) -> list[str]:
+    """The collections a network query covers: those it names, else every collection this
+    node holds or stores and every one a peer advertises."""
+    if named is not None:
+        return sorted(set(named))
+    known = set(stored) | (set(held) if held is not None else set())
+    for entry in directory:
+        known.update(entry.collections)
+    return sorted(known)
+
+
+def plan_query(
+    wanted: Sequence[str],
+    holds: Any,
+    directory: Sequence[DirectoryEntry],
+    model_cid: str,
+    excluded: frozenset[str] = frozenset(),
+    max_peers: int = MAX_PEERS_PER_QUERY,
+) -> Plan:
+    """Search held collections here; ask, for each other one, a connected peer with this
+    node's model that advertises facts of it and is not ``excluded`` (penalised), preferring
+    peers that cover more of them, then the freshest advert. ``holds`` answers whether this
+    node holds a collection (``node.collections.Collections.holds``)."""
+    local = tuple(c for c in wanted if holds(c))
+    remote = [c for c in wanted if not holds(c)]
+    candidates: dict[str, DirectoryEntry] = {}
+    other_model: set[str] = set()
+    for entry in directory:
+        if not entry.connected or entry.peer_id in excluded:
+            continue
+        offered = [c for c in remote if entry.collections.get(c) and entry.collections[c].facts]
+        if not offered:
+            continue
+        if entry.model_cid != model_cid:
+            other_model.update(offered)
+            continue
+        seen = candidates.get(entry.peer_id)
+        if seen is None or seen.seen_at < entry.seen_at:
+            candidates[entry.peer_id] = entry
+    asks: dict[str, list[str]] = {}
+    left = set(remote)
+    while left and len(asks) < max_peers:
+        best = max(
+            candidates.values(),
+            key=lambda e: (len(left & e.collections.keys()), e.seen_at, e.peer_id),
+            default=None,
+        )
+        if best is None or not left & best.collections.keys():
+            break
+        covered = sorted(left & best.collections.keys())
+        asks[best.peer_id] = covered
+        left -= set(covered)
+        del candidates[best.peer_id]
+    missing = {
+        c: (
+            "only peers with another embedding model hold it"
+            if c in other_model
+            else "no connected peer advertises it"
+        )
+        for c in sorted(left)
+    }
+    return Plan(local, {p: tuple(c) for p, c in asks.items()}, missing)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedHit:
+    """A remote hit that passed the proof, collection and filter checks; its relevance is
+    still the peer's until ``confirm_relevance``."""
+
+    fact: Fact
+    signature: str
+    claimed_relevance: float
+    check: HitCheck
+    proof: Mapping[str, Any]
+
+
+def check_remote_hit(
+    hit: RemoteHit,
+    collections: Sequence[str],
+    query_filter: MetadataFilter | None,
+    roots: RootLookup | None,
+) -> CheckedHit | str:
+    """The checks of one remote hit before its relevance; why it fails, as text, otherwise.
+    Without ``roots`` (this node reads no chain) an anchor claim is not checked: the hit is
+    at best ``pending``."""
+    proof = dict(hit.proof)
+    if roots is None and proof.get("status") == "anchored":
+        proof = {**proof, "status": "pending", "anchor": None, "root": None, "merkle_proof": []}
+    checked = check_hit({"cid": hit.cid, "proof": proof}, roots or _NO_ROOTS)
+    if checked.verdict is Verdict.FAILED:
+        return "; ".join(checked.reasons)
+    record = decode_record(_block_of(proof))
+    assert isinstance(record, Fact)  # check_hit passed: a fact record
+    if record.collection not in collections:
+        return f"fact of collection {record.collection!r}, which was not asked of this peer"
+    if query_filter is not None and not query_filter.matches(record.record()["metadata"]):
+        return "fact does not match the query's metadata filter"
+    if hit.relevance is None:
+        return "hit states no relevance"
+    fact = fact_from_map(record.record(), record.block)
+    return CheckedHit(fact, str(proof["signature"]), hit.relevance, checked, hit.proof)
+
+
+def confirm_relevance(hit: CheckedHit, recomputed: float) -> str | None:
+    """Why the peer's relevance cannot be right, or None."""
+    if abs(hit.claimed_relevance - recomputed) > RELEVANCE_TOLERANCE:
+        return (
+            f"stated relevance {hit.claimed_relevance:.4f}, recomputed {recomputed:.4f} "
+            "with the same model"
+        )
+    return None
+
+
+def remote_result(hit: CheckedHit, relevance: float, peer_id: str) -> ScoredFact:
+    """A verified remote hit as a result (no catalog row: id -1)."""
+    fact = hit.fact
+    stored = StoredFact(
+        id=-1,
+        cid=fact.cid,
+        text=fact.text,
+        metadata=fact.record()["metadata"],
+        contributor=fact.contributor,
+        stored_at=0.0,
+        signature=hit.signature,
+        supersedes=fact.supersedes,
+        collection=fact.collection,
+    )
+    anchored = hit.check.block_number if hit.check.verdict is Verdict.VERIFIED else None
+    return ScoredFact(
+        stored,
+        score=relevance,
+        anchored_block=anchored,
+        relevance=round(relevance, 6),
+        source=peer_id,
+        remote_proof=hit.proof,
+        verdict=hit.check.verdict.value,
+    )
+
+
+def merge(local: Sequence[ScoredFact], remote: Sequence[ScoredFact], k: int) -> list[ScoredFact]:
+    """Local and verified remote results by CID and text (a local copy wins), ordered by
+    relevance (unknown last; ties keep local first). Curation re-ranks the head afterwards."""
+    seen_cids = {r.fact.cid for r in local}
+    seen_texts = {r.fact.text for r in local}
+    pool = list(local)
+    for r in remote:
+        if r.fact.cid in seen_cids or r.fact.text in seen_texts:
+            continue
+        seen_cids.add(r.fact.cid)
+        seen_texts.add(r.fact.text)
+        pool.append(r)
+    order = sorted(
+        range(len(pool)),
+        key=lambda n: (pool[n].relevance is None, -(pool[n].relevance or 0.0), n),
+    )
+    return [pool[n] for n in order][: max(k, 0) or len(pool)]
+
+
+def completeness(plan: Plan, reports: Sequence[PeerReport]) -> Completeness:
+    """What the plan and the peers' outcomes covered."""
+    answered: list[str] = []
+    missing = dict(plan.missing)
+    for report in reports:
+        if report.outcome is PeerOutcome.ANSWERED:
+            answered.extend(report.collections)
+        else:
+            for c in report.collections:
+                missing[c] = f"holder {report.peer_id} {report.outcome.value}" + (
+                    f": {report.reason}" if report.reason else ""
+                )
+    return Completeness(
+        complete=not missing,
+        local=plan.local,
+        remote=tuple(sorted(answered)),
+        missing=tuple(sorted(missing)),
+        peers=tuple(reports),
+        reasons=missing,
+    )
+
+
+def _block_of(proof: Mapping[str, Any]) -> bytes:
+    return base64.b64decode(str(proof["block"]), validate=True)
+
+
+class _NoRoots:
+    chain_id = -1
+    registry = ""
+
+    def get(self, root: bytes) -> None:
+        return None
+
+
+_NO_ROOTS = _NoRoots()

@@ -1,0 +1,355 @@
+"""Federated retrieval, the flow: a query with scope ``network`` searched here and at peers,
+and peers' queries answered here.
+
+``Federator.query`` plans from the peer directory (``node.federation.plan_query``), searches
+the held collections locally while it asks one peer per group of other collections, all at
+once and within the query's time budget; checks every remote hit (``check_remote_hit``),
+recomputes the relevance of the survivors with this node's model (one batch through the
+embedding scheduler's query lane), merges by relevance, re-ranks the head with this node's
+curation and reports ``completeness``. A peer whose answer is malformed or holds a hit that
+fails a check is penalised (an offence in the network layer) and left out of network queries
+for ``FederationOptions.penalty_seconds``.
+
+``Federator.serve`` answers a peer: the model CID must be this node's, at least one asked
+collection must be held; the search is the node's own, restricted to the held ones, by
+relevance, with proofs.
+
+Invariant: nothing a peer states decides an order or a threshold here; see
+``node.federation``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from node.collections import Collections
+from node.errors import (
+    CollectionNotHeld,
+    InvalidAnswer,
+    InvalidQuery,
+    KnowhubError,
+    PeerRefused,
+    PeerUnavailable,
+)
+from node.federation import (
+    CheckedHit,
+    Plan,
+    check_remote_hit,
+    completeness,
+    confirm_relevance,
+    merge,
+    plan_query,
+    remote_result,
+    wanted_collections,
+)
+from node.filters import MetadataFilter
+from node.model_identity import ModelDescription, check_query_model
+from node.ports import FactRef, Network, RemoteAnswer, RemoteHit, RemoteQuery
+from node.proofs import RootLookup, hit_proof_json
+from node.results import PeerOutcome, PeerReport, QueryResult, ScoredFact
+from node.retrieval import Standings, results_context
+from node.roots import AnchorLog, RootCache
+from node.search import Query, RankBy, Scope, rank_by_reputation
+
+log = logging.getLogger(__name__)
+
+LocalQuery = Callable[..., Awaitable[QueryResult]]
+Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
+#: Anchored roots for remote hits: called (in a worker thread) with the roots the hits name,
+#: it reads the chain for those it lacks (``ChainRoots``); None: anchors go unchecked.
+RootsFor = Callable[[set[bytes]], RootLookup | None]
+
+
+@dataclass(frozen=True, slots=True)
+class FederationOptions:
+    #: Seconds a network query waits for peers (a query may ask for less).
+    budget: float = 2.0
+    #: Peers one network query asks at most.
+    max_peers: int = 8
+    #: Seconds a peer whose answer failed verification is left out of network queries.
+    penalty_seconds: float = 600.0
+
+
+class Federator:
+    def __init__(
+        self,
+        *,
+        local: LocalQuery,
+        query_vector: Callable[[tuple[float, ...]], np.ndarray],
+        embed: Embed,
+        network: Network | None,
+        held: Collections,
+        stored_collections: Callable[[], Sequence[str]],
+        model: ModelDescription,
+        model_cid: str,
+        standings: Standings | None,
+        roots_for: RootsFor | None,
+        min_relevance: Callable[..., float],
+        options: FederationOptions | None = None,
+    ) -> None:
+        self._local = local
+        self._query_vector = query_vector
+        self._embed = embed
+        self._network = network
+        self._held = held
+        self._stored = stored_collections
+        self._model = model
+        self._model_cid = model_cid
+        self._standings = standings
+        self._roots_for = roots_for
+        self._min_relevance = min_relevance
+        self.options = options or FederationOptions()
+        self._penalised: dict[str, float] = {}
+
+    # -- asking ------------------------------------------------------------------------------
+
+    async def query(self, query: Query) -> QueryResult:
+        if query.model_cid is not None and query.vector is not None:
+            check_query_model(query.model_cid, self._model, self._model_cid)
+        if query.min_score is not None:
+            raise InvalidQuery(
+                "min_score is in the mode's own scale, and a network query merges by "
+                "relevance: leave min_score out (min_relevance cuts the context)",
+                field="min_score",
+            )
+        budget = self.options.budget
+        if query.budget is not None:
+            if not 0.0 < query.budget <= 60.0:
+                raise InvalidQuery("budget must be between 0 and 60 seconds", field="budget")
+            budget = min(budget, query.budget)
+        t0 = time.perf_counter()
+        embed_ms = 0.0
+        if query.vector is not None:
+            vector = self._query_vector(query.vector)
+        else:
+            vector = (await self._embed([query.text]))[0]
+            embed_ms = (time.perf_counter() - t0) * 1000
+        directory = [] if self._network is None else self._network.directory()
+        wanted = wanted_collections(query.collections, self._held.names, self._stored(), directory)
+        now = time.monotonic()
+        excluded = frozenset(p for p, until in self._penalised.items() if until > now)
+        plan = plan_query(
+            wanted, self._held.holds, directory, self._model_cid, excluded, self.options.max_peers
+        )
+        if self._network is None:
+            off = {c: "networking is off on this node" for c in wanted if not self._held.holds(c)}
+            plan = Plan(plan.local, {}, off)
+        t1 = time.perf_counter()
+        local_query = replace(
+            query,
+            scope=Scope.LOCAL,
+            vector=tuple(float(x) for x in vector),
+            model_cid=None,
+            # unnamed: the node's own default (what it holds), which costs no id read per query
+            collections=None if query.collections is None else plan.local,
+        )
+        remote_query = RemoteQuery(
+            text=query.text,
+            vector=tuple(float(x) for x in vector),
+            model_cid=self._model_cid,
+            k=query.k,
+            mode=query.mode,
+            collections=(),
+            filter=query.filter,
+            include_superseded=query.include_superseded,
+        )
+        local_task = self._local_results(local_query) if plan.local else _no_results()
+        asks = [
+            self._ask(peer, replace(remote_query, collections=names), budget)
+            for peer, names in plan.asks.items()
+        ]
+        local, answers = await asyncio.gather(local_task, asyncio.gather(*asks))
+        checked = await self._check(vector, answers, query.filter)
+        reports = [report for report, _ in checked]
+        remote = [hit for _, hits in checked for hit in hits]
+        # one scale in a network answer: every hit's score is its relevance (the merge order)
+        local = [replace(r, score=r.relevance) if r.relevance is not None else r for r in local]
+        merged = self._rerank(merge(local, remote, 0), query)[: query.k]
+        if not query.proofs:  # a peer's proof travels on only when the query asked for proofs
+            merged = [
+                r if r.remote_proof is None else replace(r, remote_proof=None) for r in merged
+            ]
+        threshold = self._min_relevance(query)
+        search_ms = (time.perf_counter() - t1) * 1000
+        return QueryResult(
+            merged,
+            results_context(query.text, merged, threshold),
+            threshold,
+            embed_ms,
+            search_ms,
+            completeness(plan, reports),
+        )
+
+    async def _local_results(self, query: Query) -> list[ScoredFact]:
+        return (await self._local(query)).results
+
+    async def _ask(
+        self, peer: str, query: RemoteQuery, budget: float
+    ) -> tuple[PeerReport, RemoteAnswer | None]:
+        assert self._network is not None
+        t0 = time.perf_counter()
+        outcome, reason, answer = PeerOutcome.ANSWERED, None, None
+        try:
+            answer = await self._network.ask(peer, query, budget)
+        except PeerUnavailable as exc:
+            outcome = PeerOutcome.TIMEOUT if exc.timeout else PeerOutcome.UNREACHABLE
+            reason = exc.message
+        except PeerRefused as exc:
+            outcome, reason = PeerOutcome.REFUSED, exc.reason
+        except InvalidAnswer as exc:
+            outcome, reason = PeerOutcome.INVALID, exc.message
+            self._penalise(peer, exc.message, already_counted=True)
+        except KnowhubError as exc:
+            outcome, reason = PeerOutcome.UNREACHABLE, exc.message
+        ms = (time.perf_counter() - t0) * 1000
+        return PeerReport(peer, query.collections, outcome, ms=round(ms, 3), reason=reason), answer
+
+    async def _check(
+        self,
+        vector: np.ndarray,
+        answers: Sequence[tuple[PeerReport, RemoteAnswer | None]],
+        query_filter: MetadataFilter | None,
+    ) -> list[tuple[PeerReport, list[ScoredFact]]]:
+        """Every answer's hits checked; the survivors' relevance recomputed in one batch."""
+        named: set[bytes] = set()
+        for _, answer in answers:
+            for hit in answer.hits if answer is not None else ():
+                root = hit.proof.get("root")
+                if isinstance(root, str) and root.startswith("0x") and len(root) == 66:
+                    named.add(bytes.fromhex(root[2:]))
+        roots = None
+        if self._roots_for is not None:
+            roots = await asyncio.to_thread(self._roots_for, named)
+        firsts: list[tuple[PeerReport, list[CheckedHit], list[str]]] = []
+        for report, answer in answers:
+            passed: list[CheckedHit] = []
+            failures: list[str] = []
+            for hit in answer.hits if answer is not None else ():
+                got = check_remote_hit(hit, report.collections, query_filter, roots)
+                if isinstance(got, str):
+                    failures.append(f"{hit.cid[:80]}: {got}")
+                else:
+                    passed.append(got)
+            firsts.append((report, passed, failures))
+        texts = [h.fact.text for _, passed, _ in firsts for h in passed]
+        cosines = (await self._embed(texts)) @ vector if texts else np.zeros(0)
+        out: list[tuple[PeerReport, list[ScoredFact]]] = []
+        at = 0
+        for report, passed, failures in firsts:
+            merged: list[ScoredFact] = []
+            for checked_hit in passed:
+                cosine = float(cosines[at])
+                at += 1
+                wrong = confirm_relevance(checked_hit, cosine)
+                if wrong is None:
+                    merged.append(remote_result(checked_hit, cosine, report.peer_id))
+                else:
+                    failures.append(f"{checked_hit.fact.cid}: {wrong}")
+            if failures:
+                self._penalise(report.peer_id, failures[0])
+                report = replace(
+                    report,
+                    outcome=PeerOutcome.INVALID,
+                    reason=f"{len(failures)} hits failed verification: {failures[0]}"[:300],
+                )
+                merged = []  # nothing from a peer caught lying
+            out.append((replace(report, hits=len(merged), rejected=len(failures)), merged))
+        return out
+
+    def _rerank(self, results: list[ScoredFact], query: Query) -> list[ScoredFact]:
+        """This node's curation over the merged list (relevance order): standings for the
+        remote hits, the ``min_reputation`` floor, and the reputation order when asked."""
+        if self._standings is None:
+            return results
+        need = [r for r in results if r.standing is None]
+        if need:
+            weighed = self._standings([FactRef(r.fact.cid, r.fact.contributor) for r in need])
+            by_cid = {r.fact.cid: s for r, s in zip(need, weighed, strict=True)}
+            results = [
+                r if r.standing is not None else replace(r, standing=by_cid[r.fact.cid])
+                for r in results
+            ]
+        floor = query.min_reputation
+        if floor is not None:
+            results = [r for r in results if r.standing and r.standing.reputation >= floor]
+        if query.rank is not RankBy.REPUTATION:
+            return results
+        order = rank_by_reputation([r.standing.weight if r.standing else 1.0 for r in results])
+        return [results[n] for n in order]
+
+    def _penalise(self, peer: str, reason: str, *, already_counted: bool = False) -> None:
+        log.warning("peer %s failed a federated query: %s", peer, reason)
+        self._penalised[peer] = time.monotonic() + self.options.penalty_seconds
+        if len(self._penalised) > 4096:
+            now = time.monotonic()
+            self._penalised = {p: t for p, t in self._penalised.items() if t > now}
+        if not already_counted and self._network is not None:
+            self._network.penalise(peer, f"federated query: {reason}")
+
+    # -- answering ---------------------------------------------------------------------------
+
+    async def serve(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        """A peer's query, searched here (see the module docstring)."""
+        check_query_model(query.model_cid, self._model, self._model_cid)
+        held = tuple(c for c in query.collections if self._held.holds(c))
+        if not held:
+            raise CollectionNotHeld(
+                f"this node holds none of {', '.join(query.collections)} "
+                f"(it holds {self._held.describe()})"
+            )
+        local = Query(
+            text=query.text,
+            k=query.k,
+            mode=query.mode,
+            filter=query.filter,
+            vector=query.vector,
+            include_superseded=query.include_superseded,
+            proofs=True,
+            rank=RankBy.RELEVANCE,
+            collections=held,
+        )
+        result = await self._local(local)
+        return RemoteAnswer(
+            tuple(
+                RemoteHit(
+                    r.fact.cid, r.score, r.relevance, hit_proof_json(r.proof) if r.proof else {}
+                )
+                for r in result.results
+            )
+        )
+
+
+async def _no_results() -> list[ScoredFact]:
+    return []
+
+
+class ChainRoots:
+    """``RootsFor`` on a chain: a root cache (``node.roots.RootCache``) read further from the
+    registry's events only when remote hits name a root it lacks. When the chain cannot be
+    read, anchors go unchecked (None): the hits are then at best pending, and no peer is
+    blamed for this node's RPC being down."""
+
+    def __init__(self, cache: RootCache, log: AnchorLog) -> None:
+        self._cache = cache
+        self._log = log
+
+    def __call__(self, named: set[bytes]) -> RootLookup | None:
+        if any(self._cache.get(root) is None for root in named):
+            try:
+                self._cache.refresh(self._log)
+            except KnowhubError:
+                log.warning("chain unreadable: remote anchors go unchecked", exc_info=True)
+                return None
+        return self._cache
+
+
+def federation_roots(ledger: AnchorLog, data_dir: Path) -> RootCache:
+    """The root cache remote hits are checked against: one file in the data dir."""
+    return RootCache(ledger.chain_id, ledger.registry, data_dir / "federation-roots.json")

@@ -1,0 +1,418 @@
+"""Federated query (node.federation, node.federator): the plan from the directory, every check
+of a remote hit (forged block, forged signature, another collection, a filter it breaks, an
+inflated relevance), penalties, time budgets, another model never asked, completeness, and
+answering peers (model, held collections).
+
+Two real memory nodes: the one asked answers through its real ``answer_query`` path; a
+scripted network in between lets a test tamper with that honest answer the way a hostile
+peer would."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, cast
+
+import dag_cbor
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from node.collections import Collections
+from node.errors import CollectionNotHeld, InvalidQuery, ModelMismatch, PeerUnavailable
+from node.facts import make_fact
+from node.federation import RELEVANCE_TOLERANCE, plan_query
+from node.filters import parse_filter
+from node.memory_network import MemoryHub, MemoryNetwork
+from node.ports import (
+    CollectionAdvert,
+    DirectoryEntry,
+    Network,
+    RemoteAnswer,
+    RemoteHit,
+    RemoteQuery,
+)
+from node.results import PeerOutcome
+from node.search import Query, RankBy, Scope, SearchMode
+from node.service import KnowledgeNode, NodeOptions
+from node.signing import SigningKey
+from tests.memory_nodes import memory_node
+
+OPERATOR = SigningKey.generate()
+ALICE = SigningKey.generate()
+MALLORY = SigningKey.generate()
+PEER = "peer-b"
+#: The bundled model's fp32 CID: another model than the hash fake these nodes run.
+OTHER_MODEL = "bafyreies5s4bfxkrrqba6j277kqcy6lto7oc6ng6jkep4qae5fl7nc237i"
+
+Answer = Callable[[RemoteQuery], Awaitable[RemoteAnswer]]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class ScriptedNetwork(MemoryNetwork):
+    """The memory network of the asking node, with a directory and peers' answers a test
+    sets: the real node's answer, or one a test tampers with. Records asks and penalties."""
+
+    def __init__(self) -> None:
+        super().__init__(MemoryHub())
+        self.entries: list[DirectoryEntry] = []
+        self.answers: dict[str, Answer] = {}
+        self.asked: list[tuple[str, RemoteQuery]] = []
+        self.penalties: list[tuple[str, str]] = []
+
+    def directory(self) -> list[DirectoryEntry]:
+        return list(self.entries)
+
+    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
+        self.asked.append((peer_id, query))
+        try:
+            async with asyncio.timeout(budget):
+                return await self.answers[peer_id](query)
+        except TimeoutError as exc:
+            raise PeerUnavailable("no answer", timeout=True) from exc
+
+    def penalise(self, peer_id: str, reason: str) -> None:
+        self.penalties.append((peer_id, reason))
+
+
+def entry(peer: str, model: str, **collections: int) -> DirectoryEntry:
+    adverts = {name: CollectionAdvert(n, "00" * 8) for name, n in collections.items()}
+    return DirectoryEntry(peer, model, False, adverts, 1.0, True)
+
+
+def node_holding(path: Path, *names: str, network: Network | None = None) -> KnowledgeNode:
+    options = NodeOptions(data_dir=path, collections=Collections.of(names))
+    return memory_node(path, OPERATOR, options=options, network=network)
+
+
+async def add(node: KnowledgeNode, text: str, collection: str, **metadata: Any) -> str:
+    fact = make_fact(text, metadata or None, ALICE.address, collection=collection)
+    signed = {
+        "text": text,
+        "metadata": metadata or None,
+        "contributor": ALICE.address,
+        "signature": ALICE.sign_cid(fact.cid),
+        "collection": collection,
+    }
+    done = await node.contribute(node.accept(signed))
+    return done.cid
+
+
+Pair = tuple[KnowledgeNode, KnowledgeNode, ScriptedNetwork]
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    """Node A holds ``a``; node B holds ``b`` and answers A's asks with its real path."""
+    net = ScriptedNetwork()
+    a = node_holding(tmp_path / "a", "a", network=net)
+    b = node_holding(tmp_path / "b", "b")
+    await a.start()
+    await b.start()
+    await add(a, "The heart pumps blood through the body.", "a")
+    await add(b, "Blood carries oxygen from the lungs.", "b", topic="blood")
+    await add(b, "Volcanoes erupt molten rock.", "b", topic="geology")
+    net.entries = [entry(PEER, a.model_cid, b=2)]
+    net.answers[PEER] = lambda q: b._federator.serve(q, "peer-a")
+    try:
+        yield a, b, net
+    finally:
+        await a.close()
+        await b.close()
+
+
+def network_query(text: str, **extra: Any) -> Query:
+    return Query(text=text, k=5, mode=SearchMode.DENSE, scope=Scope.NETWORK, **extra)
+
+
+@pytest.mark.anyio
+async def test_a_network_query_merges_verified_hits_of_a_peer(pair: Pair) -> None:
+    a, _, net = pair
+    result = await a.query(network_query("blood oxygen lungs"))
+    sources = {r.fact.text: r.source for r in result.results}
+    assert sources["Blood carries oxygen from the lungs."] == PEER
+    assert sources["The heart pumps blood through the body."] is None
+    remote = next(r for r in result.results if r.source == PEER)
+    assert remote.verdict == "pending"  # no chain here: record and signature checked
+    assert remote.fact.collection == "b"
+    relevances = [r.relevance or 0.0 for r in result.results]
+    assert relevances == sorted(relevances, reverse=True)
+    c = result.completeness
+    assert c is not None and c.complete
+    assert (c.local, c.remote, c.missing) == (("a",), ("b",), ())
+    assert c.peers[0].outcome is PeerOutcome.ANSWERED and c.peers[0].hits == 2
+    assert net.asked[0][1].collections == ("b",)
+    assert not net.penalties
+    # proofs travel on only when asked for
+    assert remote.remote_proof is None
+    proved = await a.query(network_query("blood oxygen lungs", proofs=True))
+    assert all(r.remote_proof is not None for r in proved.results if r.source == PEER)
+
+
+@pytest.mark.anyio
+async def test_a_local_query_never_asks_peers(pair: Pair) -> None:
+    a, _, net = pair
+    result = await a.query(Query(text="blood", k=5, mode=SearchMode.DENSE))
+    assert result.completeness is None and not net.asked
+    assert all(r.source is None for r in result.results)
+
+
+def tampered(answer: Answer, change: Callable[[RemoteHit], RemoteHit]) -> Answer:
+    async def answering(query: RemoteQuery) -> RemoteAnswer:
+        honest = await answer(query)
+        return RemoteAnswer(tuple(change(h) for h in honest.hits))
+
+    return answering
+
+
+def with_block(hit: RemoteHit, record: dict[str, Any]) -> RemoteHit:
+    block = dag_cbor.encode(record)
+    return replace(hit, proof={**hit.proof, "block": base64.b64encode(block).decode()})
+
+
+def decoded(hit: RemoteHit) -> dict[str, Any]:
+    return cast(dict[str, Any], dag_cbor.decode(base64.b64decode(hit.proof["block"])))
+
+
+def forge_text(hit: RemoteHit) -> RemoteHit:
+    return with_block(hit, {**decoded(hit), "text": "Blood is green."})
+
+
+def forge_signature(hit: RemoteHit) -> RemoteHit:
+    return replace(hit, proof={**hit.proof, "signature": MALLORY.sign_cid(hit.cid)})
+
+
+def inflate(hit: RemoteHit) -> RemoteHit:
+    return replace(hit, relevance=min(1.0, (hit.relevance or 0) + 4 * RELEVANCE_TOLERANCE))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "change", [forge_text, forge_signature, inflate], ids=["text", "signature", "relevance"]
+)
+async def test_a_forged_hit_is_caught_and_its_peer_penalised(
+    pair: Pair, change: Callable[[RemoteHit], RemoteHit]
+) -> None:
+    a, _, net = pair
+    net.answers[PEER] = tampered(net.answers[PEER], change)
+    result = await a.query(network_query("blood oxygen lungs"))
+    assert all(r.source is None for r in result.results)
+    c = result.completeness
+    assert c is not None and not c.complete and c.missing == ("b",)
+    report = c.peers[0]
+    assert report.outcome is PeerOutcome.INVALID and report.rejected >= 1 and report.hits == 0
+    assert net.penalties and net.penalties[0][0] == PEER
+    # penalised: left out of the next network query, which says so
+    again = await a.query(network_query("blood"))
+    assert len(net.asked) == 1
+    assert again.completeness is not None and again.completeness.missing == ("b",)
+
+
+@pytest.mark.anyio
+async def test_a_hit_of_a_collection_not_asked_is_caught(pair: Pair, tmp_path: Path) -> None:
+    a, _, net = pair
+    other = node_holding(tmp_path / "c", "c")
+    await other.start()
+    try:
+        await add(other, "Blood is made in the bone marrow.", "c")
+        net.answers[PEER] = lambda q: other._federator.serve(replace(q, collections=("c",)), "x")
+        result = await a.query(network_query("blood"))
+    finally:
+        await other.close()
+    assert result.completeness is not None
+    assert result.completeness.peers[0].outcome is PeerOutcome.INVALID
+    assert "not asked" in (result.completeness.peers[0].reason or "")
+    assert all(r.source is None for r in result.results)
+
+
+@pytest.mark.anyio
+async def test_a_hit_breaking_the_filter_is_caught(pair: Pair) -> None:
+    a, _, net = pair
+
+    net_answer = net.answers[PEER]
+
+    async def ignoring_filter(query: RemoteQuery) -> RemoteAnswer:
+        return await net_answer(replace(query, filter=None))
+
+    net.answers[PEER] = ignoring_filter
+    result = await a.query(network_query("blood", filter=parse_filter({"topic": "geology"})))
+    assert result.completeness is not None
+    assert result.completeness.peers[0].outcome is PeerOutcome.INVALID
+    assert net.penalties
+    # an honest peer applies the filter: its hits pass
+    net.answers[PEER] = net_answer
+    a._federator._penalised.clear()
+    honest = await a.query(network_query("blood", filter=parse_filter({"topic": "geology"})))
+    assert [r.fact.text for r in honest.results if r.source] == ["Volcanoes erupt molten rock."]
+
+
+@pytest.mark.anyio
+async def test_a_peer_over_the_budget_is_reported_as_timed_out(pair: Pair) -> None:
+    a, _, net = pair
+    honest = net.answers[PEER]
+
+    async def slow(query: RemoteQuery) -> RemoteAnswer:
+        await asyncio.sleep(3600)
+        return await honest(query)
+
+    net.answers[PEER] = slow
+    result = await a.query(network_query("blood", budget=0.05))
+    c = result.completeness
+    assert c is not None and c.missing == ("b",) and "timeout" in c.reasons["b"]
+    assert c.peers[0].outcome is PeerOutcome.TIMEOUT
+    assert [r.fact.collection for r in result.results] == ["a"]
+    assert not net.penalties  # slow is not hostile
+
+
+@pytest.mark.anyio
+async def test_a_peer_with_another_model_is_never_asked(pair: Pair) -> None:
+    a, _, net = pair
+    net.entries = [entry(PEER, OTHER_MODEL, b=2)]
+    result = await a.query(network_query("blood"))
+    assert not net.asked
+    c = result.completeness
+    assert c is not None and c.missing == ("b",) and "another embedding model" in c.reasons["b"]
+
+
+@pytest.mark.anyio
+async def test_a_named_collection_nobody_advertises_is_missing(pair: Pair) -> None:
+    a, _, net = pair
+    result = await a.query(network_query("blood", collections=("a", "z")))
+    c = result.completeness
+    assert c is not None and c.local == ("a",) and c.missing == ("z",) and not net.asked
+
+
+@pytest.mark.anyio
+async def test_without_networking_remote_collections_are_missing(tmp_path: Path) -> None:
+    node = node_holding(tmp_path, "a")
+    await node.start()
+    try:
+        result = await node.query(network_query("blood", collections=("a", "b")))
+    finally:
+        await node.close()
+    c = result.completeness
+    assert c is not None and c.missing == ("b",) and "networking is off" in c.reasons["b"]
+
+
+@pytest.mark.anyio
+async def test_a_budget_out_of_bounds_is_invalid(pair: Pair) -> None:
+    a, _, _ = pair
+    for budget in (0.0, -1.0, 61.0, float("nan")):
+        with pytest.raises(InvalidQuery):
+            await a.query(network_query("blood", budget=budget))
+    with pytest.raises(InvalidQuery):
+        await a.query(network_query("blood", min_score=0.1))
+
+
+@pytest.mark.anyio
+async def test_reputation_ranking_weighs_remote_hits_too(pair: Pair) -> None:
+    a, _, _ = pair
+    result = await a.query(network_query("blood oxygen", rank=RankBy.REPUTATION))
+    assert all(r.standing is not None for r in result.results)
+
+
+# -- answering peers ---------------------------------------------------------------------------
+
+
+def remote(node: KnowledgeNode, *collections: str, model: str | None = None) -> RemoteQuery:
+    return RemoteQuery(
+        text="blood",
+        vector=tuple([1.0] + [0.0] * 383),
+        model_cid=model or node.model_cid,
+        k=5,
+        mode=SearchMode.HYBRID,
+        collections=collections,
+    )
+
+
+@pytest.mark.anyio
+async def test_a_node_answers_peers_only_in_its_model_and_its_collections(pair: Pair) -> None:
+    _, b, _ = pair
+    with pytest.raises(ModelMismatch):
+        await b._federator.serve(remote(b, "b", model=OTHER_MODEL), "x")
+    with pytest.raises(InvalidQuery):
+        await b._federator.serve(remote(b, "b", model="not a cid"), "x")
+    with pytest.raises(CollectionNotHeld):
+        await b._federator.serve(remote(b, "a", "z"), "x")
+    answer = await b._federator.serve(remote(b, "b", "z"), "x")
+    assert len(answer.hits) == 2
+    assert all(h.proof["signature"] and h.proof["block"] for h in answer.hits)
+    assert all(h.relevance is not None for h in answer.hits)
+
+
+# -- the plan ------------------------------------------------------------------------------------
+
+
+def test_the_plan_covers_collections_with_the_fewest_peers() -> None:
+    held = Collections.of(["a"])
+    directory = [
+        entry("p1", "m", b=5),
+        entry("p2", "m", b=5, c=5),
+        entry("p3", "m", d=1),
+        entry("p4", "other", e=9),
+        replace(entry("p5", "m", f=3), connected=False),
+        entry("p6", "m", g=0),
+    ]
+    plan = plan_query(["a", "b", "c", "d", "e", "f", "g"], held.holds, directory, "m")
+    assert plan.local == ("a",)
+    assert plan.asks == {"p2": ("b", "c"), "p3": ("d",)}
+    assert set(plan.missing) == {"e", "f", "g"}
+    assert "another embedding model" in plan.missing["e"]
+    penalised = plan_query(["b"], held.holds, directory, "m", frozenset({"p2"}))
+    assert penalised.asks == {"p1": ("b",)}
+    capped = plan_query(["b", "d"], held.holds, directory, "m", max_peers=1)
+    assert len(capped.asks) == 1 and len(capped.missing) == 1
+
+
+# -- REST ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(lambda: node_holding(tmp_path, "a"))) as test_client:
+        yield test_client
+
+
+def test_rest_network_scope_reports_completeness(client: TestClient) -> None:
+    added = client.post("/v1/facts", json={"text": "Blood is red.", "collection": "a"})
+    assert added.status_code == 201, added.text
+    body = {"query": "blood", "scope": "network", "collections": ["a", "b"], "budget_ms": 500}
+    reply = client.post("/v1/query", json=body)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert answer["completeness"]["complete"] is False
+    assert answer["completeness"]["local"] == ["a"] and answer["completeness"]["missing"] == ["b"]
+    assert "networking is off" in answer["completeness"]["reasons"]["b"]
+    assert [hit["text"] for hit in answer["results"]] == ["Blood is red."]
+    assert "source" not in answer["results"][0]
+    lean = client.post("/v1/query", json={**body, "include": ["cid", "source"]}).json()
+    assert lean["completeness"]["missing"] == ["b"] and set(lean["results"][0]) == {"cid", "source"}
+    local = client.post("/v1/query", json={"query": "blood"}).json()
+    assert "completeness" not in local
+
+
+HOSTILE_SCOPES: list[object] = ["Network", "global", "", 1, None, ["network"], "\ud800"]
+HOSTILE_BUDGETS: list[object] = [0, 9, 60_001, -5, "100", 1.5, True, [100]]
+
+
+@pytest.mark.parametrize("scope", HOSTILE_SCOPES, ids=range(len(HOSTILE_SCOPES)))
+def test_hostile_scopes_get_a_400(client: TestClient, scope: object) -> None:
+    body = json.dumps({"query": "blood", "scope": scope}).encode("utf-8", "surrogatepass")
+    reply = client.post("/v1/query", content=body, headers={"content-type": "application/json"})
+    assert reply.status_code == 400, reply.text
+
+
+@pytest.mark.parametrize("budget", HOSTILE_BUDGETS, ids=range(len(HOSTILE_BUDGETS)))
+def test_hostile_budgets_get_a_400(client: TestClient, budget: object) -> None:
+    reply = client.post(
+        "/v1/query", json={"query": "blood", "scope": "network", "budget_ms": budget}
+    )
+    assert reply.status_code == 400, reply.text
