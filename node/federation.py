@@ -101,15 +101,19 @@ def plan_query(
     local = tuple(c for c in wanted if holds(c))
     remote = [c for c in wanted if not holds(c)]
     candidates: dict[str, DirectoryEntry] = {}
-    other_model: set[str] = set()
+    why: dict[str, set[str]] = {"other model": set(), "offline": set(), "penalised": set()}
     for entry in directory:
-        if not entry.connected or entry.peer_id in excluded:
-            continue
         offered = [c for c in remote if entry.collections.get(c) and entry.collections[c].facts]
         if not offered:
             continue
         if entry.model_cid != model_cid:
-            other_model.update(offered)
+            why["other model"].update(offered)
+            continue
+        if not entry.connected:
+            why["offline"].update(offered)
+            continue
+        if entry.peer_id in excluded:
+            why["penalised"].update(offered)
             continue
         seen = candidates.get(entry.peer_id)
         if seen is None or seen.seen_at < entry.seen_at:
@@ -128,15 +132,18 @@ def plan_query(
         asks[best.peer_id] = covered
         left -= set(covered)
         del candidates[best.peer_id]
-    missing = {
-        c: (
-            "only peers with another embedding model hold it"
-            if c in other_model
-            else "no connected peer advertises it"
-        )
-        for c in sorted(left)
-    }
+    missing = {c: _why_missing(c, why) for c in sorted(left)}
     return Plan(local, {p: tuple(c) for p, c in asks.items()}, missing)
+
+
+def _why_missing(name: str, why: dict[str, set[str]]) -> str:
+    if name in why["penalised"]:
+        return "its connected holders failed verification recently (penalised)"
+    if name in why["offline"]:
+        return "no holder with this node's model is connected"
+    if name in why["other model"]:
+        return "only peers with another embedding model hold it"
+    return "no peer advertises it"
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,6 +214,7 @@ async def test_a_forged_hit_is_caught_and_its_peer_penalised(
     again = await a.query(network_query("blood"))
     assert len(net.asked) == 1
     assert again.completeness is not None and again.completeness.missing == ("b",)
+    assert "penalised" in again.completeness.reasons["b"]
 
 
 @pytest.mark.anyio
