@@ -166,12 +166,10 @@ class Federator:
             for peer, names in plan.asks.items()
         ]
         local, answers = await asyncio.gather(local_task, asyncio.gather(*asks))
-        checked = await self._check(vector, answers, query.filter)
-        reports = [report for report, _ in checked]
-        remote = [hit for _, hits in checked for hit in hits]
+        checked = await self._check(answers, query.filter)
         # one scale in a network answer: every hit's score is its relevance (the merge order)
         local = [replace(r, score=r.relevance) if r.relevance is not None else r for r in local]
-        merged = self._rerank(merge(local, remote, 0), query)[: query.k]
+        merged, reports = await self._settle(vector, local, checked, query)
         if not query.proofs:  # a peer's proof travels on only when the query asked for proofs
             merged = [
                 r if r.remote_proof is None else replace(r, remote_proof=None) for r in merged
@@ -213,11 +211,11 @@ class Federator:
 
     async def _check(
         self,
-        vector: np.ndarray,
         answers: Sequence[tuple[PeerReport, RemoteAnswer | None]],
         query_filter: MetadataFilter | None,
-    ) -> list[tuple[PeerReport, list[ScoredFact]]]:
-        """Every answer's hits checked; the survivors' relevance recomputed in one batch."""
+    ) -> list[tuple[PeerReport, list[CheckedHit]]]:
+        """Every answer's hits through ``check_remote_hit``; a peer with one failing hit is
+        penalised and keeps none."""
         named: set[bytes] = set()
         for _, answer in answers:
             for hit in answer.hits if answer is not None else ():
@@ -227,7 +225,7 @@ class Federator:
         roots = None
         if self._roots_for is not None:
             roots = await asyncio.to_thread(self._roots_for, named)
-        firsts: list[tuple[PeerReport, list[CheckedHit], list[str]]] = []
+        out: list[tuple[PeerReport, list[CheckedHit]]] = []
         for report, answer in answers:
             passed: list[CheckedHit] = []
             failures: list[str] = []
@@ -237,31 +235,63 @@ class Federator:
                     failures.append(f"{hit.cid[:80]}: {got}")
                 else:
                     passed.append(got)
-            firsts.append((report, passed, failures))
-        texts = [h.fact.text for _, passed, _ in firsts for h in passed]
-        cosines = (await self._embed(texts)) @ vector if texts else np.zeros(0)
-        out: list[tuple[PeerReport, list[ScoredFact]]] = []
-        at = 0
-        for report, passed, failures in firsts:
-            merged: list[ScoredFact] = []
-            for checked_hit in passed:
-                cosine = float(cosines[at])
-                at += 1
-                wrong = confirm_relevance(checked_hit, cosine)
-                if wrong is None:
-                    merged.append(remote_result(checked_hit, cosine, report.peer_id))
-                else:
-                    failures.append(f"{checked_hit.fact.cid}: {wrong}")
             if failures:
-                self._penalise(report.peer_id, failures[0])
-                report = replace(
-                    report,
-                    outcome=PeerOutcome.INVALID,
-                    reason=f"{len(failures)} hits failed verification: {failures[0]}"[:300],
-                )
-                merged = []  # nothing from a peer caught lying
-            out.append((replace(report, hits=len(merged), rejected=len(failures)), merged))
+                out.append((self._caught(report, failures), []))
+            else:
+                out.append((replace(report, hits=len(passed)), passed))
         return out
+
+    async def _settle(
+        self,
+        vector: np.ndarray,
+        local: list[ScoredFact],
+        checked: list[tuple[PeerReport, list[CheckedHit]]],
+        query: Query,
+    ) -> tuple[list[ScoredFact], list[PeerReport]]:
+        """The top k of local and remote hits, every remote one in it with its relevance
+        recomputed here (``confirm_relevance``): rank with the peers' numbers, recompute
+        those of the remote hits that made the top k, and again until the top k holds only
+        recomputed ones; a peer caught on one hit loses all of them. Only what is shown is
+        embedded again (at most k texts per round, usually one round)."""
+        reports = {report.peer_id: report for report, _ in checked}
+        hits = {report.peer_id: passed for report, passed in checked}
+        stated = {(peer, h.fact.cid): h for peer, passed in hits.items() for h in passed}
+        recomputed: dict[tuple[str, str], float] = {}
+        while True:
+            remote = [
+                remote_result(h, recomputed.get((peer, h.fact.cid), h.claimed_relevance), peer)
+                for peer, passed in hits.items()
+                for h in passed
+            ]
+            ranked = self._rerank(merge(local, remote, 0), query)[: query.k]
+            todo = [
+                r
+                for r in ranked
+                if r.source is not None and (r.source, r.fact.cid) not in recomputed
+            ]
+            if not todo:
+                return ranked, list(reports.values())
+            cosines = (await self._embed([r.fact.text for r in todo])) @ vector
+            for r, cosine in zip(todo, cosines.tolist(), strict=True):
+                assert r.source is not None
+                recomputed[(r.source, r.fact.cid)] = float(cosine)
+                wrong = confirm_relevance(stated[(r.source, r.fact.cid)], float(cosine))
+                if wrong is not None and hits[r.source]:
+                    reports[r.source] = self._caught(
+                        reports[r.source], [f"{r.fact.cid}: {wrong}"], len(hits[r.source])
+                    )
+                    hits[r.source] = []
+
+    def _caught(self, report: PeerReport, failures: list[str], passed: int = 0) -> PeerReport:
+        """A peer whose hits failed a check: penalised, its report says why."""
+        self._penalise(report.peer_id, failures[0])
+        return replace(
+            report,
+            outcome=PeerOutcome.INVALID,
+            hits=0,
+            rejected=len(failures) + passed,
+            reason=f"{len(failures)} hits failed verification: {failures[0]}"[:300],
+        )
 
     def _rerank(self, results: list[ScoredFact], query: Query) -> list[ScoredFact]:
         """This node's curation over the merged list (relevance order): standings for the

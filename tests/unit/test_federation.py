@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import dag_cbor
 import pytest
@@ -27,6 +27,7 @@ from node.errors import CollectionNotHeld, InvalidQuery, ModelMismatch, PeerUnav
 from node.facts import make_fact
 from node.federation import RELEVANCE_TOLERANCE, plan_query
 from node.filters import parse_filter
+from node.memory import HashEmbedder
 from node.memory_network import MemoryHub, MemoryNetwork
 from node.ports import (
     CollectionAdvert,
@@ -35,6 +36,7 @@ from node.ports import (
     RemoteAnswer,
     RemoteHit,
     RemoteQuery,
+    Vectors,
 )
 from node.results import PeerOutcome
 from node.search import Query, RankBy, Scope, SearchMode
@@ -417,3 +419,33 @@ def test_hostile_budgets_get_a_400(client: TestClient, budget: object) -> None:
         "/v1/query", json={"query": "blood", "scope": "network", "budget_ms": budget}
     )
     assert reply.status_code == 400, reply.text
+
+
+@pytest.mark.anyio
+async def test_only_the_remote_hits_shown_are_embedded_again(tmp_path: Path) -> None:
+    class Counting(HashEmbedder):
+        texts: ClassVar[list[str]] = []
+
+        def embed(self, texts: Sequence[str]) -> Vectors:
+            Counting.texts.extend(texts)
+            return super().embed(texts)
+
+    net = ScriptedNetwork()
+    options = NodeOptions(data_dir=tmp_path / "a", collections=Collections.of(["a"]))
+    a = memory_node(tmp_path / "a", OPERATOR, options=options, network=net, embedder=Counting())
+    b = node_holding(tmp_path / "b", "b")
+    await a.start()
+    await b.start()
+    try:
+        for n in range(6):
+            await add(b, f"Blood fact number {n} about oxygen.", "b")
+        net.entries = [entry(PEER, a.model_cid, b=6)]
+        net.answers[PEER] = lambda q: b._federator.serve(q, "peer-a")
+        Counting.texts.clear()
+        result = await a.query(replace(network_query("blood oxygen"), k=2))
+        assert [r.source for r in result.results] == [PEER, PEER]
+        remote_texts = [t for t in Counting.texts if t.startswith("Blood fact")]
+        assert len(remote_texts) == 2, Counting.texts  # of 6 the peer sent, the 2 shown
+    finally:
+        await a.close()
+        await b.close()
