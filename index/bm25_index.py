@@ -220,6 +220,39 @@ class Bm25Index:
             cand, scores = _candidates(postings, self.options, weights, allow, deny)
             return _best(postings, cand, scores, k, accept)
 
+    def score_texts(self, text: str, texts: Sequence[str]) -> list[float]:
+        """BM25 of each of ``texts`` for ``text`` with this index's statistics, whether the
+        texts are indexed or not (a held document scores what ``search`` gives it)."""
+        weights = query_terms(text)
+        counted = [Counter(tokenize(t)) for t in texts]  # outside the lock
+        if not weights:
+            return [0.0] * len(texts)
+        k1, b = self.options.k1, self.options.b
+        with self._lock:
+            p = self._postings
+            n_live = len(p.slot_of)
+            if not n_live:
+                return [0.0] * len(texts)
+            avgdl = p.total_len / n_live if p.total_len else 1.0
+            idf = {}
+            for term in weights:
+                t = p.vocab.get(term)
+                df = p.df[t] if t is not None else 0
+                raw = math.log((n_live - df + 0.5) / (df + 0.5))
+                idf[term] = raw if raw > 0.0 else 1e-6
+        out = []
+        for terms in counted:
+            dl = sum(terms.values())
+            norm = k1 * (1.0 - b) + k1 * b * dl / avgdl
+            out.append(
+                sum(
+                    w * idf[term] * terms[term] * (k1 + 1.0) / (terms[term] + norm)
+                    for term, w in weights.items()
+                    if terms[term]
+                )
+            )
+        return out
+
     # -- persistence -------------------------------------------------------------------------
 
     def save(self, path: Path | str | None = None) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from node.errors import (
@@ -39,6 +39,7 @@ from node.kinds import decode_record
 from node.ports import DirectoryEntry, RemoteHit, StoredFact
 from node.proofs import HitCheck, RootLookup, Verdict, check_hit
 from node.results import Completeness, PeerOutcome, PeerReport, ScoredFact
+from node.search import Hit, SearchMode, reciprocal_rank_fusion
 
 #: How far a peer's stated relevance may be from the one recomputed here (same model CID:
 #: float rounding and int8 kernels differ by ~1e-3 across CPUs).
@@ -221,9 +222,17 @@ def remote_result(hit: CheckedHit, relevance: float, peer_id: str) -> ScoredFact
     )
 
 
-def merge(local: Sequence[ScoredFact], remote: Sequence[ScoredFact], k: int) -> list[ScoredFact]:
-    """Local and verified remote results by CID and text (a local copy wins), ordered by
-    relevance (unknown last; ties keep local first). Curation re-ranks the head afterwards."""
+def merge(
+    local: Sequence[ScoredFact],
+    remote: Sequence[ScoredFact],
+    mode: SearchMode,
+    keyword: Mapping[str, float] | None = None,
+) -> list[ScoredFact]:
+    """Local and remote results by CID and text (a local copy wins), in the mode's order
+    over the union, each with the score that orders it: dense by relevance; keyword by
+    ``keyword`` (this node's BM25 of each text, by CID); hybrid by reciprocal-rank fusion of
+    those two orders, as a local hybrid search fuses its rankers. Ties keep local first.
+    Curation re-ranks afterwards."""
     seen_cids = {r.fact.cid for r in local}
     seen_texts = {r.fact.text for r in local}
     pool = list(local)
@@ -233,11 +242,23 @@ def merge(local: Sequence[ScoredFact], remote: Sequence[ScoredFact], k: int) -> 
         seen_cids.add(r.fact.cid)
         seen_texts.add(r.fact.text)
         pool.append(r)
-    order = sorted(
-        range(len(pool)),
-        key=lambda n: (pool[n].relevance is None, -(pool[n].relevance or 0.0), n),
+    dense = sorted(
+        (Hit(n, r.relevance) for n, r in enumerate(pool) if r.relevance is not None),
+        key=lambda h: (-h.score, h.id),
     )
-    return [pool[n] for n in order][: max(k, 0) or len(pool)]
+    words = keyword or {}
+    lexical = sorted(
+        (Hit(n, words.get(r.fact.cid, 0.0)) for n, r in enumerate(pool)),
+        key=lambda h: (-h.score, h.id),
+    )
+    if mode is SearchMode.HYBRID:
+        lexical = [h for h in lexical if h.score > 0.0]
+        order = reciprocal_rank_fusion([dense, lexical])
+    else:
+        order = dense if mode is SearchMode.DENSE else lexical
+    ranked = [replace(pool[h.id], score=h.score) for h in order]
+    left = {h.id for h in order}
+    return ranked + [pool[n] for n in range(len(pool)) if n not in left]
 
 
 def completeness(plan: Plan, reports: Sequence[PeerReport]) -> Completeness:

@@ -56,7 +56,7 @@ from node.proofs import RootLookup, hit_proof_json
 from node.results import PeerOutcome, PeerReport, QueryResult, ScoredFact
 from node.retrieval import Standings, results_context
 from node.roots import AnchorLog, RootCache
-from node.search import Query, RankBy, Scope, rank_by_reputation
+from node.search import Query, RankBy, Scope, SearchMode, rank_by_reputation
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,10 @@ class Federator:
         standings: Standings | None,
         roots_for: RootsFor | None,
         min_relevance: Callable[..., float],
+        keyword_scores: Callable[[str, Sequence[str]], list[float]],
         options: FederationOptions | None = None,
     ) -> None:
+        self._keyword_scores = keyword_scores
         self._local = local
         self._query_vector = query_vector
         self._embed = embed
@@ -167,9 +169,14 @@ class Federator:
         ]
         local, answers = await asyncio.gather(local_task, asyncio.gather(*asks))
         checked = await self._check(answers, query.filter)
-        # one scale in a network answer: every hit's score is its relevance (the merge order)
-        local = [replace(r, score=r.relevance) if r.relevance is not None else r for r in local]
-        merged, reports = await self._settle(vector, local, checked, query)
+        keyword = None
+        if query.mode is not SearchMode.DENSE:  # this node's BM25 of every candidate
+            remote_facts = [h.fact for _, passed in checked for h in passed]
+            texts = [r.fact.text for r in local] + [f.text for f in remote_facts]
+            cids = [r.fact.cid for r in local] + [f.cid for f in remote_facts]
+            scores = await asyncio.to_thread(self._keyword_scores, query.text, texts)
+            keyword = dict(zip(cids, scores, strict=True))
+        merged, reports = await self._settle(vector, local, checked, query, keyword)
         if not query.proofs:  # a peer's proof travels on only when the query asked for proofs
             merged = [
                 r if r.remote_proof is None else replace(r, remote_proof=None) for r in merged
@@ -247,6 +254,7 @@ class Federator:
         local: list[ScoredFact],
         checked: list[tuple[PeerReport, list[CheckedHit]]],
         query: Query,
+        keyword: dict[str, float] | None,
     ) -> tuple[list[ScoredFact], list[PeerReport]]:
         """The top k of local and remote hits, every remote one in it with its relevance
         recomputed here (``confirm_relevance``): rank with the peers' numbers, recompute
@@ -263,7 +271,7 @@ class Federator:
                 for peer, passed in hits.items()
                 for h in passed
             ]
-            ranked = self._rerank(merge(local, remote, 0), query)[: query.k]
+            ranked = self._rerank(merge(local, remote, query.mode, keyword), query)[: query.k]
             todo = [
                 r
                 for r in ranked

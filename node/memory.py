@@ -176,6 +176,28 @@ class MemoryKeywordIndex:
         hits.sort(key=lambda h: (-h.score, h.id))
         return hits[:k]
 
+    def score_texts(self, text: str, texts: Sequence[str]) -> list[float]:
+        terms = set(_WORD.findall(text.lower()))
+        docs = [_WORD.findall(t.lower()) for t in texts]
+        n = len(self._docs)
+        if not terms or not n:
+            return [0.0] * len(texts)
+        avg = sum(len(d) for d in self._docs.values()) / n
+        idf = {}
+        for term in terms:
+            df = sum(term in d for d in self._docs.values())
+            idf[term] = max(math.log((n - df + 0.5) / (df + 0.5)), 1e-6)
+        out = []
+        for words in docs:
+            score = 0.0
+            for term in terms:
+                tf = words.count(term)
+                if tf:
+                    norm = self.K1 * (1 - self.B + self.B * len(words) / avg)
+                    score += idf[term] * tf * (self.K1 + 1) / (tf + norm)
+            out.append(score)
+        return out
+
     def ids(self) -> Ids:
         return np.array(sorted(self._docs), dtype=np.int64)
 

@@ -157,6 +157,7 @@ class KnowledgeNode(Peering):
             if ledger is None
             else ChainRoots(federation_roots(ledger, options.data_dir), ledger),
             min_relevance=self._retriever.min_relevance,
+            keyword_scores=self._indexes.keywords.score_texts,
             options=options.federation,
         )
         self._flusher: asyncio.Task[None] | None = None

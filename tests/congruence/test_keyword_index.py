@@ -89,3 +89,18 @@ def test_k_hits_come_back_whatever_the_restriction(make: Factory, tmp_path: Path
     assert all(h.id % 3 == 0 and h.id % 2 == 1 for h in hits)
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_score_texts_gives_held_documents_their_search_score(
+    make: Factory, tmp_path: Path
+) -> None:
+    index = filled(make, tmp_path)
+    hits = {h.id: h.score for h in index.search("red fish", 10)}
+    scored = index.score_texts("red fish", [TEXTS[i] for i in sorted(TEXTS)])
+    for i, score in zip(sorted(TEXTS), scored, strict=True):
+        assert score == pytest.approx(hits.get(i, 0.0), rel=1e-9, abs=1e-12)
+    # a text the index does not hold is scored with the index's statistics
+    outside = index.score_texts("red fish", ["a red fish swims", "green frog", ""])
+    assert outside[0] > 0 and outside[1] == 0 and outside[2] == 0
+    assert index.score_texts("   ", ["red fish"]) == [0.0]
+    assert make(tmp_path / "empty").score_texts("red", ["red"]) == [0.0]

@@ -25,7 +25,7 @@ from api.app import create_app
 from node.collections import Collections
 from node.errors import CollectionNotHeld, InvalidQuery, ModelMismatch, PeerUnavailable
 from node.facts import make_fact
-from node.federation import RELEVANCE_TOLERANCE, plan_query
+from node.federation import RELEVANCE_TOLERANCE, merge, plan_query
 from node.filters import parse_filter
 from node.memory import HashEmbedder
 from node.memory_network import MemoryHub, MemoryNetwork
@@ -36,9 +36,10 @@ from node.ports import (
     RemoteAnswer,
     RemoteHit,
     RemoteQuery,
+    StoredFact,
     Vectors,
 )
-from node.results import PeerOutcome
+from node.results import PeerOutcome, ScoredFact
 from node.search import Query, RankBy, Scope, SearchMode
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
@@ -449,3 +450,30 @@ async def test_only_the_remote_hits_shown_are_embedded_again(tmp_path: Path) -> 
     finally:
         await a.close()
         await b.close()
+
+
+def scored(cid: str, text: str, relevance: float, source: str | None = None) -> ScoredFact:
+    fact = StoredFact(-1, cid, text, {}, None, 0.0)
+    return ScoredFact(fact, 0.0, relevance=relevance, source=source)
+
+
+def test_the_merge_orders_the_union_as_the_mode_ranks() -> None:
+    local = [scored("l1", "local one", 0.9)]
+    remote = [
+        scored("r1", "remote one", 0.5, PEER),
+        scored("r2", "remote two", 0.8, PEER),
+        scored("l1", "the same CID as a local hit", 0.99, PEER),
+        scored("r3", "local one", 0.99, PEER),  # the same text as a local hit
+    ]
+    bm25 = {"l1": 0.0, "r1": 5.0, "r2": 1.0}
+
+    def order(mode: SearchMode) -> list[str]:
+        return [r.fact.cid for r in merge(local, remote, mode, bm25)]
+
+    assert order(SearchMode.DENSE) == ["l1", "r2", "r1"]
+    assert order(SearchMode.KEYWORD) == ["r1", "r2", "l1"]
+    # fusion: r1 = 1/63 + 1/61, r2 = 2/62, l1 = 1/61 (no keyword match)
+    fused = merge(local, remote, SearchMode.HYBRID, bm25)
+    assert [r.fact.cid for r in fused] == ["r1", "r2", "l1"]
+    assert fused[0].score == pytest.approx(1 / 63 + 1 / 61)
+    assert [r.score for r in merge(local, remote, SearchMode.DENSE, bm25)] == [0.9, 0.8, 0.5]
