@@ -50,6 +50,7 @@ from node.federation import (
     wanted_collections,
 )
 from node.filters import MetadataFilter
+from node.limits import MAX_K
 from node.model_identity import ModelDescription, check_query_model
 from node.ports import FactRef, Network, RemoteAnswer, RemoteHit, RemoteQuery
 from node.proofs import RootLookup, hit_proof_json
@@ -75,6 +76,9 @@ class FederationOptions:
     max_peers: int = 8
     #: Seconds a peer whose answer failed verification is left out of network queries.
     penalty_seconds: float = 600.0
+    #: Keyword and hybrid: each source (this node and every peer asked) gives this many
+    #: times k candidates, re-ranked here over the union (dense needs k: cosine is global).
+    fused_depth: int = 2
 
 
 class Federator:
@@ -144,8 +148,13 @@ class Federator:
             off = {c: "networking is off on this node" for c in wanted if not self._held.holds(c)}
             plan = Plan(plan.local, {}, off)
         t1 = time.perf_counter()
+        # keyword and hybrid answers are re-ranked here over the union: each source gives a
+        # deeper list, so a hit its own fusion put just below k can still make the top k
+        depth = query.k if query.mode is SearchMode.DENSE else self.options.fused_depth * query.k
+        depth = min(depth, MAX_K)
         local_query = replace(
             query,
+            k=depth,
             scope=Scope.LOCAL,
             vector=tuple(float(x) for x in vector),
             model_cid=None,
@@ -156,7 +165,7 @@ class Federator:
             text=query.text,
             vector=tuple(float(x) for x in vector),
             model_cid=self._model_cid,
-            k=query.k,
+            k=depth,
             mode=query.mode,
             collections=(),
             filter=query.filter,
