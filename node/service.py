@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import numpy as np
 from multiformats import CID
 
 from node import __version__
@@ -40,8 +38,9 @@ from node.follower import ChainFollower
 from node.indexes import Reconciled, SearchIndexes
 from node.ingest import Ingest
 from node.limits import MAX_BATCH
+from node.local_search import LocalSearch
 from node.manifest import Block
-from node.model_identity import bare_description, check_query_model, model_cid
+from node.model_identity import bare_description, model_cid
 from node.moderation import Moderator
 from node.options import NodeOptions as NodeOptions
 from node.origin import Origin
@@ -54,7 +53,6 @@ from node.ports import (
     Network,
     StoredFact,
 )
-from node.proofs import HitProof
 from node.records import SignedRecord
 from node.recovery import IntegrityReport, audit, mark_clean
 from node.results import (
@@ -64,7 +62,7 @@ from node.results import (
     ProvenanceView,
     QueryResult,
 )
-from node.retrieval import Retriever, check_query, results_context
+from node.retrieval import Retriever, check_query
 from node.revocation import Revocations, Revoker
 from node.search import Query, Scope
 from node.signing import SigningKey, signature_valid
@@ -142,9 +140,17 @@ class KnowledgeNode(Peering):
         self._anchorer = parts.anchorer
         self._follower = parts.follower
         self._integrity = IntegrityReport()
+        self._local = LocalSearch(
+            self._retriever,
+            self._scheduler,
+            self._catalog,
+            self._revocations,
+            self._model,
+            self._model_cid,
+        )
         ledger = self._ledger
         self._federator = Federator(
-            local=self._local_query,
+            local=self._local.query,
             query_vector=self._retriever.query_vector,
             embed=self._scheduler.embed_query,
             network=self._network,
@@ -369,40 +375,7 @@ class KnowledgeNode(Peering):
         if query.scope is Scope.NETWORK:
             check_query(query)
             return await self._federator.query(query)
-        return await self._local_query(query)
-
-    async def _local_query(self, query: Query) -> QueryResult:
-        check_query(query)
-        if query.model_cid is not None:  # the vector's model, as the client says
-            check_query_model(query.model_cid, self._model, self._model_cid)
-        embed_ms = 0.0
-        # Every mode has a query vector: dense and hybrid rank by it, and every mode's
-        # results carry their relevance (node.search), which decides what the context cites.
-        vector: np.ndarray | None = None
-        if query.vector is not None:
-            vector = self._retriever.query_vector(query.vector)
-        else:
-            t0 = time.perf_counter()
-            vector = (await self._scheduler.embed_query([query.text]))[0]
-            embed_ms = (time.perf_counter() - t0) * 1000
-        t1 = time.perf_counter()
-        results = await self._in_thread(self._retriever.rank, query, vector)
-        if query.proofs and results:
-            proofs = await self._in_thread(self._hit_proofs, [r.fact.cid for r in results])
-            results = [replace(r, proof=proofs.get(r.fact.cid)) for r in results]
-        search_ms = (time.perf_counter() - t1) * 1000
-        threshold = self._retriever.min_relevance(query)
-        context = results_context(query.text, results, threshold)
-        return QueryResult(results, context, threshold, embed_ms, search_ms)
-
-    def _hit_proofs(self, cids: Sequence[str]) -> dict[str, HitProof]:
-        tombstones = self._revocations.tombstone_cids(cids)
-        out = {}
-        for cid in cids:
-            found = self._catalog.provenance(cid)
-            if found is not None:
-                out[cid] = HitProof(found, tombstones.get(cid))
-        return out
+        return await self._local.query(query)
 
     async def status(self) -> NodeStatus:
         return await self._in_thread(self._status)

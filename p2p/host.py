@@ -2,12 +2,11 @@
 
 ``Libp2pNetwork`` implements ``node.ports.Network``. It runs py-libp2p on its own trio thread
 (``p2p.bridge``) with settings chosen on purpose, because the library's defaults lose messages
-silently (see docs/protocol.md and the platform notes): TCP, Noise only (no plaintext, secio or
-TLS), Yamux, identify and ping; gossipsub 1.1 (``/meshsub/1.1.0``, 1.0.0 fallback; 1.2's
-IDONTWANT costs ~7 ms CPU per relayed message here), 1 s heartbeat, strict message signing, no
-built-in per-topic publish throttle, and publishing paced by an outbound queue of envelopes.
-Records travel on one topic per replication set (``p2p.topics``: the node subscribes to those
-it holds); each node advertises what it holds on the directory topic (``p2p.advertiser``).
+silently (``p2p.stack``: TCP, Noise only, Yamux, gossipsub 1.1 with a 1 s heartbeat), strict
+message signing, and publishing paced by an outbound queue of envelopes. Records travel on one
+topic per replication set (``p2p.topics``: the node subscribes to those it holds); each node
+advertises what it holds on the directory topic (``p2p.advertiser``) and answers peers'
+federated queries (``p2p.query_protocol``).
 
 Hostile peers. Exceptions a peer's bytes raise inside py-libp2p are contained per stream and per
 pubsub task (``p2p.guard``) and count as offences, like rejected gossip and refused sync
@@ -27,26 +26,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import multiaddr
 import trio
-from libp2p import new_host
 from libp2p.abc import IHost
-from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
-from libp2p.custom_types import TMuxerOptions, TProtocol
-from libp2p.network.config import ConnectionConfig
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from node.errors import (
@@ -84,9 +75,15 @@ from p2p.inbox import Inbox
 from p2p.notices import AnchorNotices
 from p2p.peers import PeerBook, PeerPolicy
 from p2p.publisher import Publisher
-from p2p.query_protocol import QUERY_PROTOCOL, QueryLimits, QueryServer, ask_within
+from p2p.query_protocol import (
+    QUERY_PROTOCOL,
+    QueryCounts,
+    QueryLimits,
+    QueryServer,
+    ask_within,
+)
 from p2p.reconcile import ItemSet
-from p2p.scoring import score_params
+from p2p.stack import new_gossipsub, new_libp2p_host
 from p2p.sync import (
     SYNC_PROTOCOL,
     SyncServer,
@@ -111,7 +108,6 @@ if not os.environ.get("LIBP2P_DEBUG"):
     logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
 
 ANCHORS_TOPIC = "/knowhub/anchors/1"
-GOSSIP_PROTOCOLS = [TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,9 +164,7 @@ class Libp2pNetwork:
         self.received = 0
         self.rejected = 0
         self.refused = 0
-        #: Bytes of federated queries this node sent and their answers (asking side).
-        self.query_bytes = 0
-        self._queries: QueryServer | None = None
+        self._query_counts = QueryCounts()  # both roles, across restarts of the layer
         #: Why the network layer is down (None while it runs); the last failure stays in
         #: ``last_failure`` after a restart, ``restarts`` counts them.
         self.failure: str | None = None
@@ -240,16 +234,8 @@ class Libp2pNetwork:
             running=host is not None and down is None,
             error=down if down is not None else (None if host is not None else "not running"),
             bootstrap_peers=self._bootstrap_peers(),
-            **self._query_counts(),
+            **asdict(self._query_counts),
         )
-
-    def _query_counts(self) -> dict[str, int]:
-        served = self._queries
-        return {
-            "queries_answered": 0 if served is None else served.answered,
-            "queries_busy": 0 if served is None else served.refused,
-            "query_bytes": self.query_bytes + (0 if served is None else served.bytes),
-        }
 
     def _bootstrap_peers(self) -> int:
         """Configured bootstrap peers other than this node (cluster lists name it too)."""
@@ -303,7 +289,7 @@ class Libp2pNetwork:
         except InvalidAnswer as exc:
             self.penalise(peer_id, exc.message)
             raise
-        self.query_bytes += size
+        self._query_counts.query_bytes += size
         return answer
 
     def penalise(self, peer_id: str, reason: str) -> None:
@@ -367,41 +353,23 @@ class Libp2pNetwork:
         self, key_pair: Any, listen: list[multiaddr.Multiaddr], up: Callable[[], None]
     ) -> None:
         """One run of the host and everything on it, until ``_stop`` is set or it fails."""
-        host = new_host(
-            key_pair=key_pair,
-            sec_opt={
-                NOISE_ID: NoiseTransport(key_pair, noise_privkey=x25519_key_pair().private_key)
-            },
-            muxer_opt=cast(TMuxerOptions, {YAMUX_ID: Yamux}),
-            # no automatic dialling of every peer in the peerstore: this node dials its
-            # bootstrap peers itself (with backoff) and must not redial peers it blocked
-            connection_config=ConnectionConfig(
-                min_connections=0,
-                low_watermark=0,
-                max_connections=self._config.limits.max_connections,
-                high_watermark=self._config.limits.max_connections,
-            ),
-        )
+        host = new_libp2p_host(key_pair, self._config.limits.max_connections)
         contain_streams(host, self._fault)
         book = self._book
         admission.install(
             cast(Swarm, host.get_network()), self._admission, book.may_dial, book.dialled
         )
-        gossipsub = GossipSub(
-            protocols=GOSSIP_PROTOCOLS,
-            degree=6,
-            degree_low=4,
-            degree_high=12,
-            heartbeat_interval=1,
-            heartbeat_initial_delay=0.1,
-            spam_protection_enabled=False,
-            score_params=score_params(book.is_trusted, book.is_banned),
-        )
+        gossipsub = new_gossipsub(book.is_trusted, book.is_banned)
         pubsub = Pubsub(host, gossipsub, strict_signing=True)
         assert self._stop is not None and self._sink is not None
         server = SyncServer(self._sink, self._trio, self._fault, self._refuses)
-        queries = self._queries = QueryServer(
-            self._sink, self._trio, self._fault, self._refuses, self._config.query_limits
+        queries = QueryServer(
+            self._sink,
+            self._trio,
+            self._fault,
+            self._refuses,
+            self._config.query_limits,
+            self._query_counts,
         )
         try:
             self._host, self._pubsub, self._gossip = host, pubsub, gossipsub

@@ -66,6 +66,17 @@ class QueryLimits:
     write_timeout: float = 10.0
 
 
+@dataclass(slots=True)
+class QueryCounts:
+    """The query protocol's counters, both roles (``NetworkStatus`` reports them)."""
+
+    queries_answered: int = 0
+    #: Requests answered ``busy`` (over the rate, per-peer or total bounds).
+    queries_busy: int = 0
+    #: Framed requests and answers on the wire, asked and answered.
+    query_bytes: int = 0
+
+
 class QueryServer:
     """Answers ``/knowhub/query/1`` with the node's ``RecordSink.answer_query``."""
 
@@ -76,6 +87,7 @@ class QueryServer:
         on_offence: Callable[[ID, str], None],
         refuses: Callable[[ID], bool],
         limits: QueryLimits | None = None,
+        counts: QueryCounts | None = None,
     ) -> None:
         self._sink = sink
         self._bridge = bridge
@@ -85,10 +97,7 @@ class QueryServer:
         self._running: Counter[ID] = Counter()
         self._slots = trio.CapacityLimiter(self.limits.concurrency)
         self._buckets: dict[ID, tuple[float, float]] = {}
-        self.answered = 0
-        self.refused = 0
-        #: Bytes of requests read and answers written (frames with their length prefixes).
-        self.bytes = 0
+        self.counts = counts or QueryCounts()
 
     async def handle(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
@@ -113,18 +122,18 @@ class QueryServer:
                 return await self._reply(stream, peer, encode_error("invalid", str(exc)), exc)
         if reading.cancelled_caught or got is None:
             return False  # quiet or gone: not an offence
-        self.bytes += got[1] + len(encode_varint(got[1]))
+        self.counts.query_bytes += got[1] + len(encode_varint(got[1]))
         try:
             query = decode_request(got[0])
         except InvalidEnvelope as exc:
             return await self._reply(stream, peer, encode_error("invalid", exc.message), exc)
         if not self._admit(peer):
-            self.refused += 1
+            self.counts.queries_busy += 1
             return await self._reply(stream, peer, encode_error("busy", "over the query rate"))
         try:
             self._slots.acquire_on_behalf_of_nowait(stream)
         except trio.WouldBlock:
-            self.refused += 1
+            self.counts.queries_busy += 1
             return await self._reply(stream, peer, encode_error("busy", "too many queries"))
         self._running[peer] += 1
         try:
@@ -141,7 +150,7 @@ class QueryServer:
             answer = await self._bridge.to_asyncio(self._sink.answer_query(query, str(peer)))
         except KnowhubError as exc:
             return encode_error(refusal_code(exc), exc.message)
-        self.answered += 1
+        self.counts.queries_answered += 1
         return encode_answer(answer)
 
     def _admit(self, peer: ID) -> bool:
@@ -170,7 +179,7 @@ class QueryServer:
         if offence is not None:
             self._on_offence(peer, f"query: {offence}")
         framed = await trio.to_thread.run_sync(encode_message, message)
-        self.bytes += len(framed)
+        self.counts.query_bytes += len(framed)
         with trio.move_on_after(self.limits.write_timeout) as writing:
             await stream.write(framed)
         return not writing.cancelled_caught

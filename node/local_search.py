@@ -1,0 +1,81 @@
+"""Local search: a query answered from this node's own collections (``POST /v1/query`` with
+scope local, and the local half of a network query, ``node.federator``).
+
+Owns the steps around ranking: the query's checks (``check_query``, the vector's model CID),
+the query vector (the caller's, normalised, or the text embedded through the scheduler's
+query lane), ranking in a worker thread (``node.retrieval.Retriever.rank``), each hit's
+proof when asked (``node.proofs``: provenance and any tombstone held), and the LLM context.
+Invariant: every mode's results carry their relevance, which decides what the context cites.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol
+
+import numpy as np
+
+from node.embedding import EmbedScheduler
+from node.model_identity import ModelDescription, check_query_model
+from node.ports import AnchorBook
+from node.proofs import HitProof
+from node.results import QueryResult
+from node.retrieval import Retriever, check_query, results_context
+from node.search import Query
+
+
+class Tombstones(Protocol):
+    def tombstone_cids(self, cids: Sequence[str]) -> dict[str, str]: ...
+
+
+class LocalSearch:
+    def __init__(
+        self,
+        retriever: Retriever,
+        scheduler: EmbedScheduler,
+        catalog: AnchorBook,
+        tombstones: Tombstones,
+        model: ModelDescription,
+        model_cid: str,
+    ) -> None:
+        self._retriever = retriever
+        self._scheduler = scheduler
+        self._catalog = catalog
+        self._tombstones = tombstones
+        self._model = model
+        self._model_cid = model_cid
+
+    async def query(self, query: Query) -> QueryResult:
+        check_query(query)
+        if query.model_cid is not None:  # the vector's model, as the client says
+            check_query_model(query.model_cid, self._model, self._model_cid)
+        embed_ms = 0.0
+        vector: np.ndarray | None = None
+        if query.vector is not None:
+            vector = self._retriever.query_vector(query.vector)
+        else:
+            t0 = time.perf_counter()
+            vector = (await self._scheduler.embed_query([query.text]))[0]
+            embed_ms = (time.perf_counter() - t0) * 1000
+        t1 = time.perf_counter()
+        results = await asyncio.to_thread(self._retriever.rank, query, vector)
+        if query.proofs and results:
+            cids = [r.fact.cid for r in results]
+            proofs = await asyncio.to_thread(self._hit_proofs, cids)
+            results = [replace(r, proof=proofs.get(r.fact.cid)) for r in results]
+        search_ms = (time.perf_counter() - t1) * 1000
+        threshold = self._retriever.min_relevance(query)
+        context = results_context(query.text, results, threshold)
+        return QueryResult(results, context, threshold, embed_ms, search_ms)
+
+    def _hit_proofs(self, cids: Sequence[str]) -> dict[str, HitProof]:
+        tombstones = self._tombstones.tombstone_cids(cids)
+        out = {}
+        for cid in cids:
+            found = self._catalog.provenance(cid)
+            if found is not None:
+                out[cid] = HitProof(found, tombstones.get(cid))
+        return out
