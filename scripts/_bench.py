@@ -164,11 +164,17 @@ def running_node(
 
 
 def ingest(url: str, facts: Sequence[dict[str, Any]], batch: int = 256) -> float:
-    """POST facts in batches; return seconds taken. Raises if any item failed."""
+    """POST facts in batches; return seconds taken. A 503 (the node at its ingest bound, as
+    when peers' gossip fills it too) is retried after its Retry-After; raises if any item
+    failed."""
     started = time.perf_counter()
     with httpx.Client(base_url=url, timeout=3600) as client:
         for start in range(0, len(facts), batch):
-            response = client.post("/v1/facts/batch", json={"facts": facts[start : start + batch]})
+            body = {"facts": facts[start : start + batch]}
+            response = client.post("/v1/facts/batch", json=body)
+            while response.status_code == 503:
+                time.sleep(float(response.headers.get("retry-after", "1")))
+                response = client.post("/v1/facts/batch", json=body)
             response.raise_for_status()
             if response.json()["failed"]:
                 raise RuntimeError(f"ingest failed: {response.json()}")
