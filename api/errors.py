@@ -60,11 +60,14 @@ def error_response(
     field: str | None = None,
     headers: dict[str, str] | None = None,
     tombstone: str | None = None,
+    holders: tuple[str, ...] = (),
 ) -> JSONResponse:
     field = None if field is None else printable(field)
-    detail: dict[str, str | None] = {"code": code, "message": printable(message), "field": field}
+    detail: dict[str, object] = {"code": code, "message": printable(message), "field": field}
     if tombstone is not None:
         detail["tombstone"] = tombstone
+    if holders:
+        detail["holders"] = list(holders)
     return JSONResponse({"error": detail}, status_code=status, headers=headers)
 
 
@@ -156,8 +159,15 @@ def install(app: FastAPI) -> None:
         if status >= 500 and headers is None:  # a full queue is the node working as designed
             log.error("request failed: %s", exc.message)
         tombstone = exc.tombstone if isinstance(exc, Revoked) else None
+        holders = exc.holders if isinstance(exc, CollectionNotHeld) else ()
         return error_response(
-            status, exc.code, exc.message, exc.field, headers=headers, tombstone=tombstone
+            status,
+            exc.code,
+            exc.message,
+            exc.field,
+            headers=headers,
+            tombstone=tombstone,
+            holders=holders,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -45,6 +45,11 @@ class ErrorDetail(BaseModel):
     tombstone: str | None = Field(
         None, description="410 revoked: the CID of the contributor's signed tombstone."
     )
+    holders: list[str] | None = Field(
+        None,
+        description="409 collection_not_held: peers that advertise the collection (the peer "
+        "directory, connected first); write there instead.",
+    )
 
 
 class ErrorBody(BaseModel):

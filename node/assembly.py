@@ -21,6 +21,7 @@ from node.anchoring import Anchorer
 from node.content import BlockService
 from node.curation import Attester, Curation
 from node.embedding import EmbedScheduler
+from node.federation import holders_of
 from node.follower import ChainFollower
 from node.indexes import SearchIndexes
 from node.ingest import Ingest
@@ -96,6 +97,7 @@ def assemble(
         near_duplicate_cosine=options.near_duplicate_cosine,
         collections=options.collections,
         gossip_quota=ContributorQuota(options.gossip_quota_rate, options.gossip_quota_burst),
+        holders=None if network is None else partial(holders_of, network),
     )
     follower = (
         None

@@ -100,9 +100,16 @@ class Hidden(KnowhubError):
 
 class CollectionNotHeld(KnowhubError):
     """This node does not hold the fact's collection (409): it refuses the fact and stores
-    nothing; the message names the collections it holds (``node.collections``)."""
+    nothing; the message names the collections it holds (``node.collections``) and
+    ``holders`` the peers that advertise the collection (the peer directory)."""
 
     code = "collection_not_held"
+
+    def __init__(
+        self, message: str, *, holders: tuple[str, ...] = (), field: str | None = None
+    ) -> None:
+        super().__init__(message, field=field)
+        self.holders = holders
 
 
 class Revoked(KnowhubError):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from node.errors import (
     CollectionNotHeld,
@@ -69,6 +69,20 @@ class Plan:
     local: tuple[str, ...]
     asks: dict[str, tuple[str, ...]]
     missing: dict[str, str]
+
+
+class HasDirectory(Protocol):
+    def directory(self) -> list[DirectoryEntry]: ...
+
+
+def holders_of(network: HasDirectory, name: str, limit: int = 8) -> tuple[str, ...]:
+    """Peers that advertise facts of collection ``name`` (``network.directory()``),
+    connected first, then the freshest: what a refusal to store a fact names."""
+    entries = [
+        e for e in network.directory() if e.collections.get(name) and e.collections[name].facts
+    ]
+    entries.sort(key=lambda e: (not e.connected, -e.seen_at))
+    return tuple(e.peer_id for e in entries[:limit])
 
 
 def wanted_collections(

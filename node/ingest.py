@@ -104,8 +104,11 @@ class Ingest:
         near_duplicate_cosine: float = NEAR_DUPLICATE_COSINE,
         gossip_quota: ContributorQuota | None = None,
         collections: Collections | None = None,
+        holders: Callable[[str], tuple[str, ...]] | None = None,
     ) -> None:
         self._gossip_quota = gossip_quota
+        #: Peers that advertise a collection (the directory), named in a refusal.
+        self._holders = holders
         self.collections = collections or Collections()
         #: Facts from elsewhere dropped, before embedding, for a collection not held here.
         self.other_collections = 0
@@ -220,10 +223,15 @@ class Ingest:
                 continue
             if origin is not Origin.LOCAL:
                 self.other_collections += 1
+                out.append(CollectionNotHeld(f"collection {name!r} not held", field="collection"))
+                continue
+            holders = () if self._holders is None else self._holders(name)
+            where = f"; peers that hold it: {', '.join(holders)}" if holders else ""
             out.append(
                 CollectionNotHeld(
                     f"this node does not hold collection {name!r}; it holds: "
-                    f"{self.collections.describe()}",
+                    f"{self.collections.describe()}{where}",
+                    holders=holders,
                     field="collection",
                 )
             )

@@ -477,3 +477,24 @@ def test_the_merge_orders_the_union_as_the_mode_ranks() -> None:
     assert [r.fact.cid for r in fused] == ["r1", "r2", "l1"]
     assert fused[0].score == pytest.approx(1 / 63 + 1 / 61)
     assert [r.score for r in merge(local, remote, SearchMode.DENSE, bm25)] == [0.9, 0.8, 0.5]
+
+
+def test_a_write_of_a_collection_not_held_names_its_holders(tmp_path: Path) -> None:
+    net = ScriptedNetwork()
+    node = lambda: node_holding(tmp_path, "a", network=net)  # noqa: E731
+    with TestClient(create_app(node)) as client:
+        net.entries = [
+            entry("peer-far", "m", b=3),
+            replace(entry("peer-gone", "m", b=1), connected=False),
+            entry("peer-other", "m", c=2),
+        ]
+        reply = client.post("/v1/facts", json={"text": "A b fact.", "collection": "b"})
+        assert reply.status_code == 409, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == "collection_not_held"
+        assert error["holders"] == ["peer-far", "peer-gone"]  # connected first
+        assert "peer-far" in error["message"]
+        assert client.get("/v1/status").json()["facts"] == 0
+        net.entries = []
+        nobody = client.post("/v1/facts", json={"text": "A b fact.", "collection": "b"})
+        assert nobody.status_code == 409 and "holders" not in nobody.json()["error"]
