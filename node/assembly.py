@@ -109,6 +109,7 @@ def assemble(
             blocks,
             partial(ingest.receive, origin=Origin.CHAIN),
             withdrawn=ingest.withdrawn,
+            not_held=ingest.not_held,
         )
     )
     parts = NodeParts(

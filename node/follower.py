@@ -54,8 +54,12 @@ class ChainFollower:
         store: Callable[[Sequence[SignedRecord]], Awaitable[int]],
         interval: float = 5.0,
         withdrawn: Callable[[Sequence[str]], set[str]] = lambda _cids: set(),
+        not_held: Callable[[Sequence[SignedRecord]], set[str]] = lambda _records: set(),
     ) -> None:
         self._withdrawn = withdrawn
+        #: The CIDs among fetched records that this node does not hold (facts of collections
+        #: it does not hold): ingest drops them, and a batch is complete without them.
+        self._not_held = not_held
         self._catalog = catalog
         self._ledger = ledger
         self._network = network
@@ -133,8 +137,9 @@ class ChainFollower:
             if found:
                 await self._store(found)
                 self.facts_fetched += len(found)
+            elsewhere = self._not_held(found)
             have = await asyncio.to_thread(self._held, missing)
-            missing = [c for c in missing if c not in have]
+            missing = [c for c in missing if c not in have and c not in elsewhere]
         if missing:
             log.info("batch 0x%s: %d facts not available yet", event.root.hex(), len(missing))
             return False

@@ -237,6 +237,11 @@ class Ingest:
             )
         return out
 
+    def not_held(self, records: Sequence[SignedRecord]) -> set[str]:
+        """The CIDs of ``records`` this node drops for their collection (the chain follower
+        completes a batch without them)."""
+        return {r.cid for r in records if self._not_held(r) is not None}
+
     def _not_held(self, item: Fact | SignedRecord) -> str | None:
         """The collection of ``item`` when it is a fact of one this node does not hold."""
         if self.collections.all or not _is_fact(item):

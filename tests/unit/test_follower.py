@@ -135,3 +135,30 @@ async def test_batch_no_peer_can_complete_is_retried(tmp_path: Path) -> None:
         peer.facts[f.cid] = (f, KEY.sign_cid(f.cid))
     await follower.step()
     assert follower.verified_batches == 1 and catalog.count() == 5
+
+
+async def test_a_batch_with_facts_of_collections_not_held_completes(tmp_path: Path) -> None:
+    """A node holding some collections adopts a batch that also anchors facts of others: it
+    fetches them once to learn their collection, drops them, and moves on."""
+    follower, catalog, ledger, peer = rig(tmp_path)
+    mine = [make_fact(f"held {i}", None, KEY.address, collection="a") for i in range(3)]
+    theirs = [make_fact(f"elsewhere {i}", None, KEY.address, collection="b") for i in range(3)]
+    for f in mine + theirs:
+        peer.facts[f.cid] = (f, KEY.sign_cid(f.cid))
+    anchor(ledger, peer, mine + theirs)
+    stored: list[str] = []
+
+    async def store_held(records: Sequence[SignedRecord]) -> int:
+        held = [r for r in records if isinstance(r.body, Fact) and r.body.collection == "a"]
+        catalog.insert([NewFact(r.body, np.zeros(4, np.float32), r.signature) for r in held])  # type: ignore[arg-type]
+        stored.extend(r.cid for r in held)
+        return len(held)
+
+    follower._store = store_held
+    follower._not_held = lambda records: {  # as node.ingest answers for a node holding "a"
+        r.cid for r in records if isinstance(r.body, Fact) and r.body.collection != "a"
+    }
+    await follower.step()
+    assert follower.verified_batches == 1 and follower.follow_block == ledger.head()
+    assert sorted(stored) == sorted(f.cid for f in mine)
+    assert catalog.count() == 3
