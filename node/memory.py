@@ -150,38 +150,23 @@ class MemoryKeywordIndex:
     def search(
         self, text: str, k: int, allowed: Ids | None = None, excluded: Ids | None = None
     ) -> list[Hit]:
-        terms = set(_WORD.findall(text.lower()))
-        if not terms or not self._docs:
-            return []
-        n = len(self._docs)
-        avg = sum(len(d) for d in self._docs.values()) / n
-        idf = {}
-        for term in terms:
-            df = sum(term in d for d in self._docs.values())
-            idf[term] = max(math.log((n - df + 0.5) / (df + 0.5)), 1e-6)
         keep = None if allowed is None else set(allowed.tolist())
         skip = set() if excluded is None else set(excluded.tolist())
-        hits = []
-        for i, words in self._docs.items():
-            if (keep is not None and i not in keep) or i in skip:
-                continue
-            score = 0.0
-            for term in terms:
-                tf = words.count(term)
-                if tf:
-                    norm = self.K1 * (1 - self.B + self.B * len(words) / avg)
-                    score += idf[term] * tf * (self.K1 + 1) / (tf + norm)
-            if score > 0:
-                hits.append(Hit(i, score))
+        ids = [i for i in self._docs if (keep is None or i in keep) and i not in skip]
+        scores = self._scores(text, [self._docs[i] for i in ids])
+        hits = [Hit(i, score) for i, score in zip(ids, scores, strict=True) if score > 0]
         hits.sort(key=lambda h: (-h.score, h.id))
         return hits[:k]
 
     def score_texts(self, text: str, texts: Sequence[str]) -> list[float]:
+        return self._scores(text, [_WORD.findall(t.lower()) for t in texts])
+
+    def _scores(self, text: str, docs: Sequence[list[str]]) -> list[float]:
+        """BM25 of each word list for ``text`` with the held documents' statistics."""
         terms = set(_WORD.findall(text.lower()))
-        docs = [_WORD.findall(t.lower()) for t in texts]
         n = len(self._docs)
         if not terms or not n:
-            return [0.0] * len(texts)
+            return [0.0] * len(docs)
         avg = sum(len(d) for d in self._docs.values()) / n
         idf = {}
         for term in terms:
@@ -190,10 +175,10 @@ class MemoryKeywordIndex:
         out = []
         for words in docs:
             score = 0.0
+            norm = self.K1 * (1 - self.B + self.B * len(words) / avg)
             for term in terms:
                 tf = words.count(term)
                 if tf:
-                    norm = self.K1 * (1 - self.B + self.B * len(words) / avg)
                     score += idf[term] * tf * (self.K1 + 1) / (tf + norm)
             out.append(score)
         return out

@@ -12,6 +12,7 @@ from multiformats import CID
 
 from node.collections import RECORDS_SET, Collections, set_of
 from node.errors import CollectionNotHeld
+from node.facts import DEFAULT_COLLECTION
 from node.model_identity import bare_description, model_cid
 from node.origin import Origin
 from node.ports import RemoteAnswer, RemoteQuery
@@ -20,7 +21,34 @@ from node.records import SignedRecord
 MODEL_CID = model_cid(bare_description("test-model", 8))
 
 
-class RecordingSink:
+class QuietSink:
+    """The parts of a ``RecordSink`` a network test rarely cares about: it judges nothing
+    invalid, serves no blocks, ignores anchor notices, answers no queries and holds the
+    default collection's set (override what a test needs)."""
+
+    def judge(self, records: Sequence[SignedRecord]) -> str | None:
+        return None
+
+    def sets(self) -> list[str]:
+        return [RECORDS_SET, DEFAULT_COLLECTION]
+
+    def held(self) -> Collections:
+        return Collections()
+
+    def model_cid(self) -> str:
+        return MODEL_CID
+
+    async def get_block(self, cid: str) -> bytes | None:
+        return None
+
+    async def anchor_announced(self, chain_id: int, registry: str) -> None:
+        return None
+
+    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        raise CollectionNotHeld("this sink answers no queries")
+
+
+class RecordingSink(QuietSink):
     def __init__(
         self, records: Sequence[SignedRecord] = (), collections: Collections | None = None
     ) -> None:
@@ -66,9 +94,6 @@ class RecordingSink:
     def held(self) -> Collections:
         return self.collections
 
-    def model_cid(self) -> str:
-        return MODEL_CID
-
     def set_version(self) -> int:
         return len(self.records)
 
@@ -76,12 +101,3 @@ class RecordingSink:
         return [
             (self.records[c].block, self.records[c].signature) for c in cids if c in self.records
         ]
-
-    async def get_block(self, cid: str) -> bytes | None:
-        return None
-
-    async def anchor_announced(self, chain_id: int, registry: str) -> None:
-        return None
-
-    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
-        raise CollectionNotHeld("this sink answers no queries")

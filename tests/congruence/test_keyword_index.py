@@ -91,9 +91,7 @@ def test_k_hits_come_back_whatever_the_restriction(make: Factory, tmp_path: Path
     assert scores == sorted(scores, reverse=True)
 
 
-def test_score_texts_gives_held_documents_their_search_score(
-    make: Factory, tmp_path: Path
-) -> None:
+def test_score_texts_gives_held_documents_their_search_score(make: Factory, tmp_path: Path) -> None:
     index = filled(make, tmp_path)
     hits = {h.id: h.score for h in index.search("red fish", 10)}
     scored = index.score_texts("red fish", [TEXTS[i] for i in sorted(TEXTS)])

@@ -27,18 +27,15 @@ from typing import Any
 import httpx
 import pytest
 
-from node.collections import RECORDS_SET, Collections
-from node.errors import CollectionNotHeld
 from node.facts import DEFAULT_COLLECTION, Fact, make_fact
 from node.origin import Origin
-from node.ports import RemoteAnswer, RemoteQuery
 from node.records import SignedRecord
 from node.signing import SigningKey
 from tests.conftest import ROOT
 from tests.helpers import NodeProcess
 from tests.p2p_attacks import FRAME_LIMIT, bare_host, recon
 from tests.p2p_nodes import add, address, has, p2p, start, wait_until
-from tests.sinks import MODEL_CID
+from tests.sinks import QuietSink
 
 #: What a knowhub node serves (the attack also reads the node's own list from identify).
 PROTOCOLS = (
@@ -146,7 +143,7 @@ def test_sync_amplification_request_is_refused(
 # -- a network layer that fails anyway: in process, on a fake node -----------------------------
 
 
-class FakeNode:
+class FakeNode(QuietSink):
     """The node as the network sees it (``node.ports.RecordSink``), in memory."""
 
     def __init__(self, facts: Sequence[tuple[Fact, str]] = ()) -> None:
@@ -168,35 +165,14 @@ class FakeNode:
             self.facts[key] = (record.body, record.signature)
         return new
 
-    def judge(self, records: Sequence[SignedRecord]) -> str | None:
-        return None
-
     def record_cids(self, set_name: str | None = None) -> list[bytes]:
         return list(self.facts) if set_name in (None, DEFAULT_COLLECTION) else []
-
-    def sets(self) -> list[str]:
-        return [RECORDS_SET, DEFAULT_COLLECTION]
-
-    def held(self) -> Collections:
-        return Collections()
-
-    def model_cid(self) -> str:
-        return MODEL_CID
 
     def set_version(self) -> int:
         return len(self.facts)
 
     def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
         return [(self.facts[c][0].block, self.facts[c][1]) for c in cids if c in self.facts]
-
-    async def get_block(self, cid: str) -> bytes | None:
-        return None
-
-    async def anchor_announced(self, chain_id: int, registry: str) -> None:
-        return None
-
-    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
-        raise CollectionNotHeld("this sink answers no queries")
 
 
 def signed(text: str, key: SigningKey) -> tuple[Fact, str]:

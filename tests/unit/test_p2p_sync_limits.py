@@ -16,11 +16,8 @@ import dag_cbor
 import pytest
 import trio
 
-from node.collections import RECORDS_SET, Collections
-from node.errors import CollectionNotHeld
 from node.facts import DEFAULT_COLLECTION
 from node.origin import Origin
-from node.ports import RemoteAnswer, RemoteQuery
 from node.records import SignedRecord
 from p2p import sync
 from p2p.reconcile import (
@@ -39,7 +36,7 @@ from p2p.reconcile import (
 )
 from p2p.sync import MAX_STREAMS_PER_PEER, SyncServer, encode_message
 from p2p.wire import MAX_SYNC_MESSAGE_BYTES, encode_varint
-from tests.sinks import MODEL_CID
+from tests.sinks import QuietSink
 
 WRONG = b"\x00" * 16
 
@@ -246,7 +243,7 @@ class FakeStream:
         return out
 
 
-class FakeSink:
+class FakeSink(QuietSink):
     def __init__(self, items: list[bytes], records: list[tuple[bytes, str]] | None = None):
         self.items = items
         self.records = records or []
@@ -256,35 +253,14 @@ class FakeSink:
     ) -> int:
         return 0
 
-    def judge(self, records: Sequence[SignedRecord]) -> str | None:
-        return None
-
     def record_cids(self, set_name: str | None = None) -> list[bytes]:
         return list(self.items) if set_name in (None, DEFAULT_COLLECTION) else []
-
-    def sets(self) -> list[str]:
-        return [RECORDS_SET, DEFAULT_COLLECTION]
-
-    def held(self) -> Collections:
-        return Collections()
-
-    def model_cid(self) -> str:
-        return MODEL_CID
 
     def set_version(self) -> int:
         return len(self.items)
 
     def signed_records(self, cids: Sequence[bytes]) -> list[tuple[bytes, str]]:
         return list(self.records)
-
-    async def get_block(self, cid: str) -> bytes | None:
-        return None
-
-    async def anchor_announced(self, chain_id: int, registry: str) -> None:
-        return None
-
-    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
-        raise CollectionNotHeld("this sink answers no queries")
 
 
 def serve(sink: FakeSink, *streams: FakeStream) -> list[tuple[Any, str]]:
