@@ -36,8 +36,9 @@ from node.errors import (
 from node.facts import Fact, fact_from_map
 from node.filters import MetadataFilter
 from node.kinds import decode_record
+from node.limits import MAX_QUERY_COLLECTIONS
 from node.ports import DirectoryEntry, RemoteHit, StoredFact
-from node.proofs import HitCheck, RootLookup, Verdict, check_hit
+from node.proofs import MAX_PROOF_STEPS, HitCheck, RootLookup, Verdict, check_hit, hex32_or_none
 from node.results import Completeness, PeerOutcome, PeerReport, ScoredFact
 from node.search import Hit, SearchMode, reciprocal_rank_fusion
 
@@ -115,8 +116,13 @@ def plan_query(
     node holds a collection (``node.collections.Collections.holds``)."""
     local = tuple(c for c in wanted if holds(c))
     remote = [c for c in wanted if not holds(c)]
-    candidates: dict[str, DirectoryEntry] = {}
-    why: dict[str, set[str]] = {"other model": set(), "offline": set(), "penalised": set()}
+    candidates: dict[str, tuple[DirectoryEntry, frozenset[str]]] = {}
+    why: dict[str, set[str]] = {
+        "other model": set(),
+        "offline": set(),
+        "penalised": set(),
+        "unasked": set(),
+    }
     for entry in directory:
         offered = [c for c in remote if entry.collections.get(c) and entry.collections[c].facts]
         if not offered:
@@ -130,28 +136,35 @@ def plan_query(
         if entry.peer_id in excluded:
             why["penalised"].update(offered)
             continue
+        why["unasked"].update(offered)
         seen = candidates.get(entry.peer_id)
-        if seen is None or seen.seen_at < entry.seen_at:
-            candidates[entry.peer_id] = entry
+        if seen is None or seen[0].seen_at < entry.seen_at:
+            candidates[entry.peer_id] = (entry, frozenset(offered))
     asks: dict[str, list[str]] = {}
     left = set(remote)
     while left and len(asks) < max_peers:
         best = max(
             candidates.values(),
-            key=lambda e: (len(left & e.collections.keys()), e.seen_at, e.peer_id),
+            key=lambda c: (len(left & c[1]), c[0].seen_at, c[0].peer_id),
             default=None,
         )
-        if best is None or not left & best.collections.keys():
+        if best is None or not left & best[1]:
             break
-        covered = sorted(left & best.collections.keys())
-        asks[best.peer_id] = covered
+        # one request names at most MAX_QUERY_COLLECTIONS (the responder refuses more)
+        covered = sorted(left & best[1])[:MAX_QUERY_COLLECTIONS]
+        asks[best[0].peer_id] = covered
         left -= set(covered)
-        del candidates[best.peer_id]
+        del candidates[best[0].peer_id]
     missing = {c: _why_missing(c, why) for c in sorted(left)}
     return Plan(local, {p: tuple(c) for p, c in asks.items()}, missing)
 
 
 def _why_missing(name: str, why: dict[str, set[str]]) -> str:
+    if name in why["unasked"]:
+        return (
+            "its holders were not asked: the peer limit or the collections one request "
+            "names were reached"
+        )
     if name in why["penalised"]:
         return "its connected holders failed verification recently (penalised)"
     if name in why["offline"]:
@@ -173,17 +186,65 @@ class CheckedHit:
     proof: Mapping[str, Any]
 
 
+_PROOF_KEYS = frozenset(
+    {"block", "signature", "status", "root", "merkle_proof", "anchor", "tombstone"}
+)
+_ANCHOR_INTS = ("chain_id", "block_number", "anchored_at")
+_ANCHOR_STRS = ("registry", "tx_hash", "manifest_cid")
+
+
+def proof_shape_fault(proof: Mapping[str, Any]) -> str | None:
+    """Why a remote hit's proof is not exactly the ``node.proofs.hit_proof_json`` form (key
+    set, value types, a known status), or None. Only a proof of that form is checked, shown
+    to the client and served on."""
+    if set(proof) != _PROOF_KEYS:
+        return f"proof must have exactly the keys {sorted(_PROOF_KEYS)}"
+    if not isinstance(proof["block"], str) or not isinstance(proof["signature"], str):
+        return "proof block and signature must be strings"
+    if proof["tombstone"] is not None:
+        return f"revoked by tombstone {str(proof['tombstone'])[:80]}"
+    steps = proof["merkle_proof"]
+    if not isinstance(steps, list) or len(steps) > MAX_PROOF_STEPS:
+        return f"merkle_proof must be a list of at most {MAX_PROOF_STEPS} hashes"
+    if proof["status"] == "pending":
+        if proof["root"] is not None or steps or proof["anchor"] is not None:
+            return "a pending proof names no root, proof or anchor"
+        return None
+    if proof["status"] != "anchored":
+        return "proof status must be pending or anchored"
+    anchor = proof["anchor"]
+    if (
+        not isinstance(proof["root"], str)
+        or not all(isinstance(h, str) for h in steps)
+        or not isinstance(anchor, dict)
+        or set(anchor) != {*_ANCHOR_INTS, *_ANCHOR_STRS}
+        or not all(anchor[k] is None or type(anchor[k]) is int for k in _ANCHOR_INTS)
+        or not all(anchor[k] is None or isinstance(anchor[k], str) for k in _ANCHOR_STRS)
+    ):
+        return "an anchored proof has a root, hex hashes and the anchor's fields"
+    return None
+
+
 def check_remote_hit(
     hit: RemoteHit,
     collections: Sequence[str],
     query_filter: MetadataFilter | None,
     roots: RootLookup | None,
-) -> CheckedHit | str:
-    """The checks of one remote hit before its relevance; why it fails, as text, otherwise.
+) -> CheckedHit | str | None:
+    """The checks of one remote hit before its relevance; why it fails, as text, otherwise;
+    None for a hit that states no relevance (dropped, no fault: protocol section 6c).
     Without ``roots`` (this node reads no chain) an anchor claim is not checked: the hit is
     at best ``pending``."""
+    if hit.relevance is None:  # unverifiable: dropped (it only hides the peer's own hit)
+        return None
+    bad_shape = proof_shape_fault(hit.proof)
+    if bad_shape is not None:
+        return bad_shape
     proof = dict(hit.proof)
-    if roots is None and proof.get("status") == "anchored":
+    root = hex32_or_none(proof.get("root"))
+    if proof["status"] == "anchored" and (roots is None or root is None or not roots.get(root)):
+        # no chain read here, or a root this node's view of the chain lacks yet (it may lag
+        # the peer's): the anchor goes unchecked and unshown; the hit is at best pending
         proof = {**proof, "status": "pending", "anchor": None, "root": None, "merkle_proof": []}
     checked = check_hit({"cid": hit.cid, "proof": proof}, roots or _NO_ROOTS)
     if checked.verdict is Verdict.FAILED:
@@ -194,10 +255,8 @@ def check_remote_hit(
         return f"fact of collection {record.collection!r}, which was not asked of this peer"
     if query_filter is not None and not query_filter.matches(record.record()["metadata"]):
         return "fact does not match the query's metadata filter"
-    if hit.relevance is None:
-        return "hit states no relevance"
     fact = fact_from_map(record.record(), record.block)
-    return CheckedHit(fact, str(proof["signature"]), hit.relevance, checked, hit.proof)
+    return CheckedHit(fact, str(proof["signature"]), hit.relevance, checked, proof)
 
 
 def confirm_relevance(hit: CheckedHit, recomputed: float) -> str | None:
@@ -281,7 +340,10 @@ def completeness(plan: Plan, reports: Sequence[PeerReport]) -> Completeness:
     missing = dict(plan.missing)
     for report in reports:
         if report.outcome is PeerOutcome.ANSWERED:
-            answered.extend(report.collections)
+            answered.extend(report.searched)
+            for c in report.collections:
+                if c not in report.searched:
+                    missing[c] = f"holder {report.peer_id} does not hold it (a stale advert)"
         else:
             for c in report.collections:
                 missing[c] = f"holder {report.peer_id} {report.outcome.value}" + (

@@ -53,7 +53,7 @@ from node.filters import MetadataFilter
 from node.limits import MAX_K
 from node.model_identity import ModelDescription, check_query_model
 from node.ports import FactRef, Network, RemoteAnswer, RemoteHit, RemoteQuery
-from node.proofs import RootLookup, hit_proof_json
+from node.proofs import RootLookup, hex32_or_none, hit_proof_json
 from node.results import PeerOutcome, PeerReport, QueryResult, ScoredFact
 from node.retrieval import Standings, results_context
 from node.roots import AnchorLog, RootCache
@@ -223,7 +223,14 @@ class Federator:
         except KnowhubError as exc:
             outcome, reason = PeerOutcome.UNREACHABLE, exc.message
         ms = (time.perf_counter() - t0) * 1000
-        return PeerReport(peer, query.collections, outcome, ms=round(ms, 3), reason=reason), answer
+        report = PeerReport(peer, query.collections, outcome, ms=round(ms, 3), reason=reason)
+        if answer is not None:
+            extra = set(answer.searched) - set(query.collections)
+            if extra:
+                why = f"says it searched {sorted(extra)[:4]}, which were not asked"
+                return self._caught(report, [why]), None
+            report = replace(report, searched=answer.searched)
+        return report, answer
 
     async def _check(
         self,
@@ -235,9 +242,9 @@ class Federator:
         named: set[bytes] = set()
         for _, answer in answers:
             for hit in answer.hits if answer is not None else ():
-                root = hit.proof.get("root")
-                if isinstance(root, str) and root.startswith("0x") and len(root) == 66:
-                    named.add(bytes.fromhex(root[2:]))
+                root = hex32_or_none(hit.proof.get("root"))
+                if root is not None:
+                    named.add(root)
         roots = None
         if self._roots_for is not None:
             roots = await asyncio.to_thread(self._roots_for, named)
@@ -246,7 +253,9 @@ class Federator:
             passed: list[CheckedHit] = []
             failures: list[str] = []
             for hit in answer.hits if answer is not None else ():
-                got = check_remote_hit(hit, report.collections, query_filter, roots)
+                got = check_remote_hit(hit, report.searched, query_filter, roots)
+                if got is None:
+                    continue
                 if isinstance(got, str):
                     failures.append(f"{hit.cid[:80]}: {got}")
                 else:
@@ -364,12 +373,13 @@ class Federator:
         )
         result = await self._local(local)
         return RemoteAnswer(
-            tuple(
+            searched=held,
+            hits=tuple(
                 RemoteHit(
                     r.fact.cid, r.score, r.relevance, hit_proof_json(r.proof) if r.proof else {}
                 )
                 for r in result.results
-            )
+            ),
         )
 
 

@@ -126,6 +126,8 @@ class RemoteHit:
 @dataclass(frozen=True, slots=True)
 class RemoteAnswer:
     hits: tuple[RemoteHit, ...]
+    #: The asked collections the peer searched (those it holds): the others it did not.
+    searched: tuple[str, ...] = ()
 
 
 class RecordSink(Protocol):

@@ -101,7 +101,8 @@ def hit_proof_json(proof: HitProof) -> dict[str, Any]:
     }
 
 
-def _hex32(value: object) -> bytes | None:
+def hex32_or_none(value: object) -> bytes | None:
+    """32 bytes from a 0x hex string, or None for anything else."""
     try:
         return hex32(value, "hash")
     except InvalidInput:
@@ -155,14 +156,14 @@ def _anchor_checks(
         reasons.append(f"anchored on chain {anchor.get('chain_id')}, not {roots.chain_id}")
     if not isinstance(registry, str) or registry.lower() != roots.registry:
         reasons.append(f"anchored in registry {registry}, not {roots.registry}")
-    root = _hex32(proof.get("root"))
+    root = hex32_or_none(proof.get("root"))
     steps_given = proof.get("merkle_proof") or []
     if not isinstance(steps_given, list) or len(steps_given) > MAX_PROOF_STEPS:
         return [
             *reasons,
             f"the Merkle proof is not a list of at most {MAX_PROOF_STEPS} steps",
         ], None
-    path = [_hex32(step) for step in steps_given]
+    path = [hex32_or_none(step) for step in steps_given]
     if root is None or any(step is None for step in path):
         return [*reasons, "root or Merkle proof is not 32-byte 0x hex"], None
     steps = [step for step in path if step is not None]
@@ -233,7 +234,7 @@ def roots_named(result: object) -> set[bytes]:
     named: set[bytes] = set()
     for hit in hits if isinstance(hits, Sequence) and not isinstance(hits, str) else []:
         proof = hit.get("proof") if isinstance(hit, Mapping) else None
-        root = _hex32(proof.get("root")) if isinstance(proof, Mapping) else None
+        root = hex32_or_none(proof.get("root")) if isinstance(proof, Mapping) else None
         if root is not None:
             named.add(root)
     return named

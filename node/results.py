@@ -85,6 +85,8 @@ class PeerReport:
     rejected: int = 0
     ms: float = 0.0
     reason: str | None = None
+    #: The asked collections the peer says it searched (answered peers).
+    searched: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,9 @@ A request is one DAG-CBOR map::
      "filter"?: {key: {"$in": [scalar, ...]}}, "superseded"?: bool}
 
 ``vector`` is the asking node's unit query embedding as little-endian float32, made by the
-model whose CID is ``model``. The answer is ``{"v": 1, "t": "hits", "hits": [{"cid",
-"score", "relevance", "proof"}]}`` (``proof`` in the ``node.proofs.hit_proof_json`` form) or
+model whose CID is ``model``. The answer is ``{"v": 1, "t": "hits", "searched": [str, ...],
+"hits": [{"cid", "score", "relevance", "proof"}]}`` (``searched``: the asked collections the
+responder holds and searched; ``proof`` in the ``node.proofs.hit_proof_json`` form) or
 ``{"v": 1, "t": "error", "code": str, "message": str}``.
 
 Invariant: a decoded request or answer has passed every bound here (sizes, counts, types,
@@ -129,6 +130,7 @@ def encode_answer(answer: RemoteAnswer) -> dict[str, Any]:
     return {
         "v": VERSION,
         "t": "hits",
+        "searched": list(answer.searched),
         "hits": [
             {"cid": h.cid, "score": h.score, "relevance": h.relevance, "proof": dict(h.proof)}
             for h in answer.hits
@@ -163,7 +165,16 @@ def decode_answer(msg: Mapping[str, Any], k: int) -> RemoteAnswer:
     hits = msg.get("hits")
     if msg.get("t") != "hits" or not isinstance(hits, list) or len(hits) > k:
         raise InvalidEnvelope(f"an answer is a list of at most k={k} hits")
-    return RemoteAnswer(tuple(_hit(h) for h in hits))
+    if set(msg) != {"v", "t", "searched", "hits"}:
+        raise InvalidEnvelope("a hits answer has exactly v, t, searched and hits")
+    searched = msg["searched"]
+    if not isinstance(searched, list) or len(searched) > MAX_QUERY_COLLECTIONS:
+        raise InvalidEnvelope(f"searched lists at most {MAX_QUERY_COLLECTIONS} names")
+    try:
+        names = tuple(check_collection(c, "searched") for c in searched)
+    except InvalidInput as exc:
+        raise InvalidEnvelope(f"searched: {exc.message}") from exc
+    return RemoteAnswer(tuple(_hit(h) for h in hits), names)
 
 
 def _hit(raw: Any) -> RemoteHit:

@@ -9,8 +9,9 @@
   the reason;
 - ``answers``: a hits answer and an error answer (hex), and ``invalid_answers``;
 - ``hits``: one remote hit built from a real signed fact (fixed key), with the asking node's
-  verdict when checked as sent ("pending": record and signature hold, not anchored) and after
-  each forgery a hostile peer might try ("failed", with the check that catches it).
+  verdict when checked as sent ("pending": record and signature hold, not anchored), after
+  each forgery or malformed proof a hostile peer might try ("failed", with the check that
+  catches it), and without a relevance ("dropped": unverifiable, no fault).
 
 ``--check`` fails when the committed file differs from what the code produces (a unit test
 runs it), so the document and the implementation cannot drift apart.
@@ -112,7 +113,11 @@ def _checked(name: str, hit: RemoteHit, about: str) -> dict[str, Any]:
             "relevance": hit.relevance,
             "proof": dict(hit.proof),
         },
-        "verdict": "failed" if isinstance(got, str) else got.check.verdict.value,
+        "verdict": "dropped"
+        if got is None
+        else "failed"
+        if isinstance(got, str)
+        else got.check.verdict.value,
         "reason": got if isinstance(got, str) else None,
     }
 
@@ -152,7 +157,22 @@ def _hits() -> list[dict[str, Any]]:
         _checked(
             "no_relevance",
             RemoteHit(hit.cid, hit.score, None, hit.proof),
-            "a hit must state its relevance (which the asking node then recomputes)",
+            "a hit that states no relevance cannot be checked: dropped, no fault of the peer",
+        ),
+        _checked(
+            "unknown_status",
+            RemoteHit(hit.cid, hit.score, hit.relevance, {**hit.proof, "status": "final"}),
+            "a proof whose status is neither pending nor anchored",
+        ),
+        _checked(
+            "extra_proof_key",
+            RemoteHit(hit.cid, hit.score, hit.relevance, {**hit.proof, "note": "trust me"}),
+            "a proof with a key the form does not have",
+        ),
+        _checked(
+            "pending_with_a_root",
+            RemoteHit(hit.cid, hit.score, hit.relevance, {**hit.proof, "root": "0x" + "zz" * 32}),
+            "a pending proof that names a root (and not even a hex one)",
         ),
     ]
 
@@ -202,7 +222,11 @@ def vectors() -> dict[str, Any]:
             _invalid("superseded", "superseded must be a boolean", superseded=1),
         ],
         "answers": [
-            {"name": "hits", "k": 5, "message": _hex(encode_answer(RemoteAnswer((hit,))))},
+            {
+                "name": "hits",
+                "k": 5,
+                "message": _hex(encode_answer(RemoteAnswer((hit,), ("medicine",)))),
+            },
             {
                 "name": "error",
                 "k": 5,
@@ -218,6 +242,18 @@ def vectors() -> dict[str, Any]:
                 "reason": "at most k=0 hits",
             },
             {
+                "name": "no_searched",
+                "k": 5,
+                "message": _hex({"v": 1, "t": "hits", "hits": []}),
+                "reason": "exactly v, t, searched and hits",
+            },
+            {
+                "name": "searched_bad_name",
+                "k": 5,
+                "message": _hex({"v": 1, "t": "hits", "searched": ["Medicine"], "hits": []}),
+                "reason": "searched:",
+            },
+            {
                 "name": "unknown_error_code",
                 "k": 5,
                 "message": _hex({"v": 1, "t": "error", "code": "teapot", "message": "x"}),
@@ -227,7 +263,12 @@ def vectors() -> dict[str, Any]:
                 "name": "hit_missing_relevance_key",
                 "k": 5,
                 "message": _hex(
-                    {"v": 1, "t": "hits", "hits": [{"cid": hit.cid, "score": 1.0, "proof": {}}]}
+                    {
+                        "v": 1,
+                        "t": "hits",
+                        "searched": ["medicine"],
+                        "hits": [{"cid": hit.cid, "score": 1.0, "proof": {}}],
+                    }
                 ),
                 "reason": "a hit is a map of exactly",
             },

@@ -240,7 +240,7 @@ def forge(bootstrap: str, model: str, out: Path) -> None:
                 "anchor": None,
                 "tombstone": None,
             }
-            return RemoteAnswer((RemoteHit(fact.cid, 0.9, 0.9, proof),))
+            return RemoteAnswer((RemoteHit(fact.cid, 0.9, 0.9, proof),), ("c",))
 
     async def main() -> None:
         sink = Forger([SignedRecord(fact, signature)], Collections.of(["c"]))

@@ -174,6 +174,7 @@ async def run(scenario: str, target: str, model: str) -> dict[str, Any]:
             hits = []
             for hit in answer.hits:
                 got = check_remote_hit(hit, collections, None, None)
+                assert got is not None  # the node states every hit's relevance
                 text = None if isinstance(got, str) else got.fact.text
                 verdict = got if isinstance(got, str) else got.check.verdict.value
                 hits.append({"cid": hit.cid, "text": text, "check": verdict})

@@ -171,7 +171,7 @@ async def test_a_local_query_never_asks_peers(pair: Pair) -> None:
 def tampered(answer: Answer, change: Callable[[RemoteHit], RemoteHit]) -> Answer:
     async def answering(query: RemoteQuery) -> RemoteAnswer:
         honest = await answer(query)
-        return RemoteAnswer(tuple(change(h) for h in honest.hits))
+        return RemoteAnswer(tuple(change(h) for h in honest.hits), honest.searched)
 
     return answering
 
@@ -197,9 +197,19 @@ def inflate(hit: RemoteHit) -> RemoteHit:
     return replace(hit, relevance=min(1.0, (hit.relevance or 0) + 4 * RELEVANCE_TOLERANCE))
 
 
+def odd_status(hit: RemoteHit) -> RemoteHit:
+    return replace(hit, proof={**hit.proof, "status": "weird", "extra": b"\x00"})
+
+
+def bad_root(hit: RemoteHit) -> RemoteHit:
+    return replace(hit, proof={**hit.proof, "status": "anchored", "root": "0x" + "zz" * 32})
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(
-    "change", [forge_text, forge_signature, inflate], ids=["text", "signature", "relevance"]
+    "change",
+    [forge_text, forge_signature, inflate, odd_status, bad_root],
+    ids=["text", "signature", "relevance", "status", "root"],
 )
 async def test_a_forged_hit_is_caught_and_its_peer_penalised(
     pair: Pair, change: Callable[[RemoteHit], RemoteHit]
@@ -498,3 +508,36 @@ def test_a_write_of_a_collection_not_held_names_its_holders(tmp_path: Path) -> N
         net.entries = []
         nobody = client.post("/v1/facts", json={"text": "A b fact.", "collection": "b"})
         assert nobody.status_code == 409 and "holders" not in nobody.json()["error"]
+
+
+@pytest.mark.anyio
+async def test_a_stale_advert_leaves_the_collection_missing(pair: Pair) -> None:
+    a, _, net = pair
+    net.entries = [entry(PEER, a.model_cid, b=2, c=5)]  # b really holds only "b"
+    result = await a.query(network_query("blood", collections=("a", "b", "c")))
+    covered = result.completeness
+    assert covered is not None and covered.remote == ("b",) and covered.missing == ("c",)
+    assert "stale advert" in covered.reasons["c"] and not net.penalties
+
+
+@pytest.mark.anyio
+async def test_a_peer_claiming_to_search_what_was_not_asked_is_caught(pair: Pair) -> None:
+    a, _, net = pair
+    honest = net.answers[PEER]
+
+    async def boasting(query: RemoteQuery) -> RemoteAnswer:
+        answer = await honest(query)
+        return RemoteAnswer(answer.hits, (*answer.searched, "z"))
+
+    net.answers[PEER] = boasting
+    result = await a.query(network_query("blood"))
+    assert result.completeness is not None
+    assert result.completeness.peers[0].outcome is PeerOutcome.INVALID and net.penalties
+
+
+def test_the_plan_never_asks_one_peer_for_more_than_a_request_holds() -> None:
+    names = [f"c{i:02d}" for i in range(40)]
+    directory = [entry("p1", "m", **dict.fromkeys(names, 1))]
+    plan = plan_query(names, Collections.of(["a"]).holds, directory, "m")
+    assert len(plan.asks["p1"]) == 32 and len(plan.missing) == 8
+    assert all("not asked" in why for why in plan.missing.values())

@@ -133,8 +133,11 @@ def test_remote_hit_verdicts(case: dict[str, Any]) -> None:
     raw = case["hit"]
     hit = RemoteHit(raw["cid"], raw["score"], raw["relevance"], raw["proof"])
     got = check_remote_hit(hit, ("medicine",), None, None)
-    if case["verdict"] == "failed":
+    if case["verdict"] == "dropped":
+        assert got is None
+    elif case["verdict"] == "failed":
         assert isinstance(got, str) and got == case["reason"]
     else:
+        assert got is not None
         assert not isinstance(got, str) and got.check.verdict.value == case["verdict"]
         assert base64.b64decode(raw["proof"]["block"]) == got.fact.block
