@@ -93,12 +93,14 @@ def wanted_collections(
     directory: Sequence[DirectoryEntry],
 ) -> list[str]:
     """The collections a network query covers: those it names, else every collection this
-    node holds or stores and every one a peer advertises."""
+    node holds or stores and every one a connected peer advertises (not every name a
+    stranger's advert spreads)."""
     if named is not None:
         return sorted(set(named))
     known = set(stored) | (set(held) if held is not None else set())
     for entry in directory:
-        known.update(entry.collections)
+        if entry.connected:
+            known.update(entry.collections)
     return sorted(known)
 
 

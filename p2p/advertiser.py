@@ -100,8 +100,9 @@ class DirectoryGossip:
             return False
         return True
 
-    async def read(self, subscription: Any, own: bytes) -> None:
-        """File validated adverts under their signer, until cancelled."""
+    async def read(self, subscription: Any, own: bytes, connected: Callable[[], set[str]]) -> None:
+        """File validated adverts under their signer, until cancelled (``connected``: the
+        peers connected now, whose entries a full table keeps)."""
         while True:
             msg = await subscription.get()
             if msg.from_id == own:
@@ -112,5 +113,5 @@ class DirectoryGossip:
             except (InvalidEnvelope, ValueError):
                 continue
             seqno = int.from_bytes(msg.seqno, "big")
-            if self.table.heard(author, advert, seqno, time.time()):
+            if self.table.heard(author, advert, seqno, time.time(), connected()):
                 self.accepted += 1

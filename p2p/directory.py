@@ -16,13 +16,15 @@ valid, canonical advert of at most ``MAX_ADVERT_BYTES``).
 ``Directory`` is the table of the adverts heard: one entry per peer (its latest advert, by
 gossip sequence number: an older one replayed is ignored), at most ``MAX_PEERS`` (a new peer
 beyond that replaces the stalest entry), an entry expiring ``EXPIRY_INTERVALS`` advert intervals
-after it was heard. Not thread-safe: the host uses it from its trio thread, and readers take
-``entries`` (a fresh list).
+after it was heard, and a full table forgets an unconnected peer first. Thread-safe (one
+lock): the host files adverts from its trio thread, the node reads ``entries`` (a fresh list)
+from its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,36 +138,58 @@ class _Heard:
 
 
 class Directory:
+    """Thread-safe: the trio thread files adverts, the node's threads read entries."""
+
     def __init__(self, interval: float, max_peers: int = MAX_PEERS) -> None:
         self._ttl = interval * EXPIRY_INTERVALS
         self._max_peers = max_peers
         self._entries: dict[str, _Heard] = {}
+        self._lock = threading.Lock()
 
-    def heard(self, peer: str, advert: Advert, seqno: int, now: float) -> bool:
+    def heard(
+        self, peer: str, advert: Advert, seqno: int, now: float, connected: Set[str] = frozenset()
+    ) -> bool:
         """Record ``peer``'s advert (its gossip sequence number ``seqno``, heard at ``now``):
-        False when an advert of the same or a later sequence number is already held."""
-        self.expire(now)
-        known = self._entries.get(peer)
-        if known is not None and known.seqno >= seqno:
-            return False
-        if known is None and len(self._entries) >= self._max_peers:
-            stalest = min(self._entries, key=lambda p: self._entries[p].at)
-            del self._entries[stalest]
-        self._entries[peer] = _Heard(advert, seqno, now)
-        return True
+        False when an advert of the same or a later sequence number is already held. A full
+        table makes room by forgetting the stalest entry of a peer not in ``connected`` (a
+        flood of adverts from new keys cannot push out the peers this node talks to); when
+        every entry is of a connected peer, the new one is not filed."""
+        with self._lock:
+            self._expire(now)
+            known = self._entries.get(peer)
+            if known is not None and known.seqno >= seqno:
+                return False
+            if known is None and len(self._entries) >= self._max_peers:
+                apart = [p for p in self._entries if p not in connected]
+                if not apart:
+                    return False
+                del self._entries[min(apart, key=lambda p: self._entries[p].at)]
+            self._entries[peer] = _Heard(advert, seqno, now)
+            return True
 
     def expire(self, now: float) -> None:
+        with self._lock:
+            self._expire(now)
+
+    def _expire(self, now: float) -> None:
         for peer in [p for p, h in self._entries.items() if now - h.at > self._ttl]:
             del self._entries[peer]
 
-    def collections(self) -> set[str]:
-        """Every collection some peer advertises."""
-        return {name for h in self._entries.values() for name in h.advert.collections}
+    def collections(self, connected: Set[str] | None = None) -> set[str]:
+        """Every collection some peer advertises (only peers in ``connected``, if given)."""
+        with self._lock:
+            return {
+                name
+                for peer, h in self._entries.items()
+                if connected is None or peer in connected
+                for name in h.advert.collections
+            }
 
     def entries(self, now: float, connected: set[str]) -> list[DirectoryEntry]:
         """The live entries, freshest first."""
-        self.expire(now)
-        heard = sorted(self._entries.items(), key=lambda e: -e[1].at)
+        with self._lock:
+            self._expire(now)
+            heard = sorted(self._entries.items(), key=lambda e: -e[1].at)
         return [
             DirectoryEntry(
                 peer_id=peer,
@@ -179,4 +203,5 @@ class Directory:
         ]
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()

@@ -199,9 +199,12 @@ class Libp2pNetwork:
         return peer_statuses(self._host, self._book, self._gossip, FACTS_TOPIC)
 
     def directory(self) -> list[DirectoryEntry]:
+        return self._directory.entries(self._connected_ids())
+
+    def _connected_ids(self) -> set[str]:
+        """Connected peer ids; a read of the swarm's connection map, from any thread."""
         host = self._host
-        connected = set() if host is None else {str(p) for p in host.get_connected_peers()}
-        return self._directory.entries(connected)
+        return set() if host is None else {str(p) for p in list(host.get_connected_peers())}
 
     def down(self) -> str | None:
         """Why the network layer is not running now, or None when it is."""
@@ -396,10 +399,16 @@ class Libp2pNetwork:
                 )
                 self._listen = [f"{a}" for a in host.get_addrs()]
                 self._bound = list(host.get_transport_addrs()) or self._bound
+                # topics of collections that connected peers advertise (not any name a
+                # stranger's advert spreads: those would fill the topic slots for good)
                 nursery.start_soon(
-                    self._records_in.run, pubsub, self._sink, own, self._directory.table.collections
+                    self._records_in.run,
+                    pubsub,
+                    self._sink,
+                    own,
+                    lambda: self._directory.table.collections(self._connected_ids()),
                 )
-                nursery.start_soon(self._directory.read, adverts, own)
+                nursery.start_soon(self._directory.read, adverts, own, self._connected_ids)
                 nursery.start_soon(self._directory.run, self._sink)
                 nursery.start_soon(self._ingest)
                 nursery.start_soon(self._notices.read, notices, own, self._sink)

@@ -141,6 +141,21 @@ def test_the_table_is_bounded_and_a_newcomer_replaces_the_stalest() -> None:
     assert sorted(e.peer_id for e in table.entries(5.0, set())) == ["p1", "p2", "p3"]
 
 
+def test_a_flood_of_new_authors_never_pushes_out_connected_peers() -> None:
+    table = Directory(interval=10.0, max_peers=3)
+    for i in range(3):
+        table.heard(f"p{i}", advert(), 1, now=float(i))
+    connected = {"p0", "p1"}
+    for n in range(50):  # a stranger mints keys and advertises from each
+        table.heard(f"sybil{n}", advert(), 1, now=10.0 + n / 100, connected=connected)
+    kept = {e.peer_id for e in table.entries(11.0, connected)}
+    assert {"p0", "p1"} <= kept and len(kept) == 3
+    # every entry connected: a newcomer is not filed
+    assert not table.heard("late", advert(), 1, now=11.0, connected=kept)
+    # topics are learned from connected peers' adverts only
+    assert table.collections(set()) == set() and table.collections(connected)
+
+
 def test_an_advert_lists_the_largest_non_empty_collections() -> None:
     sets = {f"c{i:03}": CollectionAdvert(i, DIGEST) for i in range(MAX_COLLECTIONS + 10)}
     made = make_advert(MODEL_CID, True, sets)
