@@ -281,6 +281,15 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 "`completeness` says what was covered)."
             ),
         ] = "local",
+        budget_ms: Annotated[
+            int | None,
+            Field(
+                ge=10,
+                le=60_000,
+                description="scope network: milliseconds to wait for peers (at most the "
+                "node's own budget).",
+            ),
+        ] = None,
     ) -> QueryOut:
         try:
             return await backend.query(
@@ -295,6 +304,7 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
                 min_reputation=min_reputation,
                 collections=collections,
                 scope=scope,
+                budget_ms=budget_ms,
             )
         except (NodeError, KnowhubError) as exc:
             raise _tool_error(exc) from exc

@@ -131,7 +131,7 @@ class QueryIn(BaseModel):
         ge=10,
         le=60_000,
         description="scope network: milliseconds to wait for peers (at most the node's "
-        "KNOWHUB_FEDERATION__BUDGET); a peer that has not answered by then is reported as "
+        "KNOWHUB_FEDERATION_BUDGET); a peer that has not answered by then is reported as "
         "timed out.",
     )
     include: list[QueryField] | None = Field(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
@@ -63,6 +64,10 @@ log = logging.getLogger(__name__)
 
 LocalQuery = Callable[..., Awaitable[QueryResult]]
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
+#: Rounds of recomputing the shown remote hits' relevance; after them, a remote hit not yet
+#: recomputed is left out (stated relevances just under the tolerance could otherwise make the
+#: asker embed every candidate, k at a time).
+MAX_SETTLE_ROUNDS = 3
 #: Anchored roots for remote hits: called (in a worker thread) with the roots the hits name,
 #: it reads the chain for those it lacks (``ChainRoots``); None: anchors go unchecked.
 RootsFor = Callable[[set[bytes]], RootLookup | None]
@@ -278,16 +283,18 @@ class Federator:
         recomputed here (``confirm_relevance``): rank with the peers' numbers, recompute
         those of the remote hits that made the top k, and again until the top k holds only
         recomputed ones; a peer caught on one hit loses all of them. Only what is shown is
-        embedded again (at most k texts per round, usually one round)."""
+        embedded again: at most k texts a round, usually one round, at most
+        ``MAX_SETTLE_ROUNDS`` (then the remote hits not recomputed are left out)."""
         reports = {report.peer_id: report for report, _ in checked}
         hits = {report.peer_id: passed for report, passed in checked}
         stated = {(peer, h.fact.cid): h for peer, passed in hits.items() for h in passed}
         recomputed: dict[tuple[str, str], float] = {}
-        while True:
+        for round_ in range(MAX_SETTLE_ROUNDS + 1):
             remote = [
                 remote_result(h, recomputed.get((peer, h.fact.cid), h.claimed_relevance), peer)
                 for peer, passed in hits.items()
                 for h in passed
+                if round_ < MAX_SETTLE_ROUNDS or (peer, h.fact.cid) in recomputed
             ]
             ranked = self._rerank(merge(local, remote, query.mode, keyword), query)[: query.k]
             todo = [
@@ -297,7 +304,7 @@ class Federator:
             ]
             if not todo:
                 return ranked, list(reports.values())
-            cosines = (await self._embed([r.fact.text for r in todo])) @ vector
+            cosines = (await self._embed([r.fact.text for r in todo])) @ vector  # <= k texts
             for r, cosine in zip(todo, cosines.tolist(), strict=True):
                 assert r.source is not None
                 recomputed[(r.source, r.fact.cid)] = float(cosine)
@@ -307,6 +314,7 @@ class Federator:
                         reports[r.source], [f"{r.fact.cid}: {wrong}"], len(hits[r.source])
                     )
                     hits[r.source] = []
+        return [], list(reports.values())  # not reached: the last round adds nothing new
 
     def _caught(self, report: PeerReport, failures: list[str], passed: int = 0) -> PeerReport:
         """A peer whose hits failed a check: penalised, its report says why."""
@@ -374,11 +382,12 @@ class Federator:
         result = await self._local(local)
         return RemoteAnswer(
             searched=held,
+            # a hit without its proof or relevance (erased or re-indexed meanwhile) would only
+            # be dropped by the asker: it is left out here
             hits=tuple(
-                RemoteHit(
-                    r.fact.cid, r.score, r.relevance, hit_proof_json(r.proof) if r.proof else {}
-                )
+                RemoteHit(r.fact.cid, r.score, r.relevance, hit_proof_json(r.proof))
                 for r in result.results
+                if r.proof is not None and r.relevance is not None
             ),
         )
 
@@ -396,14 +405,23 @@ class ChainRoots:
     def __init__(self, cache: RootCache, log: AnchorLog) -> None:
         self._cache = cache
         self._log = log
+        self._refreshing = threading.Lock()
 
     def __call__(self, named: set[bytes]) -> RootLookup | None:
+        """The cache, read further first when it lacks a named root and no other query is
+        reading the chain already (that one's result serves the next queries: a query never
+        waits for another's refresh). A root still unknown afterwards makes its hit pending
+        (``check_remote_hit``), never a fault of the peer: this node's view may lag."""
         if any(self._cache.get(root) is None for root in named):
+            if not self._refreshing.acquire(blocking=False):
+                return self._cache
             try:
                 self._cache.refresh(self._log)
             except KnowhubError:
                 log.warning("chain unreadable: remote anchors go unchecked", exc_info=True)
                 return None
+            finally:
+                self._refreshing.release()
         return self._cache
 
 

@@ -3,9 +3,10 @@
 One request and one answer per stream, framed like sync (unsigned varint length, then
 DAG-CBOR: ``p2p.query_wire``). The asking side is ``ask_peer``; its caller bounds it in time.
 
-The answering side (``QueryServer``) is a public endpoint and defends itself like one: the
-request must arrive whole within ``QueryLimits.read_timeout`` and be at most
-``MAX_REQUEST_BYTES``; each peer gets a token bucket (``rate`` per second, ``burst``) and at
+The answering side (``QueryServer``) is a public endpoint and defends itself like one: a peer
+holds at most ``streams_per_peer`` query streams open at once and all peers ``streams`` (more
+are reset unread); the request must arrive whole within ``QueryLimits.read_timeout`` and be at
+most ``MAX_REQUEST_BYTES``; each peer gets a token bucket (``rate`` per second, ``burst``) and at
 most ``per_peer`` queries at once, and all peers together ``concurrency`` at once. Beyond a
 bound the answer is an immediate ``busy`` error, never a queue: queries from the node's own
 clients go first. A malformed request is answered ``invalid`` and is an offence of the peer;
@@ -64,6 +65,10 @@ class QueryLimits:
     #: Seconds for a whole request to arrive, and for the answer to be taken.
     read_timeout: float = 5.0
     write_timeout: float = 10.0
+    #: Query streams open at once (reading included), per peer and in all: beyond, a new
+    #: stream is reset at once, before a byte of it is read.
+    streams_per_peer: int = 8
+    streams: int = 64
 
 
 @dataclass(slots=True)
@@ -95,22 +100,30 @@ class QueryServer:
         self._refuses = refuses
         self.limits = limits or QueryLimits()
         self._running: Counter[ID] = Counter()
+        self._open: Counter[ID] = Counter()
         self._slots = trio.CapacityLimiter(self.limits.concurrency)
         self._buckets: dict[ID, tuple[float, float]] = {}
         self.counts = counts or QueryCounts()
 
     async def handle(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
-        if self._refuses(peer):
+        limits = self.limits
+        crowded = sum(self._open.values()) >= limits.streams
+        if self._refuses(peer) or crowded or self._open[peer] >= limits.streams_per_peer:
+            # not an offence: an honest node with many concurrent queries opens many streams
             with contextlib.suppress(Exception):
                 await stream.reset()
             return
+        self._open[peer] += 1
         clean = False
         try:
             clean = await self._serve(stream, peer)
         except Exception:
             log.debug("query stream from %s failed", peer, exc_info=True)
         finally:
+            self._open[peer] -= 1
+            if self._open[peer] <= 0:
+                del self._open[peer]
             with contextlib.suppress(Exception):
                 await (stream.close() if clean else stream.reset())
 
