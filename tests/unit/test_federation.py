@@ -26,6 +26,7 @@ from node.collections import Collections
 from node.errors import CollectionNotHeld, InvalidQuery, ModelMismatch, PeerUnavailable
 from node.facts import make_fact
 from node.federation import RELEVANCE_TOLERANCE, merge, plan_query
+from node.federator import MAX_SETTLE_ROUNDS
 from node.filters import parse_filter
 from node.memory import HashEmbedder
 from node.memory_network import MemoryHub, MemoryNetwork
@@ -541,3 +542,65 @@ def test_the_plan_never_asks_one_peer_for_more_than_a_request_holds() -> None:
     plan = plan_query(names, Collections.of(["a"]).holds, directory, "m")
     assert len(plan.asks["p1"]) == 32 and len(plan.missing) == 8
     assert all("not asked" in why for why in plan.missing.values())
+
+
+@pytest.mark.anyio
+async def test_relevance_is_recomputed_for_at_most_a_few_rounds(tmp_path: Path) -> None:
+    """A peer states every relevance a little too high, within the tolerance: each round the
+    shown remote hit is recomputed, falls below the local one and lets the next in. After
+    MAX_SETTLE_ROUNDS rounds the rest are left out instead of embedding every candidate."""
+
+    class Counting(HashEmbedder):
+        texts: ClassVar[list[str]] = []
+
+        def embed(self, texts: Sequence[str]) -> Vectors:
+            Counting.texts.extend(texts)
+            return super().embed(texts)
+
+    def filler(n: int, i: int) -> str:  # "alpha beta" and n distinct words: cos ~ 2/sqrt(2(n+2))
+        return "alpha beta " + " ".join(f"w{n}y{i}z{j}" for j in range(n))
+
+    embedder = HashEmbedder()
+    query = embedder.embed(["alpha beta"])[0]
+    local_text = filler(18, 0)
+    local_cos = float(embedder.embed([local_text])[0] @ query)
+    remote_texts = [
+        t
+        for t in (filler(19, i) for i in range(300))
+        if 0.003 < local_cos - float(embedder.embed([t])[0] @ query) < 0.012
+    ][:10]
+    assert len(remote_texts) == 10
+    net = ScriptedNetwork()
+    options = NodeOptions(data_dir=tmp_path, collections=Collections.of(["a"]))
+    a = memory_node(tmp_path, OPERATOR, options=options, network=net, embedder=Counting())
+    await a.start()
+    try:
+        await add(a, local_text, "a")
+        net.entries = [entry(PEER, a.model_cid, b=10)]
+
+        async def flattering(q: RemoteQuery) -> RemoteAnswer:
+            hits = []
+            for text in remote_texts:
+                fact = make_fact(text, None, ALICE.address, collection="b")
+                true = float(embedder.embed([text])[0] @ query)
+                proof: dict[str, Any] = {
+                    "block": base64.b64encode(fact.block).decode(),
+                    "signature": ALICE.sign_cid(fact.cid),
+                    "status": "pending",
+                    "root": None,
+                    "merkle_proof": [],
+                    "anchor": None,
+                    "tombstone": None,
+                }
+                hits.append(RemoteHit(fact.cid, 0.0, true + 0.015, proof))
+            return RemoteAnswer(tuple(hits), ("b",))
+
+        net.answers[PEER] = flattering
+        Counting.texts.clear()
+        result = await a.query(replace(network_query("alpha beta"), k=1))
+        assert [r.fact.text for r in result.results] == [local_text]
+        remote_embedded = [t for t in Counting.texts if t in remote_texts]
+        assert len(remote_embedded) == MAX_SETTLE_ROUNDS, len(remote_embedded)
+        assert not net.penalties  # within the tolerance: not a lie
+    finally:
+        await a.close()
