@@ -58,6 +58,7 @@ from node.errors import KnowhubError
 from node.limits import (
     DEFAULT_K,
     MAX_K,
+    MAX_QUERY_BUDGET_SECONDS,
     MAX_QUERY_BYTES,
     MAX_QUERY_COLLECTIONS,
     MAX_REASON_BYTES,
@@ -285,7 +286,7 @@ def build_mcp_server(backend: Backend, options: McpOptions | None = None) -> MCP
             int | None,
             Field(
                 ge=10,
-                le=60_000,
+                le=MAX_QUERY_BUDGET_SECONDS * 1000,
                 description="scope network: milliseconds to wait for peers (at most the "
                 "node's own budget).",
             ),

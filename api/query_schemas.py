@@ -16,6 +16,7 @@ from node.limits import (
     DEFAULT_K,
     MAX_COLLECTION_CHARS,
     MAX_K,
+    MAX_QUERY_BUDGET_SECONDS,
     MAX_QUERY_BYTES,
     MAX_QUERY_COLLECTIONS,
     MAX_VECTOR_COMPONENTS,
@@ -129,7 +130,7 @@ class QueryIn(BaseModel):
     budget_ms: StrictInt | None = Field(
         None,
         ge=10,
-        le=60_000,
+        le=MAX_QUERY_BUDGET_SECONDS * 1000,
         description="scope network: milliseconds to wait for peers (at most the node's "
         "KNOWHUB_FEDERATION_BUDGET); a peer that has not answered by then is reported as "
         "timed out.",

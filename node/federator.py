@@ -34,7 +34,6 @@ from node.collections import Collections
 from node.errors import (
     CollectionNotHeld,
     InvalidAnswer,
-    InvalidQuery,
     KnowhubError,
     PeerRefused,
     PeerUnavailable,
@@ -56,7 +55,7 @@ from node.model_identity import ModelDescription, check_query_model
 from node.ports import FactRef, Network, RemoteAnswer, RemoteHit, RemoteQuery
 from node.proofs import RootLookup, hex32_or_none, hit_proof_json
 from node.results import PeerOutcome, PeerReport, QueryResult, ScoredFact
-from node.retrieval import Standings, results_context
+from node.retrieval import Standings, check_query, results_context
 from node.roots import AnchorLog, RootCache
 from node.search import Query, RankBy, Scope, SearchMode, rank_by_reputation
 
@@ -122,18 +121,11 @@ class Federator:
     # -- asking ------------------------------------------------------------------------------
 
     async def query(self, query: Query) -> QueryResult:
+        check_query(query)  # min_score and budget included (scope network)
         if query.model_cid is not None and query.vector is not None:
             check_query_model(query.model_cid, self._model, self._model_cid)
-        if query.min_score is not None:
-            raise InvalidQuery(
-                "min_score is in the mode's own scale, and a network query merges by "
-                "relevance: leave min_score out (min_relevance cuts the context)",
-                field="min_score",
-            )
         budget = self.options.budget
         if query.budget is not None:
-            if not 0.0 < query.budget <= 60.0:
-                raise InvalidQuery("budget must be between 0 and 60 seconds", field="budget")
             budget = min(budget, query.budget)
         t0 = time.perf_counter()
         embed_ms = 0.0
@@ -157,18 +149,19 @@ class Federator:
         # deeper list, so a hit its own fusion put just below k can still make the top k
         depth = query.k if query.mode is SearchMode.DENSE else self.options.fused_depth * query.k
         depth = min(depth, MAX_K)
+        values = tuple(vector.tolist())  # the unit query vector, for the local search and peers
         local_query = replace(
             query,
             k=depth,
             scope=Scope.LOCAL,
-            vector=tuple(float(x) for x in vector),
+            vector=values,
             model_cid=None,
             # unnamed: the node's own default (what it holds), which costs no id read per query
             collections=None if query.collections is None else plan.local,
         )
         remote_query = RemoteQuery(
             text=query.text,
-            vector=tuple(float(x) for x in vector),
+            vector=values,
             model_cid=self._model_cid,
             k=depth,
             mode=query.mode,

@@ -27,6 +27,8 @@ MAX_QUERY_COLLECTIONS: Final = 32
 MAX_QUERY_BYTES: Final = 16 * 1024
 #: Hits a query may ask for, and how many it gets by default.
 MAX_K: Final = 100
+#: Seconds a network query may wait for peers at most (``node.federator``).
+MAX_QUERY_BUDGET_SECONDS: Final = 60
 DEFAULT_K: Final = 5
 #: Facts in one batch request (and in one ingest step of a snapshot or a recovery).
 MAX_BATCH: Final = 1000

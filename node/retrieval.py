@@ -24,7 +24,7 @@ import numpy as np
 from node.collections import Collections
 from node.errors import InvalidFact, InvalidQuery
 from node.facts import check_collection, has_visible_character
-from node.limits import MAX_K, MAX_QUERY_BYTES, MAX_QUERY_COLLECTIONS
+from node.limits import MAX_K, MAX_QUERY_BUDGET_SECONDS, MAX_QUERY_BYTES, MAX_QUERY_COLLECTIONS
 from node.ports import (
     ContributorBook,
     Embedder,
@@ -42,6 +42,7 @@ from node.search import (
     Hit,
     Query,
     RankBy,
+    Scope,
     SearchMode,
     format_context,
     rank_by_reputation,
@@ -296,6 +297,18 @@ def check_query(query: Query) -> None:
     floor = query.min_reputation
     if floor is not None and not (math.isfinite(floor) and 0.0 <= floor <= 1.0):
         raise InvalidQuery(f"min_reputation must be between 0 and 1, got {floor}")
+    if query.scope is Scope.NETWORK:
+        if query.min_score is not None:
+            raise InvalidQuery(
+                "min_score is in the mode's own scale, and a network query merges by "
+                "relevance: leave min_score out (min_relevance cuts the context)",
+                field="min_score",
+            )
+        budget = query.budget
+        if budget is not None and not 0.0 < budget <= MAX_QUERY_BUDGET_SECONDS:
+            raise InvalidQuery(
+                f"budget must be between 0 and {MAX_QUERY_BUDGET_SECONDS} seconds", field="budget"
+            )
 
 
 def _check_collections(names: object) -> None:

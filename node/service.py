@@ -62,7 +62,7 @@ from node.results import (
     ProvenanceView,
     QueryResult,
 )
-from node.retrieval import Retriever, check_query
+from node.retrieval import Retriever
 from node.revocation import Revocations, Revoker
 from node.search import Query, Scope
 from node.signing import SigningKey, signature_valid
@@ -373,7 +373,6 @@ class KnowledgeNode(Peering):
     async def query(self, query: Query) -> QueryResult:
         """Search this node (scope local) or also peers (scope network: ``node.federator``)."""
         if query.scope is Scope.NETWORK:
-            check_query(query)
             return await self._federator.query(query)
         return await self._local.query(query)
 

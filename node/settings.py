@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from node.collections import Collections
 from node.errors import ConfigError
 from node.ingest import NEAR_DUPLICATE_COSINE
+from node.limits import MAX_QUERY_BUDGET_SECONDS
 from node.quotas import GOSSIP_BURST, GOSSIP_RATE
 from node.search import DEFAULT_MIN_RELEVANCE
 
@@ -164,7 +165,7 @@ class Settings(BaseSettings):
     federation_budget: float = Field(
         2.0,
         gt=0.0,
-        le=60.0,
+        le=MAX_QUERY_BUDGET_SECONDS,
         description="Seconds a query with scope network waits for peers (a query may ask for "
         "less with budget_ms); peers that have not answered are reported as timed out.",
     )
