@@ -57,7 +57,7 @@ from node.proofs import RootLookup, hex32_or_none, hit_proof_json
 from node.results import PeerOutcome, PeerReport, QueryResult, ScoredFact
 from node.retrieval import Standings, check_query, results_context
 from node.roots import AnchorLog, RootCache
-from node.search import Query, RankBy, Scope, SearchMode, rank_by_reputation
+from node.search import Query, RankBy, Scope, SearchMode, curated_order
 
 log = logging.getLogger(__name__)
 
@@ -333,12 +333,14 @@ class Federator:
                 r if r.standing is not None else replace(r, standing=by_cid[r.fact.cid])
                 for r in results
             ]
-        floor = query.min_reputation
-        if floor is not None:
-            results = [r for r in results if r.standing and r.standing.reputation >= floor]
-        if query.rank is not RankBy.REPUTATION:
-            return results
-        order = rank_by_reputation([r.standing.weight if r.standing else 1.0 for r in results])
+        weighed = [r.standing for r in results if r.standing is not None]
+        assert len(weighed) == len(results)  # every result weighed above
+        order = curated_order(
+            [s.reputation for s in weighed],
+            [s.weight for s in weighed],
+            query.min_reputation,
+            query.rank,
+        )
         return [results[n] for n in order]
 
     def _penalise(self, peer: str, reason: str, *, already_counted: bool = False) -> None:

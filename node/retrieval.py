@@ -41,11 +41,10 @@ from node.search import (
     ContextFact,
     Hit,
     Query,
-    RankBy,
     Scope,
     SearchMode,
+    curated_order,
     format_context,
-    rank_by_reputation,
     reciprocal_rank_fusion,
 )
 
@@ -136,20 +135,17 @@ class Retriever:
         head = [h for h in head if h.id in refs]
         assert self._standing is not None
         weighed = self._standing([refs[h.id] for h in head])
-        floor = query.min_reputation
-        kept = [
-            (hit, standing)
-            for hit, standing in zip(head, weighed, strict=True)
-            if floor is None or standing.reputation >= floor
-        ]
-        standings.update((hit.id, standing) for hit, standing in kept)
+        order = curated_order(
+            [s.reputation for s in weighed],
+            [s.weight for s in weighed],
+            query.min_reputation,
+            query.rank,
+        )
+        standings.update((head[n].id, weighed[n]) for n in order)
         # Beyond the pool, in the ranker's order (reached only when de-duplication eats the
         # pool); with a floor, nothing unweighed may pass.
-        rest = [] if floor is not None else hits[query.k + REPUTATION_POOL :]
-        if query.rank is not RankBy.REPUTATION:
-            return [hit for hit, _ in kept] + rest
-        order = rank_by_reputation([standing.weight for _, standing in kept])
-        return [kept[n][0] for n in order] + rest
+        rest = [] if query.min_reputation is not None else hits[query.k + REPUTATION_POOL :]
+        return [head[n] for n in order] + rest
 
     def _collect(
         self,

@@ -112,6 +112,18 @@ def rank_by_reputation(weights: Sequence[float]) -> list[int]:
     return [n - 1 for _, n in sorted(keyed)]
 
 
+def curated_order(
+    reputations: Sequence[float], weights: Sequence[float], floor: float | None, rank: RankBy
+) -> list[int]:
+    """The hits (indexes, given in relevance order) curation keeps, in its order: those whose
+    contributor's reputation reaches ``floor`` (all when None), re-ordered by
+    ``rank_by_reputation`` of their weights when ``rank`` is reputation."""
+    kept = [n for n, r in enumerate(reputations) if floor is None or r >= floor]
+    if rank is not RankBy.REPUTATION:
+        return kept
+    return [kept[i] for i in rank_by_reputation([weights[n] for n in kept])]
+
+
 @dataclass(frozen=True, slots=True)
 class ContextFact:
     cid: str
