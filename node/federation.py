@@ -9,14 +9,16 @@ peers that advertise them (``node.network_ports.DirectoryEntry``) over the query
 Invariants:
 - A peer whose model CID differs from this node's is never asked, and nothing it sends is
   merged: vectors and relevances of two models are not comparable.
-- A remote hit is merged only after every check passed: the proof (``node.proofs.check_hit``:
-  block hashes to the CID, valid fact record, signature of its contributor, no tombstone, and
-  the anchor against the chain's roots when the node reads a chain), the fact's collection is
-  one the peer was asked for, it matches the query's metadata filter, and its relevance,
-  recomputed here with this node's model, agrees with the peer's within
-  ``RELEVANCE_TOLERANCE``. A hit failing any check is dropped and its peer penalised.
-- The merged order uses only numbers this node computed: relevance (the dense cosine,
-  recomputed for remote hits), then the node's own curation weights.
+- A remote hit is merged only after every check passed: the exact proof form
+  (``proof_shape_fault``), the proof (``node.proofs.check_hit``: block hashes to the CID,
+  valid fact record, signature of its contributor, no tombstone, and the anchor against the
+  chain's roots when this node can confirm it, else the hit is pending), the fact's collection
+  is one the peer says it searched, and it matches the query's metadata filter. A hit failing
+  any of these is dropped and its peer penalised; one stating no relevance is only dropped.
+- Every remote hit an answer shows has its relevance recomputed here with this node's model,
+  within ``RELEVANCE_TOLERANCE`` of the peer's (``node.federator``), and the order is
+  ``merge``'s over this node's own numbers (relevance, BM25, their fusion), then its own
+  curation weights.
 """
 
 from __future__ import annotations
@@ -76,12 +78,16 @@ class HasDirectory(Protocol):
     def directory(self) -> list[DirectoryEntry]: ...
 
 
+def _advertises(entry: DirectoryEntry, name: str) -> bool:
+    """Whether ``entry`` advertises facts (a non-empty set) of collection ``name``."""
+    advert = entry.collections.get(name)
+    return advert is not None and advert.facts > 0
+
+
 def holders_of(network: HasDirectory, name: str, limit: int = 8) -> tuple[str, ...]:
     """Peers that advertise facts of collection ``name`` (``network.directory()``),
     connected first, then the freshest: what a refusal to store a fact names."""
-    entries = [
-        e for e in network.directory() if e.collections.get(name) and e.collections[name].facts
-    ]
+    entries = [e for e in network.directory() if _advertises(e, name)]
     entries.sort(key=lambda e: (not e.connected, -e.seen_at))
     return tuple(e.peer_id for e in entries[:limit])
 
@@ -126,7 +132,7 @@ def plan_query(
         "unasked": set(),
     }
     for entry in directory:
-        offered = [c for c in remote if entry.collections.get(c) and entry.collections[c].facts]
+        offered = [c for c in remote if _advertises(entry, c)]
         if not offered:
             continue
         if entry.model_cid != model_cid:

@@ -4,9 +4,10 @@ and peers' queries answered here.
 ``Federator.query`` plans from the peer directory (``node.federation.plan_query``), searches
 the held collections locally while it asks one peer per group of other collections, all at
 once and within the query's time budget; checks every remote hit (``check_remote_hit``),
-recomputes the relevance of the survivors with this node's model (one batch through the
-embedding scheduler's query lane), merges by relevance, re-ranks the head with this node's
-curation and reports ``completeness``. A peer whose answer is malformed or holds a hit that
+ranks the union as a local search of the mode would (``merge``) with this node's curation,
+recomputes the relevance of the remote hits that make the top k with this node's model
+(``_settle``: the embedding scheduler's query lane, at most k texts a round) and reports
+``completeness``. A peer whose answer is malformed or holds a hit that
 fails a check is penalised (an offence in the network layer) and left out of network queries
 for ``FederationOptions.penalty_seconds``.
 
@@ -39,6 +40,7 @@ from node.errors import (
     PeerUnavailable,
 )
 from node.federation import (
+    MAX_PEERS_PER_QUERY,
     CheckedHit,
     Plan,
     check_remote_hit,
@@ -77,7 +79,7 @@ class FederationOptions:
     #: Seconds a network query waits for peers (a query may ask for less).
     budget: float = 2.0
     #: Peers one network query asks at most.
-    max_peers: int = 8
+    max_peers: int = MAX_PEERS_PER_QUERY
     #: Seconds a peer whose answer failed verification is left out of network queries.
     penalty_seconds: float = 600.0
     #: Keyword and hybrid: each source (this node and every peer asked) gives this many

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from node.collections import Collections
 from node.errors import ConfigError
+from node.federation import MAX_PEERS_PER_QUERY
 from node.ingest import NEAR_DUPLICATE_COSINE
 from node.limits import MAX_QUERY_BUDGET_SECONDS
 from node.quotas import GOSSIP_BURST, GOSSIP_RATE
@@ -170,7 +171,7 @@ class Settings(BaseSettings):
         "less with budget_ms); peers that have not answered are reported as timed out.",
     )
     federation_max_peers: int = Field(
-        8, ge=1, le=64, description="Peers one network query asks at most."
+        MAX_PEERS_PER_QUERY, ge=1, le=64, description="Peers one network query asks at most."
     )
     federation_penalty_seconds: float = Field(
         600.0,

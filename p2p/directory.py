@@ -35,13 +35,12 @@ from node.errors import InvalidFact
 from node.facts import check_collection
 from node.ports import CollectionAdvert, DirectoryEntry
 from p2p.reconcile import FP_BYTES
-from p2p.wire import InvalidEnvelope, is_int
+from p2p.wire import MAX_WIRE_CID_CHARS, InvalidEnvelope, is_int
 
 DIRECTORY_TOPIC = "/knowhub/directory/1"
 ADVERT_VERSION = 1
 MAX_ADVERT_BYTES = 16 * 1024
 MAX_COLLECTIONS = 64
-MAX_MODEL_CHARS = 128
 MAX_PEERS = 1024
 #: An entry not refreshed within this many advert intervals is dropped.
 EXPIRY_INTERVALS = 3
@@ -101,8 +100,8 @@ def decode_advert(data: bytes) -> Advert:
 
 
 def _model(value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_MODEL_CHARS:
-        raise InvalidEnvelope(f"model must be a CID string of at most {MAX_MODEL_CHARS} chars")
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_WIRE_CID_CHARS:
+        raise InvalidEnvelope(f"model must be a CID string of at most {MAX_WIRE_CID_CHARS} chars")
     try:
         cid = CID.decode(value)
     except Exception as exc:  # multiformats raises several types for bad input

@@ -32,14 +32,13 @@ from node.filters import parse_filter
 from node.limits import MAX_K, MAX_QUERY_BYTES, MAX_QUERY_COLLECTIONS, MAX_VECTOR_COMPONENTS
 from node.ports import RemoteAnswer, RemoteHit, RemoteQuery
 from node.search import SearchMode
-from p2p.wire import InvalidEnvelope
+from p2p.wire import MAX_WIRE_CID_CHARS, InvalidEnvelope
 
 VERSION = 1
 #: A request frame larger than this is refused unread (text, vector and names fit in far less).
 MAX_REQUEST_BYTES = 64 * 1024
 #: An answer frame larger than this is refused (k hits of at most ~20 KiB each).
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
-MAX_MODEL_CID_CHARS = 128
 MAX_ERROR_CHARS = 200
 #: Error codes a responder sends.
 ERROR_CODES = frozenset({"busy", "model_mismatch", "not_held", "invalid", "unavailable"})
@@ -92,7 +91,7 @@ def decode_request(msg: Mapping[str, Any]) -> RemoteQuery:
     if not np.isfinite(values).all():
         raise InvalidEnvelope("vector must hold finite numbers")
     model = msg.get("model")
-    if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_CID_CHARS:
+    if not isinstance(model, str) or not 0 < len(model) <= MAX_WIRE_CID_CHARS:
         raise InvalidEnvelope("model must be a CID string")
     k = msg.get("k")
     if type(k) is not int or not 1 <= k <= MAX_K:
@@ -181,7 +180,7 @@ def _hit(raw: Any) -> RemoteHit:
     if not isinstance(raw, dict) or set(raw) != _HIT_KEYS:
         raise InvalidEnvelope(f"a hit is a map of exactly {sorted(_HIT_KEYS)}")
     cid, score, relevance, proof = raw["cid"], raw["score"], raw["relevance"], raw["proof"]
-    if not isinstance(cid, str) or len(cid) > MAX_MODEL_CID_CHARS:
+    if not isinstance(cid, str) or len(cid) > MAX_WIRE_CID_CHARS:
         raise InvalidEnvelope("a hit's cid is a CID string")
     if not _finite(score) or not (relevance is None or _finite(relevance)):
         raise InvalidEnvelope("a hit's score and relevance are finite numbers")

@@ -31,6 +31,8 @@ ENVELOPE_VERSION = 1
 MAX_FACTS_PER_ENVELOPE = 64
 MAX_ENVELOPE_BYTES = 512 * 1024
 MAX_SYNC_MESSAGE_BYTES = 4 * 1024 * 1024
+#: A CID (or model CID) given as a string in a message is at most this long.
+MAX_WIRE_CID_CHARS = 128
 SIGNATURE_BYTES = 65
 
 
