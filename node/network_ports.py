@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from node.chain_ports import AnchorEvent
 from node.collections import Collections
 from node.filters import MetadataFilter
+from node.keyword_stats import DocTerms, QueryTerms, TermStats
 from node.origin import Origin
 from node.records import SignedRecord
 from node.search import SearchMode
@@ -130,6 +131,64 @@ class RemoteAnswer:
     searched: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PoolsQuery:
+    """Phase one of a keyword or hybrid network query (``node.pools``): ``query`` with
+    ``query.k`` the depth of each ranker's pool, and the asker's query terms with their
+    weights, for which the peer states its statistics and each candidate's frequencies."""
+
+    query: RemoteQuery
+    terms: QueryTerms
+
+
+@dataclass(frozen=True, slots=True)
+class PoolEntry:
+    """One candidate of a peer's pools, lean (no block, no proof): what ranks it."""
+
+    cid: str
+    #: The fact's contributor (checksum address), or None: what curation weighs.
+    contributor: str | None
+    #: Dense cosine of the fact's stored vector with the query vector.
+    relevance: float
+    #: Among the peer's dense pool (its best ``k`` by cosine) / keyword pool (by BM25).
+    dense: bool
+    keyword: bool
+    #: Its token count and frequency of each query term (in the query's term order).
+    terms: DocTerms
+
+
+@dataclass(frozen=True, slots=True)
+class PoolsAnswer:
+    #: The asked collections the peer holds and searched.
+    searched: tuple[str, ...]
+    #: Keyword statistics of the searched collections for the query terms.
+    stats: TermStats
+    entries: tuple[PoolEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchQuery:
+    """Phase two: the blocks and proofs of the candidates the asker chose (``cids``), among
+    the facts of ``collections`` the peer holds."""
+
+    cids: tuple[str, ...]
+    collections: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchAnswer:
+    #: ``(cid, proof)`` of each asked CID the peer holds, the proof in the
+    #: ``node.proofs.hit_proof_json`` form.
+    proofs: tuple[tuple[str, Mapping[str, Any]], ...]
+
+
+#: What a peer is asked over the query protocol, and what it answers (by request:
+#: ``RemoteQuery`` -> ``RemoteAnswer``, ``PoolsQuery`` -> ``PoolsAnswer``, ``FetchQuery`` ->
+#: ``FetchAnswer``).
+PeerRequest = RemoteQuery | PoolsQuery | FetchQuery
+PeerAnswer = RemoteAnswer | PoolsAnswer | FetchAnswer
+
+
 class RecordSink(Protocol):
     """What the network needs from the node. ``receive_records`` is a coroutine on the node's
     loop; the other methods are blocking and thread-safe (the network calls them from its
@@ -183,10 +242,12 @@ class RecordSink(Protocol):
         """A peer says it anchored a batch on that chain: look at the chain now."""
         ...
 
-    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
-        """A peer's federated query (``node.federation``), searched in the collections this
-        node holds among those asked, with proofs. ``ModelMismatch``, ``CollectionNotHeld``,
-        ``Unavailable`` (overloaded) or ``InvalidInput`` when the node refuses it."""
+    async def answer_query(self, query: PeerRequest, peer: str) -> PeerAnswer:
+        """A peer's federated query (``node.federation``), its pools or its fetch
+        (``node.pools``), answered from the collections this node holds among those asked
+        (the answer's type follows the request's: see ``PeerRequest``). ``ModelMismatch``,
+        ``CollectionNotHeld``, ``Unavailable`` (overloaded) or ``InvalidInput`` when the node
+        refuses it."""
         ...
 
 
@@ -236,8 +297,9 @@ class Network(Protocol):
         """Signed records from connected peers, each verified; those no peer had are absent."""
         ...
 
-    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
-        """``peer_id``'s answer to a federated query within ``budget`` seconds.
+    async def ask(self, peer_id: str, query: PeerRequest, budget: float) -> PeerAnswer:
+        """``peer_id``'s answer to a federated query, pools or fetch within ``budget``
+        seconds (of the type ``PeerRequest`` pairs with the request's).
         ``PeerUnavailable`` (unreachable, or ``timeout``), ``PeerRefused`` (it answered an
         error), ``InvalidAnswer`` (malformed: counted as the peer's offence already)."""
         ...

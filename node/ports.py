@@ -22,12 +22,20 @@ from node.chain_ports import OnChainAnchor as OnChainAnchor
 from node.chain_ports import SignedTx as SignedTx
 from node.facts import DEFAULT_COLLECTION, Fact, record_map
 from node.filters import MetadataFilter
+from node.keyword_stats import DocTerms, QueryTerms, TermStats
 from node.network_ports import CollectionAdvert as CollectionAdvert
 from node.network_ports import DirectoryEntry as DirectoryEntry
+from node.network_ports import FetchAnswer as FetchAnswer
+from node.network_ports import FetchQuery as FetchQuery
 from node.network_ports import Network as Network
 from node.network_ports import NetworkStatus as NetworkStatus
+from node.network_ports import PeerAnswer as PeerAnswer
 from node.network_ports import PeerFetcher as PeerFetcher
+from node.network_ports import PeerRequest as PeerRequest
 from node.network_ports import PeerStatus as PeerStatus
+from node.network_ports import PoolEntry as PoolEntry
+from node.network_ports import PoolsAnswer as PoolsAnswer
+from node.network_ports import PoolsQuery as PoolsQuery
 from node.network_ports import RecordSink as RecordSink
 from node.network_ports import RemoteAnswer as RemoteAnswer
 from node.network_ports import RemoteHit as RemoteHit
@@ -167,6 +175,27 @@ class KeywordIndex(Protocol):
         this index's statistics (live documents, their mean length, each term's document
         frequency): a held document scores what ``search`` gives it; 0 without a match. A
         federated query ranks peers' hits beside its own with it (``node.federation``)."""
+        ...
+
+    def query_terms(self, text: str) -> QueryTerms:
+        """The terms of query ``text`` with their weights, in order, as ``search`` scores
+        them (empty: no searchable term)."""
+        ...
+
+    def term_stats(self, terms: Sequence[str], allowed: Ids | None = None) -> TermStats:
+        """Statistics of the held documents among ``allowed`` (all when None): how many,
+        their total token count, and for each of ``terms`` how many hold it. With ``allowed``
+        None they are the ones ``search`` scores with."""
+        ...
+
+    def doc_terms(self, terms: Sequence[str], ids: Ids) -> list[DocTerms | None]:
+        """Each document's token count and frequency of each of ``terms``, for ``ids`` in
+        order; None for an id not held."""
+        ...
+
+    def text_terms(self, terms: Sequence[str], texts: Sequence[str]) -> list[DocTerms]:
+        """The same for texts, held or not, tokenized as documents are: a held document's
+        text gives what ``doc_terms`` gives its id."""
         ...
 
     def ids(self) -> Ids: ...
