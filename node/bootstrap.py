@@ -125,7 +125,6 @@ def _build_node(
             budget=settings.federation_budget,
             max_peers=settings.federation_max_peers,
             penalty_seconds=settings.federation_penalty_seconds,
-            fused_depth=settings.federation_fused_depth,
         ),
         gossip_quota_rate=settings.gossip_quota_rate,
         gossip_quota_burst=settings.gossip_quota_burst,

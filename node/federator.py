@@ -52,9 +52,23 @@ from node.federation import (
     wanted_collections,
 )
 from node.filters import MetadataFilter
+from node.keyword_stats import DocTerms, QueryTerms
 from node.limits import MAX_K
+from node.local_search import LocalSearch
 from node.model_identity import ModelDescription, check_query_model
-from node.ports import FactRef, Network, RemoteAnswer, RemoteHit, RemoteQuery
+from node.pooled import MAX_SETTLE_ROUNDS, PooledQuery, PoolsRequest
+from node.ports import (
+    FactRef,
+    FetchQuery,
+    Network,
+    PeerAnswer,
+    PeerRequest,
+    PoolsAnswer,
+    PoolsQuery,
+    RemoteAnswer,
+    RemoteHit,
+    RemoteQuery,
+)
 from node.proofs import RootLookup, hex32_or_none, hit_proof_json
 from node.results import PeerOutcome, PeerReport, QueryResult, ScoredFact
 from node.retrieval import Standings, check_query, results_context
@@ -63,12 +77,7 @@ from node.search import Query, RankBy, Scope, SearchMode, curated_order
 
 log = logging.getLogger(__name__)
 
-LocalQuery = Callable[..., Awaitable[QueryResult]]
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
-#: Rounds of recomputing the shown remote hits' relevance; after them, a remote hit not yet
-#: recomputed is left out (stated relevances just under the tolerance could otherwise make the
-#: asker embed every candidate, k at a time).
-MAX_SETTLE_ROUNDS = 3
 #: Anchored roots for remote hits: called (in a worker thread) with the roots the hits name,
 #: it reads the chain for those it lacks (``ChainRoots``); None: anchors go unchecked.
 RootsFor = Callable[[set[bytes]], RootLookup | None]
@@ -82,16 +91,13 @@ class FederationOptions:
     max_peers: int = MAX_PEERS_PER_QUERY
     #: Seconds a peer whose answer failed verification is left out of network queries.
     penalty_seconds: float = 600.0
-    #: Keyword and hybrid: each source (this node and every peer asked) gives this many
-    #: times k candidates, re-ranked here over the union (dense needs k: cosine is global).
-    fused_depth: int = 2
 
 
 class Federator:
     def __init__(
         self,
         *,
-        local: LocalQuery,
+        local: LocalSearch,
         query_vector: Callable[[tuple[float, ...]], np.ndarray],
         embed: Embed,
         network: Network | None,
@@ -102,11 +108,23 @@ class Federator:
         standings: Standings | None,
         roots_for: RootsFor | None,
         min_relevance: Callable[..., float],
-        keyword_scores: Callable[[str, Sequence[str]], list[float]],
+        query_terms: Callable[[str], QueryTerms],
+        text_terms: Callable[[Sequence[str], Sequence[str]], list[DocTerms]],
+        pool_depth: Callable[[Query], int],
         options: FederationOptions | None = None,
     ) -> None:
-        self._keyword_scores = keyword_scores
+        self._query_terms = query_terms
+        self._pool_depth = pool_depth
         self._local = local
+        self._pooled = PooledQuery(
+            local=local,
+            ask=self._ask,
+            embed=embed,
+            text_terms=text_terms,
+            standings=standings,
+            roots_for=roots_for,
+            caught=self._caught,
+        )
         self._query_vector = query_vector
         self._embed = embed
         self._network = network
@@ -147,10 +165,35 @@ class Federator:
             off = {c: "networking is off on this node" for c in wanted if not self._held.holds(c)}
             plan = Plan(plan.local, {}, off)
         t1 = time.perf_counter()
-        # keyword and hybrid answers are re-ranked here over the union: each source gives a
-        # deeper list, so a hit its own fusion put just below k can still make the top k
-        depth = query.k if query.mode is SearchMode.DENSE else self.options.fused_depth * query.k
-        depth = min(depth, MAX_K)
+        terms = () if query.mode is SearchMode.DENSE else self._query_terms(query.text)
+        if terms:  # BM25 needs the union's statistics: two phases (node.pools)
+            request = PoolsRequest(
+                query, vector, terms, self._pool_depth(query), plan, budget, self._model_cid
+            )
+            merged, reports = await self._pooled.run(request)
+        else:  # cosine is global: each source's best k hold the union's
+            merged, reports = await self._direct(query, vector, plan, budget)
+        if not query.proofs:  # a peer's proof travels on only when the query asked for proofs
+            merged = [
+                r if r.remote_proof is None else replace(r, remote_proof=None) for r in merged
+            ]
+        threshold = self._min_relevance(query)
+        search_ms = (time.perf_counter() - t1) * 1000
+        return QueryResult(
+            merged,
+            results_context(query.text, merged, threshold),
+            threshold,
+            embed_ms,
+            search_ms,
+            completeness(plan, reports),
+        )
+
+    async def _direct(
+        self, query: Query, vector: np.ndarray, plan: Plan, budget: float
+    ) -> tuple[list[ScoredFact], list[PeerReport]]:
+        """A dense network query (or one without keyword terms) in one round: every source's
+        best k with proofs, merged by relevance."""
+        depth = query.k
         values = tuple(vector.tolist())  # the unit query vector, for the local search and peers
         local_query = replace(
             query,
@@ -177,36 +220,17 @@ class Federator:
             for peer, names in plan.asks.items()
         ]
         local, answers = await asyncio.gather(local_task, asyncio.gather(*asks))
-        checked = await self._check(answers, query.filter)
-        keyword = None
-        if query.mode is not SearchMode.DENSE:  # this node's BM25 of every candidate
-            remote_facts = [h.fact for _, passed in checked for h in passed]
-            texts = [r.fact.text for r in local] + [f.text for f in remote_facts]
-            cids = [r.fact.cid for r in local] + [f.cid for f in remote_facts]
-            scores = await asyncio.to_thread(self._keyword_scores, query.text, texts)
-            keyword = dict(zip(cids, scores, strict=True))
-        merged, reports = await self._settle(vector, local, checked, query, keyword)
-        if not query.proofs:  # a peer's proof travels on only when the query asked for proofs
-            merged = [
-                r if r.remote_proof is None else replace(r, remote_proof=None) for r in merged
-            ]
-        threshold = self._min_relevance(query)
-        search_ms = (time.perf_counter() - t1) * 1000
-        return QueryResult(
-            merged,
-            results_context(query.text, merged, threshold),
-            threshold,
-            embed_ms,
-            search_ms,
-            completeness(plan, reports),
+        checked = await self._check(
+            [(r, a if isinstance(a, RemoteAnswer) else None) for r, a in answers], query.filter
         )
+        return await self._settle(vector, local, checked, query)
 
     async def _local_results(self, query: Query) -> list[ScoredFact]:
-        return (await self._local(query)).results
+        return (await self._local.query(query)).results
 
     async def _ask(
-        self, peer: str, query: RemoteQuery, budget: float
-    ) -> tuple[PeerReport, RemoteAnswer | None]:
+        self, peer: str, query: PeerRequest, budget: float
+    ) -> tuple[PeerReport, PeerAnswer | None]:
         assert self._network is not None
         t0 = time.perf_counter()
         outcome, reason, answer = PeerOutcome.ANSWERED, None, None
@@ -223,9 +247,10 @@ class Federator:
         except KnowhubError as exc:
             outcome, reason = PeerOutcome.UNREACHABLE, exc.message
         ms = (time.perf_counter() - t0) * 1000
-        report = PeerReport(peer, query.collections, outcome, ms=round(ms, 3), reason=reason)
-        if answer is not None:
-            extra = set(answer.searched) - set(query.collections)
+        asked = query.query.collections if isinstance(query, PoolsQuery) else query.collections
+        report = PeerReport(peer, asked, outcome, ms=round(ms, 3), reason=reason)
+        if isinstance(answer, (RemoteAnswer, PoolsAnswer)):
+            extra = set(answer.searched) - set(asked)
             if extra:
                 why = f"says it searched {sorted(extra)[:4]}, which were not asked"
                 return self._caught(report, [why]), None
@@ -272,7 +297,6 @@ class Federator:
         local: list[ScoredFact],
         checked: list[tuple[PeerReport, list[CheckedHit]]],
         query: Query,
-        keyword: dict[str, float] | None,
     ) -> tuple[list[ScoredFact], list[PeerReport]]:
         """The top k of local and remote hits, every remote one in it with its relevance
         recomputed here (``confirm_relevance``): rank with the peers' numbers, recompute
@@ -291,7 +315,7 @@ class Federator:
                 for h in passed
                 if round_ < MAX_SETTLE_ROUNDS or (peer, h.fact.cid) in recomputed
             ]
-            ranked = self._rerank(merge(local, remote, query.mode, keyword), query)[: query.k]
+            ranked = self._rerank(merge(local, remote, query.mode), query)[: query.k]
             todo = [
                 r
                 for r in ranked
@@ -356,29 +380,30 @@ class Federator:
 
     # -- answering ---------------------------------------------------------------------------
 
-    async def serve(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
-        """A peer's query, searched here (see the module docstring)."""
+    async def serve(self, request: PeerRequest, peer: str) -> PeerAnswer:
+        """A peer's query, pools or fetch, answered here (see the module docstring)."""
+        if isinstance(request, FetchQuery):
+            return await self._local.proofs_of(request.cids, self._held_of(request.collections))
+        query = request.query if isinstance(request, PoolsQuery) else request
         check_query_model(query.model_cid, self._model, self._model_cid)
-        held = tuple(c for c in query.collections if self._held.holds(c))
-        if not held:
-            raise CollectionNotHeld(
-                f"this node holds none of {', '.join(query.collections)} "
-                f"(it holds {self._held.describe()})"
-            )
         local = Query(
             text=query.text,
-            k=query.k,
+            k=min(query.k, MAX_K),
             mode=query.mode,
             filter=query.filter,
             vector=query.vector,
             include_superseded=query.include_superseded,
             proofs=True,
             rank=RankBy.RELEVANCE,
-            collections=held,
+            collections=self._held_of(query.collections),
         )
-        result = await self._local(local)
+        if isinstance(request, PoolsQuery):
+            vector = self._query_vector(query.vector)
+            answer, _ = await self._local.pools(local, vector, request.terms, query.k)
+            return answer
+        result = await self._local.query(local)
         return RemoteAnswer(
-            searched=held,
+            searched=local.collections or (),
             # a hit without its proof or relevance (erased or re-indexed meanwhile) would only
             # be dropped by the asker: it is left out here
             hits=tuple(
@@ -387,6 +412,15 @@ class Federator:
                 if r.proof is not None and r.relevance is not None
             ),
         )
+
+    def _held_of(self, asked: Sequence[str]) -> tuple[str, ...]:
+        """The asked collections this node holds; ``CollectionNotHeld`` when none."""
+        held = tuple(c for c in asked if self._held.holds(c))
+        if not held:
+            raise CollectionNotHeld(
+                f"this node holds none of {', '.join(asked)} (it holds {self._held.describe()})"
+            )
+        return held
 
 
 async def _no_results() -> list[ScoredFact]:

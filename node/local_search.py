@@ -19,12 +19,19 @@ from typing import Protocol
 import numpy as np
 
 from node.embedding import EmbedScheduler
+from node.facts import Fact
+from node.keyword_stats import QueryTerms
+from node.kinds import decode_record
 from node.model_identity import ModelDescription, check_query_model
-from node.ports import AnchorBook
-from node.proofs import HitProof
-from node.results import QueryResult
+from node.ports import AnchorBook, FetchAnswer, PoolsAnswer
+from node.proofs import HitProof, hit_proof_json
+from node.results import QueryResult, ScoredFact
 from node.retrieval import Retriever, check_query, results_context
 from node.search import Query
+
+
+class ServedFacts(AnchorBook, Protocol):
+    def is_hidden(self, cid: str) -> bool: ...
 
 
 class Tombstones(Protocol):
@@ -36,7 +43,7 @@ class LocalSearch:
         self,
         retriever: Retriever,
         scheduler: EmbedScheduler,
-        catalog: AnchorBook,
+        catalog: ServedFacts,
         tombstones: Tombstones,
         model: ModelDescription,
         model_cid: str,
@@ -70,6 +77,47 @@ class LocalSearch:
         threshold = self._retriever.min_relevance(query)
         context = results_context(query.text, results, threshold)
         return QueryResult(results, context, threshold, embed_ms, search_ms)
+
+    async def pools(
+        self, query: Query, vector: np.ndarray, terms: QueryTerms, depth: int
+    ) -> tuple[PoolsAnswer, dict[str, int]]:
+        """``Retriever.pools`` in a worker thread (phase one of a pooled network query)."""
+        return await asyncio.to_thread(self._retriever.pools, query, vector, terms, depth)
+
+    async def rows(
+        self, ids: Sequence[int], vector: np.ndarray, proofs: bool
+    ) -> dict[int, ScoredFact]:
+        """The facts of ``ids`` still held, as results with relevance and anchor, and with
+        their proofs when ``proofs``."""
+
+        def work() -> dict[int, ScoredFact]:
+            found = self._retriever.materialize(ids, vector)
+            if not proofs:
+                return found
+            attached = self._hit_proofs([r.fact.cid for r in found.values()])
+            return {i: replace(r, proof=attached.get(r.fact.cid)) for i, r in found.items()}
+
+        return await asyncio.to_thread(work)
+
+    async def proofs_of(self, cids: Sequence[str], collections: Sequence[str]) -> FetchAnswer:
+        """Phase two of a peer's pooled query: the proof of each of ``cids`` that is a fact of
+        one of ``collections`` this node serves (held, neither revoked nor hidden); the others
+        left out."""
+
+        def work() -> FetchAnswer:
+            out = []
+            for cid, proof in self._hit_proofs(cids).items():
+                record = decode_record(proof.provenance.block)
+                if (
+                    proof.tombstone is None
+                    and not self._catalog.is_hidden(cid)
+                    and isinstance(record, Fact)
+                    and record.collection in collections
+                ):
+                    out.append((cid, hit_proof_json(proof)))
+            return FetchAnswer(tuple(out))
+
+        return await asyncio.to_thread(work)
 
     def _hit_proofs(self, cids: Sequence[str]) -> dict[str, HitProof]:
         tombstones = self._tombstones.tombstone_cids(cids)

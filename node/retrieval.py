@@ -24,6 +24,7 @@ import numpy as np
 from node.collections import Collections
 from node.errors import InvalidFact, InvalidQuery
 from node.facts import check_collection, has_visible_character
+from node.keyword_stats import QueryTerms
 from node.limits import MAX_K, MAX_QUERY_BUDGET_SECONDS, MAX_QUERY_BYTES, MAX_QUERY_COLLECTIONS
 from node.ports import (
     ContributorBook,
@@ -32,6 +33,8 @@ from node.ports import (
     FactSearch,
     Ids,
     KeywordIndex,
+    PoolEntry,
+    PoolsAnswer,
     VectorIndex,
 )
 from node.results import ScoredFact, Standing
@@ -121,6 +124,63 @@ class Retriever:
         return self._finish(
             [replace(r, standing=standings.get(r.fact.id)) for r in results], vector
         )
+
+    def pool_depth(self, query: Query) -> int:
+        """How many candidates each ranker gives a fusion (hybrid's pool)."""
+        return max(self.options.candidate_pool, 2 * query.k)
+
+    def pools(
+        self, query: Query, vector: np.ndarray, terms: QueryTerms, depth: int
+    ) -> tuple[PoolsAnswer, dict[str, int]]:
+        """Phase one of a federated keyword or hybrid query (``node.pools``): the best
+        ``depth`` of each ranker the mode uses, among ``query.collections`` (the caller names
+        held ones) under its filter and superseded rule, each with its relevance, contributor
+        and keyword numbers for ``terms``; the statistics of every document of those
+        collections for ``terms``; and each entry's row id by CID."""
+        names = query.collections or ()
+        words = [t for t, _ in terms]
+        stored = self._catalog.collection_counts()
+        whole = all(name in names for name in stored)  # every stored fact: no id read
+        in_scope = None if whole else self._catalog.collection_ids(names)
+        stats = self._keywords.term_stats(words, in_scope)
+        allowed, excluded = self._restrictions(query)
+        if allowed is not None and len(allowed) == 0:
+            return PoolsAnswer(names, stats, ()), {}
+        dense: list[Hit] = []
+        keyword: list[Hit] = []
+        if query.mode is not SearchMode.KEYWORD:
+            dense = self._index.search(vector, depth, allowed, excluded)
+        if query.mode is not SearchMode.DENSE and terms:
+            keyword = self._keywords.search(query.text, depth, allowed, excluded)
+        in_dense = {h.id for h in dense}
+        in_keyword = {h.id for h in keyword}
+        ids = list(dict.fromkeys([h.id for h in dense] + [h.id for h in keyword]))
+        refs = self._catalog.fact_refs(ids)
+        ids = [i for i in ids if i in refs]
+        if not ids:
+            return PoolsAnswer(names, stats, ()), {}
+        cosines = self._index.similarity(vector, np.asarray(ids, dtype=np.int64)).tolist()
+        docs = self._keywords.doc_terms(words, np.asarray(ids, dtype=np.int64))
+        entries = [
+            PoolEntry(
+                refs[i].cid,
+                refs[i].contributor,
+                round(float(cosine), 6),
+                i in in_dense,
+                i in in_keyword,
+                doc,
+            )
+            for i, cosine, doc in zip(ids, cosines, docs, strict=True)
+            if doc is not None and not math.isnan(cosine)
+        ]
+        return PoolsAnswer(names, stats, tuple(entries)), {refs[i].cid: i for i in ids}
+
+    def materialize(self, ids: Sequence[int], vector: np.ndarray | None) -> dict[int, ScoredFact]:
+        """The rows of ``ids`` the catalog still holds as results (score 0), each with its
+        anchor and relevance."""
+        rows = self._catalog.get_by_ids(list(ids))
+        found = [ScoredFact(rows[i], 0.0) for i in ids if i in rows]
+        return {r.fact.id: r for r in self._finish(found, vector)}
 
     def _curate(self, hits: list[Hit], query: Query, standings: dict[int, Standing]) -> list[Hit]:
         """The first ``k + REPUTATION_POOL`` hits weighed by curation (``node.curation``):

@@ -150,7 +150,7 @@ class KnowledgeNode(Peering):
         )
         ledger = self._ledger
         self._federator = Federator(
-            local=self._local.query,
+            local=self._local,
             query_vector=self._retriever.query_vector,
             embed=self._scheduler.embed_query,
             network=self._network,
@@ -163,7 +163,9 @@ class KnowledgeNode(Peering):
             if ledger is None
             else ChainRoots(federation_roots(ledger, options.data_dir), ledger),
             min_relevance=self._retriever.min_relevance,
-            keyword_scores=self._indexes.keywords.score_texts,
+            query_terms=self._indexes.keywords.query_terms,
+            text_terms=self._indexes.keywords.text_terms,
+            pool_depth=self._retriever.pool_depth,
             options=options.federation,
         )
         self._flusher: asyncio.Task[None] | None = None

@@ -179,13 +179,6 @@ class Settings(BaseSettings):
         description="Seconds a peer whose answer failed verification is left out of network "
         "queries (it also counts as an offence toward a ban).",
     )
-    federation_fused_depth: int = Field(
-        2,
-        ge=1,
-        le=10,
-        description="Keyword and hybrid network queries: each source gives this many times k "
-        "candidates, re-ranked by this node over the union.",
-    )
     p2p_query_rate: float = Field(
         5.0,
         gt=0.0,

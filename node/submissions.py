@@ -22,7 +22,7 @@ from node.errors import (
 )
 from node.facts import DEFAULT_COLLECTION, Fact, make_fact
 from node.origin import Origin
-from node.ports import FactRecords, RecordBook, RemoteAnswer, RemoteQuery
+from node.ports import FactRecords, PeerAnswer, PeerRequest, RecordBook
 from node.records import RecordBody, SignedRecord
 from node.signing import SigningKey, check_signature, normalize_signature
 
@@ -84,7 +84,7 @@ class NodeSink:
         judge: Callable[[Sequence[RecordBody]], dict[str, KnowhubError]],
         collections: Collections,
         model: str,
-        answer: Callable[[RemoteQuery, str], Awaitable[RemoteAnswer]],
+        answer: Callable[[PeerRequest, str], Awaitable[PeerAnswer]],
     ) -> None:
         self._catalog = catalog
         self._collections = collections
@@ -98,7 +98,7 @@ class NodeSink:
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         self._on_anchor(chain_id, registry)
 
-    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+    async def answer_query(self, query: PeerRequest, peer: str) -> PeerAnswer:
         return await self._answer(query, peer)
 
     async def get_block(self, cid: str) -> bytes | None:

@@ -1,0 +1,118 @@
+"""Two-phase federated keyword and hybrid query, the pure part: the fusion of every source's
+candidate pools as one node holding all of them would rank, and the checks of a fetched
+candidate against what its source stated.
+
+Dense ranking needs no second phase: cosine is comparable across nodes of one model, so each
+source's best k hold the union's best k (``node.federator`` asks for hits directly). BM25 is
+not: its idf and mean length belong to the corpus. So a keyword or hybrid network query asks
+each source (this node and every peer asked, ``node.federator``) for its pools: its best
+``depth`` per ranker with, per candidate, the stated relevance, contributor, length and query
+term frequencies, and the term statistics of its searched collections (``PoolsAnswer``).
+``fuse`` sums the statistics, scores every keyword candidate with BM25 over the sums
+(``node.keyword_stats``), takes the best ``depth`` of each ranker over all sources and fuses
+them as ``node.retrieval.Retriever`` fuses a local search (reciprocal-rank fusion). The asker
+then fetches the proofs of the candidates it shows, and nothing else.
+
+Invariants:
+- With ``depth`` at least a local search's pool, the fused order over sources whose
+  collections partition a corpus equals a local search's over that corpus (the union's best
+  ``depth`` of a ranker lie within the sources' best ``depth``).
+- A candidate is shown only after ``check_fetched`` confirmed every number it was ranked by:
+  relevance (recomputed here, ``RELEVANCE_TOLERANCE``), length and term frequencies
+  (recomputed here exactly), contributor and collection. A source's term statistics cannot
+  be checked (no proof of a count): they are bounded (``TermStats.fault``) and summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from node.federation import RELEVANCE_TOLERANCE
+from node.keyword_stats import DocTerms, QueryTerms, bm25_scores, total_stats
+from node.ports import PoolEntry, PoolsAnswer
+from node.search import Hit, SearchMode, reciprocal_rank_fusion
+
+#: A source: a peer id, or None for this node.
+Source = str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One candidate of the fused order: where it came from, what it stated, its score in
+    the mode's scale (BM25 over the summed statistics, or the fusion's)."""
+
+    source: Source
+    entry: PoolEntry
+    score: float
+
+
+def fuse(
+    sources: Mapping[Source, PoolsAnswer],
+    terms: QueryTerms,
+    mode: SearchMode,
+    depth: int,
+    relevance: Mapping[tuple[Source, str], float] | None = None,
+) -> list[Candidate]:
+    """Every source's candidates in the order a local search of ``mode`` over their union
+    gives (keyword or hybrid): dense by relevance (``relevance`` overrides a stated one, by
+    source and CID), keyword by BM25 over the summed statistics, each cut to ``depth``, fused
+    by reciprocal rank in hybrid. A CID stated by two sources counts once (the first source
+    in ``sources``' order)."""
+    known = relevance or {}
+    pool: list[tuple[Source, PoolEntry]] = []
+    seen: set[str] = set()
+    for source, answer in sources.items():
+        for entry in answer.entries:
+            if entry.cid not in seen:
+                seen.add(entry.cid)
+                pool.append((source, entry))
+    stats = total_stats([a.stats for a in sources.values()], len(terms))
+    words = [(n, e) for n, (_, e) in enumerate(pool) if e.keyword]
+    weights = [w for _, w in terms]
+    scores = bm25_scores(weights, stats, [e.terms for _, e in words])
+    keyword = sorted(
+        (Hit(n, s) for (n, _), s in zip(words, scores, strict=True) if s > 0.0),
+        key=lambda h: (-h.score, pool[h.id][1].cid),
+    )[:depth]
+    if mode is SearchMode.KEYWORD:
+        order = keyword
+    else:
+        dense = sorted(
+            (
+                Hit(n, known.get((s, e.cid), e.relevance))
+                for n, (s, e) in enumerate(pool)
+                if e.dense
+            ),
+            key=lambda h: (-h.score, pool[h.id][1].cid),
+        )[:depth]
+        order = dense if mode is SearchMode.DENSE else reciprocal_rank_fusion([dense, keyword])
+    return [Candidate(pool[h.id][0], pool[h.id][1], h.score) for h in order]
+
+
+def check_fetched(
+    entry: PoolEntry,
+    contributor: str | None,
+    collection: str,
+    searched: Sequence[str],
+    terms: DocTerms,
+    relevance: float,
+) -> str | None:
+    """Why a fetched fact (its verified block's ``contributor`` and ``collection``, its
+    ``terms`` and ``relevance`` recomputed here) contradicts what its source stated in its
+    pools, or None."""
+    if contributor != entry.contributor:
+        return f"stated contributor {entry.contributor}, the block's is {contributor}"
+    if collection not in searched:
+        return f"fact of collection {collection!r}, which the peer did not say it searched"
+    if terms != entry.terms:
+        return (
+            f"stated length {entry.terms.length} and term counts {list(entry.terms.tf)[:8]}, "
+            f"the text has {terms.length} and {list(terms.tf)[:8]}"
+        )
+    if abs(entry.relevance - relevance) > RELEVANCE_TOLERANCE:
+        return (
+            f"stated relevance {entry.relevance:.4f}, recomputed {relevance:.4f} "
+            "with the same model"
+        )
+    return None
