@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from node.cid import canonical_cid_string, verify_block
 from node.errors import ChainError, InvalidInput, NonceTooLow, NotFound
+from node.keyword_stats import DocTerms, QueryTerms, TermStats, bm25_scores
 from node.merkle import verify_proof
 from node.model_identity import ModelDescription, bare_description
 from node.ports import AnchorEvent, Ids, MinedTx, OnChainAnchor, SignedTx, Vectors
@@ -128,21 +129,19 @@ class MemoryVectorIndex:
 
 
 class MemoryKeywordIndex:
-    """BM25 by brute force over every held text (SQLite FTS5's formula: k1 1.2, b 0.75,
-    idf ln((N - n + 0.5) / (n + 0.5)) floored at 1e-6). Terms are lowercase words, with no
-    stemming and no stopwords: the real index (``index.bm25_index``) adds both."""
-
-    K1, B = 1.2, 0.75
+    """BM25 by brute force over every held text, with ``node.keyword_stats``'s formula (SQLite
+    FTS5's). Terms are lowercase words, with no stemming and no stopwords (the real index,
+    ``index.bm25_index``, adds both); a query scores each of its distinct words once."""
 
     def __init__(self) -> None:
-        self._docs: dict[int, list[str]] = {}
+        self._docs: dict[int, Counter[str]] = {}
 
     def __len__(self) -> int:
         return len(self._docs)
 
     def add(self, ids: Ids, texts: Sequence[str]) -> None:
         for i, text in zip(ids.tolist(), texts, strict=True):
-            self._docs[i] = _WORD.findall(text.lower())
+            self._docs[i] = Counter(_WORD.findall(text.lower()))
 
     def remove(self, ids: Ids) -> int:
         return sum(self._docs.pop(i, None) is not None for i in ids.tolist())
@@ -153,41 +152,46 @@ class MemoryKeywordIndex:
         keep = None if allowed is None else set(allowed.tolist())
         skip = set() if excluded is None else set(excluded.tolist())
         ids = [i for i in self._docs if (keep is None or i in keep) and i not in skip]
-        scores = self._scores(text, [self._docs[i] for i in ids])
+        query = self.query_terms(text)
+        terms = [term for term, _ in query]
+        scores = bm25_scores(
+            [weight for _, weight in query],
+            self.term_stats(terms),
+            [_doc_terms(self._docs[i], terms) for i in ids],
+        )
         hits = [Hit(i, score) for i, score in zip(ids, scores, strict=True) if score > 0]
         hits.sort(key=lambda h: (-h.score, h.id))
         return hits[:k]
 
-    def score_texts(self, text: str, texts: Sequence[str]) -> list[float]:
-        return self._scores(text, [_WORD.findall(t.lower()) for t in texts])
+    def query_terms(self, text: str) -> QueryTerms:
+        return tuple((word, 1) for word in dict.fromkeys(_WORD.findall(text.lower())))
 
-    def _scores(self, text: str, docs: Sequence[list[str]]) -> list[float]:
-        """BM25 of each word list for ``text`` with the held documents' statistics."""
-        terms = set(_WORD.findall(text.lower()))
-        n = len(self._docs)
-        if not terms or not n:
-            return [0.0] * len(docs)
-        avg = sum(len(d) for d in self._docs.values()) / n
-        idf = {}
-        for term in terms:
-            df = sum(term in d for d in self._docs.values())
-            idf[term] = max(math.log((n - df + 0.5) / (df + 0.5)), 1e-6)
-        out = []
-        for words in docs:
-            score = 0.0
-            norm = self.K1 * (1 - self.B + self.B * len(words) / avg)
-            for term in terms:
-                tf = words.count(term)
-                if tf:
-                    score += idf[term] * tf * (self.K1 + 1) / (tf + norm)
-            out.append(score)
-        return out
+    def term_stats(self, terms: Sequence[str], allowed: Ids | None = None) -> TermStats:
+        keep = self._docs.keys() if allowed is None else set(allowed.tolist()) & self._docs.keys()
+        docs = [self._docs[i] for i in keep]
+        return TermStats(
+            len(docs),
+            sum(d.total() for d in docs),
+            tuple(sum(term in d for d in docs) for term in terms),
+        )
+
+    def doc_terms(self, terms: Sequence[str], ids: Ids) -> list[DocTerms | None]:
+        return [
+            None if i not in self._docs else _doc_terms(self._docs[i], terms) for i in ids.tolist()
+        ]
+
+    def text_terms(self, terms: Sequence[str], texts: Sequence[str]) -> list[DocTerms]:
+        return [_doc_terms(Counter(_WORD.findall(t.lower())), terms) for t in texts]
 
     def ids(self) -> Ids:
         return np.array(sorted(self._docs), dtype=np.int64)
 
     def save(self) -> None:
         return None
+
+
+def _doc_terms(words: Counter[str], terms: Sequence[str]) -> DocTerms:
+    return DocTerms(words.total(), tuple(words[term] for term in terms))
 
 
 class MemoryContentStore:

@@ -170,13 +170,6 @@ class KeywordIndex(Protocol):
         ``VectorIndex.search``; no hit for a text without a searchable term."""
         ...
 
-    def score_texts(self, text: str, texts: Sequence[str]) -> list[float]:
-        """BM25 of each of ``texts`` (documents held or not) for the query ``text``, with
-        this index's statistics (live documents, their mean length, each term's document
-        frequency): a held document scores what ``search`` gives it; 0 without a match. A
-        federated query ranks peers' hits beside its own with it (``node.federation``)."""
-        ...
-
     def query_terms(self, text: str) -> QueryTerms:
         """The terms of query ``text`` with their weights, in order, as ``search`` scores
         them (empty: no searchable term)."""

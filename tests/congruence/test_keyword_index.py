@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from index.bm25_index import Bm25Index
+from node.keyword_stats import DocTerms, TermStats, bm25_scores
 from node.memory import MemoryKeywordIndex
 from node.ports import KeywordIndex
 
@@ -91,14 +92,91 @@ def test_k_hits_come_back_whatever_the_restriction(make: Factory, tmp_path: Path
     assert scores == sorted(scores, reverse=True)
 
 
-def test_score_texts_gives_held_documents_their_search_score(make: Factory, tmp_path: Path) -> None:
+def scores_from_stats(index: KeywordIndex, text: str, ids: list[int]) -> list[float]:
+    query = index.query_terms(text)
+    terms = [term for term, _ in query]
+    docs = index.doc_terms(terms, np.array(ids, dtype=np.int64))
+    assert all(d is not None for d in docs)
+    held = [d for d in docs if d is not None]
+    return bm25_scores([w for _, w in query], index.term_stats(terms), held)
+
+
+@pytest.mark.parametrize("text", ["red fish", "red moon fish", "fish fish soup", "blue sun"])
+def test_scores_from_statistics_equal_search_scores(
+    make: Factory, tmp_path: Path, text: str
+) -> None:
     index = filled(make, tmp_path)
-    hits = {h.id: h.score for h in index.search("red fish", 10)}
-    scored = index.score_texts("red fish", [TEXTS[i] for i in sorted(TEXTS)])
-    for i, score in zip(sorted(TEXTS), scored, strict=True):
-        assert score == pytest.approx(hits.get(i, 0.0), rel=1e-9, abs=1e-12)
-    # a text the index does not hold is scored with the index's statistics
-    outside = index.score_texts("red fish", ["a red fish swims", "green frog", ""])
-    assert outside[0] > 0 and outside[1] == 0 and outside[2] == 0
-    assert index.score_texts("   ", ["red fish"]) == [0.0]
-    assert make(tmp_path / "empty").score_texts("red", ["red"]) == [0.0]
+    hits = {h.id: h.score for h in index.search(text, 10)}
+    ids = sorted(TEXTS)
+    assert scores_from_stats(index, text, ids) == [hits.get(i, 0.0) for i in ids]
+
+
+def test_restricted_search_scores_with_the_whole_index_statistics(
+    make: Factory, tmp_path: Path
+) -> None:
+    index = filled(make, tmp_path)
+    allowed = np.array([12, 14], dtype=np.int64)
+    hits = {h.id: h.score for h in index.search("red fish", 10, allowed=allowed)}
+    assert scores_from_stats(index, "red fish", [12, 14]) == [hits[12], hits[14]]
+
+
+def test_text_terms_of_a_held_text_equal_its_doc_terms(make: Factory, tmp_path: Path) -> None:
+    index = filled(make, tmp_path)
+    terms = [term for term, _ in index.query_terms("red fish moon unicorn")]
+    assert len(terms) == 4
+    ids = sorted(TEXTS)
+    held = index.doc_terms(terms, np.array(ids, dtype=np.int64))
+    assert index.text_terms(terms, [TEXTS[i] for i in ids]) == held
+    assert held[0] == DocTerms(4, (1, 2, 0, 0))  # "red fish blue fish"
+    outside = index.text_terms(terms, ["a red fish swims", "green frog", ""])
+    assert [d.tf for d in outside] == [(1, 1, 0, 0), (0, 0, 0, 0), (0, 0, 0, 0)]
+    assert outside[0].length == 4 and outside[2].length == 0
+
+
+def test_term_stats_of_a_subset_equal_an_index_of_that_subset(
+    make: Factory, tmp_path: Path
+) -> None:
+    index = filled(make, tmp_path)
+    terms = [term for term, _ in index.query_terms("red fish moon frog")]
+    subset = [14, 10, 15]  # any order
+    alone = make(tmp_path / "subset")
+    alone.add(np.array(subset, dtype=np.int64), [TEXTS[i] for i in subset])
+    allowed = np.array([*subset, 99, 15], dtype=np.int64)  # 99 is not held
+    got = index.term_stats(terms, allowed)
+    assert got == alone.term_stats(terms) == TermStats(3, 13, (2, 2, 1, 0))
+    assert index.term_stats(terms, np.array([99], dtype=np.int64)) == TermStats(0, 0, (0,) * 4)
+    assert index.term_stats(terms, np.array([], dtype=np.int64)) == TermStats(0, 0, (0,) * 4)
+    whole = index.term_stats(terms, np.array(sorted(TEXTS), dtype=np.int64))
+    assert whole == index.term_stats(terms) == TermStats(6, 23, (4, 2, 2, 1))
+
+
+def test_unknown_ids_and_empty_queries(make: Factory, tmp_path: Path) -> None:
+    index = filled(make, tmp_path)
+    terms = [term for term, _ in index.query_terms("fish")]
+    got = index.doc_terms(terms, np.array([99, 10, -1], dtype=np.int64))
+    assert got == [None, DocTerms(4, (2,)), None]
+    assert index.doc_terms(terms, np.array([], dtype=np.int64)) == []
+    assert index.query_terms("") == () and index.query_terms("  ,;  ") == ()
+    assert index.term_stats([]) == TermStats(6, 23, ())
+    assert index.doc_terms([], np.array([11], dtype=np.int64)) == [DocTerms(2, ())]
+    empty = make(tmp_path / "empty")
+    assert empty.term_stats(terms) == TermStats(0, 0, (0,))
+    assert empty.doc_terms(terms, np.array([10], dtype=np.int64)) == [None]
+
+
+def test_statistics_follow_removal_and_replacement(make: Factory, tmp_path: Path) -> None:
+    index = filled(make, tmp_path)
+    terms = [term for term, _ in index.query_terms("fish red")]
+    assert index.remove(np.array([10], dtype=np.int64)) == 1
+    assert index.term_stats(terms) == TermStats(5, 19, (1, 3))
+    assert index.doc_terms(terms, np.array([10, 14], dtype=np.int64)) == [
+        None,
+        DocTerms(8, (2, 1)),
+    ]
+    index.add(np.array([11], dtype=np.int64), ["fish pond"])  # replaces "red sun"
+    assert index.term_stats(terms) == TermStats(5, 19, (2, 2))
+    allowed = np.array([10, 11], dtype=np.int64)
+    assert index.term_stats(terms, allowed) == TermStats(1, 2, (1, 0))
+    ids = sorted(index.ids().tolist())
+    hits = {h.id: h.score for h in index.search("fish red", 10)}
+    assert scores_from_stats(index, "fish red", ids) == [hits.get(i, 0.0) for i in ids]

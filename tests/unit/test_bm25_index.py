@@ -25,6 +25,7 @@ from index.bm25_index import Bm25Index, Bm25Options, CorruptIndex
 from index.bm25_tokens import TOKENIZER_VERSION, query_terms, tokenize
 from index.keywords import fts_query
 from node.errors import StorageError
+from node.keyword_stats import BM25_B, BM25_K1, DocTerms, bm25_scores
 from node.search import Hit
 
 VOCABULARY = (
@@ -286,6 +287,68 @@ def test_filters_never_return_removed_ids(monkeypatch: pytest.MonkeyPatch, direc
         index.search("cell gene", 100, allowed=lambda i: True),
     ):
         assert not {h.id for h in hits} & {1, 2, 3}
+
+
+# -- statistics for scoring elsewhere (node.keyword_stats) ---------------------------------------
+
+
+def stats_scores(index: Bm25Index, query: str, ids: Sequence[int]) -> list[float]:
+    weights = index.query_terms(query)
+    terms = [t for t, _ in weights]
+    docs = index.doc_terms(terms, np.array(ids, dtype=np.int64))
+    held = [d for d in docs if d is not None]
+    assert len(held) == len(ids)
+    return bm25_scores([w for _, w in weights], index.term_stats(terms), held)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["scored-directly", "candidates-filtered"])
+def test_scores_from_statistics_equal_search_scores_exactly(
+    monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    monkeypatch.setattr(bm25_index, "_direct", lambda allowed, postings: direct)
+    docs = dict(enumerate(random_corpus(13, 300), start=1))
+    index = build(docs, Bm25Options(compact_fraction=1.0))
+    index.remove(range(1, 300, 4))  # tombstones stay in the postings
+    allowed = np.array(sorted(index.ids().tolist())[::3], dtype=np.int64)
+    for query in ["cell cells the gene", *random_queries(13, 30)]:
+        hits = index.search(query, 1000, allowed=allowed)
+        assert stats_scores(index, query, [h.id for h in hits]) == [h.score for h in hits]
+    index.compact()
+    for query in random_queries(14, 10):
+        hits = index.search(query, 1000)
+        assert stats_scores(index, query, [h.id for h in hits]) == [h.score for h in hits]
+
+
+def test_statistics_equal_a_fresh_build_of_the_allowed_documents() -> None:
+    docs = dict(enumerate(random_corpus(15, 300), start=1))
+    index = build(docs, Bm25Options(compact_fraction=1.0))
+    index.remove(range(1, 300, 5))
+    index.add([2, 7], ["insulin glucose the", "cell cell cell"])  # replaced: old slots dead
+    docs.update({2: "insulin glucose the", 7: "cell cell cell"})
+    subset = [i for i in range(300, 0, -1) if i % 3 == 0 or i in (2, 7)]  # includes removed ids
+    fresh = build({i: docs[i] for i in subset if i in index})
+    terms = [t for t, _ in index.query_terms(VOCABULARY)] + ["zzz"]
+    allowed = np.array([*subset, 10_000], dtype=np.int64)
+    assert index.term_stats(terms, allowed) == fresh.term_stats(terms)
+    whole = build({i: docs[i] for i in index.ids().tolist()})
+    assert index.term_stats(terms) == whole.term_stats(terms)
+    assert index.term_stats(terms, index.ids()) == whole.term_stats(terms)
+    ids = index.ids().tolist()
+    assert index.doc_terms(terms, ids) == index.text_terms(terms, [docs[i] for i in ids])
+    counts = Counter(tokenize(docs[7]))
+    assert index.doc_terms(["cell", "zzz"], [7]) == [DocTerms(counts.total(), (3, 0))]
+
+
+def test_stopword_queries_have_no_terms() -> None:
+    index = build({1: "the cell", 2: "of mice and men"})
+    assert index.query_terms("the of and") == () and index.query_terms("") == ()
+    assert index.query_terms("The cells and THE cell") == (("cell", 2),)
+    assert index.text_terms(["the", "cell"], ["the cell of the"]) == [DocTerms(4, (2, 1))]
+    assert index.doc_terms(["the"], [1, 3]) == [DocTerms(2, (1,)), None]
+
+
+def test_default_parameters_are_the_shared_formula() -> None:
+    assert (Bm25Options().k1, Bm25Options().b) == (BM25_K1, BM25_B)
 
 
 # -- Unicode --------------------------------------------------------------------------------------
