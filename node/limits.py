@@ -27,6 +27,14 @@ MAX_QUERY_COLLECTIONS: Final = 32
 MAX_QUERY_BYTES: Final = 16 * 1024
 #: Hits a query may ask for, and how many it gets by default.
 MAX_K: Final = 100
+#: The deepest pool a peer answers (a pools request's ``k``, ``p2p.query_wire``): 4 x MAX_K,
+#: so that the asker's fusion has candidates well below each source's own cut.
+MAX_POOL_DEPTH: Final = 4 * MAX_K
+#: A pools request's query terms: how many, each term's UTF-8 bytes, and a term's weight
+#: (the distinct query words giving it: ``index.bm25_tokens`` keeps at most 64 words).
+MAX_QUERY_TERMS: Final = 64
+MAX_TERM_BYTES: Final = 64
+MAX_TERM_WEIGHT: Final = 64
 #: Seconds a network query may wait for peers at most (``node.federator``).
 MAX_QUERY_BUDGET_SECONDS: Final = 60
 DEFAULT_K: Final = 5

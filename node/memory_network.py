@@ -50,10 +50,10 @@ from node.ports import (
     CollectionAdvert,
     DirectoryEntry,
     NetworkStatus,
+    PeerAnswer,
+    PeerRequest,
     PeerStatus,
     RecordSink,
-    RemoteAnswer,
-    RemoteQuery,
 )
 from node.records import SignedRecord
 
@@ -218,7 +218,7 @@ class MemoryNetwork:
                 found[record.cid] = record
         return list(found.values())
 
-    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
+    async def ask(self, peer_id: str, query: PeerRequest, budget: float) -> PeerAnswer:
         other = self._hub.members.get(peer_id)
         if other is None or peer_id not in self._peers or other._sink is None:
             raise PeerUnavailable(f"{peer_id} is not connected")

@@ -50,10 +50,10 @@ from node.ports import (
     AnchorEvent,
     DirectoryEntry,
     NetworkStatus,
+    PeerAnswer,
+    PeerRequest,
     PeerStatus,
     RecordSink,
-    RemoteAnswer,
-    RemoteQuery,
 )
 from node.records import SignedRecord
 from p2p import admission, upkeep
@@ -285,7 +285,7 @@ class Libp2pNetwork:
     async def _from_peers(self, fetch: Any, cids: list[str], kind: type) -> Any:
         return await from_peers(self._live_host(), fetch, cids, kind)
 
-    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
+    async def ask(self, peer_id: str, query: PeerRequest, budget: float) -> PeerAnswer:
         peer = parse_peer_id(peer_id)
         try:
             answer, size = await self._trio.call(ask_within, self._live_host, peer, query, budget)

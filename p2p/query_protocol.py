@@ -1,18 +1,20 @@
-"""``/knowhub/query/1``: answer peers' federated queries, and ask peers.
+"""``/knowhub/query/1``: answer peers' federated queries (and the pools and fetch requests
+of two-phase keyword and hybrid queries), and ask peers.
 
 One request and one answer per stream, framed like sync (unsigned varint length, then
-DAG-CBOR: ``p2p.query_wire``). The asking side is ``ask_peer``; its caller bounds it in time.
+DAG-CBOR: ``p2p.query_wire``); the answer's type follows the request's (``PeerRequest``). The
+asking side is ``ask_peer``; its caller bounds it in time.
 
 The answering side (``QueryServer``) is a public endpoint and defends itself like one: a peer
 holds at most ``streams_per_peer`` query streams open at once and all peers ``streams`` (more
 are reset unread); the request must arrive whole within ``QueryLimits.read_timeout`` and be at
-most ``MAX_REQUEST_BYTES``; each peer gets a token bucket (``rate`` per second, ``burst``) and at
-most ``per_peer`` queries at once, and all peers together ``concurrency`` at once. Beyond a
-bound the answer is an immediate ``busy`` error, never a queue: queries from the node's own
-clients go first. A malformed request is answered ``invalid`` and is an offence of the peer;
-a peer that merely goes quiet or hangs up is not. What the node refuses (another model, no
-collection held, overload) comes back as an error code (``node.federation.refusal_code``), not
-an offence.
+most ``MAX_REQUEST_BYTES``; each peer gets a token bucket (``rate`` per second, ``burst``:
+every request, of any type, takes one token) and at most ``per_peer`` queries at once, and all
+peers together ``concurrency`` at once. Beyond a bound the answer is an immediate ``busy``
+error, never a queue: queries from the node's own clients go first. A malformed request is
+answered ``invalid`` and is an offence of the peer; a peer that merely goes quiet or hangs up
+is not. What the node refuses (another model, no collection held, overload) comes back as an
+error code (``node.federation.refusal_code``), not an offence.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from libp2p.peer.id import ID
 
 from node.errors import InvalidAnswer, KnowhubError, PeerRefused, PeerUnavailable
 from node.federation import refusal_code
-from node.ports import RecordSink, RemoteAnswer, RemoteQuery
+from node.ports import PeerAnswer, PeerRequest, RecordSink
 from p2p.bridge import TrioThread
 from p2p.query_wire import (
     MAX_ANSWER_BYTES,
@@ -158,7 +160,7 @@ class QueryServer:
                 del self._running[peer]
         return await self._reply(stream, peer, answer)
 
-    async def _answer(self, query: RemoteQuery, peer: ID) -> dict[str, Any]:
+    async def _answer(self, query: PeerRequest, peer: ID) -> dict[str, Any]:
         try:
             answer = await self._bridge.to_asyncio(self._sink.answer_query(query, str(peer)))
         except KnowhubError as exc:
@@ -198,8 +200,9 @@ class QueryServer:
         return not writing.cancelled_caught
 
 
-async def ask_peer(host: IHost, peer: ID, query: RemoteQuery) -> tuple[RemoteAnswer, int]:
-    """``peer``'s answer to ``query``, and the bytes of request and answer on the wire.
+async def ask_peer(host: IHost, peer: ID, query: PeerRequest) -> tuple[PeerAnswer, int]:
+    """``peer``'s answer to ``query`` (of the type its request pairs with), and the bytes of
+    request and answer on the wire.
     ``RemoteError`` when it answers an error; ``InvalidEnvelope`` or ``SyncError`` when the
     answer is malformed; stream errors as raised. The caller bounds the time."""
     stream = await host.new_stream(peer, [QUERY_PROTOCOL])
@@ -209,7 +212,7 @@ async def ask_peer(host: IHost, peer: ID, query: RemoteQuery) -> tuple[RemoteAns
         got = await read_sized_message(stream, MAX_ANSWER_BYTES)
         if got is None:
             raise SyncError("peer closed the stream without an answer")
-        answer = await trio.to_thread.run_sync(decode_answer, got[0], query.k)
+        answer = await trio.to_thread.run_sync(decode_answer, got[0], query)
         return answer, len(request) + got[1] + len(encode_varint(got[1]))
     finally:
         with contextlib.suppress(Exception):
@@ -217,8 +220,8 @@ async def ask_peer(host: IHost, peer: ID, query: RemoteQuery) -> tuple[RemoteAns
 
 
 async def ask_within(
-    host: Callable[[], IHost], peer: ID, query: RemoteQuery, budget: float
-) -> tuple[RemoteAnswer, int]:
+    host: Callable[[], IHost], peer: ID, query: PeerRequest, budget: float
+) -> tuple[PeerAnswer, int]:
     """``ask_peer`` within ``budget`` seconds, its failures as the node's errors:
     ``PeerUnavailable`` (no answer in time: ``timeout``; or unreachable), ``PeerRefused`` (an
     error answer), ``InvalidAnswer`` (malformed: the caller penalises the peer)."""

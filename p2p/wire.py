@@ -17,6 +17,7 @@ Validation is pure: these functions raise ``InvalidEnvelope`` with the reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
@@ -40,6 +41,12 @@ def is_int(value: object) -> TypeGuard[int]:
     """An integer as the protocol means it: a CBOR integer, never a bool (``True == 1``) nor a
     float (``1.0 == 1``; the protocol has no floats), whatever Python's equality says."""
     return type(value) is int
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """A finite number as a message that has them means it (``/knowhub/query/1``): a CBOR
+    integer or float, never a bool, NaN nor an infinity."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class InvalidEnvelope(InvalidInput):

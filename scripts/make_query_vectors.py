@@ -11,7 +11,11 @@
 - ``hits``: one remote hit built from a real signed fact (fixed key), with the asking node's
   verdict when checked as sent ("pending": record and signature hold, not anchored), after
   each forgery or malformed proof a hostile peer might try ("failed", with the check that
-  catches it), and without a relevance ("dropped": unverifiable, no fault).
+  catches it), and without a relevance ("dropped": unverifiable, no fault);
+- the two-phase messages (``scripts/_pools_vectors.py``): ``pools_requests``,
+  ``invalid_pools_requests``, ``pools_answers``, ``invalid_pools_answers``, ``fetch_requests``,
+  ``invalid_fetch_requests``, ``fetch_answers``, ``invalid_fetch_answers``; each answer case
+  carries the request (hex) it answers.
 
 ``--check`` fails when the committed file differs from what the code produces (a unit test
 runs it), so the document and the implementation cannot drift apart.
@@ -29,6 +33,7 @@ import dag_cbor
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _pools_vectors import pools_vectors  # noqa: E402
 from _vectors import write_or_check  # noqa: E402
 
 from node.facts import make_fact  # noqa: E402
@@ -90,7 +95,7 @@ def _hit() -> tuple[RemoteHit, dict[str, Any]]:
     fact = make_fact(
         "Blood carries oxygen.", {"topic": "blood"}, KEY.address, collection="medicine"
     )
-    proof = {
+    proof: dict[str, Any] = {
         "block": base64.b64encode(fact.block).decode(),
         "signature": KEY.sign_cid(fact.cid),
         "status": "pending",
@@ -274,6 +279,7 @@ def vectors() -> dict[str, Any]:
             },
         ],
         "hits": _hits(),
+        **pools_vectors(KEY, MODEL, VECTOR, hit),
     }
 
 

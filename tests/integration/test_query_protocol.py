@@ -126,7 +126,7 @@ async def run(scenario: str, target: str, model: str) -> dict[str, Any]:
     from libp2p.peer.peerinfo import info_from_p2p_addr
 
     from node.federation import check_remote_hit
-    from node.ports import RemoteQuery
+    from node.ports import RemoteAnswer, RemoteQuery
     from node.search import SearchMode
     from p2p.query_protocol import QUERY_PROTOCOL, ask_peer
     from p2p.query_wire import RemoteError
@@ -175,6 +175,7 @@ async def run(scenario: str, target: str, model: str) -> dict[str, Any]:
             except Exception as exc:  # over the open-stream cap: reset unread
                 answers.append({"kind": "reset", "why": repr(exc)[:200]})
                 return
+            assert isinstance(answer, RemoteAnswer)
             hits = []
             for hit in answer.hits:
                 got = check_remote_hit(hit, collections, None, None)
