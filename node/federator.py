@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -54,11 +55,12 @@ from node.federation import (
 from node.filters import MetadataFilter
 from node.keyword_stats import DocTerms, QueryTerms
 from node.limits import MAX_K
-from node.local_search import LocalSearch
 from node.model_identity import ModelDescription, check_query_model
-from node.pooled import MAX_SETTLE_ROUNDS, PooledQuery, PoolsRequest
+from node.pooled import MAX_SETTLE_ROUNDS, LocalPools, PooledQuery, PoolsRequest
+from node.pools import sendable_terms
 from node.ports import (
     FactRef,
+    FetchAnswer,
     FetchQuery,
     Network,
     PeerAnswer,
@@ -83,6 +85,14 @@ Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
 RootsFor = Callable[[set[bytes]], RootLookup | None]
 
 
+class LocalSide(LocalPools, Protocol):
+    """This node's search as the federation uses it (``node.local_search.LocalSearch``)."""
+
+    async def query(self, query: Query) -> QueryResult: ...
+
+    async def proofs_of(self, cids: Sequence[str], collections: Sequence[str]) -> FetchAnswer: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FederationOptions:
     #: Seconds a network query waits for peers (a query may ask for less).
@@ -97,7 +107,7 @@ class Federator:
     def __init__(
         self,
         *,
-        local: LocalSearch,
+        local: LocalSide,
         query_vector: Callable[[tuple[float, ...]], np.ndarray],
         embed: Embed,
         network: Network | None,
@@ -165,7 +175,9 @@ class Federator:
             off = {c: "networking is off on this node" for c in wanted if not self._held.holds(c)}
             plan = Plan(plan.local, {}, off)
         t1 = time.perf_counter()
-        terms = () if query.mode is SearchMode.DENSE else self._query_terms(query.text)
+        terms = (
+            () if query.mode is SearchMode.DENSE else sendable_terms(self._query_terms(query.text))
+        )
         if terms:  # BM25 needs the union's statistics: two phases (node.pools)
             request = PoolsRequest(
                 query, vector, terms, self._pool_depth(query), plan, budget, self._model_cid

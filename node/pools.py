@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from node.federation import RELEVANCE_TOLERANCE
 from node.keyword_stats import DocTerms, QueryTerms, bm25_scores, total_stats
+from node.limits import MAX_QUERY_TERMS, MAX_TERM_BYTES, MAX_TERM_WEIGHT
 from node.ports import PoolEntry, PoolsAnswer
 from node.search import Hit, SearchMode, reciprocal_rank_fusion
 
@@ -45,6 +46,18 @@ class Candidate:
     source: Source
     entry: PoolEntry
     score: float
+
+
+def sendable_terms(terms: QueryTerms) -> QueryTerms:
+    """The query terms a pools request carries (``node.limits``): at most ``MAX_QUERY_TERMS``
+    of at most ``MAX_TERM_BYTES`` bytes each, weights capped at ``MAX_TERM_WEIGHT``. A longer
+    term (a word of over 64 bytes) is left out of a network query's keyword ranking."""
+    kept = [
+        (term, min(weight, MAX_TERM_WEIGHT))
+        for term, weight in terms
+        if 0 < len(term.encode("utf-8", "surrogatepass")) <= MAX_TERM_BYTES
+    ]
+    return tuple(kept[:MAX_QUERY_TERMS])
 
 
 def fuse(

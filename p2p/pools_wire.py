@@ -196,8 +196,8 @@ def _binary_cid(raw: Any, what: str) -> str:
     if not isinstance(raw, bytes) or not 0 < len(raw) <= MAX_WIRE_CID_CHARS:
         raise InvalidEnvelope(f"{what} is a binary CID")
     cid = cid_from_bytes(raw)
-    if len(cid) > MAX_WIRE_CID_CHARS:
-        raise InvalidEnvelope(f"{what} is a CID of at most {MAX_WIRE_CID_CHARS} characters")
+    if len(cid) > MAX_WIRE_CID_CHARS or _canonical(cid) != cid:
+        raise InvalidEnvelope(f"{what} is a binary CID of at most {MAX_WIRE_CID_CHARS} characters")
     return cid
 
 

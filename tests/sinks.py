@@ -15,7 +15,7 @@ from node.errors import CollectionNotHeld
 from node.facts import DEFAULT_COLLECTION
 from node.model_identity import bare_description, model_cid
 from node.origin import Origin
-from node.ports import RemoteAnswer, RemoteQuery
+from node.ports import PeerAnswer, PeerRequest
 from node.records import SignedRecord
 
 MODEL_CID = model_cid(bare_description("test-model", 8))
@@ -44,7 +44,7 @@ class QuietSink:
     async def anchor_announced(self, chain_id: int, registry: str) -> None:
         return None
 
-    async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+    async def answer_query(self, query: PeerRequest, peer: str) -> PeerAnswer:
         raise CollectionNotHeld("this sink answers no queries")
 
 

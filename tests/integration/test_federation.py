@@ -217,7 +217,7 @@ def forge(bootstrap: str, model: str, out: Path) -> None:
 
     from node.collections import Collections
     from node.facts import make_fact
-    from node.ports import RemoteAnswer, RemoteHit, RemoteQuery
+    from node.ports import PeerAnswer, PeerRequest, RemoteAnswer, RemoteHit
     from node.records import SignedRecord
     from p2p.host import Libp2pNetwork, P2PConfig
     from tests.sinks import RecordingSink
@@ -230,7 +230,7 @@ def forge(bootstrap: str, model: str, out: Path) -> None:
         def model_cid(self) -> str:
             return model
 
-        async def answer_query(self, query: RemoteQuery, peer: str) -> RemoteAnswer:
+        async def answer_query(self, query: PeerRequest, peer: str) -> PeerAnswer:
             proof: dict[str, Any] = {
                 "block": base64.b64encode(forged.block).decode(),  # not the CID's block
                 "signature": signature,

@@ -26,14 +26,16 @@ from node.collections import Collections
 from node.errors import CollectionNotHeld, InvalidQuery, ModelMismatch, PeerUnavailable
 from node.facts import make_fact
 from node.federation import RELEVANCE_TOLERANCE, merge, plan_query
-from node.federator import MAX_SETTLE_ROUNDS
 from node.filters import parse_filter
 from node.memory import HashEmbedder
 from node.memory_network import MemoryHub, MemoryNetwork
+from node.pooled import MAX_SETTLE_ROUNDS
 from node.ports import (
     CollectionAdvert,
     DirectoryEntry,
     Network,
+    PeerAnswer,
+    PeerRequest,
     RemoteAnswer,
     RemoteHit,
     RemoteQuery,
@@ -53,7 +55,8 @@ PEER = "peer-b"
 #: The bundled model's fp32 CID: another model than the hash fake these nodes run.
 OTHER_MODEL = "bafyreies5s4bfxkrrqba6j277kqcy6lto7oc6ng6jkep4qae5fl7nc237i"
 
-Answer = Callable[[RemoteQuery], Awaitable[RemoteAnswer]]
+#: A peer's handler of requests (dense network queries here: RemoteQuery -> RemoteAnswer).
+Answer = Callable[[Any], Awaitable[Any]]
 
 
 @pytest.fixture
@@ -69,17 +72,18 @@ class ScriptedNetwork(MemoryNetwork):
         super().__init__(MemoryHub())
         self.entries: list[DirectoryEntry] = []
         self.answers: dict[str, Answer] = {}
-        self.asked: list[tuple[str, RemoteQuery]] = []
+        self.asked: list[tuple[str, Any]] = []
         self.penalties: list[tuple[str, str]] = []
 
     def directory(self) -> list[DirectoryEntry]:
         return list(self.entries)
 
-    async def ask(self, peer_id: str, query: RemoteQuery, budget: float) -> RemoteAnswer:
+    async def ask(self, peer_id: str, query: PeerRequest, budget: float) -> PeerAnswer:
         self.asked.append((peer_id, query))
         try:
             async with asyncio.timeout(budget):
-                return await self.answers[peer_id](query)
+                answer: PeerAnswer = await self.answers[peer_id](query)
+                return answer
         except TimeoutError as exc:
             raise PeerUnavailable("no answer", timeout=True) from exc
 
@@ -254,8 +258,9 @@ async def test_a_hit_breaking_the_filter_is_caught(pair: Pair) -> None:
 
     net_answer = net.answers[PEER]
 
-    async def ignoring_filter(query: RemoteQuery) -> RemoteAnswer:
-        return await net_answer(replace(query, filter=None))
+    async def ignoring_filter(query: RemoteQuery) -> PeerAnswer:
+        answer: PeerAnswer = await net_answer(replace(query, filter=None))
+        return answer
 
     net.answers[PEER] = ignoring_filter
     result = await a.query(network_query("blood", filter=parse_filter({"topic": "geology"})))
@@ -274,9 +279,10 @@ async def test_a_peer_over_the_budget_is_reported_as_timed_out(pair: Pair) -> No
     a, _, net = pair
     honest = net.answers[PEER]
 
-    async def slow(query: RemoteQuery) -> RemoteAnswer:
+    async def slow(query: RemoteQuery) -> PeerAnswer:
         await asyncio.sleep(3600)
-        return await honest(query)
+        answer: PeerAnswer = await honest(query)
+        return answer
 
     net.answers[PEER] = slow
     result = await a.query(network_query("blood", budget=0.05))
@@ -358,7 +364,7 @@ async def test_a_node_answers_peers_only_in_its_model_and_its_collections(pair: 
     with pytest.raises(CollectionNotHeld):
         await b._federator.serve(remote(b, "a", "z"), "x")
     answer = await b._federator.serve(remote(b, "b", "z"), "x")
-    assert len(answer.hits) == 2
+    assert isinstance(answer, RemoteAnswer) and len(answer.hits) == 2
     assert all(h.proof["signature"] and h.proof["block"] for h in answer.hits)
     assert all(h.relevance is not None for h in answer.hits)
 
