@@ -133,6 +133,32 @@ def test_a_query_at_a_gets_the_best_hit_from_b_with_its_proof_verified(
     assert status["queries_answered"] >= 1 and status["query_bytes"] > 0
 
 
+def test_a_hybrid_query_ranks_in_two_phases_over_real_hosts(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """Keyword and hybrid network queries take pools, then proofs of what is shown, from b
+    (two requests over /knowhub/query/1), and the hit shown is verified like a dense one."""
+    a, b, b_id, chain = cluster["a"], cluster["b"], cluster["b_id"], cluster["chain"]
+    before = p2p(b)["queries_answered"]
+    answer = network_query(
+        a, "What carries oxygen in the blood?", mode="hybrid", proofs=True, rank="relevance"
+    )
+    top = answer["results"][0]
+    assert top["text"] == OXYGEN and top["source"] == b_id, answer["results"]
+    assert top["verdict"] == "verified" and top["proof"]["status"] == "anchored"
+    covered = answer["completeness"]
+    assert covered["complete"] and covered["remote"] == ["b"], covered
+    assert covered["peers"][0]["hits"] >= 1 and covered["peers"][0]["rejected"] == 0
+    verifier = ResultVerifier.from_chain(
+        chain.anvil.url, chain.registry, cache_file=tmp_path / "roots.json"
+    )
+    assert all_verified(verifier.verify(answer)), verifier.verify(answer)
+    wait_until(lambda: p2p(b)["queries_answered"] >= before + 2, timeout=60, what="pools and fetch")
+    words = network_query(a, "lava volcanoes", mode="keyword")
+    assert words["results"][0]["source"] == b_id, words["results"]
+    assert words["results"][0]["text"].startswith("Volcanoes erupt")
+
+
 def test_a_peer_returning_a_forged_hit_is_caught(cluster: dict[str, Any], tmp_path: Path) -> None:
     a = cluster["a"]
     model = httpx.get(f"{a.url}/v1/status", timeout=30).json()["model"]["cid"]
