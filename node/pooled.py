@@ -8,9 +8,11 @@ phases (``node.pools`` has the pure part and the why; docs/protocol.md section 6
 top ``k`` needs and it lacks: this node's rows, and each peer's proofs (a ``FetchQuery``).
 Every fetched remote fact passes ``node.federation.check_remote_hit`` (proof, signature,
 anchor, collection, filter) and ``node.pools.check_fetched`` (every stated number, with the
-relevance embedded again and the term counts recomputed here). A peer caught on one fact
-loses all its candidates, is penalised, and the order is fused again without it; a peer
-whose fetch fails loses its candidates too (its collections are then missing). Repeated at
+relevance embedded again and the term counts recomputed here). A peer caught on one fact,
+or withholding a fact it stated (which would otherwise hold a place in the order without
+ever being checked, or shadow another peer's copy), loses all its candidates, is penalised,
+and the order is fused again without it; a peer whose fetch fails (timeout, refusal) loses
+its candidates too, without penalty (its collections are then missing). Repeated at
 most ``MAX_SETTLE_ROUNDS`` times (a round fetches only what the top k newly holds, usually
 none after the first); then candidates still unfetched are left out.
 
@@ -148,8 +150,7 @@ class PooledQuery:
         chosen: list[tuple[Candidate, Key]] = []
         standing: dict[Key, Standing] = {}
         for round_ in range(MAX_SETTLE_ROUNDS + 1):
-            fused = fuse(state.sources, request.terms, query.mode, request.depth, state.recomputed)
-            ordered, standing = self._curate(fused, query)
+            ordered, standing = await asyncio.to_thread(self._order, state)
             chosen, todo = state.pick(ordered, final=round_ == MAX_SETTLE_ROUNDS)
             if not todo:
                 break
@@ -164,6 +165,18 @@ class PooledQuery:
             for r in state.reports.values()
         ]
         return results, reports
+
+    def _order(self, state: _State) -> tuple[list[Candidate], dict[Key, Standing]]:
+        """The sources' candidates fused and curated (pure work: in a worker thread)."""
+        request = state.request
+        fused = fuse(
+            dict(state.sources),
+            request.terms,
+            request.query.mode,
+            request.depth,
+            dict(state.recomputed),
+        )
+        return self._curate(fused, request.query)
 
     def _curate(
         self, fused: list[Candidate], query: Query
@@ -258,10 +271,11 @@ class PooledQuery:
                     failures.append(f"{cid[:80]}: {got}")
                 elif got is not None:
                     passed.append((peer, c, got))
+            if wanted:  # stated a moment ago, withheld now: its numbers cannot be checked
+                failures.append(f"withheld {len(wanted)} facts it stated in its pools")
             if failures:
                 state.drop(peer, self._caught(state.reports[peer], failures, 0))
                 continue
-            state.gone.update((peer, cid) for cid in wanted)  # not served (erased meanwhile)
             out.extend(passed)
         return out
 

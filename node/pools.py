@@ -14,9 +14,14 @@ them as ``node.retrieval.Retriever`` fuses a local search (reciprocal-rank fusio
 then fetches the proofs of the candidates it shows, and nothing else.
 
 Invariants:
-- With ``depth`` at least a local search's pool, the fused order over sources whose
-  collections partition a corpus equals a local search's over that corpus (the union's best
-  ``depth`` of a ranker lie within the sources' best ``depth``).
+- Dense: the union's best ``depth`` by cosine lie within the sources' best ``depth``, so that
+  ranking is the whole corpus's. Keyword: each source picks its pool by its own BM25, whose
+  idf and mean length are its own; the union's order over the candidates is the whole
+  corpus's (summed statistics), and it holds the corpus's best ``depth`` whenever each
+  source's best ``depth`` by its own statistics hold its facts among them: always when a
+  source has at most ``depth`` matches, nearly always when the sources' statistics are
+  alike. Then, with ``depth`` a local search's pool, the fused order is a local search's over
+  the union of the sources' collections, but for the order among equal scores.
 - A candidate is shown only after ``check_fetched`` confirmed every number it was ranked by:
   relevance (recomputed here, ``RELEVANCE_TOLERANCE``), length and term frequencies
   (recomputed here exactly), contributor and collection. A source's term statistics cannot
@@ -70,8 +75,11 @@ def fuse(
     """Every source's candidates in the order a local search of ``mode`` over their union
     gives (keyword or hybrid): dense by relevance (``relevance`` overrides a stated one, by
     source and CID), keyword by BM25 over the summed statistics, each cut to ``depth``, fused
-    by reciprocal rank in hybrid. A CID stated by two sources counts once (the first source
-    in ``sources``' order)."""
+    by reciprocal rank in hybrid. Every candidate enters both rankings, whichever pool it came
+    in (its numbers are true or its source is caught when it is shown): more true candidates
+    only bring the union's ranks nearer the whole corpus's. A CID stated by two sources counts
+    once (the first in ``sources``' order; a source that shadows another's fact is caught when
+    it is fetched, and the fusion runs again without it)."""
     known = relevance or {}
     pool: list[tuple[Source, PoolEntry]] = []
     seen: set[str] = set()
@@ -81,22 +89,17 @@ def fuse(
                 seen.add(entry.cid)
                 pool.append((source, entry))
     stats = total_stats([a.stats for a in sources.values()], len(terms))
-    words = [(n, e) for n, (_, e) in enumerate(pool) if e.keyword]
     weights = [w for _, w in terms]
-    scores = bm25_scores(weights, stats, [e.terms for _, e in words])
+    scores = bm25_scores(weights, stats, [e.terms for _, e in pool])
     keyword = sorted(
-        (Hit(n, s) for (n, _), s in zip(words, scores, strict=True) if s > 0.0),
+        (Hit(n, s) for n, s in enumerate(scores) if s > 0.0),
         key=lambda h: (-h.score, pool[h.id][1].cid),
     )[:depth]
     if mode is SearchMode.KEYWORD:
         order = keyword
     else:
         dense = sorted(
-            (
-                Hit(n, known.get((s, e.cid), e.relevance))
-                for n, (s, e) in enumerate(pool)
-                if e.dense
-            ),
+            (Hit(n, known.get((s, e.cid), e.relevance)) for n, (s, e) in enumerate(pool)),
             key=lambda h: (-h.score, pool[h.id][1].cid),
         )[:depth]
         order = dense if mode is SearchMode.DENSE else reciprocal_rank_fusion([dense, keyword])

@@ -25,7 +25,13 @@ from node.collections import Collections
 from node.errors import InvalidFact, InvalidQuery
 from node.facts import check_collection, has_visible_character
 from node.keyword_stats import QueryTerms
-from node.limits import MAX_K, MAX_QUERY_BUDGET_SECONDS, MAX_QUERY_BYTES, MAX_QUERY_COLLECTIONS
+from node.limits import (
+    MAX_K,
+    MAX_POOL_DEPTH,
+    MAX_QUERY_BUDGET_SECONDS,
+    MAX_QUERY_BYTES,
+    MAX_QUERY_COLLECTIONS,
+)
 from node.ports import (
     ContributorBook,
     Embedder,
@@ -126,8 +132,9 @@ class Retriever:
         )
 
     def pool_depth(self, query: Query) -> int:
-        """How many candidates each ranker gives a fusion (hybrid's pool)."""
-        return max(self.options.candidate_pool, 2 * query.k)
+        """How many candidates each ranker gives a fusion (hybrid's pool; a network query's
+        pools, at most ``MAX_POOL_DEPTH``: the deepest a peer answers)."""
+        return min(max(self.options.candidate_pool, 2 * query.k), MAX_POOL_DEPTH)
 
     def pools(
         self, query: Query, vector: np.ndarray, terms: QueryTerms, depth: int
@@ -143,7 +150,10 @@ class Retriever:
         whole = all(name in names for name in stored)  # every stored fact: no id read
         in_scope = None if whole else self._catalog.collection_ids(names)
         stats = self._keywords.term_stats(words, in_scope)
-        allowed, excluded = self._restrictions(query)
+        # naming every stored collection restricts nothing: no per-query read of their ids
+        allowed, excluded = self._restrictions(
+            replace(query, collections=None) if whole else query, in_scope
+        )
         if allowed is not None and len(allowed) == 0:
             return PoolsAnswer(names, stats, ()), {}
         dense: list[Hit] = []
@@ -243,13 +253,17 @@ class Retriever:
             for r, rel in zip(results, relevance, strict=True)
         ]
 
-    def _restrictions(self, query: Query) -> tuple[Ids | None, Ids | None]:
+    def _restrictions(
+        self, query: Query, in_collections: Ids | None = None
+    ) -> tuple[Ids | None, Ids | None]:
         """The ids a metadata filter and the collections allow (None: all) and the superseded
-        ids left out (None: none), computed once per query and applied inside both rankers."""
+        ids left out (None: none), computed once per query and applied inside both rankers;
+        ``in_collections``: the ids of the query's collections when the caller read them."""
         allowed = None if query.filter is None else self._catalog.filter_ids(query.filter)
         names = query.collections if query.collections is not None else self._held_only()
         if names is not None:
-            in_collections = self._catalog.collection_ids(names)
+            if in_collections is None:
+                in_collections = self._catalog.collection_ids(names)
             allowed = (
                 in_collections
                 if allowed is None

@@ -180,12 +180,13 @@ class Settings(BaseSettings):
         "queries (it also counts as an offence toward a ban).",
     )
     p2p_query_rate: float = Field(
-        5.0,
+        10.0,
         gt=0.0,
-        description="Peers' network queries answered per second per peer (token bucket); "
-        "beyond it and the burst they get an immediate busy answer.",
+        description="Peers' query-protocol requests answered per second per peer (token "
+        "bucket; a keyword or hybrid network query is two: pools, then proofs); beyond it and "
+        "the burst they get an immediate busy answer.",
     )
-    p2p_query_burst: int = Field(10, ge=1, description="Burst above p2p_query_rate.")
+    p2p_query_burst: int = Field(20, ge=1, description="Burst above p2p_query_rate.")
     p2p_query_concurrency: int = Field(
         4, ge=1, le=64, description="Peers' network queries answered at once, all peers."
     )

@@ -62,8 +62,8 @@ class QueryLimits:
     #: Remote queries answered at once for one peer.
     per_peer: int = 2
     #: Sustained queries per second from one peer, and the burst above it.
-    rate: float = 5.0
-    burst: int = 10
+    rate: float = 10.0
+    burst: int = 20
     #: Seconds for a whole request to arrive, and for the answer to be taken.
     read_timeout: float = 5.0
     write_timeout: float = 10.0

@@ -257,8 +257,11 @@ def decode_answer(msg: Mapping[str, Any], request: PeerRequest) -> PeerAnswer:
         if set(msg) != _POOLS_ANSWER_KEYS:
             raise InvalidEnvelope("a pools answer has exactly v, t, searched, stats and entries")
         n_terms = len(request.terms)
+        searched = _searched(msg["searched"])
+        if not searched:  # a responder holding none answers not_held
+            raise InvalidEnvelope("a pools answer names at least one collection it searched")
         return PoolsAnswer(
-            _searched(msg["searched"]),
+            searched,
             decode_stats(msg["stats"], n_terms),
             decode_entries(msg["entries"], request.query.k, n_terms),
         )

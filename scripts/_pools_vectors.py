@@ -180,6 +180,11 @@ def pools_vectors(
                 "cid_as_string", with_entries(row(cid=hit.cid)), "an entry's cid is a binary CID"
             ),
             bad_pools_answer(
+                "nothing_searched",
+                {**good, "searched": []},
+                "a pools answer names at least one collection it searched",
+            ),
+            bad_pools_answer(
                 "cid_not_a_cid",
                 with_entries(row(cid=b"\xff" * 36)),
                 "an entry's cid is a binary CID",

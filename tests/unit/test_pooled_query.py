@@ -27,6 +27,7 @@ from node.collections import Collections
 from node.errors import CollectionNotHeld, PeerUnavailable
 from node.facts import make_fact
 from node.keyword_stats import DocTerms
+from node.limits import MAX_POOL_DEPTH
 from node.memory import HashEmbedder, MemoryKeywordIndex
 from node.memory_network import MemoryHub, MemoryNetwork
 from node.ports import (
@@ -40,9 +41,11 @@ from node.ports import (
     PoolEntry,
     PoolsAnswer,
     PoolsQuery,
+    RemoteQuery,
     Vectors,
 )
 from node.results import PeerOutcome, ScoredFact
+from node.retrieval import RetrievalOptions
 from node.search import Query, Scope, SearchMode
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
@@ -374,24 +377,107 @@ async def test_a_fetch_that_times_out_leaves_the_collection_missing(net: Net) ->
 
 
 @pytest.mark.anyio
-async def test_a_fetch_omitting_a_fact_drops_it_without_penalty(net: Net) -> None:
+async def test_a_peer_withholding_a_fact_it_stated_is_caught(net: Net) -> None:
+    """Stating great numbers and never proving them would hold places in the order forever
+    (or shadow another peer's copy): the peer is caught, and the order fused without it."""
     honest = net.net.answers["b"]
+    withheld: list[str] = []
 
-    forgot: list[str] = []
-
-    async def forgetful(request: PeerRequest) -> PeerAnswer:
+    async def withholding(request: PeerRequest) -> PeerAnswer:
         answer = await honest(request)
-        if isinstance(answer, FetchAnswer) and not forgot:  # erased meanwhile, say
-            forgot.append(answer.proofs[0][0])
+        if isinstance(answer, FetchAnswer) and answer.proofs:
+            withheld.append(answer.proofs[0][0])
             return FetchAnswer(answer.proofs[1:])
         return answer
 
-    net.net.answers["b"] = forgetful
+    net.net.answers["b"] = withholding
     result = await net.nodes["a"].query(query(QUERIES[1], SearchMode.HYBRID))
-    assert not net.net.penalties and forgot
-    assert len(result.results) == 10 and forgot[0] not in {r.fact.cid for r in result.results}
-    c = result.completeness
-    assert c is not None and c.complete
+    assert withheld and [p for p, _ in net.net.penalties] == ["b"]
+    report = next(p for p in result.completeness.peers if p.peer_id == "b")  # type: ignore[union-attr]
+    assert report.outcome is PeerOutcome.INVALID and "withheld 1 facts" in (report.reason or "")
+    assert len(result.results) == 10 and all(r.source != "b" for r in result.results)
+
+
+@pytest.mark.anyio
+async def test_a_peer_shadowing_another_peers_fact_cannot_hide_it(net: Net) -> None:
+    """b states c's best facts as its own, first in the plan; withheld or served, b is
+    caught and c's facts come back."""
+    honest_b, serve_c = net.net.answers["b"], net.net.answers["c"]
+    text = QUERIES[2]
+    central = await net.nodes["central"].query(query(text, SearchMode.HYBRID, Scope.LOCAL))
+    c_best = [r.fact.cid for r in central.results if r.fact.collection == "c"]
+    assert c_best
+
+    async def shadowing(request: PeerRequest) -> PeerAnswer:
+        answer = await honest_b(request)
+        if isinstance(answer, PoolsAnswer) and isinstance(request, PoolsQuery):
+            asked_c = replace(request.query, collections=("c",))
+            stolen = await serve_c(replace(request, query=asked_c))
+            assert isinstance(stolen, PoolsAnswer)
+            return replace(answer, entries=stolen.entries + answer.entries)
+        return answer  # a fetch: b holds none of the stolen facts, so it withholds them
+
+    net.net.answers["b"] = shadowing
+    # b's advert is the fresher: b is asked first, and its copy of each CID shadows c's
+    net.net.entries = [replace(e, seen_at=2.0) if e.peer_id == "b" else e for e in net.net.entries]
+    result = await net.nodes["a"].query(query(text, SearchMode.HYBRID))
+    assert "b" in {p for p, _ in net.net.penalties}
+    shown = {r.fact.cid: r.source for r in result.results}
+    assert all(shown.get(cid) == "c" for cid in c_best if cid in shown)
+    assert any(cid in shown for cid in c_best)
+
+
+@pytest.mark.anyio
+async def test_pools_are_no_deeper_than_a_peer_answers(tmp_path: Path) -> None:
+    options = NodeOptions(
+        data_dir=tmp_path / "a",
+        collections=Collections.of(["a"]),
+        retrieval=RetrievalOptions(candidate_pool=5000),
+    )
+    network = ScriptedNetwork()
+    node = memory_node(tmp_path / "a", OPERATOR, options=options, network=network)
+    await node.start()
+    try:
+        other = Net(tmp_path / "peers", "memory")
+        await other.start(corpus(n=12))
+        network.entries = other.net.entries
+        network.answers = other.net.answers
+        await node.query(query("blood heart", SearchMode.HYBRID))
+        depths = [r.query.k for _, r in network.asked if isinstance(r, PoolsQuery)]
+        assert depths and max(depths) == MAX_POOL_DEPTH
+        await other.close()
+    finally:
+        await node.close()
+
+
+@pytest.mark.anyio
+async def test_a_node_states_only_the_asked_collections(tmp_path: Path) -> None:
+    """Asked for b of the b and c it holds: entries and statistics of b alone."""
+    options = NodeOptions(data_dir=tmp_path / "bc", collections=Collections.of(["b", "c"]))
+    node = memory_node(tmp_path / "bc", OPERATOR, options=options, keywords=Bm25Index())
+    await node.start()
+    try:
+        facts = corpus(n=30)
+        for text, collection in facts:
+            if collection != "a":
+                await add(node, text, collection)
+        vector = tuple(float(x) for x in HashEmbedder().embed(["blood heart"])[0])
+        request = PoolsQuery(
+            RemoteQuery("blood heart", vector, node.model_cid, 100, SearchMode.HYBRID, ("b",)),
+            (("blood", 1), ("heart", 1)),
+        )
+        answer = await node._federator.serve(request, "x")
+        assert isinstance(answer, PoolsAnswer) and answer.searched == ("b",)
+        b_texts = [t for t, c in facts if c == "b"]
+        assert answer.stats.docs == len(b_texts)
+        assert answer.stats.df[0] == sum("blood" in t.split() or "blood." in t for t in b_texts)
+        fetched = await node._federator.serve(
+            FetchQuery(tuple(e.cid for e in answer.entries), ("b",)), "x"
+        )
+        assert isinstance(fetched, FetchAnswer)
+        assert len(fetched.proofs) == len(answer.entries) > 0
+    finally:
+        await node.close()
 
 
 @pytest.mark.anyio
