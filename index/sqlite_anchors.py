@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 
+from node.facts import DEFAULT_COLLECTION
 from node.kinds import decode_record
 from node.provenance import Batch, BatchStatus, Provenance
 
@@ -115,16 +116,17 @@ class AnchorTables:
             ).fetchone()
         return int(count), None if oldest is None else float(oldest)
 
-    def queued_for_anchor(self, limit: int) -> list[tuple[str, str]]:
+    def queued_for_anchor(self, limit: int) -> list[tuple[str, str, str | None]]:
         with self._cursor() as cur:
             rows = cur.execute(
-                "SELECT cid, kind FROM (SELECT f.cid AS cid, 'fact' AS kind, q.queued_at AS t, "
-                "q.fact_id AS n FROM anchor_queue q JOIN facts f ON f.id = q.fact_id "
-                "UNION ALL SELECT cid, kind, anchor_queued_at, 0 FROM records "
+                "SELECT cid, kind, coll FROM (SELECT f.cid AS cid, 'fact' AS kind, "
+                "coalesce(f.collection, ?) AS coll, q.queued_at AS t, q.fact_id AS n "
+                "FROM anchor_queue q JOIN facts f ON f.id = q.fact_id "
+                "UNION ALL SELECT cid, kind, NULL, anchor_queued_at, 0 FROM records "
                 "WHERE anchor_queued_at IS NOT NULL) ORDER BY t, n LIMIT ?",
-                (limit,),
+                (DEFAULT_COLLECTION, limit),
             ).fetchall()
-        return [(str(cid), str(kind)) for cid, kind in rows]
+        return [(str(cid), str(kind), None if c is None else str(c)) for cid, kind, c in rows]
 
     def seal_batch(self, root: bytes, manifest_cid: str, proofs: dict[str, list[bytes]]) -> Batch:
         now = time.time()

@@ -173,9 +173,13 @@ class Anchorer:
                 await _thread(self._catalog.queued_for_anchor, self._options.batch_size)
             )
 
-    async def _seal(self, queued: list[tuple[str, str]]) -> Batch:
-        cids = [cid for cid, _ in queued]
-        manifest, blocks = build_manifest(cids, dict(queued))
+    async def _seal(self, queued: list[tuple[str, str, str | None]]) -> Batch:
+        cids = [cid for cid, _, _ in queued]
+        manifest, blocks = build_manifest(
+            cids,
+            {cid: kind for cid, kind, _ in queued},
+            {cid: name for cid, _, name in queued if name is not None},
+        )
         await self._blocks.store_dag(blocks, [manifest.cid])
         tree = build_tree([bytes(CID.decode(c)) for c in cids])
         proofs = {c: tree.proof(bytes(CID.decode(c))) for c in cids}

@@ -110,6 +110,7 @@ def assemble(
             partial(ingest.receive, origin=Origin.CHAIN),
             withdrawn=ingest.withdrawn,
             not_held=ingest.not_held,
+            holds=options.collections.holds,
         )
     )
     parts = NodeParts(

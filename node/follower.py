@@ -20,7 +20,7 @@ from multiformats import CID
 from node.cid import cid_string
 from node.content import BlockService
 from node.errors import ChainError, KnowhubError, NotFound
-from node.manifest import Block, InvalidManifest, parse_manifest
+from node.manifest import Block, InvalidManifest, read_manifest
 from node.merkle import build_tree
 from node.ports import (
     AnchorBook,
@@ -55,7 +55,11 @@ class ChainFollower:
         interval: float = 5.0,
         withdrawn: Callable[[Sequence[str]], set[str]] = lambda _cids: set(),
         not_held: Callable[[Sequence[SignedRecord]], set[str]] = lambda _records: set(),
+        holds: Callable[[str], bool] = lambda _name: True,
     ) -> None:
+        #: Whether this node holds a collection: a manifest that names its facts' collections
+        #: (``node.manifest``) lets the follower fetch only the facts it holds.
+        self._holds = holds
         self._withdrawn = withdrawn
         #: The CIDs among fetched records that this node does not hold (facts of collections
         #: it does not hold): ingest drops them, and a batch is complete without them.
@@ -115,9 +119,13 @@ class ChainFollower:
             await asyncio.to_thread(self._catalog.set_setting, FOLLOW_KEY, str(block))
 
     async def _complete(self, event: AnchorEvent) -> bool:
-        cids = await self._manifest_facts(event.manifest_cid)
-        if cids is None:
+        listed = await self._manifest_facts(event.manifest_cid)
+        if listed is None:
             return False
+        cids = [cid for cid, _ in listed]
+        # facts the manifest places in collections not held here: never fetched (a manifest
+        # without collection names, from before them, is fetched whole and sorted by ingest)
+        elsewhere = {cid for cid, name in listed if name is not None and not self._holds(name)}
         root = build_tree([bytes(CID.decode(c)) for c in cids]).root if cids else b""
         if root != event.root or len(cids) != event.count:
             self.invalid_batches += 1
@@ -131,13 +139,13 @@ class ChainFollower:
             )
             return True
         have = await asyncio.to_thread(self._held, cids)
-        missing = [c for c in cids if c not in have]
+        missing = [c for c in cids if c not in have and c not in elsewhere]
         if missing and self._network is not None:
             found = await self._network.fetch_records(missing)
             if found:
                 await self._store(found)
                 self.facts_fetched += len(found)
-            elsewhere = self._not_held(found)
+            elsewhere |= self._not_held(found)
             have = await asyncio.to_thread(self._held, missing)
             missing = [c for c in missing if c not in have and c not in elsewhere]
         if missing:
@@ -182,26 +190,29 @@ class ChainFollower:
         if adopted:
             log.info("adopted anchor 0x%s for %d facts", event.root.hex(), adopted)
 
-    async def _manifest_facts(self, manifest_cid: str) -> list[str] | None:
-        """Every fact CID a manifest tree lists, or None while some block is unavailable."""
+    async def _manifest_facts(self, manifest_cid: str) -> list[tuple[str, str | None]] | None:
+        """Every record CID a manifest tree lists, each with the collection the leaf names
+        for it (None: not a fact, or a leaf that names none and may hold any), or None while
+        some block is unavailable."""
         try:
             todo = [CID.decode(manifest_cid)]
         except (KeyError, ValueError):
             self.invalid_batches += 1
             return []
-        facts: list[str] = []
+        facts: list[tuple[str, str | None]] = []
         while todo:
             cid = todo.pop()
             data = await self._block(cid)
             if data is None:
                 return None
             try:
-                children, links = parse_manifest(data)
+                node = read_manifest(data)
             except InvalidManifest as exc:
                 log.warning("manifest %s is invalid: %s", cid, exc.message)
                 return []
-            todo.extend(children)
-            facts.extend(cid_string(f) for f in links)
+            todo.extend(node.children)
+            names = node.collections or [None] * len(node.facts)
+            facts.extend((cid_string(f), n) for f, n in zip(node.facts, names, strict=True))
         return facts
 
     async def _block(self, cid: CID) -> bytes | None:

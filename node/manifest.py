@@ -18,11 +18,22 @@ name). When a leaf lists a record that is not a fact, the leaf says which kind e
 ``"kinds": [str, ...]``, parallel to ``"facts"``; a leaf of facts only has no ``kinds``, so
 every manifest built before kinds existed is still the canonical one for its facts.
 
+When a leaf lists a fact of a collection other than ``default`` (``node.collections``), the
+leaf says each entry's collection: ``"collections": [str | null, ...]``, parallel to
+``"facts"``: the fact's collection, null for a record of another kind. A node holding some
+collections rebuilds from the chain only the facts it holds (``node.follower``); a leaf of
+``default`` facts only has no ``collections``, so every manifest of such facts built before
+this field is still the canonical one. A leaf without the field is read as naming no
+collection (one anchored before the field existed may list facts of any): a follower fetches
+all of its facts. The names are the anchoring node's word, a hint of what to fetch: a
+record's own ``collection`` field is the truth.
+
 Field sets are closed: a leaf has exactly ``v, type, count, facts`` (plus ``signatures`` in a
-snapshot, plus ``kinds`` as above), an inner node exactly ``v, type, count, children``;
+snapshot, plus ``kinds`` and ``collections`` as above), an inner node exactly
+``v, type, count, children``;
 ``count`` is the number of records below the node (a leaf's equals its list's length).
 Anything else is ``InvalidManifest``, so a manifest can carry nothing but links, counts,
-signatures and kind names.
+signatures, kind names and collection names.
 """
 
 from __future__ import annotations
@@ -35,8 +46,8 @@ import dag_cbor
 from multiformats import CID
 
 from node.cid import DAG_CBOR, cid_for
-from node.errors import InvalidInput
-from node.facts import FACT_KIND_NAME
+from node.errors import InvalidFact, InvalidInput
+from node.facts import DEFAULT_COLLECTION, FACT_KIND_NAME, check_collection
 
 MANIFEST_TYPE = "knowhub/manifest"
 LEAF_SIZE = 4096
@@ -47,12 +58,8 @@ _BASE_KEYS = frozenset({"v", "type", "count"})
 LEAF_KEYS = _BASE_KEYS | {"facts"}
 SNAPSHOT_LEAF_KEYS = LEAF_KEYS | {"signatures"}
 INNER_KEYS = _BASE_KEYS | {"children"}
-_LEAF_SHAPES = (
-    LEAF_KEYS,
-    SNAPSHOT_LEAF_KEYS,
-    LEAF_KEYS | {"kinds"},
-    SNAPSHOT_LEAF_KEYS | {"kinds"},
-)
+#: A leaf's optional fields, each present only when needed.
+_LEAF_OPTIONS = frozenset({"signatures", "kinds", "collections"})
 #: The kind of an entry a leaf lists without ``kinds``.
 DEFAULT_KIND = FACT_KIND_NAME
 MAX_KIND_CHARS = 64
@@ -79,6 +86,8 @@ class ManifestNode:
     signatures: list[bytes] | None
     #: The kind of each entry of ``facts`` (all ``"fact"`` when the leaf has no ``kinds``).
     kinds: list[str] | None = None
+    #: The collection of each entry (None for other kinds); None when the leaf names none.
+    collections: list[str | None] | None = None
 
     def kind_of(self, index: int) -> str:
         return DEFAULT_KIND if self.kinds is None else self.kinds[index]
@@ -90,11 +99,14 @@ def _block(obj: dict[str, Any]) -> Block:
 
 
 def build_manifest(
-    record_cids: Iterable[str], kinds: Mapping[str, str] | None = None
+    record_cids: Iterable[str],
+    kinds: Mapping[str, str] | None = None,
+    collections: Mapping[str, str] | None = None,
 ) -> tuple[Block, list[Block]]:
     """The root batch manifest block and every manifest block of the tree (root last).
-    ``kinds`` names the kind of each record that is not a fact (CID -> kind)."""
-    return _build(sorted(set(record_cids)), None, kinds or {})
+    ``kinds`` names the kind of each record that is not a fact (CID -> kind),
+    ``collections`` the collection of each fact not in ``default`` (CID -> name)."""
+    return _build(sorted(set(record_cids)), None, kinds or {}, collections or {})
 
 
 def build_snapshot_manifest(
@@ -108,11 +120,14 @@ def build_snapshot_manifest(
         if len(signature) != SIGNATURE_BYTES:
             raise ValueError(f"signature of {cid} is {len(signature)} bytes, not 65")
     cids = sorted(by_cid)
-    return _build(cids, [by_cid[c] for c in cids], kinds or {})
+    return _build(cids, [by_cid[c] for c in cids], kinds or {}, {})
 
 
 def _build(
-    cids: list[str], signatures: list[bytes] | None, kinds: Mapping[str, str]
+    cids: list[str],
+    signatures: list[bytes] | None,
+    kinds: Mapping[str, str],
+    collections: Mapping[str, str],
 ) -> tuple[Block, list[Block]]:
     level: list[Block] = []
     counts: list[int] = []
@@ -129,6 +144,12 @@ def _build(
         leaf_kinds = [kinds.get(c, DEFAULT_KIND) for c in chunk]
         if any(k != DEFAULT_KIND for k in leaf_kinds):
             leaf["kinds"] = leaf_kinds
+        names = [
+            collections.get(c, DEFAULT_COLLECTION) if k == DEFAULT_KIND else None
+            for c, k in zip(chunk, leaf_kinds, strict=True)
+        ]
+        if any(n not in (None, DEFAULT_COLLECTION) for n in names):
+            leaf["collections"] = names
         level.append(_block(leaf))
         counts.append(len(chunk))
     blocks = list(level)
@@ -164,10 +185,10 @@ def read_manifest(data: bytes) -> ManifestNode:
     if type(obj.get("v")) is not int or obj["v"] != 1:
         raise InvalidManifest("not a knowhub manifest (type/v)")
     keys = set(obj)
-    if keys != INNER_KEYS and keys not in _LEAF_SHAPES:
+    if keys != INNER_KEYS and not (LEAF_KEYS <= keys <= LEAF_KEYS | _LEAF_OPTIONS):
         raise InvalidManifest(
-            f"manifest fields must be {sorted(LEAF_KEYS)} (+ signatures, kinds) or "
-            f"{sorted(INNER_KEYS)}, not {sorted(keys)}"
+            f"manifest fields must be {sorted(LEAF_KEYS)} (+ signatures, kinds, collections) "
+            f"or {sorted(INNER_KEYS)}, not {sorted(keys)}"
         )
     count = obj["count"]
     if type(count) is not int or count < 0:
@@ -183,15 +204,16 @@ def read_manifest(data: bytes) -> ManifestNode:
     if count != len(links_):
         raise InvalidManifest(f"leaf manifest count is {count} but it lists {len(links_)} facts")
     kinds = _leaf_kinds(obj.get("kinds"), len(links_))
+    names = _leaf_collections(obj.get("collections"), kinds, len(links_))
     signatures = obj.get("signatures")
     if signatures is None:
-        return ManifestNode(count, [], links_, None, kinds)
+        return ManifestNode(count, [], links_, None, kinds, names)
     if not isinstance(signatures, list) or len(signatures) != len(links_):
         raise InvalidManifest("manifest signatures must be a list parallel to facts")
     sigs = [s for s in signatures if isinstance(s, bytes) and len(s) == SIGNATURE_BYTES]
     if len(sigs) != len(signatures):
         raise InvalidManifest(f"manifest signatures must be {SIGNATURE_BYTES}-byte strings")
-    return ManifestNode(count, [], links_, sigs, kinds)
+    return ManifestNode(count, [], links_, sigs, kinds, names)
 
 
 def _leaf_kinds(kinds: Any, entries: int) -> list[str] | None:
@@ -204,6 +226,28 @@ def _leaf_kinds(kinds: Any, entries: int) -> list[str] | None:
     if all(k == DEFAULT_KIND for k in kinds):
         raise InvalidManifest("a leaf of facts only carries no kinds (canonical form)")
     return list(kinds)
+
+
+def _leaf_collections(names: Any, kinds: list[str] | None, entries: int) -> list[str | None] | None:
+    if names is None:
+        return None
+    if not isinstance(names, list) or len(names) != entries:
+        raise InvalidManifest("manifest collections must be a list parallel to facts")
+    out: list[str | None] = []
+    for n, name in enumerate(names):
+        fact = kinds is None or kinds[n] == DEFAULT_KIND
+        if name is None and not fact:
+            out.append(None)
+            continue
+        if not fact or not isinstance(name, str):
+            raise InvalidManifest("manifest collections name each fact's, null for other kinds")
+        try:
+            out.append(check_collection(name, "collections"))
+        except InvalidFact as exc:
+            raise InvalidManifest(f"manifest collections: {exc.message}") from exc
+    if all(name in (None, DEFAULT_COLLECTION) for name in out):
+        raise InvalidManifest("a leaf of default facts only carries no collections (canonical)")
+    return out
 
 
 def parse_manifest(data: bytes) -> tuple[list[CID], list[CID]]:

@@ -374,8 +374,9 @@ class AnchorBook(Protocol):
         """Facts waiting for a batch, and the Unix time the oldest was queued."""
         ...
 
-    def queued_for_anchor(self, limit: int) -> list[tuple[str, str]]:
-        """(CID, kind) of records of any kind waiting for a batch, oldest first."""
+    def queued_for_anchor(self, limit: int) -> list[tuple[str, str, str | None]]:
+        """(CID, kind, collection) of records of any kind waiting for a batch, oldest first;
+        the collection of a fact (``default`` included), None for other kinds."""
         ...
 
     def seal_batch(self, root: bytes, manifest_cid: str, proofs: dict[str, list[bytes]]) -> Batch:

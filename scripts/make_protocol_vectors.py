@@ -60,6 +60,10 @@ def vectors() -> dict[str, object]:
     tomb_raw = RawRecord(tombstone.block, bytes.fromhex(tomb_sig[2:]))
     by_other = make_tombstone(facts[1].cid, OTHER.address)
     batch, _ = build_manifest([facts[0].cid, tombstone.cid], {tombstone.cid: "tombstone"})
+    in_leaf = [facts[0].cid, in_collection.cid, tombstone.cid]
+    named, _ = build_manifest(
+        in_leaf, {tombstone.cid: "tombstone"}, {in_collection.cid: "medicine"}
+    )
     endorsement = make_attestation(facts[0].cid, "endorse", OTHER.address, 1767225600)
     endorse_sig = OTHER.sign_cid(endorsement.cid)
     endorse_raw = RawRecord(endorsement.block, bytes.fromhex(endorse_sig[2:]))
@@ -89,6 +93,8 @@ def vectors() -> dict[str, object]:
             "block": in_collection.block.hex(),
             "cid": in_collection.cid,
             "signature": KEY.sign_cid(in_collection.cid),
+            # a batch manifest leaf naming each entry's collection (null: not a fact)
+            "batch_manifest_with_collections": {"block": named.data.hex(), "cid": str(named.cid)},
         },
         "invalid_collection_facts": [
             {

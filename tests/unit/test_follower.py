@@ -36,11 +36,13 @@ class PeerNetwork:
     def __init__(self) -> None:
         self.facts: dict[str, tuple[Fact, str]] = {}
         self.blocks: dict[str, bytes] = {}
+        self.asked: list[str] = []
 
     async def fetch_blocks(self, cids: Sequence[str]) -> dict[str, bytes]:
         return {c: self.blocks[c] for c in cids if c in self.blocks}
 
     async def fetch_records(self, cids: Sequence[str]) -> list[SignedRecord]:
+        self.asked.extend(cids)
         return [SignedRecord(*self.facts[c]) for c in cids if c in self.facts]
 
     async def start(self, sink: object) -> None: ...
@@ -59,9 +61,18 @@ class PeerNetwork:
     async def close(self) -> None: ...
 
 
-def anchor(ledger: MemoryLedger, peer: PeerNetwork, facts: list[Fact], lie: bool = False) -> None:
+def anchor(
+    ledger: MemoryLedger,
+    peer: PeerNetwork,
+    facts: list[Fact],
+    lie: bool = False,
+    named: bool = False,
+) -> None:
+    """Anchor ``facts``; ``named``: the manifest names their collections (as a node builds it
+    since manifests carry them), else it names none (as one built before)."""
     listed = facts[:-1] if lie else facts  # a lying manifest omits a fact the root commits to
-    manifest, blocks = build_manifest([f.cid for f in listed])
+    names = {f.cid: f.collection for f in listed} if named else None
+    manifest, blocks = build_manifest([f.cid for f in listed], None, names)
     for block in blocks:
         peer.blocks[str(block.cid)] = block.data
     root = build_tree([bytes(CID.decode(f.cid)) for f in facts]).root
@@ -161,4 +172,20 @@ async def test_a_batch_with_facts_of_collections_not_held_completes(tmp_path: Pa
     await follower.step()
     assert follower.verified_batches == 1 and follower.follow_block == ledger.head()
     assert sorted(stored) == sorted(f.cid for f in mine)
+    assert catalog.count() == 3
+
+
+async def test_a_manifest_naming_collections_spares_fetching_the_others(tmp_path: Path) -> None:
+    """With the manifest naming each fact's collection, a node holding ``a`` fetches only the
+    facts of ``a``: chain rebuild per collection."""
+    follower, catalog, ledger, peer = rig(tmp_path)
+    follower._holds = lambda name: name == "a"
+    mine = [make_fact(f"held {i}", None, KEY.address, collection="a") for i in range(3)]
+    theirs = [make_fact(f"elsewhere {i}", None, KEY.address, collection="b") for i in range(3)]
+    for f in mine + theirs:
+        peer.facts[f.cid] = (f, KEY.sign_cid(f.cid))
+    anchor(ledger, peer, mine + theirs, named=True)
+    await follower.step()
+    assert follower.verified_batches == 1 and follower.follow_block == ledger.head()
+    assert sorted(peer.asked) == sorted(f.cid for f in mine)
     assert catalog.count() == 3

@@ -71,7 +71,7 @@ async def test_the_service_announces_and_anchors_by_origin(
             cids[origin] = fact.cid
             await node.contribute_many([SignedRecord(fact, KEY.sign_cid(fact.cid))], origin=origin)
         assert set(network.cids) == {cids[o] for o in Origin if o.announced}
-        queued = {cid for cid, _ in catalog.queued_for_anchor(100)}
+        queued = {cid for cid, _, _ in catalog.queued_for_anchor(100)}
         assert queued == {cids[o] for o in Origin if o.anchored_here(anchor_peer_facts)}
     finally:
         await node.close()

@@ -4,7 +4,7 @@ vectors (docs/vectors/p2p.json, section 2 of docs/protocol.md)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import dag_cbor
 import pytest
@@ -117,6 +117,40 @@ def test_leaves_carry_kinds_only_when_some_entry_is_not_a_fact() -> None:
         read_manifest(dag_cbor.encode({**leaf, "kinds": ["fact"] * 3}))
     with pytest.raises(InvalidManifest, match="parallel"):
         read_manifest(dag_cbor.encode({**leaf, "kinds": ["tombstone"]}))
+
+
+def test_leaves_name_collections_only_when_some_fact_is_outside_default() -> None:
+    plain = [make_fact(f"Fact {i}.", None, KEY.address).cid for i in range(2)]
+    law = make_fact("A law fact.", None, KEY.address, collection="law").cid
+    tomb = make_tombstone(plain[0], KEY.address).cid
+    default_only, _ = build_manifest(plain, None, {c: "default" for c in plain})
+    assert default_only.cid == build_manifest(plain)[0].cid  # canonical: no collections
+    named, _ = build_manifest([*plain, law, tomb], {tomb: "tombstone"}, {law: "law"})
+    node = read_manifest(named.data)
+    by_cid = dict(zip((cid_string(c) for c in node.facts), node.collections or [], strict=True))
+    assert by_cid == {plain[0]: "default", plain[1]: "default", law: "law", tomb: None}
+    leaf: dict[str, Any] = cast(dict[str, Any], dag_cbor.decode(named.data))
+    order = [cid_string(c) for c in leaf["facts"]]
+    bad = [
+        ("parallel", leaf["collections"][:-1]),
+        ("canonical", ["default" if n else None for n in leaf["collections"]]),
+        ("null for other kinds", ["law" if n is None else n for n in leaf["collections"]]),
+        (
+            "null for other kinds",
+            [None if c == law else n for c, n in zip(order, leaf["collections"], strict=True)],
+        ),
+        ("collections", ["Law!" if n == "law" else n for n in leaf["collections"]]),
+    ]
+    for why, names in bad:
+        with pytest.raises(InvalidManifest, match=why):
+            read_manifest(dag_cbor.encode({**leaf, "collections": names}))
+    vector = VECTORS["collection_fact"]["batch_manifest_with_collections"]
+    listed = read_manifest(bytes.fromhex(vector["block"]))
+    assert VECTORS["collection_fact"]["cid"] in {
+        cid_string(c)
+        for c, n in zip(listed.facts, listed.collections or [], strict=True)
+        if n == "medicine"
+    }
 
 
 def test_oversized_and_garbage_blocks_are_refused_before_decoding() -> None:
