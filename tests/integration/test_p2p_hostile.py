@@ -209,6 +209,24 @@ def test_a_failed_network_layer_says_so_and_restarts(tmp_path: Path) -> None:
     assert report["facts_at_peer"] == 2
 
 
+def test_a_fact_on_another_collections_topic_is_refused_by_real_hosts(tmp_path: Path) -> None:
+    """Between real libp2p hosts, a fact of collection a arrives on a's gossip topic; then a
+    validly signed fact of collection b published on that topic is rejected by the receiving
+    host (an offence) before its node sees it. (Separate process: see above.)"""
+    out = tmp_path / "wrong-topic.json"
+    subprocess.run(
+        [sys.executable, "-m", "tests.integration.test_p2p_hostile", "wrong-topic", "-", str(out)],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    report = json.loads(out.read_text())
+    assert report["rejected"] >= 1, report
+    assert report["wrong"] not in report["offered"], report  # never reached the node
+    assert report["held"] == [report["right"]], report
+
+
 def test_a_network_layer_that_is_down_says_so(tmp_path: Path) -> None:
     from p2p.host import Libp2pNetwork, P2PConfig
 
@@ -334,12 +352,57 @@ async def restart_scenario(work: Path) -> dict[str, Any]:
     return report
 
 
+async def wrong_topic_scenario(work: Path) -> dict[str, Any]:
+    """A node holding ``a`` gets, from a real host, a fact of ``a`` on its topic, then a
+    validly signed fact of ``b`` on the topic of ``a`` (see the test)."""
+    from node.collections import Collections
+    from p2p import publisher
+    from p2p.host import Libp2pNetwork, P2PConfig
+    from p2p.topics import topic_of, topic_of_set
+    from tests.sinks import RecordingSink
+
+    publisher_module: Any = publisher  # the sender's topic choice is replaced (the attack)
+    key = SigningKey.generate()
+    in_b = make_fact("A fact of b, sent on a's topic.", None, key.address, collection="b")
+    in_a = make_fact("A fact of a, on its own topic.", None, key.address, collection="a")
+    wrong, right = (SignedRecord(f, key.sign_cid(f.cid)) for f in (in_b, in_a))
+    sender_node, receiver_node = FakeNode(), RecordingSink(collections=Collections.of(["a"]))
+    sender = Libp2pNetwork(P2PConfig(work / "s.key", sync_interval=3600))
+    await sender.start(sender_node)
+    receiver = Libp2pNetwork(
+        P2PConfig(work / "r.key", bootstrap=sender.status().listen_addresses, sync_interval=3600)
+    )
+    await receiver.start(receiver_node)
+    report: dict[str, Any] = {}
+    try:
+        await wait_for(lambda: sender.status().connected_peers == 1, "the receiver to connect")
+        sender.publish([right])  # the topic of a works between them
+        await wait_for(lambda: receiver_node.has(in_a.cid), "the fact of a")
+        publisher_module.topic_of = lambda record: topic_of_set("a")
+        sender.publish([wrong])
+        await wait_for(lambda: receiver.status().messages_rejected >= 1, "the rejection")
+        report = {
+            "rejected": receiver.status().messages_rejected,
+            "offered": [r.cid for r in receiver_node.offered],
+            "held": [r.cid for r in receiver_node.records.values()],
+            "wrong": in_b.cid,
+            "right": in_a.cid,
+        }
+    finally:
+        publisher_module.topic_of = topic_of
+        await receiver.close()
+        await sender.close()
+    return report
+
+
 def main(argv: list[str]) -> None:
     import trio
 
     kind, target, out = argv
     if kind == "restart":
         report = asyncio.run(restart_scenario(Path(out).parent))
+    elif kind == "wrong-topic":
+        report = asyncio.run(wrong_topic_scenario(Path(out).parent))
     else:
         attacks = {"garbage": garbage_attack, "recon": recon_attack}
         report = trio.run(attacks[kind], target)
