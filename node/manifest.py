@@ -190,6 +190,9 @@ def read_manifest(data: bytes) -> ManifestNode:
             f"manifest fields must be {sorted(LEAF_KEYS)} (+ signatures, kinds, collections) "
             f"or {sorted(INNER_KEYS)}, not {sorted(keys)}"
         )
+    for key in sorted(keys & _LEAF_OPTIONS):  # present means given: one encoding per leaf
+        if obj[key] is None:
+            raise InvalidManifest(f"manifest {key} must be a list when present, not null")
     count = obj["count"]
     if type(count) is not int or count < 0:
         raise InvalidManifest("manifest count must be a non-negative integer")

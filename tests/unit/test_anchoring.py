@@ -11,9 +11,11 @@ from multiformats import CID
 
 from index.sqlite_catalog import SqliteCatalog
 from node.anchoring import Anchorer, AnchorOptions
+from node.cid import cid_string
 from node.content import BlockService
 from node.errors import ChainError
 from node.facts import make_fact
+from node.manifest import read_manifest
 from node.memory import MemoryContentStore, MemoryLedger
 from node.merkle import verify_proof
 from node.ports import NewFact
@@ -75,6 +77,29 @@ async def test_batches_close_by_size_and_every_fact_gets_a_proof(tmp_path: Path)
     tampered = list(prov.proof)
     tampered[0] = bytes(32)
     assert not rig.ledger.verify_fact(bytes(CID.decode(cid)), tampered, prov.batch.root)
+
+
+async def test_a_batch_manifest_names_the_collections_of_its_facts(tmp_path: Path) -> None:
+    """What a partial node's follower reads to fetch only what it holds (node.manifest)."""
+    rig = Rig(tmp_path)
+    facts = [
+        make_fact("in default"),
+        make_fact("in law", collection="law"),
+        make_fact("in medicine", collection="medicine"),
+    ]
+    rig.catalog.insert([NewFact(f, np.zeros(4, dtype=np.float32)) for f in facts])
+    assert {c for _, _, c in rig.catalog.queued_for_anchor(10)} == {"default", "law", "medicine"}
+    await rig.anchorer.step(flush=True)
+    [batch] = rig.catalog.batches(list(BatchStatus))
+    leaf = read_manifest(await rig.store.get(batch.manifest_cid))
+    named = dict(zip((cid_string(c) for c in leaf.facts), leaf.collections or [], strict=True))
+    assert named == {f.cid: f.collection for f in facts}
+    # a batch of default facts only names none (its manifest is what it always was)
+    only_default = rig.add(4, start=100)
+    await rig.anchorer.step(flush=True)
+    newest = max(rig.catalog.batches(list(BatchStatus)), key=lambda b: b.id)
+    assert read_manifest(await rig.store.get(newest.manifest_cid)).collections is None
+    assert newest.count == len(only_default)
 
 
 async def test_batches_close_by_age(tmp_path: Path) -> None:

@@ -144,6 +144,9 @@ def test_leaves_name_collections_only_when_some_fact_is_outside_default() -> Non
     for why, names in bad:
         with pytest.raises(InvalidManifest, match=why):
             read_manifest(dag_cbor.encode({**leaf, "collections": names}))
+    for key in ("collections", "kinds", "signatures"):  # one encoding per leaf: no nulls
+        with pytest.raises(InvalidManifest, match="not null"):
+            read_manifest(dag_cbor.encode({**leaf, key: None}))
     vector = VECTORS["collection_fact"]["batch_manifest_with_collections"]
     listed = read_manifest(bytes.fromhex(vector["block"]))
     assert VECTORS["collection_fact"]["cid"] in {
