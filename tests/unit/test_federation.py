@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -23,19 +23,17 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from node.collections import Collections
-from node.errors import CollectionNotHeld, InvalidQuery, ModelMismatch, PeerUnavailable
+from node.errors import CollectionNotHeld, InvalidQuery, ModelMismatch
 from node.facts import make_fact
 from node.federation import RELEVANCE_TOLERANCE, merge, plan_query
 from node.filters import parse_filter
 from node.memory import HashEmbedder
-from node.memory_network import MemoryHub, MemoryNetwork
 from node.pooled import MAX_SETTLE_ROUNDS
 from node.ports import (
     CollectionAdvert,
     DirectoryEntry,
     Network,
     PeerAnswer,
-    PeerRequest,
     RemoteAnswer,
     RemoteHit,
     RemoteQuery,
@@ -47,6 +45,7 @@ from node.search import Query, RankBy, Scope, SearchMode
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
 from tests.memory_nodes import memory_node
+from tests.scripted_network import Handler, ScriptedNetwork
 
 OPERATOR = SigningKey.generate()
 ALICE = SigningKey.generate()
@@ -55,40 +54,12 @@ PEER = "peer-b"
 #: The bundled model's fp32 CID: another model than the hash fake these nodes run.
 OTHER_MODEL = "bafyreies5s4bfxkrrqba6j277kqcy6lto7oc6ng6jkep4qae5fl7nc237i"
 
-#: A peer's handler of requests (dense network queries here: RemoteQuery -> RemoteAnswer).
-Answer = Callable[[Any], Awaitable[Any]]
+Answer = Handler
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class ScriptedNetwork(MemoryNetwork):
-    """The memory network of the asking node, with a directory and peers' answers a test
-    sets: the real node's answer, or one a test tampers with. Records asks and penalties."""
-
-    def __init__(self) -> None:
-        super().__init__(MemoryHub())
-        self.entries: list[DirectoryEntry] = []
-        self.answers: dict[str, Answer] = {}
-        self.asked: list[tuple[str, Any]] = []
-        self.penalties: list[tuple[str, str]] = []
-
-    def directory(self) -> list[DirectoryEntry]:
-        return list(self.entries)
-
-    async def ask(self, peer_id: str, query: PeerRequest, budget: float) -> PeerAnswer:
-        self.asked.append((peer_id, query))
-        try:
-            async with asyncio.timeout(budget):
-                answer: PeerAnswer = await self.answers[peer_id](query)
-                return answer
-        except TimeoutError as exc:
-            raise PeerUnavailable("no answer", timeout=True) from exc
-
-    def penalise(self, peer_id: str, reason: str) -> None:
-        self.penalties.append((peer_id, reason))
 
 
 def entry(peer: str, model: str, **collections: int) -> DirectoryEntry:

@@ -24,12 +24,11 @@ import pytest
 
 from index.bm25_index import Bm25Index
 from node.collections import Collections
-from node.errors import CollectionNotHeld, PeerUnavailable
+from node.errors import CollectionNotHeld
 from node.facts import make_fact
 from node.keyword_stats import DocTerms
 from node.limits import MAX_POOL_DEPTH
 from node.memory import HashEmbedder, MemoryKeywordIndex
-from node.memory_network import MemoryHub, MemoryNetwork
 from node.ports import (
     CollectionAdvert,
     DirectoryEntry,
@@ -50,7 +49,9 @@ from node.search import Query, Scope, SearchMode
 from node.service import KnowledgeNode, NodeOptions
 from node.signing import SigningKey
 from tests.memory_nodes import memory_node
+from tests.scripted_network import ScriptedNetwork
 
+Handler = Callable[[PeerRequest], Awaitable[PeerAnswer]]
 OPERATOR = SigningKey.generate()
 ALICE = SigningKey.generate()
 BOB = SigningKey.generate()
@@ -98,37 +99,10 @@ QUERIES = (
     "sleep stress brain",
 )
 
-Handler = Callable[[PeerRequest], Awaitable[PeerAnswer]]
-
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class ScriptedNetwork(MemoryNetwork):
-    """The asking node's network: a directory and peers' answers a test sets."""
-
-    def __init__(self) -> None:
-        super().__init__(MemoryHub())
-        self.entries: list[DirectoryEntry] = []
-        self.answers: dict[str, Handler] = {}
-        self.asked: list[tuple[str, PeerRequest]] = []
-        self.penalties: list[tuple[str, str]] = []
-
-    def directory(self) -> list[DirectoryEntry]:
-        return list(self.entries)
-
-    async def ask(self, peer_id: str, query: PeerRequest, budget: float) -> PeerAnswer:
-        self.asked.append((peer_id, query))
-        try:
-            async with asyncio.timeout(budget):
-                return await self.answers[peer_id](query)
-        except TimeoutError as exc:
-            raise PeerUnavailable("no answer", timeout=True) from exc
-
-    def penalise(self, peer_id: str, reason: str) -> None:
-        self.penalties.append((peer_id, reason))
 
 
 def corpus(seed: int = 7, n: int = 90) -> list[tuple[str, str]]:
@@ -359,7 +333,7 @@ async def test_a_forged_block_in_a_fetch_is_caught(net: Net) -> None:
 
 @pytest.mark.anyio
 async def test_a_fetch_that_times_out_leaves_the_collection_missing(net: Net) -> None:
-    honest = net.net.answers["b"]
+    honest: Handler = net.net.answers["b"]
 
     async def slow_fetch(request: PeerRequest) -> PeerAnswer:
         if isinstance(request, FetchQuery):
@@ -380,7 +354,7 @@ async def test_a_fetch_that_times_out_leaves_the_collection_missing(net: Net) ->
 async def test_a_peer_withholding_a_fact_it_stated_is_caught(net: Net) -> None:
     """Stating great numbers and never proving them would hold places in the order forever
     (or shadow another peer's copy): the peer is caught, and the order fused without it."""
-    honest = net.net.answers["b"]
+    honest: Handler = net.net.answers["b"]
     withheld: list[str] = []
 
     async def withholding(request: PeerRequest) -> PeerAnswer:
@@ -402,7 +376,8 @@ async def test_a_peer_withholding_a_fact_it_stated_is_caught(net: Net) -> None:
 async def test_a_peer_shadowing_another_peers_fact_cannot_hide_it(net: Net) -> None:
     """b states c's best facts as its own, first in the plan; withheld or served, b is
     caught and c's facts come back."""
-    honest_b, serve_c = net.net.answers["b"], net.net.answers["c"]
+    honest_b: Handler = net.net.answers["b"]
+    serve_c: Handler = net.net.answers["c"]
     text = QUERIES[2]
     central = await net.nodes["central"].query(query(text, SearchMode.HYBRID, Scope.LOCAL))
     c_best = [r.fact.cid for r in central.results if r.fact.collection == "c"]
