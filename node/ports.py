@@ -1,5 +1,6 @@
-"""Ports: what the node needs from the outside world, as Protocols. The chain's and the
-network's live in ``node.chain_ports`` and ``node.network_ports`` and are re-exported here.
+"""Ports: what the node needs from the outside world, as Protocols. The chain's, the
+network's and the search indexes' (embedder, vector and keyword index) live in
+``node.chain_ports``, ``node.network_ports`` and ``node.index_ports`` and are re-exported here.
 
 Implementations name their technology (``index.faiss_index.FaissIndex``); in-package fakes
 are named ``Memory*``/``Hash*`` (``node.memory``). The adapters here are local and CPU- or
@@ -8,12 +9,9 @@ disk-bound, so their methods are synchronous; the service calls them from worker
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, runtime_checkable
-
-import numpy as np
-import numpy.typing as npt
 
 from node.chain_ports import AnchorEvent as AnchorEvent
 from node.chain_ports import Ledger as Ledger
@@ -22,7 +20,12 @@ from node.chain_ports import OnChainAnchor as OnChainAnchor
 from node.chain_ports import SignedTx as SignedTx
 from node.facts import DEFAULT_COLLECTION, Fact, record_map
 from node.filters import MetadataFilter
-from node.keyword_stats import DocTerms, QueryTerms, TermStats
+from node.index_ports import Embedder as Embedder
+from node.index_ports import Ids as Ids
+from node.index_ports import KeywordIndex as KeywordIndex
+from node.index_ports import Preemptible as Preemptible
+from node.index_ports import VectorIndex as VectorIndex
+from node.index_ports import Vectors as Vectors
 from node.network_ports import CollectionAdvert as CollectionAdvert
 from node.network_ports import DirectoryEntry as DirectoryEntry
 from node.network_ports import FetchAnswer as FetchAnswer
@@ -42,10 +45,6 @@ from node.network_ports import RemoteHit as RemoteHit
 from node.network_ports import RemoteQuery as RemoteQuery
 from node.provenance import Batch, BatchStatus, Provenance
 from node.records import SignedRecord
-from node.search import Hit
-
-Vectors = npt.NDArray[np.float32]
-Ids = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,117 +84,6 @@ class NewFact:
     #: The catalog row of a stored fact this one nearly repeats (same contributor, embedding
     #: above ``node.ingest.NEAR_DUPLICATE_COSINE``): linked to it and left out of search.
     duplicate_of: int | None = None
-
-
-class Embedder(Protocol):
-    """Turns texts into unit-length float32 vectors (inner product = cosine similarity)."""
-
-    @property
-    def model_name(self) -> str: ...
-
-    @property
-    def dimension(self) -> int: ...
-
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        """Shape ``(len(texts), dimension)``; blocking, call it off the event loop."""
-        ...
-
-
-@runtime_checkable
-class Preemptible(Protocol):
-    """An embedder whose forward pass can pause: it calls the yield point between its steps
-    (a real model: before every transformer layer). The embedding scheduler pauses an ingest
-    pass there while a query is embedded by another instance, so a query waits one layer, not
-    one pass."""
-
-    def set_yield_point(self, yield_point: Callable[[], None] | None) -> None: ...
-
-
-class VectorIndex(Protocol):
-    """Nearest-neighbour search by inner product over catalog row ids."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def dimension(self) -> int: ...
-
-    def __len__(self) -> int: ...
-
-    def add(self, ids: Ids, vectors: Vectors) -> None: ...
-
-    def remove(self, ids: Ids) -> None: ...
-
-    def search(
-        self, vector: Vectors, k: int, allowed: Ids | None = None, excluded: Ids | None = None
-    ) -> list[Hit]:
-        """Top ``k`` by inner product; with ``allowed``, only among those ids; with
-        ``excluded``, never those ids.
-
-        Restriction happens inside the search, never by trimming ranked results.
-        """
-        ...
-
-    def similarity(self, vector: Vectors, ids: Ids) -> Vectors:
-        """Inner product of ``vector`` with the stored vector of each of ``ids``, in order
-        (NaN for an id the index does not hold): the dense relevance of any hit, whichever
-        ranker found it."""
-        ...
-
-    def ids(self) -> Ids: ...
-
-    def save(self) -> None:
-        """Persist durably (atomic replace); a no-op for in-memory indexes."""
-        ...
-
-
-class KeywordIndex(Protocol):
-    """Top-k BM25 ranking of catalog row ids by their texts: like ``VectorIndex``, a
-    rebuildable cache of the catalog, reconciled with it at every start."""
-
-    def __len__(self) -> int: ...
-
-    def add(self, ids: Ids, texts: Sequence[str]) -> None:
-        """Index ``texts`` under ``ids`` (an id already held is replaced)."""
-        ...
-
-    def remove(self, ids: Ids) -> int:
-        """Forget ``ids`` (unknown ones are ignored); how many were held."""
-        ...
-
-    def search(
-        self, text: str, k: int, allowed: Ids | None = None, excluded: Ids | None = None
-    ) -> list[Hit]:
-        """Top ``k`` by BM25 (score descending, then id), restricted inside the search like
-        ``VectorIndex.search``; no hit for a text without a searchable term."""
-        ...
-
-    def query_terms(self, text: str) -> QueryTerms:
-        """The terms of query ``text`` with their weights, in order, as ``search`` scores
-        them (empty: no searchable term)."""
-        ...
-
-    def term_stats(self, terms: Sequence[str], allowed: Ids | None = None) -> TermStats:
-        """Statistics of the held documents among ``allowed`` (all when None): how many,
-        their total token count, and for each of ``terms`` how many hold it. With ``allowed``
-        None they are the ones ``search`` scores with."""
-        ...
-
-    def doc_terms(self, terms: Sequence[str], ids: Ids) -> list[DocTerms | None]:
-        """Each document's token count and frequency of each of ``terms``, for ``ids`` in
-        order; None for an id not held."""
-        ...
-
-    def text_terms(self, terms: Sequence[str], texts: Sequence[str]) -> list[DocTerms]:
-        """The same for texts, held or not, tokenized as documents are: a held document's
-        text gives what ``doc_terms`` gives its id."""
-        ...
-
-    def ids(self) -> Ids: ...
-
-    def save(self) -> None:
-        """Persist durably (atomic replace); a no-op for in-memory indexes."""
-        ...
 
 
 class FactRecords(Protocol):
