@@ -17,8 +17,8 @@ Invariants:
   any of these is dropped and its peer penalised; one stating no relevance is only dropped.
 - Every remote hit an answer shows has its relevance recomputed here with this node's model,
   within ``RELEVANCE_TOLERANCE`` of the peer's (``node.federator``), and the order is
-  ``merge``'s over this node's own numbers (relevance, BM25, their fusion), then its own
-  curation weights.
+  ``merge``'s over this node's own numbers (one round: dense) or ``node.pools.fuse``'s (two
+  rounds: keyword and hybrid), then its own curation weights.
 """
 
 from __future__ import annotations
@@ -307,13 +307,12 @@ def merge(
     local: Sequence[ScoredFact],
     remote: Sequence[ScoredFact],
     mode: SearchMode,
-    keyword: Mapping[str, float] | None = None,
 ) -> list[ScoredFact]:
-    """Local and remote results by CID and text (a local copy wins), in the mode's order
-    over the union, each with the score that orders it: dense by relevance; keyword by
-    ``keyword`` (this node's BM25 of each text, by CID); hybrid by reciprocal-rank fusion of
-    those two orders, as a local hybrid search fuses its rankers. Ties keep local first.
-    Curation re-ranks afterwards."""
+    """Local and remote results of a one-round network query (dense, or one whose text has
+    no keyword term: ``node.pools`` ranks the others) by CID and text (a local copy wins),
+    by relevance, each with the score a local search of the mode gives: the relevance in
+    dense, else the reciprocal-rank fusion of that one order (an empty keyword ranking adds
+    nothing). Ties keep local first. Curation re-ranks afterwards."""
     seen_cids = {r.fact.cid for r in local}
     seen_texts = {r.fact.text for r in local}
     pool = list(local)
@@ -323,20 +322,12 @@ def merge(
         seen_cids.add(r.fact.cid)
         seen_texts.add(r.fact.text)
         pool.append(r)
-    dense = sorted(
+    order = sorted(
         (Hit(n, r.relevance) for n, r in enumerate(pool) if r.relevance is not None),
         key=lambda h: (-h.score, h.id),
     )
-    words = keyword or {}
-    lexical = sorted(
-        (Hit(n, words.get(r.fact.cid, 0.0)) for n, r in enumerate(pool)),
-        key=lambda h: (-h.score, h.id),
-    )
-    if mode is SearchMode.HYBRID:
-        lexical = [h for h in lexical if h.score > 0.0]
-        order = reciprocal_rank_fusion([dense, lexical])
-    else:
-        order = dense if mode is SearchMode.DENSE else lexical
+    if mode is not SearchMode.DENSE:
+        order = reciprocal_rank_fusion([order])
     ranked = [replace(pool[h.id], score=h.score) for h in order]
     left = {h.id for h in order}
     return ranked + [pool[n] for n in range(len(pool)) if n not in left]

@@ -1,22 +1,26 @@
 """Federated retrieval, the flow: a query with scope ``network`` searched here and at peers,
-and peers' queries answered here.
+and peers' requests answered here.
 
-``Federator.query`` plans from the peer directory (``node.federation.plan_query``), searches
-the held collections locally while it asks one peer per group of other collections, all at
-once and within the query's time budget; checks every remote hit (``check_remote_hit``),
-ranks the union as a local search of the mode would (``merge``) with this node's curation,
-recomputes the relevance of the remote hits that make the top k with this node's model
-(``_settle``: the embedding scheduler's query lane, at most k texts a round) and reports
-``completeness``. A peer whose answer is malformed or holds a hit that
-fails a check is penalised (an offence in the network layer) and left out of network queries
-for ``FederationOptions.penalty_seconds``.
+``Federator.query`` plans from the peer directory (``node.federation.plan_query``): held
+collections are searched here, and one peer is asked per group of the others, all at once and
+within the query's time budget. Then one of two paths:
+- dense, or a text without keyword terms: one round (``_direct``). Every source's best k
+  hits come with proofs; every remote hit is checked (``check_remote_hit``); the union is
+  ranked by relevance (``merge``) with this node's curation; and the relevance of the
+  remote hits that make the top k is recomputed with this node's model (``_settle``: the
+  embedding scheduler's query lane, at most k texts a round);
+- keyword and hybrid: two rounds, pools then proofs of what is shown (``node.pooled``).
+Either way the answer reports ``completeness``. A peer whose answer is malformed, or holds a
+hit that fails a check, is penalised (an offence in the network layer) and left out of
+network queries for ``FederationOptions.penalty_seconds``.
 
-``Federator.serve`` answers a peer: the model CID must be this node's, at least one asked
-collection must be held; the search is the node's own, restricted to the held ones, by
-relevance, with proofs.
+``Federator.serve`` answers a peer's request: a query (its hits with proofs), pools (lean
+candidates and term statistics) or a fetch (proofs of asked CIDs). A query or pools request
+must name this node's model CID, and every request at least one collection this node holds;
+only those collections are searched or served, by relevance, without curation.
 
-Invariant: nothing a peer states decides an order or a threshold here; see
-``node.federation``.
+Invariant: nothing a peer states decides an order or a threshold here unless this node has
+checked it; see ``node.federation`` and ``node.pools``.
 """
 
 from __future__ import annotations
