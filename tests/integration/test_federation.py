@@ -223,13 +223,17 @@ def test_with_the_only_holder_down_the_answer_says_its_collection_is_missing(
     e_id = p2p(e)["peer_id"]
     wait_until(lambda: sees(a, e_id, "e"), timeout=120, what="e's advert")
     assert network_query(a, "oxygen", collections=["a", "e"])["completeness"]["complete"]
+    pooled = network_query(a, "oxygen fact", collections=["a", "e"], mode="hybrid")
+    assert pooled["completeness"]["complete"], pooled["completeness"]
+    assert any(h.get("source") == e_id for h in pooled["results"]), pooled["results"]
     e.kill()  # SIGKILL: no goodbye
     wait_until(lambda: not sees(a, e_id, "e"), timeout=120, what="a to notice e is gone")
-    answer = network_query(a, "oxygen", collections=["a", "e"])
-    covered = answer["completeness"]
-    assert not covered["complete"] and covered["missing"] == ["e"], covered
-    assert covered["reasons"]["e"], covered
-    assert all(h.get("source") is None for h in answer["results"])
+    for mode in ("dense", "hybrid"):
+        answer = network_query(a, "oxygen fact", collections=["a", "e"], mode=mode)
+        covered = answer["completeness"]
+        assert not covered["complete"] and covered["missing"] == ["e"], (mode, covered)
+        assert covered["reasons"]["e"], covered
+        assert all(h.get("source") is None for h in answer["results"])
 
 
 # -- the forging peer ------------------------------------------------------------------------
