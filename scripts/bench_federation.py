@@ -19,8 +19,8 @@ node (query number mod nodes), and once at the central node:
 - bytes of federated query requests and answers on the wire per query (the nodes'
   ``query_bytes`` counters, each byte counted once);
 - completeness (share of answers whose ``completeness.complete`` is true).
-Then ``--down`` nodes are killed (SIGKILL) and the queries run again at the surviving nodes:
-recall, completeness and the collections reported missing.
+Then ``--down`` nodes are killed (SIGKILL) and the queries (both modes) run again at the
+surviving nodes: recall, completeness and the collections reported missing.
 """
 
 from __future__ import annotations
@@ -261,10 +261,9 @@ def main() -> None:
             m.proc = None
         alive = [m for m in net.members if m not in down]
         wait_until_gone(alive, {m.peer_id for m in down})
-        result["down"] = {
-            "nodes": [m.name for m in down],
-            "dense": run_queries(alive, central, queries, qrels, "dense"),
-        }
+        result["down"] = {"nodes": [m.name for m in down]}
+        for mode in ("dense", "hybrid"):
+            result["down"][mode] = run_queries(alive, central, queries, qrels, mode)
     report("federation", result)
 
 
