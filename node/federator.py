@@ -29,7 +29,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -60,7 +60,16 @@ from node.filters import MetadataFilter
 from node.keyword_stats import DocTerms, QueryTerms
 from node.limits import MAX_K
 from node.model_identity import ModelDescription, check_query_model
-from node.pooled import MAX_SETTLE_ROUNDS, LocalPools, PooledQuery, PoolsRequest
+from node.pooled import (
+    MAX_SETTLE_ROUNDS,
+    Embed,
+    LocalPools,
+    PooledQuery,
+    PoolsRequest,
+    RootsFor,
+    named_roots,
+    remote_query,
+)
 from node.pools import sendable_terms
 from node.ports import (
     FactRef,
@@ -73,20 +82,14 @@ from node.ports import (
     PoolsQuery,
     RemoteAnswer,
     RemoteHit,
-    RemoteQuery,
 )
-from node.proofs import RootLookup, hex32_or_none, hit_proof_json
+from node.proofs import RootLookup, hit_proof_json
 from node.results import PeerOutcome, PeerReport, QueryResult, ScoredFact
 from node.retrieval import Standings, check_query, results_context
 from node.roots import AnchorLog, RootCache
 from node.search import Query, RankBy, Scope, SearchMode, curated_order
 
 log = logging.getLogger(__name__)
-
-Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
-#: Anchored roots for remote hits: called (in a worker thread) with the roots the hits name,
-#: it reads the chain for those it lacks (``ChainRoots``); None: anchors go unchecked.
-RootsFor = Callable[[set[bytes]], RootLookup | None]
 
 
 class LocalSide(LocalPools, Protocol):
@@ -209,30 +212,19 @@ class Federator:
     ) -> tuple[list[ScoredFact], list[PeerReport]]:
         """A dense network query (or one without keyword terms) in one round: every source's
         best k with proofs, merged by relevance."""
-        depth = query.k
         values = tuple(vector.tolist())  # the unit query vector, for the local search and peers
         local_query = replace(
             query,
-            k=depth,
             scope=Scope.LOCAL,
             vector=values,
             model_cid=None,
             # unnamed: the node's own default (what it holds), which costs no id read per query
             collections=None if query.collections is None else plan.local,
         )
-        remote_query = RemoteQuery(
-            text=query.text,
-            vector=values,
-            model_cid=self._model_cid,
-            k=depth,
-            mode=query.mode,
-            collections=(),
-            filter=query.filter,
-            include_superseded=query.include_superseded,
-        )
+        remote = remote_query(query, values, self._model_cid, query.k)
         local_task = self._local_results(local_query) if plan.local else _no_results()
         asks = [
-            self._ask(peer, replace(remote_query, collections=names), budget)
+            self._ask(peer, replace(remote, collections=names), budget)
             for peer, names in plan.asks.items()
         ]
         local, answers = await asyncio.gather(local_task, asyncio.gather(*asks))
@@ -280,15 +272,9 @@ class Federator:
     ) -> list[tuple[PeerReport, list[CheckedHit]]]:
         """Every answer's hits through ``check_remote_hit``; a peer with one failing hit is
         penalised and keeps none."""
-        named: set[bytes] = set()
-        for _, answer in answers:
-            for hit in answer.hits if answer is not None else ():
-                root = hex32_or_none(hit.proof.get("root"))
-                if root is not None:
-                    named.add(root)
-        roots = None
-        if self._roots_for is not None:
-            roots = await asyncio.to_thread(self._roots_for, named)
+        roots = await named_roots(
+            self._roots_for, (h.proof for _, a in answers if a is not None for h in a.hits)
+        )
         out: list[tuple[PeerReport, list[CheckedHit]]] = []
         for report, answer in answers:
             passed: list[CheckedHit] = []

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,7 +34,6 @@ from node.cid import canonical_cid_string
 from node.errors import InvalidInput
 from node.federation import CheckedHit, Plan, check_remote_hit, remote_result
 from node.keyword_stats import DocTerms, QueryTerms
-from node.limits import MAX_K
 from node.pools import Candidate, Source, check_fetched, fuse
 from node.ports import (
     FactRef,
@@ -62,7 +61,38 @@ MIN_FETCH_SECONDS = 0.25
 Key = tuple[Source, str]
 Ask = Callable[[str, PeerRequest, float], Awaitable[tuple[PeerReport, PeerAnswer | None]]]
 Embed = Callable[[Sequence[str]], Awaitable[np.ndarray]]
+#: Anchored roots for remote hits: called (in a worker thread) with the roots the hits name,
+#: it reads the chain for those it lacks (``node.federator.ChainRoots``); None: anchors go
+#: unchecked.
 RootsFor = Callable[[set[bytes]], RootLookup | None]
+
+
+def remote_query(query: Query, values: tuple[float, ...], model_cid: str, k: int) -> RemoteQuery:
+    """What peers are asked for ``query``: its text, filter and superseded rule, the unit
+    query vector ``values`` of this node's model, ``k`` hits (or a pool of ``k`` per ranker);
+    the collections are set per peer."""
+    return RemoteQuery(
+        text=query.text,
+        vector=values,
+        model_cid=model_cid,
+        k=k,
+        mode=query.mode,
+        collections=(),
+        filter=query.filter,
+        include_superseded=query.include_superseded,
+    )
+
+
+async def named_roots(
+    roots_for: RootsFor | None, proofs: Iterable[Mapping[str, Any]]
+) -> RootLookup | None:
+    """The anchored roots that ``proofs`` name, through ``roots_for`` in a worker thread;
+    None when this node reads no chain or no proof names a root (an anchor claim then goes
+    unchecked: the hit is at best pending, ``check_remote_hit``)."""
+    named = {root for p in proofs if (root := hex32_or_none(p.get("root"))) is not None}
+    if roots_for is None or not named:
+        return None
+    return await asyncio.to_thread(roots_for, named)
 
 
 class LocalPools(Protocol):
@@ -116,16 +146,7 @@ class PooledQuery:
         deadline = time.monotonic() + request.budget
         state = _State(request)
         values = tuple(request.vector.tolist())
-        remote = RemoteQuery(
-            text=query.text,
-            vector=values,
-            model_cid=request.model_cid,
-            k=request.depth,
-            mode=query.mode,
-            collections=(),
-            filter=query.filter,
-            include_superseded=query.include_superseded,
-        )
+        remote = remote_query(query, values, request.model_cid, request.depth)
         local_query = replace(
             query, scope=Scope.LOCAL, vector=values, model_cid=None, collections=plan.local
         )
@@ -208,7 +229,8 @@ class PooledQuery:
         asks = [
             self._ask(
                 peer,
-                FetchQuery(tuple(c.entry.cid for c in cands[:MAX_K]), state.sources[peer].searched),
+                # at most k: ``pick`` chooses no more, and k <= MAX_K, what a fetch names
+                FetchQuery(tuple(c.entry.cid for c in cands), state.sources[peer].searched),
                 budget,
             )
             for peer, cands in by_peer.items()
@@ -237,15 +259,10 @@ class PooledQuery:
     ) -> list[tuple[str, Candidate, CheckedHit]]:
         """The fetched proofs that pass ``check_remote_hit``; a peer whose fetch failed, or
         with one failing proof, is dropped (and penalised for a failing proof)."""
-        named: set[bytes] = set()
-        for _, answer in fetched:
-            for _, proof in answer.proofs if isinstance(answer, FetchAnswer) else ():
-                root = hex32_or_none(proof.get("root"))
-                if root is not None:
-                    named.add(root)
-        roots = None
-        if self._roots_for is not None and named:
-            roots = await asyncio.to_thread(self._roots_for, named)
+        roots = await named_roots(
+            self._roots_for,
+            (p for _, a in fetched if isinstance(a, FetchAnswer) for _, p in a.proofs),
+        )
         out: list[tuple[str, Candidate, CheckedHit]] = []
         for peer, (report, answer) in zip(by_peer, fetched, strict=True):
             if not isinstance(answer, FetchAnswer):
