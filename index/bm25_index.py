@@ -73,7 +73,7 @@ from index import bm25_file
 from index.bm25_file import CorruptIndex, Int32Array, IntArray
 from index.bm25_postings import Postings
 from index.bm25_tokens import query_terms, tokenize
-from node.keyword_stats import BM25_B, BM25_K1, MIN_IDF, DocTerms, QueryTerms, TermStats
+from node.keyword_stats import BM25_B, BM25_K1, DocTerms, QueryTerms, TermStats, idf
 from node.search import Hit
 
 __all__ = [
@@ -327,9 +327,7 @@ def _candidates(
         t = p.vocab.get(term)
         if t is None or p.df[t] <= 0:
             continue
-        df = p.df[t]
-        idf = math.log((n_live - df + 0.5) / (df + 0.5))
-        terms.append((weight * (idf if idf > 0.0 else MIN_IDF), t))
+        terms.append((weight * idf(n_live, p.df[t]), t))
     none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     if not terms:
         return none

@@ -80,6 +80,15 @@ def canonical_cid_string(text: str) -> str:
     return cid_string(parse_cid(text))
 
 
+def canonical_cid_or_none(text: str) -> str | None:
+    """``canonical_cid_string`` of ``text``, or None when it is no CID: for matching a CID a
+    peer sends against the ones asked, where "no CID" is simply "not one of them"."""
+    try:
+        return canonical_cid_string(text)
+    except InvalidCid:
+        return None
+
+
 def cid_string(cid: CID) -> str:
     """The canonical text of a parsed CID: base32 for CIDv1, base58btc for CIDv0."""
     return str(cid.set(base="base32")) if cid.version == 1 else str(cid)

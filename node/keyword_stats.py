@@ -74,6 +74,12 @@ def total_stats(parts: Sequence[TermStats], terms: int) -> TermStats:
     return TermStats(sum(p.docs for p in parts), sum(p.length for p in parts), tuple(df))
 
 
+def idf(docs: int, df: int) -> float:
+    """The idf of a term that ``df`` of ``docs`` documents hold, floored at ``MIN_IDF``."""
+    raw = math.log((docs - df + 0.5) / (df + 0.5))
+    return raw if raw > 0.0 else MIN_IDF
+
+
 def bm25_scores(
     weights: Sequence[int],
     stats: TermStats,
@@ -92,8 +98,7 @@ def bm25_scores(
     for j, (weight, df) in enumerate(zip(weights, stats.df, strict=True)):
         if df <= 0:
             continue
-        idf = math.log((n - df + 0.5) / (df + 0.5))
-        terms.append((j, weight * (idf if idf > 0.0 else MIN_IDF)))
+        terms.append((j, weight * idf(n, df)))
     out: list[float] = []
     for doc in docs:
         score = 0.0

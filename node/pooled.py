@@ -30,8 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from node.cid import canonical_cid_string
-from node.errors import InvalidInput
+from node.cid import canonical_cid_or_none
 from node.federation import CheckedHit, Plan, check_remote_hit, remote_result
 from node.keyword_stats import DocTerms, QueryTerms
 from node.pools import Candidate, Source, check_fetched, fuse
@@ -278,7 +277,8 @@ class PooledQuery:
             passed: list[tuple[str, Candidate, CheckedHit]] = []
             failures: list[str] = []
             for cid, proof in answer.proofs:
-                c = wanted.pop(_canonical(cid), None)
+                key = canonical_cid_or_none(cid)
+                c = None if key is None else wanted.pop(key, None)
                 if c is None:  # the wire admits each asked CID once: a defence in depth
                     failures.append(f"{cid[:80]}: not asked, or sent twice")
                     continue
@@ -376,13 +376,6 @@ class _State:
             if len(chosen) == k:
                 break
         return chosen, todo
-
-
-def _canonical(cid: str) -> str:
-    try:
-        return canonical_cid_string(cid)
-    except InvalidInput:
-        return cid
 
 
 async def _nothing() -> None:

@@ -35,8 +35,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from node.cid import canonical_cid_string, cid_from_bytes, cid_to_bytes
-from node.errors import InvalidCid
+from node.cid import canonical_cid_or_none, cid_from_bytes, cid_to_bytes
 from node.keyword_stats import DocTerms, QueryTerms, TermStats
 from node.limits import MAX_K, MAX_QUERY_TERMS, MAX_TERM_BYTES, MAX_TERM_WEIGHT
 from node.network_ports import PoolEntry
@@ -203,12 +202,7 @@ def _binary_cid(raw: Any, what: str) -> str:
 
 def _canonical(cid: str) -> str | None:
     """``cid`` in canonical form, or None when it is no CID (or too long to be one here)."""
-    if len(cid) > MAX_WIRE_CID_CHARS:
-        return None
-    try:
-        return canonical_cid_string(cid)
-    except InvalidCid:
-        return None
+    return None if len(cid) > MAX_WIRE_CID_CHARS else canonical_cid_or_none(cid)
 
 
 def _count(raw: Any, what: str) -> int:
