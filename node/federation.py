@@ -267,13 +267,11 @@ def check_remote_hit(
     return CheckedHit(fact, str(proof["signature"]), hit.relevance, checked, proof)
 
 
-def confirm_relevance(hit: CheckedHit, recomputed: float) -> str | None:
-    """Why the peer's relevance cannot be right, or None."""
-    if abs(hit.claimed_relevance - recomputed) > RELEVANCE_TOLERANCE:
-        return (
-            f"stated relevance {hit.claimed_relevance:.4f}, recomputed {recomputed:.4f} "
-            "with the same model"
-        )
+def confirm_relevance(stated: float, recomputed: float) -> str | None:
+    """Why a peer's stated relevance cannot be right given the one recomputed here (same
+    model, ``RELEVANCE_TOLERANCE``), or None."""
+    if abs(stated - recomputed) > RELEVANCE_TOLERANCE:
+        return f"stated relevance {stated:.4f}, recomputed {recomputed:.4f} with the same model"
     return None
 
 

@@ -329,7 +329,9 @@ class Federator:
             for r, cosine in zip(todo, cosines.tolist(), strict=True):
                 assert r.source is not None
                 recomputed[(r.source, r.fact.cid)] = float(cosine)
-                wrong = confirm_relevance(stated[(r.source, r.fact.cid)], float(cosine))
+                wrong = confirm_relevance(
+                    stated[(r.source, r.fact.cid)].claimed_relevance, float(cosine)
+                )
                 if wrong is not None and hits[r.source]:
                     reports[r.source] = self._caught(
                         reports[r.source], [f"{r.fact.cid}: {wrong}"], len(hits[r.source])

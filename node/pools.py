@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from node.federation import RELEVANCE_TOLERANCE
+from node.federation import confirm_relevance
 from node.keyword_stats import DocTerms, QueryTerms, bm25_scores, total_stats
 from node.limits import MAX_QUERY_TERMS, MAX_TERM_BYTES, MAX_TERM_WEIGHT
 from node.ports import PoolEntry, PoolsAnswer
@@ -126,9 +126,4 @@ def check_fetched(
             f"stated length {entry.terms.length} and term counts {list(entry.terms.tf)[:8]}, "
             f"the text has {terms.length} and {list(terms.tf)[:8]}"
         )
-    if abs(entry.relevance - relevance) > RELEVANCE_TOLERANCE:
-        return (
-            f"stated relevance {entry.relevance:.4f}, recomputed {relevance:.4f} "
-            "with the same model"
-        )
-    return None
+    return confirm_relevance(entry.relevance, relevance)
