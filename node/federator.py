@@ -85,9 +85,9 @@ from node.ports import (
 )
 from node.proofs import RootLookup, hit_proof_json
 from node.results import PeerOutcome, PeerReport, QueryResult, ScoredFact
-from node.retrieval import Standings, check_query, results_context
+from node.retrieval import Standings, check_query, curation_order, results_context
 from node.roots import AnchorLog, RootCache
-from node.search import Query, RankBy, Scope, SearchMode, curated_order
+from node.search import Query, RankBy, Scope, SearchMode
 
 log = logging.getLogger(__name__)
 
@@ -365,12 +365,7 @@ class Federator:
             ]
         weighed = [r.standing for r in results if r.standing is not None]
         assert len(weighed) == len(results)  # every result weighed above
-        order = curated_order(
-            [s.reputation for s in weighed],
-            [s.weight for s in weighed],
-            query.min_reputation,
-            query.rank,
-        )
+        order = curation_order(weighed, query)
         return [results[n] for n in order]
 
     def _penalise(self, peer: str, reason: str, *, already_counted: bool = False) -> None:

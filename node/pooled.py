@@ -47,8 +47,8 @@ from node.ports import (
 )
 from node.proofs import RootLookup, hex32_or_none
 from node.results import PeerOutcome, PeerReport, ScoredFact, Standing
-from node.retrieval import Standings
-from node.search import REPUTATION_POOL, Query, Scope, curated_order
+from node.retrieval import Standings, curation_order
+from node.search import REPUTATION_POOL, Query, Scope
 
 #: Rounds of confirming the remote hits a network query shows (fetching them here; in a
 #: dense query, embedding them again), after which unconfirmed ones are left out: stated
@@ -206,12 +206,7 @@ class PooledQuery:
             return fused, {}
         head = fused[: query.k + REPUTATION_POOL]
         weighed = self._standings([FactRef(c.entry.cid, c.entry.contributor) for c in head])
-        order = curated_order(
-            [s.reputation for s in weighed],
-            [s.weight for s in weighed],
-            query.min_reputation,
-            query.rank,
-        )
+        order = curation_order(weighed, query)
         standing = {(c.source, c.entry.cid): s for c, s in zip(head, weighed, strict=True)}
         rest = [] if query.min_reputation is not None else fused[query.k + REPUTATION_POOL :]
         return [head[n] for n in order] + rest, standing

@@ -205,12 +205,7 @@ class Retriever:
         head = [h for h in head if h.id in refs]
         assert self._standing is not None
         weighed = self._standing([refs[h.id] for h in head])
-        order = curated_order(
-            [s.reputation for s in weighed],
-            [s.weight for s in weighed],
-            query.min_reputation,
-            query.rank,
-        )
+        order = curation_order(weighed, query)
         standings.update((head[n].id, weighed[n]) for n in order)
         # Beyond the pool, in the ranker's order (reached only when de-duplication eats the
         # pool); with a floor, nothing unweighed may pass.
@@ -323,6 +318,17 @@ class Retriever:
                 if len(out) == query.k:
                     return out, False
         return out, False
+
+
+def curation_order(weighed: Sequence[Standing], query: Query) -> list[int]:
+    """The order (indexes) ``node.search.curated_order`` gives hits in relevance order with
+    these standings, under the query's ``min_reputation`` floor and ``rank``."""
+    return curated_order(
+        [s.reputation for s in weighed],
+        [s.weight for s in weighed],
+        query.min_reputation,
+        query.rank,
+    )
 
 
 def results_context(text: str, results: Sequence[ScoredFact], min_relevance: float) -> str:
