@@ -187,20 +187,26 @@ async def wait_for(check: Callable[[], bool], what: str) -> None:
         await asyncio.sleep(0.05)
 
 
-def test_a_failed_network_layer_says_so_and_restarts(tmp_path: Path) -> None:
-    """A bug in one of the network layer's tasks ends it: it is reported while down, and the
-    layer runs again on the same port, where its peer reconnects and gets new facts. (In a
-    process of its own: py-libp2p 0.8.1 leaves a socket unclosed at shutdown, which pytest
-    would report as an error of whichever test comes next.)"""
-    out = tmp_path / "restart.json"
+def scenario(kind: str, tmp_path: Path) -> dict[str, Any]:
+    """The report of scenario ``kind`` (see ``main``), run in a process of its own."""
+    out = tmp_path / f"{kind}.json"
     subprocess.run(
-        [sys.executable, "-m", "tests.integration.test_p2p_hostile", "restart", "-", str(out)],
+        [sys.executable, "-m", "tests.integration.test_p2p_hostile", kind, "-", str(out)],
         cwd=ROOT,
         check=True,
         timeout=300,
         capture_output=True,
     )
-    report = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
+    return report
+
+
+def test_a_failed_network_layer_says_so_and_restarts(tmp_path: Path) -> None:
+    """A bug in one of the network layer's tasks ends it: it is reported while down, and the
+    layer runs again on the same port, where its peer reconnects and gets new facts. (In a
+    process of its own: py-libp2p 0.8.1 leaves a socket unclosed at shutdown, which pytest
+    would report as an error of whichever test comes next.)"""
+    report = scenario("restart", tmp_path)
     assert report["down_running"] is False, report
     assert report["down_error"].startswith("RuntimeError: a bug"), report
     assert report["down_peers"] == 0 and report["down_listen"] == []
@@ -213,15 +219,7 @@ def test_a_fact_on_another_collections_topic_is_refused_by_real_hosts(tmp_path: 
     """Between real libp2p hosts, a fact of collection a arrives on a's gossip topic; then a
     validly signed fact of collection b published on that topic is rejected by the receiving
     host (an offence) before its node sees it. (Separate process: see above.)"""
-    out = tmp_path / "wrong-topic.json"
-    subprocess.run(
-        [sys.executable, "-m", "tests.integration.test_p2p_hostile", "wrong-topic", "-", str(out)],
-        cwd=ROOT,
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
-    report = json.loads(out.read_text())
+    report = scenario("wrong-topic", tmp_path)
     assert report["rejected"] >= 1, report
     assert report["wrong"] not in report["offered"], report  # never reached the node
     assert report["held"] == [report["right"]], report
