@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import bm25_index
+from index import bm25_index, bm25_kernel
 from index.bm25_file import FORMAT_VERSION, HEADER, MAGIC
 from index.bm25_index import Bm25Index, Bm25Options, CorruptIndex
 from index.bm25_tokens import TOKENIZER_VERSION, query_terms, tokenize
@@ -287,6 +287,51 @@ def test_filters_never_return_removed_ids(monkeypatch: pytest.MonkeyPatch, direc
         index.search("cell gene", 100, allowed=lambda i: True),
     ):
         assert not {h.id for h in hits} & {1, 2, 3}
+
+
+# -- the compiled scorer (index.bm25_kernel) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 50, 400])
+def test_top_k_breaks_many_ties_by_id(k: int) -> None:
+    """Whole groups of identical documents score exactly alike: the heap keeps the k best
+    by (score desc, id asc), whatever order the slots arrive in."""
+    rng = random.Random(k)
+    texts = ["cell gene", "cell", "gene protein the", "protein", "cell cell gene"]
+    ids = rng.sample(range(1, 10_000), 300)  # added in random id order
+    docs = {i: texts[n % len(texts)] for n, i in enumerate(ids)}
+    index = build(docs)
+    for query in ["cell gene", "protein", "cell protein gene"]:
+        assert_same(index.search(query, k), reference(docs, query, k))
+        denied = set(ids[::7])
+        kept = {i: t for i, t in docs.items() if i not in denied}
+        got = index.search(query, k, excluded=np.array(sorted(denied)))
+        want = [h for h in reference(docs, query, len(docs)) if h[0] not in denied][:k]
+        assert [h.id for h in got] == [i for i, _ in want]
+        assert all(h.id in kept for h in got)
+
+
+def test_a_failure_mid_query_leaves_no_partial_sums(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The accumulator is reused across queries: a query that fails between adding and
+    gathering must not leave its sums behind for the next one."""
+    docs = dict(enumerate(random_corpus(21, 200), start=1))
+    index = build(docs)
+    want = index.search("cell gene protein", 20)
+
+    def broken(*args: object) -> int:
+        raise RuntimeError("injected")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bm25_kernel, "select", broken)
+        with pytest.raises(RuntimeError):
+            index.search("cell gene", 20)
+    assert index.search("cell gene protein", 20) == want
+    assert_same(want, reference(docs, "cell gene protein", 20))
+
+
+def test_kernels_compile_or_load_at_warm_up() -> None:
+    bm25_kernel.warm()
+    assert bm25_kernel.accumulate.signatures and bm25_kernel.select.signatures
 
 
 # -- statistics for scoring elsewhere (node.keyword_stats) ---------------------------------------
