@@ -274,8 +274,11 @@ class FaissIndex:
             # for this thread's next call instead of reading the catalog twice
             # (stamped with the count the labels were read at: any change since voids them)
             self._recent.vectors = (changes, dict(zip(ids.tolist(), vectors, strict=True)))
-        order = sorted(range(len(ids)), key=lambda j: (-float(scores[j]), int(ids[j])))[:k]
-        return [Hit(int(ids[j]), float(scores[j])) for j in order]
+        order = np.lexsort((ids, -np.asarray(scores, dtype=np.float64)))[:k]  # score desc, id asc
+        return [
+            Hit(i, s)
+            for i, s in zip(ids[order].tolist(), np.asarray(scores)[order].tolist(), strict=True)
+        ]
 
     def _exact_vectors(self, ids: Ids) -> Vectors:
         """The float vectors of ``ids``: from the float file where it holds them, else from

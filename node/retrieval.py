@@ -127,9 +127,7 @@ class Retriever:
             return self._finish(self._collect(query, vector), vector)
         standings: dict[int, Standing] = {}
         results = self._collect(query, vector, lambda hits: self._curate(hits, query, standings))
-        return self._finish(
-            [replace(r, standing=standings.get(r.fact.id)) for r in results], vector
-        )
+        return self._finish(results, vector, standings)
 
     def pool_depth(self, query: Query) -> int:
         """How many candidates each ranker gives a fusion (hybrid's pool; a network query's
@@ -236,15 +234,27 @@ class Retriever:
                 return results
             pool *= 4
 
-    def _finish(self, results: list[ScoredFact], vector: np.ndarray | None) -> list[ScoredFact]:
+    def _finish(
+        self,
+        results: list[ScoredFact],
+        vector: np.ndarray | None,
+        standings: dict[int, Standing] | None = None,
+    ) -> list[ScoredFact]:
+        """``results`` with their anchors, relevance and (from ``standings``) standing."""
         ids = [r.fact.id for r in results]
         anchored = self._catalog.anchored_blocks(ids)
         relevance: list[float | None] = [None] * len(results)
         if vector is not None and ids:
             cosines = self._index.similarity(vector, np.asarray(ids, dtype=np.int64))
             relevance = [None if math.isnan(c) else round(float(c), 6) for c in cosines.tolist()]
+        weighed = {} if standings is None else standings
         return [
-            replace(r, anchored_block=anchored.get(r.fact.id), relevance=rel)
+            replace(
+                r,
+                anchored_block=anchored.get(r.fact.id),
+                relevance=rel,
+                standing=weighed.get(r.fact.id, r.standing),
+            )
             for r, rel in zip(results, relevance, strict=True)
         ]
 
@@ -303,9 +313,12 @@ class Retriever:
         whether the scores fell below ``min_score`` (nothing deeper can qualify then)."""
         seen: set[str] = set()
         out: list[ScoredFact] = []
-        step = max(2 * query.k, 10)
-        for start in range(0, len(hits), step):
-            chunk = hits[start : start + step]
+        # k rows first (identical texts are rare: near-duplicates are never indexed), then
+        # deeper chunks while de-duplication or min_score leave fewer than k
+        start, size = 0, query.k
+        while start < len(hits):
+            chunk = hits[start : start + size]
+            start, size = start + size, max(2 * query.k, 10)
             rows = self._catalog.get_by_ids([h.id for h in chunk])
             for hit in chunk:
                 if query.min_score is not None and hit.score < query.min_score:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -16,6 +17,23 @@ def test_rrf_rewards_agreement_and_breaks_ties_by_id() -> None:
     assert [h.id for h in fused] == [1, 3, 2, 4]
     assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
     assert reciprocal_rank_fusion([[Hit(7, 1.0)], [Hit(5, 1.0)]])[0].id == 5
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rrf_equals_the_sum_ordered_by_score_then_id(seed: int) -> None:
+    """Many exact ties (the same ranks in mirrored lists): order by (-score, id), scores the
+    float sums in list order."""
+    rng = random.Random(seed)
+    ids = rng.sample(range(1000), 120)
+    dense = [Hit(i, 0.0) for i in ids[:100]]
+    keyword = [Hit(i, 0.0) for i in ids[20:] if rng.random() < 0.8]
+    mirrored = [Hit(h.id + 5000, 0.0) for h in dense]
+    fused = reciprocal_rank_fusion([dense, keyword, mirrored])
+    want: dict[int, float] = {}
+    for ranking in (dense, keyword, mirrored):
+        for rank, hit in enumerate(ranking, start=1):
+            want[hit.id] = want.get(hit.id, 0.0) + 1.0 / (60 + rank)
+    assert [(h.id, h.score) for h in fused] == sorted(want.items(), key=lambda x: (-x[1], x[0]))
 
 
 def test_context_numbers_facts_and_cites_cids() -> None:
