@@ -18,6 +18,7 @@ from api.curation_schemas import (
     Verdict,
 )
 from api.deps import NodeDep
+from api.json_body import JsonRoute
 from api.schemas import ErrorBody
 from api.security import has_api_key
 from api.views import attest_out, contributor_out
@@ -25,7 +26,7 @@ from node.attestation import MAX_AT
 from node.cid import canonical_cid_string
 from node.signing import ADDRESS_PATTERN
 
-router = APIRouter(prefix="/v1", tags=["curation"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["curation"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "Invalid input; the body says what is wrong."},

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from api.deps import NodeDep
 from api.errors import error_dict
+from api.json_body import JsonRoute
 from api.schemas import (
     BatchIn,
     BatchItem,
@@ -27,7 +28,7 @@ from api.security import has_api_key
 from api.views import fact_out, provenance_out, revoke_out
 from node.errors import KnowhubError
 
-router = APIRouter(prefix="/v1/facts", tags=["facts"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1/facts", tags=["facts"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "Invalid input; the body says what is wrong."},

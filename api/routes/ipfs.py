@@ -29,6 +29,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import NodeDep
 from api.errors import error_response
+from api.json_body import JsonRoute
 from api.options import ApiOptions
 from api.schemas import ErrorBody, ImportOut, SnapshotOut
 from node.car import CarStream, InvalidCar, car_header, car_section, supported_hash
@@ -38,7 +39,7 @@ from node.errors import InvalidCid, InvalidInput
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["ipfs"])
+router = APIRouter(route_class=JsonRoute, tags=["ipfs"])
 
 RAW = "application/vnd.ipld.raw"
 CAR = "application/vnd.ipld.car"

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import NodeDep
+from api.json_body import JsonRoute
 from api.schemas import ErrorBody, HiddenList, HiddenOut, HideIn, HideOut
 from api.security import has_api_key
 from node.cid import canonical_cid_string
@@ -24,6 +25,7 @@ def operator_only(request: Request) -> None:
 
 
 router = APIRouter(
+    route_class=JsonRoute,
     prefix="/v1/moderation",
     tags=["moderation"],
     dependencies=[Depends(operator_only)],

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.deps import NodeDep
+from api.json_body import JsonRoute
 from api.schemas import ErrorBody, LeanQueryOut, QueryIn, QueryOut
 from api.views import lean_query_out, query_from, query_out
 
-router = APIRouter(prefix="/v1", tags=["query"])
+router = APIRouter(route_class=JsonRoute, prefix="/v1", tags=["query"])
 
 
 @router.post(

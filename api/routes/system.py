@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from api.deps import NodeDep
+from api.json_body import JsonRoute
 from api.metrics import CONTENT_TYPE, Metrics
 from api.schemas import (
     DirectoryEntryOut,
@@ -20,7 +21,7 @@ from api.schemas import (
 )
 from api.views import status_out
 
-router = APIRouter(tags=["system"])
+router = APIRouter(route_class=JsonRoute, tags=["system"])
 
 
 @router.get("/healthz", response_model=Health)
