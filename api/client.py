@@ -45,6 +45,7 @@ from api.client_calls import (
     _headers,
     _parse,
     _query_body,
+    _request,
     _revoke_call,
     error_from,
 )
@@ -112,9 +113,7 @@ class NodeClient:
 
     def _run(self, call: _Call[M]) -> Any:
         try:
-            response = self._http.request(
-                call.method, call.path, json=call.json, params=call.params, headers=call.headers
-            )
+            response = self._http.request(call.method, call.path, **_request(call))
         except httpx.HTTPError as exc:
             raise Unreachable(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
         return _parse(response, call)
@@ -323,9 +322,7 @@ class AsyncNodeClient:
 
     async def _run(self, call: _Call[M]) -> Any:
         try:
-            response = await self._http.request(
-                call.method, call.path, json=call.json, params=call.params, headers=call.headers
-            )
+            response = await self._http.request(call.method, call.path, **_request(call))
         except httpx.HTTPError as exc:
             raise Unreachable(0, "unreachable", f"cannot reach node at {self.url}: {exc}") from exc
         return _parse(response, call)

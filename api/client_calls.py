@@ -6,6 +6,7 @@ how each call is built (``_Call``: method, path, body, and the model its answer 
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 import httpx
+import orjson
 from pydantic import BaseModel
 
 from api.curation_schemas import AttestOut, ContributorOut
@@ -243,6 +245,38 @@ def _block(cid: str) -> _Call[BaseModel]:
 
 def _car(cid: str, scope: str) -> _Call[BaseModel]:
     return _Call("GET", f"/ipfs/{cid}", None, params={"format": "car", "dag-scope": scope})
+
+
+def _request(call: _Call[Any]) -> dict[str, Any]:
+    """httpx's arguments for ``call``: a JSON body is encoded by orjson (a 384-number query
+    vector in ~7 us instead of the standard library's ~140 us: most of a vector-in query's
+    client time; Chroma's client does the same), after the check the standard encoder makes
+    with ``allow_nan=False`` (orjson would send NaN and infinities as null)."""
+    if call.json is None:
+        return {"params": call.params, "headers": call.headers}
+    _check_finite(call.json)
+    return {
+        "content": orjson.dumps(call.json),
+        "params": call.params,
+        "headers": {"content-type": "application/json", **call.headers},
+    }
+
+
+def _check_finite(value: Any) -> None:
+    """``ValueError`` on a float that is NaN or infinite anywhere in a JSON value."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"JSON cannot carry the number {value!r}")
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _check_finite(item)
+    elif isinstance(value, list | tuple):
+        if all(type(item) is float for item in value):  # a vector: one C-level pass
+            if not all(map(math.isfinite, value)):
+                raise ValueError("JSON cannot carry NaN or infinite numbers")
+            return
+        for item in value:
+            _check_finite(item)
 
 
 def _parse(response: httpx.Response, call: _Call[M]) -> Any:

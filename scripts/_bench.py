@@ -21,6 +21,9 @@ from _ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "datasets" / "scifact"
+#: The node's query requests are encoded by orjson, as the node's Python client
+#: (``api.client_calls._request``) and Chroma's client encode theirs.
+JSON = {"content-type": "application/json"}
 OUT = ROOT / "bench-out"
 
 

@@ -24,7 +24,9 @@ from typing import Any
 import faiss
 import httpx
 import numpy as np
+import orjson
 from _bench import (
+    JSON,
     OUT,
     ROOT,
     free_port,
@@ -83,13 +85,13 @@ def node_queries(
             client.post("/v1/query", json=body)
         for body in bodies:
             t0 = time.perf_counter()
-            response = client.post("/v1/query", json=body)
+            response = client.post("/v1/query", content=orjson.dumps(body), headers=JSON)
             total.append((time.perf_counter() - t0) * 1000)
             response.raise_for_status()
             t = timing(response.headers["server-timing"])
             embed.append(t["embed"])
             search.append(t["search"])
-            found.append([cid_to_id[h["cid"]] for h in response.json()["results"]])
+            found.append([cid_to_id[h["cid"]] for h in orjson.loads(response.content)["results"]])
     return {
         "total_ms": percentiles(total),
         "embed_ms": percentiles(embed),

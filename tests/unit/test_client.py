@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
 import pytest
 
 from api.client import (
@@ -103,6 +104,44 @@ def test_a_query_vector_carries_its_model_cid() -> None:
         "vector": [1.0, 0.5],
         "model_cid": "bafyreimodel",
     }
+
+
+def test_bodies_are_json_the_standard_library_reads_back() -> None:
+    """orjson encodes request bodies: the same JSON values (unicode, nesting, a float vector
+    from numpy), and a JSON content type."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"results": [], "context": ""})
+
+    client = NodeClient("http://node", transport=httpx.MockTransport(answer))
+    vector = np.linspace(-1.0, 1.0, 384, dtype=np.float32)
+    flt = {"$and": [{"lang": "ünï"}, {"year": {"$gte": 2020}}]}
+    client.query("α \U0001f600 q", vector=vector.tolist(), filter=flt, min_score=0.25, k=3)
+    assert seen[0].headers["content-type"] == "application/json"
+    assert json.loads(seen[0].content) == {
+        "query": "α \U0001f600 q",
+        "vector": [float(x) for x in vector],
+        "filter": flt,
+        "min_score": 0.25,
+        "k": 3,
+    }
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_numbers_are_refused_before_sending(bad: float) -> None:
+    """orjson would send them as null (a vector of nulls, or no min_score at all): the client
+    refuses them as the standard encoder did."""
+    sent: list[httpx.Request] = []
+    client = NodeClient("http://node", transport=httpx.MockTransport(sent.append))  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        client.query("q", vector=[0.5, bad])
+    with pytest.raises(ValueError):
+        client.query("q", min_score=bad)
+    with pytest.raises(ValueError):
+        client.query("q", filter={"score": {"$lt": bad}})
+    assert sent == []
 
 
 def test_unreachable() -> None:
