@@ -3,10 +3,11 @@
 What it owns
     The per-posting work of a top-k BM25 query (``index.bm25_index`` calls it under its lock):
     ``accumulate`` adds one query term's contributions into a dense per-slot accumulator and
-    notes each slot it touches first; ``gather`` takes the touched slots that are live and
-    allowed, with their sums, and clears the accumulator behind it; ``top_k`` picks the best
-    k of them by (score desc, id asc). Scratch buffers (``Scratch``) are owned by the index
-    and reused across queries, so a query allocates nothing proportional to the corpus.
+    notes each slot it touches first; ``select`` keeps the best k touched slots that are live
+    and allowed, by (score desc, id asc), and clears the accumulator behind it; ``gather``
+    clears it the same way but hands back every such slot (for predicate filters, which stay
+    in Python). Scratch buffers (``Scratch``) are owned by the index and reused across
+    queries, so a query allocates nothing proportional to the corpus.
 
 Why compiled
     Term at a time in numpy costs a pass per temporary over every posting, an allocation the
@@ -21,14 +22,18 @@ Invariants
       contributions in query-term order starting from 0.0.
     - Every contribution is > 0 (weights >= 1, idf floored at 1e-6, tf >= 1), so a slot's sum
       is 0.0 exactly when no term has touched it yet: that is how a first touch is noticed.
-    - The accumulator is all zero between queries: ``gather`` zeroes every touched slot, and
-      the caller zeroes the whole buffer if anything fails in between (``Scratch.reset``).
-    - ``top_k``'s order is total: ties in score go to the smaller id.
+    - The accumulator is all zero between queries: ``select`` and ``gather`` zero every touched
+      slot, and the caller zeroes the whole buffer if anything fails in between
+      (``Scratch.reset``).
+    - ``select``'s order is total: ties in score go to the smaller id.
+    - Compiled without bounds checks, so every index is in range by construction: postings
+      name slots below the store's slot count (``index.bm25_postings`` numbers them as it
+      appends or builds), the accumulator has at least that many, and the touched list one
+      more (``Scratch.fit``).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -38,8 +43,6 @@ try:  # numba ships no type stubs
     import numba as _numba
 except ImportError as exc:  # pragma: no cover - a pinned dependency
     raise ImportError("the keyword index needs numba (a pinned dependency)") from exc
-
-log = logging.getLogger(__name__)
 
 numba: Any = _numba
 
@@ -241,7 +244,9 @@ class Scratch:
             return
         size = max(n_slots, 2 * len(self.acc), 1024)
         self.acc = np.zeros(size, dtype=np.float64)
-        self.touched = np.zeros(size, dtype=np.int64)
+        # one more than the slots: ``accumulate`` writes a slot at the end of the touched list
+        # before it knows whether the slot is new, so with every slot touched it writes one past
+        self.touched = np.zeros(size + 1, dtype=np.int64)
         self.slots = np.zeros(size, dtype=np.int64)
         self.scores = np.zeros(size, dtype=np.float64)
 

@@ -311,6 +311,17 @@ def test_top_k_breaks_many_ties_by_id(k: int) -> None:
         assert all(h.id in kept for h in got)
 
 
+def test_every_slot_touched_by_every_term() -> None:
+    """As many documents as the scorer's buffers hold, each holding every query term: the
+    touched list fills up and is written one past its slots (the spare entry)."""
+    docs = {i: "cell gene" if i % 3 else "gene cell cell" for i in range(1, 1025)}
+    index = build(docs)
+    assert index._scratch.acc.size in (0, 1024)
+    for k in (1, 10, 1024):
+        assert_same(index.search("cell gene", k), reference(docs, "cell gene", k))
+    assert index._scratch.acc.size == 1024
+
+
 def test_a_failure_mid_query_leaves_no_partial_sums(monkeypatch: pytest.MonkeyPatch) -> None:
     """The accumulator is reused across queries: a query that fails between adding and
     gathering must not leave its sums behind for the next one."""
