@@ -9,7 +9,9 @@ codes (384 bytes instead of 1536 for all-MiniLM-L6-v2), the measured way to hold
 facts in RAM (BENCHMARKS.md). The codes only steer the graph walk: the ``k + rerank_margin``
 best candidates are re-scored exactly against the float vectors that the catalog keeps
 (``exact_vectors``, a constructor argument), so scores and ``similarity`` are exact and the
-order is the float order. With ``float_file`` those floats are read first from a flat file of
+order is the float order; unless a search asks for ``exact=False`` (a hybrid query's dense pool,
+whose scores only become ranks): then the best ``k`` by their codes, no float read. With
+``float_file`` those floats are read first from a flat file of
 fixed-width records (``index.vector_file``: one ``pread`` per vector instead of a catalog row),
 written as ids are added, read through from the catalog where it lacks one, and fsynced before
 each save of the index. A rebuild reads the float vectors from there too, never the codes,
@@ -218,7 +220,13 @@ class FaissIndex:
                 self._rebuild(exclude=self._tombstones)
 
     def search(
-        self, vector: Vectors, k: int, allowed: Ids | None = None, excluded: Ids | None = None
+        self,
+        vector: Vectors,
+        k: int,
+        allowed: Ids | None = None,
+        excluded: Ids | None = None,
+        *,
+        exact: bool = True,
     ) -> list[Hit]:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self._dimension)
         if excluded is not None and allowed is not None:
@@ -227,7 +235,7 @@ class FaissIndex:
             if self._index.ntotal == 0 or (allowed is not None and len(allowed) == 0):
                 return []
             hnsw = self._is_graph()
-            rerank = self._is_compressed()
+            rerank = self._is_compressed() and exact
             if allowed is not None and hnsw and len(allowed) <= self._exact_filter_limit:
                 return self._brute_force(query[0], k, allowed)
             keep: list[Any] = []  # selectors must outlive the search call
@@ -256,7 +264,7 @@ class FaissIndex:
         found = labels[0] >= 0
         if rerank:  # outside the lock: the exact vectors come from the catalog
             return self._rerank(query[0], labels[0][found], scores[0][found], k, changes)
-        return [Hit(int(i), float(s)) for s, i in zip(scores[0], labels[0], strict=True) if i >= 0]
+        return _ordered(labels[0][found], scores[0][found], k)
 
     def _rerank(
         self, query: Vectors, ids: Ids, approximate: Vectors, k: int, changes: int
@@ -274,11 +282,7 @@ class FaissIndex:
             # for this thread's next call instead of reading the catalog twice
             # (stamped with the count the labels were read at: any change since voids them)
             self._recent.vectors = (changes, dict(zip(ids.tolist(), vectors, strict=True)))
-        order = np.lexsort((ids, -np.asarray(scores, dtype=np.float64)))[:k]  # score desc, id asc
-        return [
-            Hit(i, s)
-            for i, s in zip(ids[order].tolist(), np.asarray(scores)[order].tolist(), strict=True)
-        ]
+        return _ordered(ids, scores, k)
 
     def _exact_vectors(self, ids: Ids) -> Vectors:
         """The float vectors of ``ids``: from the float file where it holds them, else from
@@ -427,3 +431,12 @@ class FaissIndex:
             index.add_with_ids(np.ascontiguousarray(self._stored_vectors(chunk)), chunk)
         self._use(index)
         self._tombstones = set()
+
+
+def _ordered(ids: Ids, scores: Vectors, k: int) -> list[Hit]:
+    """The first ``k`` of ``ids`` by (score desc, id asc)."""
+    order = np.lexsort((ids, -np.asarray(scores, dtype=np.float64)))[:k]
+    return [
+        Hit(i, s)
+        for i, s in zip(ids[order].tolist(), np.asarray(scores)[order].tolist(), strict=True)
+    ]

@@ -60,12 +60,21 @@ class VectorIndex(Protocol):
     def remove(self, ids: Ids) -> None: ...
 
     def search(
-        self, vector: Vectors, k: int, allowed: Ids | None = None, excluded: Ids | None = None
+        self,
+        vector: Vectors,
+        k: int,
+        allowed: Ids | None = None,
+        excluded: Ids | None = None,
+        *,
+        exact: bool = True,
     ) -> list[Hit]:
-        """Top ``k`` by inner product; with ``allowed``, only among those ids; with
-        ``excluded``, never those ids.
+        """Top ``k`` by inner product, (score desc, id asc); with ``allowed``, only among
+        those ids; with ``excluded``, never those ids.
 
         Restriction happens inside the search, never by trimming ranked results.
+        ``exact=False``: an index that keeps compressed vectors may rank and score by them
+        (within its quantization error) instead of re-ranking with the float vectors; for a
+        ranking whose scores only become ranks (hybrid fusion). ``similarity`` stays exact.
         """
         ...
 

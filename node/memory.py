@@ -96,8 +96,15 @@ class MemoryVectorIndex:
             self._vectors.pop(i, None)
 
     def search(
-        self, vector: Vectors, k: int, allowed: Ids | None = None, excluded: Ids | None = None
+        self,
+        vector: Vectors,
+        k: int,
+        allowed: Ids | None = None,
+        excluded: Ids | None = None,
+        *,
+        exact: bool = True,
     ) -> list[Hit]:
+        # exact either way: it keeps float vectors
         keys = (
             list(self._vectors)
             if allowed is None

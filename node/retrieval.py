@@ -302,9 +302,12 @@ class Retriever:
         dense: list[Hit] = []
         if query.mode is not SearchMode.DENSE:
             keyword = self._keywords.search(query.text, pool, allowed, excluded)
+        hybrid = query.mode is SearchMode.HYBRID
         if vector is not None and query.mode is not SearchMode.KEYWORD:
-            dense = self._index.search(vector, pool, allowed, excluded)
-        if query.mode is SearchMode.HYBRID:
+            # fusion reads only the dense ranks: a compressed index may rank by its codes
+            # (each result's relevance is still the exact cosine, ``_finish``)
+            dense = self._index.search(vector, pool, allowed, excluded, exact=not hybrid)
+        if hybrid:
             return reciprocal_rank_fusion([dense, keyword])
         return dense if query.mode is SearchMode.DENSE else keyword
 

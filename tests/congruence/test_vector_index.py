@@ -236,6 +236,55 @@ def test_compressed_scores_are_exact_and_survive_compaction_and_reload(tmp_path:
     np.testing.assert_allclose([h.score for h in hits], vectors[best] @ query, atol=1e-6)
 
 
+def test_an_approximate_search_ranks_like_the_exact_one(make: Factory, tmp_path: Path) -> None:
+    """``exact=False`` (a hybrid query's dense pool): every index gives k hits in (score desc,
+    id asc) order, the same restrictions apply, and the scores stay within a compressed
+    index's quantization error of the exact ones; an uncompressed index is exact anyway."""
+    rng = np.random.default_rng(21)
+    index = make(tmp_path)
+    vectors = unit(rng, 300)
+    index.add(np.arange(300, dtype=np.int64), vectors)
+    query = unit(rng, 1)[0]
+    exact = index.search(query, 30)
+    approx = index.search(query, 30, exact=False)
+    assert len(approx) == 30
+    assert [(-h.score, h.id) for h in approx] == sorted((-h.score, h.id) for h in approx)
+    true = {h.id: float(vectors[h.id] @ query) for h in approx}
+    assert all(abs(h.score - true[h.id]) < 0.02 for h in approx)
+    assert len({h.id for h in approx} & {h.id for h in exact[:10]}) >= 9
+    if index.kind != "hnsw-sq8":
+        assert approx == exact
+    allowed = np.arange(0, 300, 2, dtype=np.int64)
+    excluded = np.arange(0, 300, 3, dtype=np.int64)
+    restricted = index.search(query, 10, allowed, excluded, exact=False)
+    assert restricted and all(h.id % 2 == 0 and h.id % 3 for h in restricted)
+
+
+def test_an_approximate_search_reads_no_float_vector(tmp_path: Path) -> None:
+    """What ``exact=False`` saves: the re-rank's reads (and the relevance of the final few
+    reads only theirs)."""
+    rng = np.random.default_rng(22)
+    index = Catalogued(DIM, tmp_path / "v.faiss", tmp_path / "v.f32", hnsw_threshold=10)
+    index.add(np.arange(300, dtype=np.int64), unit(rng, 300))
+    assert index._floats is not None
+    read: list[int] = []
+    file_read = index._floats.read
+
+    def counted(ids: Ids) -> tuple[Vectors, np.ndarray]:
+        read.extend(ids.tolist())
+        return file_read(ids)
+
+    index._floats.read = counted  # type: ignore[method-assign]
+    query = unit(rng, 1)[0]
+    hits = index.search(query, 100, exact=False)
+    assert len(hits) == 100 and read == []
+    top = np.array([h.id for h in hits[:10]], dtype=np.int64)
+    index.similarity(query, top)
+    assert sorted(read) == sorted(top.tolist())
+    index.search(query, 100)
+    assert len(read) == 10 + 100 + index._rerank_margin
+
+
 def test_changing_the_compression_rebuilds_the_index_at_load(tmp_path: Path) -> None:
     rng = np.random.default_rng(12)
     vectors = unit(rng, 100)

@@ -287,6 +287,37 @@ def test_a_pool_eaten_by_repeated_texts_still_gives_k_results(tmp_path: Path) ->
     catalog.close()
 
 
+def test_only_a_hybrid_querys_dense_pool_may_rank_by_compressed_vectors(tmp_path: Path) -> None:
+    """Fusion uses only the dense ranks, so hybrid asks the index for an approximate pool;
+    a dense query's scores are what it answers with, so it asks for exact ones."""
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    embedder = HashEmbedder()
+    texts = [f"claim number {n} about cells" for n in range(30)]
+    vectors = embedder.embed(texts)
+    facts = [make_fact(t, {}, None) for t in texts]
+    rows = catalog.insert([NewFact(f, v) for f, v in zip(facts, vectors, strict=True)])
+    ids = np.array([row for row, _ in rows], dtype=np.int64)
+    asked: list[bool] = []
+
+    class Spy(MemoryVectorIndex):
+        def search(self, *args: Any, exact: bool = True, **kwargs: Any) -> Any:
+            asked.append(exact)
+            return super().search(*args, exact=exact, **kwargs)
+
+    keywords, index = MemoryKeywordIndex(), Spy(embedder.dimension)
+    keywords.add(ids, texts)
+    index.add(ids, vectors)
+    retriever = Retriever(catalog, index, keywords, embedder)
+    expected = {SearchMode.HYBRID: [False], SearchMode.DENSE: [True], SearchMode.KEYWORD: []}
+    for mode, want in expected.items():
+        asked.clear()
+        query = Query("claim about cells", k=3, mode=mode)
+        results = retriever.rank(query, embedder.embed([query.text])[0])
+        assert len(results) == 3 and asked == want, mode
+        assert all(r.relevance is not None for r in results)
+    catalog.close()
+
+
 def test_attestations_about_known_or_unsigned_facts_do_not_wait(tmp_path: Path) -> None:
     catalog = SqliteCatalog(tmp_path / "c.sqlite3")
     unsigned = make_fact("A fact from a CAR, without a contributor.", {}, None)
