@@ -1,4 +1,9 @@
-"""FastAPI dependencies."""
+"""FastAPI dependencies.
+
+Invariant: every dependency is ``async def``. FastAPI runs a plain ``def`` dependency in its
+thread pool, one thread hop per request (~0.1 ms of wake-up latency on the query path, and a
+GIL hand-over); these only read ``app.state``, which never blocks.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from node.errors import Unavailable
 from node.service import KnowledgeNode
 
 
-def get_node(request: Request) -> KnowledgeNode:
+async def get_node(request: Request) -> KnowledgeNode:
     return get_node_of(request.app)
 
 

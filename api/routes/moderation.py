@@ -16,7 +16,8 @@ from node.cid import canonical_cid_string
 from node.errors import Unauthorized
 
 
-def operator_only(request: Request) -> None:
+async def operator_only(request: Request) -> None:
+    # async: a plain def dependency would cost a thread hop per request (api.deps)
     if not has_api_key(request.scope):
         raise Unauthorized(
             "moderation is for the node's operator: send an API key (this node needs "

@@ -5,13 +5,17 @@ in tests/integration/test_api.py; these answer in milliseconds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from api.app import create_app
+from api.app import ROUTERS, create_app
 from node import limits
 from node.signing import SigningKey
 from tests.memory_nodes import memory_node
@@ -156,3 +160,29 @@ def test_include_asks_for_a_lean_answer(client: TestClient) -> None:
     for bad in (["cid", "password"], "cid", ["cid"] * 20):
         reply = client.post("/v1/query", json={"query": "x", "include": bad})
         assert reply.status_code == 400, bad
+
+
+def test_no_route_or_dependency_runs_in_a_thread_pool() -> None:
+    """FastAPI runs a plain ``def`` endpoint or dependency in its thread pool: a thread hop per
+    request on the query path (api.deps). Work that blocks goes to the node's own threads."""
+
+    def calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
+        for sub in dependant.dependencies:
+            if sub.call is not None:
+                yield sub.call
+            yield from calls(sub)
+
+    def is_async(call: Callable[..., Any]) -> bool:
+        return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+            getattr(call, "__call__", None)  # noqa: B004 - a callable instance's method
+        )
+
+    routes = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
+    assert len(routes) > 20
+    sync = [
+        f"{route.path}: {getattr(call, '__qualname__', call)}"
+        for route in routes
+        for call in [route.endpoint, *calls(route.dependant)]
+        if not is_async(call)
+    ]
+    assert sync == []
