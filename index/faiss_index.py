@@ -64,6 +64,22 @@ REBUILD_CHUNK = 50_000
 ExactVectors = Callable[[Ids], Vectors]
 
 
+def _search_alone(index: Any, query: Vectors, wanted: int, params: Any) -> Any:
+    """``index.search`` of one query on the calling thread alone. FAISS runs even a single
+    query's search in an OpenMP team, whose other threads then spin-wait on the other cores
+    for the next parallel region: on 2 cores an HNSW search of the 100k index took the same
+    wall time with one thread (0.38 ms) and half the CPU (0.76 -> 0.38 ms), a flat search of
+    20k vectors 0.94 instead of 1.23 ms; in the node the spinning thread took the core from
+    the event loop and the other search threads (BENCHMARKS.md, "Query latency"). OpenMP's
+    thread count is a per-thread setting: it is restored, so ingest's batch adds keep theirs."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(query, wanted, params=params)
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 class FaissIndex:
     def __init__(
         self,
@@ -259,7 +275,7 @@ class FaissIndex:
                 )
             else:
                 params = faiss.SearchParameters(sel=selector)
-            scores, labels = self._index.search(query, wanted, params=params)
+            scores, labels = _search_alone(self._index, query, wanted, params)
             changes = self._changes  # what the labels name
         found = labels[0] >= 0
         if rerank:  # outside the lock: the exact vectors come from the catalog
