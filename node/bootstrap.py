@@ -116,6 +116,7 @@ def _build_node(
             candidate_pool=settings.candidate_pool, min_relevance=settings.min_relevance
         ),
         index_flush_interval=settings.index_flush_interval,
+        search_threads=settings.search_threads,
         require_signatures=settings.require_signatures,
         trust_roots=frozenset(trust_root_list(settings.trust_roots)),
         reputation_interval=settings.reputation_interval,

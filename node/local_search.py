@@ -3,14 +3,14 @@ scope local, and the local half of a network query, ``node.federator``).
 
 Owns the steps around ranking: the query's checks (``check_query``, the vector's model CID),
 the query vector (the caller's, normalised, or the text embedded through the scheduler's
-query lane), ranking in a worker thread (``node.retrieval.Retriever.rank``), each hit's
-proof when asked (``node.proofs``: provenance and any tombstone held), and the LLM context.
+query lane), ranking on the search threads (``node.retrieval.Retriever.rank`` on a
+``node.workers.HotPool``: never the event loop, never the default executor), each hit's proof
+when asked (``node.proofs``: provenance and any tombstone held), and the LLM context.
 Invariant: every mode's results carry their relevance, which decides what the context cites.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -28,6 +28,7 @@ from node.proofs import HitProof, hit_proof_json
 from node.results import QueryResult, ScoredFact
 from node.retrieval import Retriever, check_query, results_context
 from node.search import Query
+from node.workers import HotPool
 
 
 class ServedFacts(AnchorBook, Protocol):
@@ -47,7 +48,9 @@ class LocalSearch:
         tombstones: Tombstones,
         model: ModelDescription,
         model_cid: str,
+        workers: HotPool,
     ) -> None:
+        self._workers = workers
         self._retriever = retriever
         self._scheduler = scheduler
         self._catalog = catalog
@@ -68,10 +71,10 @@ class LocalSearch:
             vector = (await self._scheduler.embed_query([query.text]))[0]
             embed_ms = (time.perf_counter() - t0) * 1000
         t1 = time.perf_counter()
-        results = await asyncio.to_thread(self._retriever.rank, query, vector)
+        results = await self._workers.run(self._retriever.rank, query, vector)
         if query.proofs and results:
             cids = [r.fact.cid for r in results]
-            proofs = await asyncio.to_thread(self._hit_proofs, cids)
+            proofs = await self._workers.run(self._hit_proofs, cids)
             results = [replace(r, proof=proofs.get(r.fact.cid)) for r in results]
         search_ms = (time.perf_counter() - t1) * 1000
         threshold = self._retriever.min_relevance(query)
@@ -81,8 +84,8 @@ class LocalSearch:
     async def pools(
         self, query: Query, vector: np.ndarray, terms: QueryTerms, depth: int
     ) -> tuple[PoolsAnswer, dict[str, int]]:
-        """``Retriever.pools`` in a worker thread (phase one of a pooled network query)."""
-        return await asyncio.to_thread(self._retriever.pools, query, vector, terms, depth)
+        """``Retriever.pools`` on a search thread (phase one of a pooled network query)."""
+        return await self._workers.run(self._retriever.pools, query, vector, terms, depth)
 
     async def rows(
         self, ids: Sequence[int], vector: np.ndarray, proofs: bool
@@ -97,7 +100,7 @@ class LocalSearch:
             attached = self._hit_proofs([r.fact.cid for r in found.values()])
             return {i: replace(r, proof=attached.get(r.fact.cid)) for i, r in found.items()}
 
-        return await asyncio.to_thread(work)
+        return await self._workers.run(work)
 
     async def proofs_of(self, cids: Sequence[str], collections: Sequence[str]) -> FetchAnswer:
         """Phase two of a peer's pooled query: the proof of each of ``cids`` that is a fact of
@@ -117,7 +120,7 @@ class LocalSearch:
                     out.append((cid, hit_proof_json(proof)))
             return FetchAnswer(tuple(out))
 
-        return await asyncio.to_thread(work)
+        return await self._workers.run(work)
 
     def _hit_proofs(self, cids: Sequence[str]) -> dict[str, HitProof]:
         tombstones = self._tombstones.tombstone_cids(cids)

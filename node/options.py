@@ -56,3 +56,5 @@ class NodeOptions:
     collections: Collections = field(default_factory=Collections)
     #: Network queries: time budget, peers asked, penalty (``node.federator``).
     federation: FederationOptions = field(default_factory=FederationOptions)
+    #: Threads that rank queries (``node.workers.HotPool``); 0: one per core.
+    search_threads: int = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ from node.startup import check_model
 from node.status import chain_status, collections_status, ingest_status
 from node.submissions import NodeSink, accept, accept_each
 from node.tombstone import Tombstone
+from node.workers import HotPool
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,7 @@ class KnowledgeNode(Peering):
         self._anchorer = parts.anchorer
         self._follower = parts.follower
         self._integrity = IntegrityReport()
+        self._search_workers = HotPool(options.search_threads or os.cpu_count() or 1, name="search")
         self._local = LocalSearch(
             self._retriever,
             self._scheduler,
@@ -147,6 +150,7 @@ class KnowledgeNode(Peering):
             self._revocations,
             self._model,
             self._model_cid,
+            self._search_workers,
         )
         ledger = self._ledger
         self._federator = Federator(
@@ -244,6 +248,7 @@ class KnowledgeNode(Peering):
                 mark_clean(self._catalog)
             self._catalog.close()
         self._scheduler.close()
+        self._search_workers.close()
         for release in self._on_closed:  # e.g. the data directory lock, last of all
             release()
 

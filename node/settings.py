@@ -103,6 +103,14 @@ class Settings(BaseSettings):
         20_000, ge=0, description="Filtered dense search is brute force up to this many matches."
     )
     candidate_pool: int = Field(100, ge=10, le=10_000, description="Candidates per ranker.")
+    search_threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Threads that rank queries (vector and keyword index, catalog reads), the "
+        "last one to go idle first, so that queries one at a time keep one thread's caches "
+        "warm; 0: one per core.",
+    )
     min_relevance: float = Field(
         DEFAULT_MIN_RELEVANCE,
         ge=-1.0,
