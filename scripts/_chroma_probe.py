@@ -1,14 +1,24 @@
 """Runs inside .venv-bench (chromadb installed): load vectors into a running Chroma server and
-time one query at a time with the given query vectors. Invoked by bench_query.py."""
+time one query at a time with the given query vectors. Invoked by bench_query.py.
+
+With ``--node-url`` and ``--node-bodies`` it then also times the node's lean vector-in query
+(the request bodies given, one JSON document per line, each encoded again per request) and
+Chroma's query in interleaved blocks: ``--rounds`` rounds, each all queries on one system
+then all on the other, the order swapped every round, from this one process and its one HTTP
+library. A slow minute of the machine then lands on both systems alike instead of on
+whichever was measured in it."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from typing import Any
 
 import chromadb
+import httpx
 import numpy as np
+import orjson
 
 
 def main() -> None:
@@ -16,6 +26,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data", required=True, help="npz with ids, vectors, queries")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--node-url", help="a running node to compare with, interleaved")
+    parser.add_argument("--node-bodies", help="its query bodies, one JSON document per line")
+    parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     data = np.load(args.data)
     ids = [str(i) for i in data["ids"].tolist()]
@@ -36,16 +49,50 @@ def main() -> None:
         result = collection.query(query_embeddings=[q], n_results=10)
         latencies.append((time.perf_counter() - t0) * 1000)
         found.append([int(i) for i in result["ids"][0]])
+    out: dict[str, Any] = {
+        "load_s": load_s,
+        "latency_ms": latencies,
+        "found": found,
+        "chromadb": chromadb.__version__,
+    }
+    if args.node_url and args.node_bodies:
+        with open(args.node_bodies, "rb") as fh:
+            bodies = [orjson.loads(line) for line in fh if line.strip()]
+        out["interleaved"] = interleaved(collection, queries, args.node_url, bodies, args.rounds)
     with open(args.out, "w") as fh:
-        json.dump(
-            {
-                "load_s": load_s,
-                "latency_ms": latencies,
-                "found": found,
-                "chromadb": chromadb.__version__,
-            },
-            fh,
-        )
+        json.dump(out, fh)
+
+
+def interleaved(
+    collection: Any, queries: np.ndarray, url: str, bodies: list[dict[str, Any]], rounds: int
+) -> dict[str, Any]:
+    """Per system, the latency of every query of every round (ms); each node request body is
+    encoded inside the timing, as Chroma's client encodes its query (orjson, as the node's own
+    client does)."""
+    headers = {"content-type": "application/json"}
+    took: dict[str, list[float]] = {"chroma": [], "node": []}
+    with httpx.Client(base_url=url, timeout=60) as node:
+
+        def ask_node(body: dict[str, Any]) -> None:
+            node.post("/v1/query", content=orjson.dumps(body), headers=headers).raise_for_status()
+
+        def ask_chroma(q: np.ndarray) -> None:
+            collection.query(query_embeddings=[q], n_results=10)
+
+        systems: dict[str, tuple[Any, list[Any]]] = {
+            "chroma": (ask_chroma, list(queries)),
+            "node": (ask_node, bodies),
+        }
+        for n in range(rounds):
+            for name in ("chroma", "node") if n % 2 == 0 else ("node", "chroma"):
+                ask, items = systems[name]
+                for item in items[:30]:  # warm up after the other system ran
+                    ask(item)
+                for item in items:
+                    t0 = time.perf_counter()
+                    ask(item)
+                    took[name].append((time.perf_counter() - t0) * 1000)
+    return {"rounds": rounds, "latency_ms": took}
 
 
 if __name__ == "__main__":

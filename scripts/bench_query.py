@@ -7,6 +7,9 @@ in-process and a Chroma server holding the same vectors, all in one run.
 Queries are the 300 SciFact test claims. Recall@10 is against exact inner-product search
 over the same vectors. The node's embed and search times come from its Server-Timing header.
 Chroma runs from .venv-bench (pip install chromadb==1.5.9) as `chroma run` on 127.0.0.1.
+Last, one client process times Chroma and the node's lean vector-in query in interleaved
+blocks (4 rounds of all 300 queries each, the order swapped every round): the like-for-like
+ratio, which a slow minute of a shared machine cannot tilt.
 Memory per fact = (RSS of the loaded node - RSS of an empty node) / facts.
 """
 
@@ -43,6 +46,8 @@ from _bench import (
 )
 
 CHROMA_VENV = ROOT / ".venv-bench"
+#: What Chroma's answer holds here (ids and distances: the bench stores no documents in it).
+LEAN = ["cid", "score"]
 
 
 def recall_at_10(found: list[list[int]], exact: np.ndarray) -> float:
@@ -152,13 +157,24 @@ def bare(
     }, np.stack(qv)
 
 
-def chroma(ids: np.ndarray, vectors: np.ndarray, qv: np.ndarray, tag: str) -> dict[str, Any]:
+def chroma(
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    qv: np.ndarray,
+    tag: str,
+    node_url: str,
+    node_bodies: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Chroma's latency and answers, then Chroma and the node's lean vector-in query timed in
+    interleaved blocks by one client process (``_chroma_probe.py``)."""
     if not (CHROMA_VENV / "bin" / "chroma").exists():
         return {"skipped": "no .venv-bench with chromadb"}
     path = OUT / f"chroma-{tag}"
     shutil.rmtree(path, ignore_errors=True)
     npz = OUT / f"chroma-{tag}.npz"
     np.savez(npz, ids=ids, vectors=vectors, queries=qv)
+    bodies = OUT / f"chroma-{tag}-node-bodies.jsonl"
+    bodies.write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in node_bodies))
     port = free_port()
     server = subprocess.Popen(
         [
@@ -192,6 +208,10 @@ def chroma(ids: np.ndarray, vectors: np.ndarray, qv: np.ndarray, tag: str) -> di
                 str(npz),
                 "--out",
                 str(out),
+                "--node-url",
+                node_url,
+                "--node-bodies",
+                str(bodies),
             ],
             check=True,
         )
@@ -201,6 +221,13 @@ def chroma(ids: np.ndarray, vectors: np.ndarray, qv: np.ndarray, tag: str) -> di
         server.terminate()
         server.wait(timeout=60)
     result["latency_ms"] = percentiles(result["latency_ms"])
+    if "interleaved" in result:
+        took = result["interleaved"].pop("latency_ms")
+        for name, values in took.items():
+            result["interleaved"][f"{name}_ms"] = percentiles(values)
+        result["interleaved"]["node_over_chroma_p50"] = round(
+            percentiles(took["node"])["p50"] / percentiles(took["chroma"])["p50"], 3
+        )
     return result
 
 
@@ -238,11 +265,15 @@ def main() -> None:
         status = httpx.get(f"{url}/v1/status").json()
         dense = node_queries(url, queries, "dense", cid_to_id)
         dense_vec = node_queries(url, queries, "dense", cid_to_id, qv)
-        dense_lean = node_queries(url, queries, "dense", cid_to_id, qv, ["cid", "score"])
+        dense_lean = node_queries(url, queries, "dense", cid_to_id, qv, LEAN)
         hybrid = node_queries(url, queries, "hybrid", cid_to_id)
         loaded_rss = rss_mib(pid)
+        lean = [
+            {"query": q, "k": 10, "mode": "dense", "vector": v.tolist(), "include": LEAN}
+            for q, v in zip(queries, qv, strict=True)
+        ]
+        chroma_result = chroma(ids, vectors, qv, args.dataset, url, lean)
     exact = ids[np.argsort(-(qv @ vectors.T), axis=1)[:, :10]]
-    chroma_result = chroma(ids, vectors, qv, args.dataset)
 
     disk = sum(p.stat().st_size for p in data_dir.iterdir() if p.is_file())
     result = {
