@@ -3,9 +3,10 @@ scope local, and the local half of a network query, ``node.federator``).
 
 Owns the steps around ranking: the query's checks (``check_query``, the vector's model CID),
 the query vector (the caller's, normalised, or the text embedded through the scheduler's
-query lane), ranking on the search threads (``node.retrieval.Retriever.rank`` on a
-``node.workers.HotPool``: never the event loop, never the default executor), each hit's proof
-when asked (``node.proofs``: provenance and any tombstone held), and the LLM context.
+query lane), ranking (``node.retrieval.Retriever.rank``, through ``node.workers.SearchRunner``:
+on the event loop while the node is quiet, else on the search threads, never on the default
+executor), each hit's proof when asked (``node.proofs``: provenance and any tombstone held),
+and the LLM context.
 Invariant: every mode's results carry their relevance, which decides what the context cites.
 """
 
@@ -28,7 +29,7 @@ from node.proofs import HitProof, hit_proof_json
 from node.results import QueryResult, ScoredFact
 from node.retrieval import Retriever, check_query, results_context
 from node.search import Query
-from node.workers import HotPool
+from node.workers import SearchRunner
 
 
 class ServedFacts(AnchorBook, Protocol):
@@ -48,7 +49,7 @@ class LocalSearch:
         tombstones: Tombstones,
         model: ModelDescription,
         model_cid: str,
-        workers: HotPool,
+        workers: SearchRunner,
     ) -> None:
         self._workers = workers
         self._retriever = retriever
@@ -84,7 +85,8 @@ class LocalSearch:
     async def pools(
         self, query: Query, vector: np.ndarray, terms: QueryTerms, depth: int
     ) -> tuple[PoolsAnswer, dict[str, int]]:
-        """``Retriever.pools`` on a search thread (phase one of a pooled network query)."""
+        """``Retriever.pools`` through the search runner (phase one of a pooled network
+        query)."""
         return await self._workers.run(self._retriever.pools, query, vector, terms, depth)
 
     async def rows(

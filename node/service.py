@@ -71,7 +71,7 @@ from node.startup import check_model
 from node.status import chain_status, collections_status, ingest_status
 from node.submissions import NodeSink, accept, accept_each
 from node.tombstone import Tombstone
-from node.workers import HotPool
+from node.workers import HotPool, SearchRunner
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class KnowledgeNode(Peering):
             self._revocations,
             self._model,
             self._model_cid,
-            self._search_workers,
+            SearchRunner(self._search_workers, writing=parts.write_lock.locked),
         )
         ledger = self._ledger
         self._federator = Federator(

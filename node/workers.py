@@ -1,9 +1,23 @@
-"""Worker threads for the blocking part of queries (ranking, catalog reads, proofs), each job
-handed to the thread that went idle last.
+"""Where the blocking part of queries runs (ranking, catalog reads, proofs): on the event loop
+when nothing can make it wait, else on worker threads, each job handed to the thread that went
+idle last.
 
 What it owns
     ``HotPool``: at most ``size`` daemon threads, started on demand, and ``run(fn, *args)``,
     which awaits ``fn(*args)`` on one of them from the event loop.
+    ``SearchRunner``: the choice between the loop and the pool for each job.
+
+Why the loop, when the node is quiet
+    Handing a job to a thread and its result back costs two wake-ups across cores and the
+    caches of a second core: ~0.15 ms of a 1.8 ms vector-in query on the 2-core machine
+    (BENCHMARKS.md, "Query latency"). A job runs on the loop only when it is the only query
+    job asked for (none other waiting, none on the threads) and no write holds the node's
+    write lock. Every write to the search
+    indexes runs under that ``asyncio.Lock`` (ingest, moderation, the index flusher), and no
+    coroutine can take it while the loop runs the job, so the job meets no writer's lock: it
+    cannot stall the loop behind an index save. Under write load, or while queries overlap,
+    jobs go to the pool and the loop stays free to answer (503s included), so a flood of
+    expensive queries cannot hold the loop either.
 
 Why not ``asyncio.to_thread``
     The default executor wakes whichever idle thread its queue happens to hand a job to, so
@@ -50,13 +64,13 @@ class _Job:
         self.loop = loop
         self.future = future
 
-    def run(self) -> None:
+    def execute(self) -> tuple[Any, BaseException | None]:
+        """The call's result, or what it raised (delivered to the awaiter, as to_thread
+        does)."""
         try:
-            result = self.call()
+            return self.call(), None
         except BaseException as exc:
-            self.settle(None, exc)
-        else:
-            self.settle(result, None)
+            return None, exc
 
     def settle(self, result: Any, exc: BaseException | None) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
@@ -141,19 +155,56 @@ class HotPool:
 
     def _serve(self, worker: _Worker, job: _Job | None) -> None:
         while job is not None:
-            job.run()
-            job = self._next(worker)
+            result, exc = job.execute()
+            # idle (or given the next waiting job) *before* the awaiter hears of the result:
+            # a caller that submits again at once then finds this thread, still hot, on the
+            # stack instead of starting another
+            following, wait = self._after_job(worker)
+            job.settle(result, exc)
+            if wait:
+                worker.wake.wait()
+                following = worker.job
+            job = following
 
-    def _next(self, worker: _Worker) -> _Job | None:
-        """The next job for ``worker``: the oldest waiting one, else the one a later submit
-        hands it after it joins the idle stack; None once the pool is closed."""
+    def _after_job(self, worker: _Worker) -> tuple[_Job | None, bool]:
+        """What ``worker`` does next: the oldest waiting job; else wait on the idle stack for
+        the job a later submit hands it (True); else stop (the pool is closed)."""
         with self._lock:
             if self._backlog:
-                return self._backlog.popleft()
+                return self._backlog.popleft(), False
             if self._closed:
-                return None
+                return None, False
             worker.job = None
             worker.wake.clear()
             self._idle.append(worker)
-        worker.wake.wait()
-        return worker.job
+            return None, True
+
+
+class SearchRunner:
+    """Runs query jobs on the event loop while the node is quiet (module docstring), else on
+    ``pool``. ``writing`` says whether a write holds the node's write lock; every writer of
+    the search indexes must hold it (the invariant the loop path rests on)."""
+
+    def __init__(self, pool: HotPool, writing: Callable[[], bool]) -> None:
+        self._pool = pool
+        self._writing = writing
+        # read and written on the event loop only
+        self._asking = 0  # jobs between arrival and their end, wherever they run
+        self._in_threads = 0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        self._asking += 1
+        try:
+            # One turn of the loop first: requests already read reach this point too (and
+            # count), and a request that is no query (a health check, a write's 503) is not
+            # kept waiting behind this job.
+            await asyncio.sleep(0)
+            if self._asking == 1 and self._in_threads == 0 and not self._writing():
+                return fn(*args)
+            self._in_threads += 1
+            try:
+                return await self._pool.run(fn, *args)
+            finally:
+                self._in_threads -= 1
+        finally:
+            self._asking -= 1

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from node.workers import HotPool
+from node.workers import HotPool, SearchRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -177,3 +177,69 @@ async def wait_until(condition: object, deadline: float = DEADLINE) -> None:
     while not condition():
         assert time.monotonic() < end, "condition not met before the deadline"
         await asyncio.sleep(0.005)
+
+
+async def test_the_runner_uses_the_loop_while_quiet_and_the_pool_while_a_write_runs() -> None:
+    pool = HotPool(2, name="runner")
+    writing = [False]
+    runner = SearchRunner(pool, writing=lambda: writing[0])
+    loop_thread = threading.get_ident()
+    try:
+        assert await runner.run(whoami) == loop_thread
+        writing[0] = True
+        assert await runner.run(whoami) != loop_thread
+        writing[0] = False
+        assert await runner.run(whoami) == loop_thread
+    finally:
+        pool.close()
+
+
+async def test_the_runner_uses_the_pool_while_another_job_is_there() -> None:
+    pool = HotPool(2, name="runner")
+    writing = [True]
+    runner = SearchRunner(pool, writing=lambda: writing[0])
+    loop_thread = threading.get_ident()
+    release = threading.Event()
+    try:
+        first = asyncio.ensure_future(runner.run(lambda: release.wait(DEADLINE)))
+        await wait_until(lambda: pool.threads == 1)
+        writing[0] = False  # the write is over, but the first job still runs on a thread
+        second = await runner.run(whoami)
+        assert second != loop_thread
+        release.set()
+        assert await first is True
+        assert await runner.run(whoami) == loop_thread  # quiet again
+    finally:
+        release.set()
+        pool.close()
+
+
+async def test_the_runner_raises_what_the_job_raises_on_either_path() -> None:
+    pool = HotPool(1, name="runner")
+    writing = [False]
+    runner = SearchRunner(pool, writing=lambda: writing[0])
+
+    def fail() -> None:
+        raise KeyError("gone")
+
+    try:
+        for busy in (False, True):
+            writing[0] = busy
+            with pytest.raises(KeyError):
+                await runner.run(fail)
+        writing[0] = False
+        assert await runner.run(whoami) == threading.get_ident()  # the count came back to 0
+    finally:
+        pool.close()
+
+
+async def test_overlapping_jobs_go_to_the_pool() -> None:
+    pool = HotPool(2, name="runner")
+    runner = SearchRunner(pool, writing=lambda: False)
+    loop_thread = threading.get_ident()
+    try:
+        both = await asyncio.gather(runner.run(whoami), runner.run(whoami))
+        assert loop_thread not in both
+        assert await runner.run(whoami) == loop_thread  # alone again: the loop
+    finally:
+        pool.close()
