@@ -124,6 +124,10 @@ class FaissIndex:
         self._recent = threading.local()
         self._changes = 0
         self._tombstones: set[int] = set()
+        #: The selector of the ids searches leave out (tombstones and the caller's excluded
+        #: ids), with what it was built from; built again only when one of them changes, not
+        #: hashed anew per search (``_gone_selector``).
+        self._gone: tuple[int, int, Ids | None, Any] | None = None
         self._graph = self._compressed = False
         self._use(self._load() if path is not None and path.exists() else self._new_flat())
         if self._is_graph() and self._is_compressed() != (compression != "none"):
@@ -260,10 +264,7 @@ class FaissIndex:
                 selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
                 keep.append(selector)
             if self._tombstones or (excluded is not None and len(excluded)):
-                gone = np.fromiter(self._tombstones, dtype=np.int64)
-                if excluded is not None:
-                    gone = np.union1d(gone, excluded)
-                dead = faiss.IDSelectorBatch(np.ascontiguousarray(gone, dtype=np.int64))
+                dead = self._gone_selector(excluded)
                 alive = faiss.IDSelectorNot(dead)
                 keep += [dead, alive]
                 selector = alive if selector is None else faiss.IDSelectorAnd(selector, alive)
@@ -281,6 +282,26 @@ class FaissIndex:
         if rerank:  # outside the lock: the exact vectors come from the catalog
             return self._rerank(query[0], labels[0][found], scores[0][found], k, changes)
         return _ordered(labels[0][found], scores[0][found], k)
+
+    def _gone_selector(self, excluded: Ids | None) -> Any:
+        """Under the lock: a selector of the tombstones and ``excluded``. Reused while the
+        index has not changed and ``excluded`` is the very array of the last call (the
+        catalog answers the same read-only array until the superseded facts change)."""
+        memo = self._gone
+        if (
+            memo is not None
+            and memo[0] == self._changes
+            and memo[1] == len(self._tombstones)
+            and memo[2] is excluded
+        ):
+            return memo[3]
+        gone = np.fromiter(self._tombstones, dtype=np.int64)
+        if excluded is not None:
+            gone = np.union1d(gone, excluded)
+        dead = faiss.IDSelectorBatch(np.ascontiguousarray(gone, dtype=np.int64))
+        # the memo holds ``excluded`` itself, so its identity cannot pass to another array
+        self._gone = (self._changes, len(self._tombstones), excluded, dead)
+        return dead
 
     def _rerank(
         self, query: Vectors, ids: Ids, approximate: Vectors, k: int, changes: int

@@ -9,6 +9,12 @@ newer fact is erased (a revoked correction gives the earlier fact back its place
 supersede someone else's fact links nothing.
 
 Invariant: ``superseded`` holds exactly the facts with a stored same-contributor successor.
+
+Every query leaves the superseded facts out, so it asks for their ids; reading the whole table
+each time made a query's cost grow with every correction ever stored (a contributor could
+slow every query of the node by superseding facts). ``superseded_version`` counts the table's
+changes (triggers, in the changing transaction), and ``superseded_ids`` reads the table again
+only when the count moved, else answers the array it read last (read-only, shared).
 """
 
 from __future__ import annotations
@@ -27,6 +33,17 @@ CREATE TABLE IF NOT EXISTS superseded (
     by TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS superseded_by ON superseded(by);
+CREATE TABLE IF NOT EXISTS superseded_version (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    n INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO superseded_version VALUES (0, 0);
+CREATE TRIGGER IF NOT EXISTS superseded_inserted AFTER INSERT ON superseded
+BEGIN UPDATE superseded_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS superseded_deleted AFTER DELETE ON superseded
+BEGIN UPDATE superseded_version SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS superseded_updated AFTER UPDATE ON superseded
+BEGIN UPDATE superseded_version SET n = n + 1; END;
 """
 
 
@@ -74,7 +91,18 @@ class SupersessionTables:
     def _cursor(self, write: bool = False) -> AbstractContextManager[sqlite3.Cursor]:
         raise NotImplementedError
 
+    #: (version, ids) of the last read; replaced whole, so threads never see half of one.
+    _superseded: tuple[int, Ids] | None = None
+
     def superseded_ids(self) -> Ids:
         with self._cursor() as cur:
+            # the version first: rows committed after it only make the cache look stale
+            (version,) = cur.execute("SELECT n FROM superseded_version").fetchone()
+            cached = self._superseded
+            if cached is not None and cached[0] == version:
+                return cached[1]
             rows = cur.execute("SELECT fact_id FROM superseded ORDER BY fact_id")
-            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64)
+        ids.flags.writeable = False  # shared by every query until the table changes
+        self._superseded = (int(version), ids)
+        return ids

@@ -4,6 +4,7 @@ ranker) unless asked, GET shows superseded_by, and claims on someone else's fact
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,51 @@ def test_inserting_a_fact_does_not_walk_its_contributors_other_facts(tmp_path: P
     large = cost_of_one_more(3000)  # 3,100 facts by the key before it
     assert large < 2 * small + 50, (small, large)
     catalog.close()
+
+
+def test_the_superseded_ids_are_read_again_only_when_they_change(tmp_path: Path) -> None:
+    # every query asks for them: re-reading the whole table each time made a query's cost
+    # grow with every correction ever stored
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    zero = np.zeros(8, dtype=np.float32)
+    v1 = make_fact("The Earth is 6,000 years old.", None, ALICE.address)
+    v2 = make_fact("The Earth is 4.54 billion years old.", None, ALICE.address, v1.cid)
+    other = make_fact("Water boils at 100 C at sea level.", None, ALICE.address)
+    try:
+        [(v1_id, _)] = catalog.insert([NewFact(v1, zero)])
+        first = catalog.superseded_ids()
+        assert first.tolist() == []
+        assert catalog.superseded_ids() is first  # unchanged: no new read
+        catalog.insert([NewFact(other, zero)])  # a write that supersedes nothing
+        assert catalog.superseded_ids() is first
+        catalog.insert([NewFact(v2, zero)])
+        second = catalog.superseded_ids()
+        assert second.tolist() == [v1_id]
+        assert not second.flags.writeable  # shared by every query: nobody may change it
+        with pytest.raises(ValueError):
+            second[0] = 0
+        assert catalog.superseded_ids() is second
+        catalog.erase_fact(v2.cid)  # the correction erased: v1 takes its place back
+        assert catalog.superseded_ids().tolist() == []
+    finally:
+        catalog.close()
+
+
+def test_a_reader_thread_sees_a_new_supersession_at_once(tmp_path: Path) -> None:
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    zero = np.zeros(8, dtype=np.float32)
+    v1 = make_fact("Pluto is a planet.", None, ALICE.address)
+    v2 = make_fact("Pluto is a dwarf planet.", None, ALICE.address, v1.cid)
+    seen: list[list[int]] = []
+    try:
+        [(v1_id, _)] = catalog.insert([NewFact(v1, zero)])
+        reader = threading.Thread(target=lambda: seen.append(catalog.superseded_ids().tolist()))
+        reader.start()
+        reader.join()
+        catalog.insert([NewFact(v2, zero)])
+        reader = threading.Thread(target=lambda: seen.append(catalog.superseded_ids().tolist()))
+        reader.start()
+        reader.join()
+        assert seen == [[], [v1_id]]
+    finally:
+        catalog.close()

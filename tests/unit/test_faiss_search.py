@@ -1,0 +1,80 @@
+"""FAISS search mechanics of index.faiss_index: a search of one query runs on the calling thread
+alone (no OpenMP team left spinning on the other cores) and leaves the thread's OpenMP setting
+as it found it; the selector of left-out ids is reused while nothing changed and never leaves
+out less than it must."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from index import faiss_index
+from index.faiss_index import FaissIndex
+
+DIM = 16
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_every_search_asks_for_one_thread_and_restores_the_setting(
+    tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faiss: Any = faiss_index.faiss
+    index = FaissIndex(DIM, tmp_path / "v.faiss", hnsw_threshold=1 if kind == "hnsw" else 100)
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((20, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.add(np.arange(20, dtype=np.int64), vectors)
+    assert index.kind == kind
+
+    faiss.omp_set_num_threads(2)
+    before = faiss.omp_get_max_threads()
+    during: list[int] = []
+    original = faiss_index._search_alone
+
+    def spy(*args: Any) -> Any:
+        # the setting the search itself runs under, read from inside the helper's call
+        inner = args[0]
+
+        class Probe:
+            def search(self, *a: Any, **k: Any) -> Any:
+                during.append(faiss.omp_get_max_threads())
+                return inner.search(*a, **k)
+
+        return original(Probe(), *args[1:])
+
+    monkeypatch.setattr(faiss_index, "_search_alone", spy)
+    hits = index.search(vectors[4], 3)
+    assert hits[0].id == 4
+    assert during == [1]
+    assert faiss.omp_get_max_threads() == before
+
+
+def test_left_out_ids_stay_out_while_the_selector_is_reused_and_rebuilt(tmp_path: Path) -> None:
+    index = FaissIndex(DIM, tmp_path / "v.faiss", hnsw_threshold=1)
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((60, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.add(np.arange(60, dtype=np.int64), vectors)
+
+    def found(excluded: np.ndarray | None) -> set[int]:
+        return {h.id for h in index.search(vectors[0], 60, None, excluded)}
+
+    excluded = np.array([0, 1, 2], dtype=np.int64)
+    excluded.flags.writeable = False  # as the catalog answers it
+    assert found(excluded) == set(range(3, 60))
+    selector = index._gone
+    assert found(excluded) == set(range(3, 60))
+    assert index._gone is selector  # the same array, nothing changed: reused
+
+    other = np.array([0, 1, 2, 3], dtype=np.int64)  # another array: built again
+    assert found(other) == set(range(4, 60))
+    index.remove(np.array([10], dtype=np.int64))  # a tombstone joins
+    assert found(other) == set(range(4, 60)) - {10}
+    assert found(None) == set(range(60)) - {10}
+    index.save()  # the graph is rebuilt without its tombstones
+    assert found(other) == set(range(4, 60)) - {10}
+    index.add(np.array([10], dtype=np.int64), vectors[10:11])  # back again
+    assert found(other) == set(range(4, 60))
