@@ -71,6 +71,7 @@ def interleaved(
     client does)."""
     headers = {"content-type": "application/json"}
     took: dict[str, list[float]] = {"chroma": [], "node": []}
+    by_round: dict[str, list[float]] = {"chroma": [], "node": []}
     with httpx.Client(base_url=url, timeout=60) as node:
 
         def ask_node(body: dict[str, Any]) -> None:
@@ -88,11 +89,14 @@ def interleaved(
                 ask, items = systems[name]
                 for item in items[:30]:  # warm up after the other system ran
                     ask(item)
+                block = []
                 for item in items:
                     t0 = time.perf_counter()
                     ask(item)
-                    took[name].append((time.perf_counter() - t0) * 1000)
-    return {"rounds": rounds, "latency_ms": took}
+                    block.append((time.perf_counter() - t0) * 1000)
+                took[name] += block
+                by_round[name].append(round(float(np.median(block)), 3))
+    return {"rounds": rounds, "latency_ms": took, "round_p50_ms": by_round}
 
 
 if __name__ == "__main__":
