@@ -9,11 +9,11 @@ What it owns
 
 Why the loop, when the node is quiet
     Handing a job to a thread and its result back costs two wake-ups across cores and the
-    caches of a second core: ~0.15 ms of a 1.8 ms vector-in query on the 2-core machine
-    (BENCHMARKS.md, "Query latency"). A job runs on the loop only when it is the only query
-    job asked for (none other waiting, none on the threads) and no write holds the node's
-    write lock. Every write to the search
-    indexes runs under that ``asyncio.Lock`` (ingest, moderation, the index flusher), and no
+    caches of a second core: a vector-in query at 100k took 2.1 ms p50 through a search
+    thread and 1.6 ms on the loop (BENCHMARKS.md, "Query latency", stop 35). A job runs on
+    the loop only when it is the only query job asked for (none other waiting, none on the
+    threads) and no write holds the node's write lock. Every write to the search indexes
+    runs under that ``asyncio.Lock`` (ingest, moderation, the index flusher), and no
     coroutine can take it while the loop runs the job, so the job meets no writer's lock: it
     cannot stall the loop behind an index save. Under write load, or while queries overlap,
     jobs go to the pool and the loop stays free to answer (503s included), so a flood of
@@ -23,12 +23,12 @@ Why not ``asyncio.to_thread``
     The default executor wakes whichever idle thread its queue happens to hand a job to, so
     queries that come one at a time run on a different thread, and often a different core,
     each time: the FAISS graph's upper layers, the keyword kernel's buffers and SQLite's pages
-    are cold in that core's caches. Measured on the 2-core machine (BENCHMARKS.md, "Query
-    latency"), ranking the same vector-in query took ~0.1 ms longer that way. A stack of idle
-    threads (the last to finish is the first to wake) keeps one thread hot while queries come
-    one at a time and brings in more only while they overlap. Queries also stop sharing the
-    default executor with ingest, publishing and status reads: they never wait behind those
-    for a thread.
+    are cold in that core's caches (two nodes on the 2-core machine, blocks alternated: the
+    server's search time 1.15 ms p50 on the default executor, 1.05 ms on one dedicated
+    thread). A stack of idle threads (the last to finish is the first to wake) keeps one
+    thread hot while queries come one at a time and brings in more only while they overlap.
+    Queries also stop sharing the default executor with ingest, publishing and status reads:
+    they never wait behind those for a thread.
 
 Invariants
     - At most ``size`` threads; jobs beyond wait in arrival order and start as threads free up.
