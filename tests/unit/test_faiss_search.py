@@ -1,10 +1,11 @@
 """FAISS search mechanics of index.faiss_index: a search of one query runs on the calling thread
 alone (no OpenMP team left spinning on the other cores) and leaves the thread's OpenMP setting
 as it found it; the selector of left-out ids is reused while nothing changed and never leaves
-out less than it must."""
+out less than it must; searches go on while a save writes the index, writers wait for it."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,50 @@ def test_left_out_ids_stay_out_while_the_selector_is_reused_and_rebuilt(tmp_path
     assert found(other) == set(range(4, 60)) - {10}
     index.add(np.array([10], dtype=np.int64), vectors[10:11])  # back again
     assert found(other) == set(range(4, 60))
+
+
+def test_searches_go_on_while_a_save_writes_and_writers_wait_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real: Any = faiss_index.faiss
+    writing, release = threading.Event(), threading.Event()
+
+    class SlowWrite:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def write_index(self, index: Any, path: str) -> None:
+            writing.set()
+            assert release.wait(30)
+            real.write_index(index, path)
+
+    path = tmp_path / "v.faiss"
+    index = FaissIndex(DIM, path, hnsw_threshold=1)
+    rng = np.random.default_rng(9)
+    vectors = rng.standard_normal((40, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index.add(np.arange(30, dtype=np.int64), vectors[:30])
+    monkeypatch.setattr(faiss_index, "faiss", SlowWrite())
+    saver = threading.Thread(target=index.save)
+    adder = threading.Thread(target=index.add, args=(np.arange(30, 40), vectors[30:]))
+    try:
+        saver.start()
+        assert writing.wait(30)
+        found: list[int] = []
+        searcher = threading.Thread(
+            target=lambda: found.extend(h.id for h in index.search(vectors[3], 1))
+        )
+        searcher.start()
+        searcher.join(30)
+        assert not searcher.is_alive(), "a search waited for the save"
+        assert found == [3]
+        adder.start()
+        adder.join(0.5)
+        assert adder.is_alive(), "an add changed the index while it was being written"
+    finally:
+        release.set()
+        saver.join(30)
+        adder.join(30)
+    assert len(index) == 40  # the add went in after the save
+    monkeypatch.setattr(faiss_index, "faiss", real)
+    assert len(FaissIndex(DIM, path, hnsw_threshold=1)) == 30  # the save wrote the index before it
