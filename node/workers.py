@@ -107,10 +107,6 @@ class HotPool:
         self._closed = False
 
     @property
-    def size(self) -> int:
-        return self._size
-
-    @property
     def threads(self) -> int:
         """Threads started so far (at most ``size``)."""
         return self._started
@@ -188,9 +184,9 @@ class SearchRunner:
     def __init__(self, pool: HotPool, writing: Callable[[], bool]) -> None:
         self._pool = pool
         self._writing = writing
-        # read and written on the event loop only
-        self._asking = 0  # jobs between arrival and their end, wherever they run
-        self._in_threads = 0
+        #: Jobs between arrival and their end, wherever they run (a job on the threads counts
+        #: until it returns); read and written on the event loop only.
+        self._asking = 0
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         self._asking += 1
@@ -199,12 +195,8 @@ class SearchRunner:
             # count), and a request that is no query (a health check, a write's 503) is not
             # kept waiting behind this job.
             await asyncio.sleep(0)
-            if self._asking == 1 and self._in_threads == 0 and not self._writing():
+            if self._asking == 1 and not self._writing():  # none waiting, none on the threads
                 return fn(*args)
-            self._in_threads += 1
-            try:
-                return await self._pool.run(fn, *args)
-            finally:
-                self._in_threads -= 1
+            return await self._pool.run(fn, *args)
         finally:
             self._asking -= 1
