@@ -66,6 +66,24 @@ def timing(header: str) -> dict[str, float]:
     return out
 
 
+def query_bodies(
+    queries: list[str],
+    mode: str,
+    vectors: np.ndarray | None = None,
+    include: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The request body of each query, k = 10: with ``vectors``, the query embeddings too;
+    with ``include``, the fields asked for."""
+    bodies: list[dict[str, Any]] = [{"query": q, "k": 10, "mode": mode} for q in queries]
+    if include is not None:
+        for body in bodies:
+            body["include"] = include
+    if vectors is not None:
+        for body, v in zip(bodies, vectors, strict=True):
+            body["vector"] = v.tolist()
+    return bodies
+
+
 def node_queries(
     url: str,
     queries: list[str],
@@ -78,13 +96,7 @@ def node_queries(
     ``include``, it asks for a lean answer (``["cid", "score"]``: what Chroma's answer holds
     here, ids and distances, since it stores no documents)."""
     total, embed, search, found = [], [], [], []
-    bodies: list[dict[str, Any]] = [{"query": q, "k": 10, "mode": mode} for q in queries]
-    if include is not None:
-        for body in bodies:
-            body["include"] = include
-    if vectors is not None:
-        for body, v in zip(bodies, vectors, strict=True):
-            body["vector"] = v.tolist()
+    bodies = query_bodies(queries, mode, vectors, include)
     with httpx.Client(base_url=url, timeout=60) as client:
         for body in bodies[:30]:
             client.post("/v1/query", json=body)
@@ -268,10 +280,7 @@ def main() -> None:
         dense_lean = node_queries(url, queries, "dense", cid_to_id, qv, LEAN)
         hybrid = node_queries(url, queries, "hybrid", cid_to_id)
         loaded_rss = rss_mib(pid)
-        lean = [
-            {"query": q, "k": 10, "mode": "dense", "vector": v.tolist(), "include": LEAN}
-            for q, v in zip(queries, qv, strict=True)
-        ]
+        lean = query_bodies(queries, "dense", qv, LEAN)
         chroma_result = chroma(ids, vectors, qv, args.dataset, url, lean)
     exact = ids[np.argsort(-(qv @ vectors.T), axis=1)[:, :10]]
 
