@@ -53,6 +53,7 @@ from node.search import (
     Scope,
     SearchMode,
     curated_order,
+    curation_reorders,
     format_context,
     reciprocal_rank_fusion,
 )
@@ -125,6 +126,13 @@ class Retriever:
         """The k best results of ``query``, each with its relevance and standing."""
         if self._standing is None:
             return self._finish(self._collect(query, vector), vector)
+        if not curation_reorders(query.min_reputation, query.rank):
+            # curation only labels the results: weigh the k rows read anyway, instead of a
+            # catalog read of the whole pool before them (~0.1 ms a query at 100k facts)
+            results = self._collect(query, vector)
+            weighed = self._standing([FactRef(r.fact.cid, r.fact.contributor) for r in results])
+            labels = {r.fact.id: s for r, s in zip(results, weighed, strict=True)}
+            return self._finish(results, vector, labels)
         standings: dict[int, Standing] = {}
         results = self._collect(query, vector, lambda hits: self._curate(hits, query, standings))
         return self._finish(results, vector, standings)

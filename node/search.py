@@ -116,6 +116,12 @@ def rank_by_reputation(weights: Sequence[float]) -> list[int]:
     return [n - 1 for _, n in sorted(keyed)]
 
 
+def curation_reorders(floor: float | None, rank: RankBy) -> bool:
+    """Whether curation can leave out or move a hit (``curated_order``): only with a
+    reputation floor or a ranking by reputation; otherwise it only labels the results."""
+    return floor is not None or rank is RankBy.REPUTATION
+
+
 def curated_order(
     reputations: Sequence[float], weights: Sequence[float], floor: float | None, rank: RankBy
 ) -> list[int]:

@@ -100,6 +100,9 @@ def test_an_endorsement_by_a_trust_root_lifts_its_contributor_above_strangers(
     assert ranked["results"][1]["curation"]["weight"] == pytest.approx(0.05)
     plain = query(client, "vitamin C influenza", rank="relevance")
     assert [h["cid"] for h in plain["results"]] == [planted, honest]
+    # ranked by relevance alone, the hits still carry their standing
+    assert plain["results"][1]["curation"] == top
+    assert plain["results"][0]["curation"]["weight"] == pytest.approx(0.05)
     trusted = query(client, "vitamin C influenza", min_reputation=0.5)
     assert [h["cid"] for h in trusted["results"]] == [honest]
 
@@ -127,6 +130,8 @@ def test_a_later_attestation_replaces_the_earlier_and_the_context_marks_disputes
     hit = next(h for h in answer["results"] if h["cid"] == cid)
     assert hit["curation"]["endorsements"] == 0 and hit["curation"]["trusted_disputes"] == 1
     assert f"(cid: {cid}) [DISPUTED by 1 trusted contributor]" in answer["context"]
+    plain = query(client, "Moon basalt anorthosite", min_relevance=-1.0, rank="relevance")
+    assert f"(cid: {cid}) [DISPUTED by 1 trusted contributor]" in plain["context"]
 
 
 def test_a_clique_of_fresh_keys_endorsing_each_other_gains_no_weight(client: TestClient) -> None:
