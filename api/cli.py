@@ -129,6 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         help="weigh hits by their contributors' reputation (default) or relevance alone",
     )
     query.add_argument(
+        "--ef",
+        type=int,
+        metavar="N",
+        help="search breadth of the vector index (HNSW efSearch): more recall, more time",
+    )
+    query.add_argument(
         "--min-reputation",
         type=float,
         metavar="SCORE",
@@ -391,6 +397,7 @@ def _query(client: NodeClient, args: argparse.Namespace) -> int:
         proofs=args.verify,
         rank=args.rank,
         min_reputation=args.min_reputation,
+        ef=args.ef,
         collections=args.collection,
         scope="network" if args.network else "local",
     )

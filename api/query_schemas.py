@@ -15,6 +15,7 @@ from node.facts import COLLECTION_PATTERN
 from node.limits import (
     DEFAULT_K,
     MAX_COLLECTION_CHARS,
+    MAX_EF,
     MAX_K,
     MAX_QUERY_BUDGET_SECONDS,
     MAX_QUERY_BYTES,
@@ -135,6 +136,18 @@ class QueryIn(BaseModel):
         "KNOWHUB_FEDERATION_BUDGET); a peer that has not answered by then is reported as "
         "timed out.",
     )
+    ef: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=MAX_EF,
+        description="Search breadth of the node's approximate vector index (HNSW efSearch: "
+        "the candidates its graph walk keeps): higher finds more of the exact nearest "
+        "neighbours and costs more time, about linearly. Default: the node's "
+        "(KNOWHUB_HNSW_EF_SEARCH, 192). Never narrower than the candidates the query needs; "
+        "ignored while the index is exact (flat, small collections); peers of a network query "
+        "search at their own.",
+        examples=[100],
+    )
     include: list[QueryField] | None = Field(
         None,
         max_length=len(get_args(QueryField)),
@@ -163,6 +176,7 @@ class QueryOptions(TypedDict, total=False):
     collections: Sequence[str] | None
     scope: str
     budget_ms: int | None
+    ef: int | None
 
 
 class HitProvenance(BaseModel):

@@ -67,6 +67,7 @@ def query_from(body: QueryIn) -> Query:
         collections=None if body.collections is None else tuple(body.collections),
         scope=Scope(body.scope),
         budget=None if body.budget_ms is None else body.budget_ms / 1000,
+        ef=body.ef,
     )
 
 

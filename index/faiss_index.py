@@ -255,6 +255,7 @@ class FaissIndex:
         excluded: Ids | None = None,
         *,
         exact: bool = True,
+        ef: int | None = None,
     ) -> list[Hit]:
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self._dimension)
         if excluded is not None and allowed is not None:
@@ -280,7 +281,7 @@ class FaissIndex:
             wanted = k + self._rerank_margin if rerank else k
             if hnsw:
                 params = faiss.SearchParametersHNSW(
-                    efSearch=max(self._ef_search, wanted), sel=selector
+                    efSearch=max(self._ef_search if ef is None else ef, wanted), sel=selector
                 )
             else:
                 params = faiss.SearchParameters(sel=selector)

@@ -67,6 +67,7 @@ class VectorIndex(Protocol):
         excluded: Ids | None = None,
         *,
         exact: bool = True,
+        ef: int | None = None,
     ) -> list[Hit]:
         """Top ``k`` by inner product, (score desc, id asc); with ``allowed``, only among
         those ids; with ``excluded``, never those ids.
@@ -75,6 +76,8 @@ class VectorIndex(Protocol):
         ``exact=False``: an index that keeps compressed vectors may rank and score by them
         (within its quantization error) instead of re-ranking with the float vectors; for a
         ranking whose scores only become ranks (hybrid fusion). ``similarity`` stays exact.
+        ``ef``: an approximate index's search breadth for this call instead of its own
+        setting (it never searches narrower than ``k``); an exact index ignores it.
         """
         ...
 

@@ -103,8 +103,9 @@ class MemoryVectorIndex:
         excluded: Ids | None = None,
         *,
         exact: bool = True,
+        ef: int | None = None,
     ) -> list[Hit]:
-        # exact either way: it keeps float vectors
+        # exact either way (and whatever ``ef``): it keeps float vectors
         keys = (
             list(self._vectors)
             if allowed is None

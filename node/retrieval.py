@@ -26,6 +26,7 @@ from node.errors import InvalidFact, InvalidQuery
 from node.facts import check_collection, has_visible_character
 from node.keyword_stats import QueryTerms
 from node.limits import (
+    MAX_EF,
     MAX_K,
     MAX_POOL_DEPTH,
     MAX_QUERY_BUDGET_SECONDS,
@@ -165,7 +166,7 @@ class Retriever:
         dense: list[Hit] = []
         keyword: list[Hit] = []
         if query.mode is not SearchMode.KEYWORD:
-            dense = self._index.search(vector, depth, allowed, excluded)
+            dense = self._index.search(vector, depth, allowed, excluded, ef=query.ef)
         if query.mode is not SearchMode.DENSE and terms:
             keyword = self._keywords.search(query.text, depth, allowed, excluded)
         in_dense = {h.id for h in dense}
@@ -314,7 +315,9 @@ class Retriever:
         if vector is not None and query.mode is not SearchMode.KEYWORD:
             # fusion reads only the dense ranks: a compressed index may rank by its codes
             # (each result's relevance is still the exact cosine, ``_finish``)
-            dense = self._index.search(vector, pool, allowed, excluded, exact=not hybrid)
+            dense = self._index.search(
+                vector, pool, allowed, excluded, exact=not hybrid, ef=query.ef
+            )
         if hybrid:
             return reciprocal_rank_fusion([dense, keyword])
         return dense if query.mode is SearchMode.DENSE else keyword
@@ -394,6 +397,9 @@ def check_query(query: Query) -> None:
     if not 1 <= query.k <= MAX_K:
         raise InvalidQuery(f"k must be between 1 and {MAX_K}, got {query.k}")
     _check_collections(query.collections)
+    ef = query.ef
+    if ef is not None and (type(ef) is not int or not 1 <= ef <= MAX_EF):
+        raise InvalidQuery(f"ef must be a whole number from 1 to {MAX_EF}, got {ef!r}", field="ef")
     floor = query.min_reputation
     if floor is not None and not (math.isfinite(floor) and 0.0 <= floor <= 1.0):
         raise InvalidQuery(f"min_reputation must be between 0 and 1, got {floor}")

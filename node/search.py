@@ -83,6 +83,10 @@ class Query:
     scope: Scope = Scope.LOCAL
     #: Seconds a network query waits for peers; None: the node's setting (a lower one only).
     budget: float | None = None
+    #: Search breadth of this node's approximate vector index (HNSW efSearch, 1..MAX_EF):
+    #: higher finds more of the exact nearest neighbours and costs more; None: the node's
+    #: setting. An exact index ignores it; peers of a network query use their own.
+    ef: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,19 @@ def test_hostile_bodies_get_a_clear_4xx_and_change_nothing(
     assert client.get("/v1/status").json()["facts"] == 0
 
 
+@pytest.mark.parametrize("ef", [0, -1, limits.MAX_EF + 1, 10**30, "100", True, 1.5, None])
+def test_a_query_ef_outside_its_bounds_gets_400(client: TestClient, ef: Any) -> None:
+    body = {"query": "octopuses", "mode": "dense", "ef": ef}
+    reply = client.post("/v1/query", json=body)
+    if ef is None:  # explicit null: the node's own setting
+        assert reply.status_code == 200, reply.text
+        return
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["message"].startswith("ef: ")
+    widest = client.post("/v1/query", json={**body, "ef": limits.MAX_EF})
+    assert widest.status_code == 200, widest.text
+
+
 def test_odd_cids_are_refused_and_unknown_ones_are_404(client: TestClient) -> None:
     assert client.get("/v1/facts/not-a-cid").status_code == 400
     assert client.get("/v1/facts/zzzzz").status_code == 400
@@ -98,6 +111,7 @@ def test_published_limits_are_the_ones_the_node_enforces(client: TestClient) -> 
     query, fact = schemas["QueryIn"]["properties"], schemas["FactIn"]["properties"]
     assert query["k"]["maximum"] == limits.MAX_K and query["k"]["default"] == limits.DEFAULT_K
     assert query["query"]["maxLength"] == limits.MAX_QUERY_BYTES
+    assert query["ef"]["anyOf"][0]["maximum"] == limits.MAX_EF
     assert fact["text"]["maxLength"] == limits.MAX_TEXT_BYTES
     assert schemas["BatchIn"]["properties"]["facts"]["maxItems"] == limits.MAX_BATCH
     page = client.get("/").text

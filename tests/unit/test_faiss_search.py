@@ -126,3 +126,27 @@ def test_searches_go_on_while_a_save_writes_and_writers_wait_for_it(
     assert len(index) == 40  # the add went in after the save
     monkeypatch.setattr(faiss_index, "faiss", real)
     assert len(FaissIndex(DIM, path, hnsw_threshold=1)) == 30  # the save wrote the index before it
+
+
+def test_a_query_searches_as_wide_as_its_ef_asks(tmp_path: Path) -> None:
+    """``ef`` replaces the index's own search breadth for one call: a narrow setting misses
+    neighbours that a wide ``ef`` finds, and the setting stays as it was for the next call."""
+    dim, n, k = 32, 4000, 10
+    rng = np.random.default_rng(11)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = rng.standard_normal((40, dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = [set(np.argsort(-(vectors @ q))[:k].tolist()) for q in queries]
+    index = FaissIndex(dim, None, hnsw_threshold=1, hnsw_m=4, ef_search=8)
+    index.add(np.arange(n, dtype=np.int64), vectors)
+    assert index.kind == "hnsw"
+
+    def recall(ef: int | None) -> float:
+        found = [{h.id for h in index.search(q, k, ef=ef)} for q in queries]
+        return sum(len(f & t) for f, t in zip(found, truth, strict=True)) / (k * len(queries))
+
+    narrow, wide = recall(None), recall(512)
+    assert wide >= 0.95 and wide > narrow + 0.1, (narrow, wide)
+    assert recall(None) == narrow  # one call's ef left the setting alone
+    assert recall(1) == narrow  # never narrower than k: ef 1 walks as wide as ef 10 (= k)

@@ -14,6 +14,7 @@ from node.assembly import assemble
 from node.errors import IncompatibleDataDir, InvalidFact, InvalidQuery, NotFound
 from node.facts import make_fact
 from node.filters import parse_filter
+from node.limits import MAX_EF
 from node.memory import HashEmbedder, MemoryContentStore, MemoryKeywordIndex, MemoryVectorIndex
 from node.results import Contribution
 from node.retrieval import RetrievalOptions
@@ -87,6 +88,10 @@ async def test_get_fact_errors(node: KnowledgeNode) -> None:
         await node.query(Query("  "))
     with pytest.raises(InvalidQuery):
         await node.query(Query("x", k=101))
+    for ef in (0, MAX_EF + 1, True, 2.0):  # the domain's own check, whatever the edge let by
+        with pytest.raises(InvalidQuery, match="ef must be"):
+            await node.query(Query("x", ef=ef))  # type: ignore[arg-type]
+    assert (await node.query(Query("x", ef=MAX_EF))).results == []
 
 
 async def test_modes_rank_the_obvious_match_first(node: KnowledgeNode) -> None:
