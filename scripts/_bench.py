@@ -116,6 +116,25 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, every thread) ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(pids: Sequence[int], share: float = 0.05, deadline: float = 180.0) -> float:
+    """Wait until none of ``pids`` uses more than ``share`` of a core over a second (a server's
+    background work after a bulk load, say, would otherwise land in whatever is timed next);
+    the seconds waited (``deadline`` at most)."""
+    started = time.monotonic()
+    while time.monotonic() - started < deadline:
+        before = [cpu_seconds(p) for p in pids]
+        time.sleep(1.0)
+        if all(cpu_seconds(p) - b <= share for p, b in zip(pids, before, strict=True)):
+            break
+    return round(time.monotonic() - started, 1)
+
+
 @contextmanager
 def running_node(
     data_dir: Path, log_level: str = "warning", **env: str

@@ -4,12 +4,17 @@ in-process and a Chroma server holding the same vectors, all in one run.
     .venv/bin/python scripts/bench_query.py --dataset scifact            # 5,183 facts
     .venv/bin/python scripts/bench_query.py --dataset synthetic --n 100000
 
-Queries are the 300 SciFact test claims. Recall@10 is against exact inner-product search
-over the same vectors. The node's embed and search times come from its Server-Timing header.
-Chroma runs from .venv-bench (pip install chromadb==1.5.9) as `chroma run` on 127.0.0.1.
-Last, one client process times Chroma and the node's lean vector-in query in interleaved
-blocks (4 rounds of all 300 queries each, the order swapped every round): the like-for-like
-ratio, which a slow minute of a shared machine cannot tilt.
+Queries are the 300 SciFact test claims. Chroma is timed once its server and the node are
+quiet again after the load (Chroma indexes a bulk load in the background). Recall@10 is
+against exact inner-product search over the same vectors. The node's embed and search times
+come from its Server-Timing header. Chroma runs from .venv-bench (pip install
+chromadb==1.5.9) as `chroma run` on 127.0.0.1.
+The node's lean vector-in query is also run at each search breadth of ``EF_SWEEP`` (the
+query's ``ef``): its latency and recall curve. Last, one client process times Chroma and the
+node's lean vector-in query in interleaved blocks (all 300 queries a block, the order rotated
+every round): at the node's default breadth, and at the narrowest of ``EF_SWEEP`` whose recall
+reaches Chroma's own in this run (equal-recall comparison, as ann-benchmarks compares). These
+are the like-for-like ratios, which a slow minute of a shared machine cannot tilt.
 Memory per fact = (RSS of the loaded node - RSS of an empty node) / facts.
 """
 
@@ -21,6 +26,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +49,15 @@ from _bench import (
     scifact_facts,
     scifact_test_queries,
     synthetic_facts,
+    wait_quiet,
 )
 
 CHROMA_VENV = ROOT / ".venv-bench"
 #: What Chroma's answer holds here (ids and distances: the bench stores no documents in it).
 LEAN = ["cid", "score"]
+#: Search breadths (the query's ``ef``) the lean vector-in query is also run at; the node's
+#: default (``KNOWHUB_HNSW_EF_SEARCH``, 192) is the plain run.
+EF_SWEEP = (64, 100, 128, 160)
 
 
 def recall_at_10(found: list[list[int]], exact: np.ndarray) -> float:
@@ -71,10 +81,14 @@ def query_bodies(
     mode: str,
     vectors: np.ndarray | None = None,
     include: list[str] | None = None,
+    ef: int | None = None,
 ) -> list[dict[str, Any]]:
     """The request body of each query, k = 10: with ``vectors``, the query embeddings too;
-    with ``include``, the fields asked for."""
+    with ``include``, the fields asked for; with ``ef``, that search breadth."""
     bodies: list[dict[str, Any]] = [{"query": q, "k": 10, "mode": mode} for q in queries]
+    if ef is not None:
+        for body in bodies:
+            body["ef"] = ef
     if include is not None:
         for body in bodies:
             body["include"] = include
@@ -91,12 +105,13 @@ def node_queries(
     cid_to_id: dict[str, int],
     vectors: np.ndarray | None = None,
     include: list[str] | None = None,
+    ef: int | None = None,
 ) -> dict[str, Any]:
     """One query at a time; with ``vectors``, the client sends the query embeddings; with
     ``include``, it asks for a lean answer (``["cid", "score"]``: what Chroma's answer holds
-    here, ids and distances, since it stores no documents)."""
+    here, ids and distances, since it stores no documents); with ``ef``, that breadth."""
     total, embed, search, found = [], [], [], []
-    bodies = query_bodies(queries, mode, vectors, include)
+    bodies = query_bodies(queries, mode, vectors, include, ef)
     with httpx.Client(base_url=url, timeout=60) as client:
         for body in bodies[:30]:
             client.post("/v1/query", json=body)
@@ -175,18 +190,18 @@ def chroma(
     qv: np.ndarray,
     tag: str,
     node_url: str,
-    node_bodies: list[dict[str, Any]],
+    node_pid: int,
+    node_systems: Callable[[list[list[int]]], dict[str, list[dict[str, Any]]]],
 ) -> dict[str, Any]:
-    """Chroma's latency and answers, then Chroma and the node's lean vector-in query timed in
-    interleaved blocks by one client process (``_chroma_probe.py``)."""
+    """Chroma's latency and answers; then Chroma and the node's lean vector-in queries that
+    ``node_systems`` names (given Chroma's answers) timed in interleaved blocks by one client
+    process (``_chroma_probe.py``)."""
     if not (CHROMA_VENV / "bin" / "chroma").exists():
         return {"skipped": "no .venv-bench with chromadb"}
     path = OUT / f"chroma-{tag}"
     shutil.rmtree(path, ignore_errors=True)
     npz = OUT / f"chroma-{tag}.npz"
     np.savez(npz, ids=ids, vectors=vectors, queries=qv)
-    bodies = OUT / f"chroma-{tag}-node-bodies.jsonl"
-    bodies.write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in node_bodies))
     port = free_port()
     server = subprocess.Popen(
         [
@@ -202,6 +217,15 @@ def chroma(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def probe(*extra: str) -> dict[str, Any]:
+        out = OUT / f"chroma-{tag}.json"
+        command = [str(CHROMA_VENV / "bin" / "python"), str(ROOT / "scripts" / "_chroma_probe.py")]
+        command += ["--port", str(port), "--data", str(npz), "--out", str(out), *extra]
+        subprocess.run(command, check=True)
+        answer: dict[str, Any] = json.loads(out.read_text())
+        return answer
+
     try:
         for _ in range(300):
             try:
@@ -209,37 +233,29 @@ def chroma(
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        out = OUT / f"chroma-{tag}.json"
-        subprocess.run(
-            [
-                str(CHROMA_VENV / "bin" / "python"),
-                str(ROOT / "scripts" / "_chroma_probe.py"),
-                "--port",
-                str(port),
-                "--data",
-                str(npz),
-                "--out",
-                str(out),
-                "--node-url",
-                node_url,
-                "--node-bodies",
-                str(bodies),
-            ],
-            check=True,
-        )
-        result: dict[str, Any] = json.loads(out.read_text())
+        load_s = probe("--load-only")["load_s"]
+        # Chroma indexes a bulk load in the background for a while: time nothing meanwhile
+        quiet_s = wait_quiet([server.pid, node_pid])
+        result = probe()
+        result.update(load_s=load_s, quiet_after_load_s=quiet_s)
+        named = []
+        for name, bodies in node_systems(result["found"]).items():
+            lines = OUT / f"chroma-{tag}-{name}-bodies.jsonl"
+            lines.write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in bodies))
+            named += ["--node", f"{name}={lines}"]
+        result["interleaved"] = probe("--node-url", node_url, *named)["interleaved"]
         result["rss_mib"] = round(rss_mib(server.pid), 1)
     finally:
         server.terminate()
         server.wait(timeout=60)
     result["latency_ms"] = percentiles(result["latency_ms"])
-    if "interleaved" in result:
-        took = result["interleaved"].pop("latency_ms")
-        for name, values in took.items():
-            result["interleaved"][f"{name}_ms"] = percentiles(values)
-        result["interleaved"]["node_over_chroma_p50"] = round(
-            percentiles(took["node"])["p50"] / percentiles(took["chroma"])["p50"], 3
-        )
+    took = result["interleaved"].pop("latency_ms")
+    chroma_p50 = percentiles(took["chroma"])["p50"]
+    for name, values in took.items():
+        result["interleaved"][f"{name}_ms"] = percentiles(values)
+        if name != "chroma":
+            ratio = percentiles(values)["p50"] / chroma_p50
+            result["interleaved"][f"{name}_over_chroma_p50"] = round(ratio, 3)
     return result
 
 
@@ -273,16 +289,38 @@ def main() -> None:
     model = load_model()
     bare_result, qv = bare(model, queries, ids, vectors)
     del model
+    exact = ids[np.argsort(-(qv @ vectors.T), axis=1)[:, :10]]
     with running_node(data_dir) as (url, pid):
         status = httpx.get(f"{url}/v1/status").json()
+        # one untimed pass first: the figures are a warm node's (the first pass after a start
+        # reads the index and catalog pages from disk; a text query took ~8.6 ms then, ~5 after)
+        node_queries(url, queries, "hybrid", cid_to_id)
         dense = node_queries(url, queries, "dense", cid_to_id)
         dense_vec = node_queries(url, queries, "dense", cid_to_id, qv)
         dense_lean = node_queries(url, queries, "dense", cid_to_id, qv, LEAN)
+        sweep = {}
+        for ef in EF_SWEEP:
+            run = node_queries(url, queries, "dense", cid_to_id, qv, LEAN, ef)
+            sweep[ef] = {
+                "total_ms": run["total_ms"],
+                "search_ms": run["search_ms"],
+                "recall@10": recall_at_10(run["found"], exact),
+            }
         hybrid = node_queries(url, queries, "hybrid", cid_to_id)
         loaded_rss = rss_mib(pid)
-        lean = query_bodies(queries, "dense", qv, LEAN)
-        chroma_result = chroma(ids, vectors, qv, args.dataset, url, lean)
-    exact = ids[np.argsort(-(qv @ vectors.T), axis=1)[:, :10]]
+
+        def node_systems(chroma_found: list[list[int]]) -> dict[str, list[dict[str, Any]]]:
+            """The node at its default breadth, and at the narrowest swept one whose recall
+            reaches Chroma's (none when no swept breadth does)."""
+            target = recall_at_10(chroma_found, exact)
+            systems = {"node": query_bodies(queries, "dense", qv, LEAN)}
+            reach = [ef for ef in EF_SWEEP if sweep[ef]["recall@10"] >= target]
+            if reach:
+                ef = min(reach)
+                systems[f"node_ef{ef}"] = query_bodies(queries, "dense", qv, LEAN, ef)
+            return systems
+
+        chroma_result = chroma(ids, vectors, qv, args.dataset, url, pid, node_systems)
 
     disk = sum(p.stat().st_size for p in data_dir.iterdir() if p.is_file())
     result = {
@@ -304,6 +342,7 @@ def main() -> None:
             **{k: v for k, v in dense_lean.items() if k != "found"},
             "recall@10": recall_at_10(dense_lean.pop("found"), exact),
         },
+        "node_dense_vector_in_lean_ef": sweep,
         "node_hybrid": {k: v for k, v in hybrid.items() if k != "found"},
         "bare": {
             "embed_ms": bare_result["embed_ms"],
