@@ -48,6 +48,12 @@ def test_add_and_query(node: NodeProcess) -> None:
     found = knowhub("query", "does honey go bad?", "-k", "3", "--mode", "dense", "--url", node.url)
     assert found.returncode == 0
     assert cid in found.stdout and "Honey never spoils" in found.stdout
+    wide = knowhub(
+        "query", "does honey go bad?", "--ef", "512", "--mode", "dense", "--url", node.url
+    )
+    assert wide.returncode == 0 and cid in wide.stdout
+    narrow = knowhub("query", "honey", "--ef", "0", "--url", node.url)
+    assert narrow.returncode == 1 and "400" in narrow.stderr and "ef" in narrow.stderr
     as_json = json.loads(
         knowhub("query", "honey", "--json", "--filter", '{"year": 2024}', "--url", node.url).stdout
     )
