@@ -127,15 +127,20 @@ class Retriever:
         """The k best results of ``query``, each with its relevance and standing."""
         if self._standing is None:
             return self._finish(self._collect(query, vector), vector)
+        standings: dict[int, Standing] = {}
         if not curation_reorders(query.min_reputation, query.rank):
             # curation only labels the results: weigh the k rows read anyway, instead of a
             # catalog read of the whole pool before them (~0.1 ms a query at 100k facts)
             results = self._collect(query, vector)
-            weighed = self._standing([FactRef(r.fact.cid, r.fact.contributor) for r in results])
-            labels = {r.fact.id: s for r, s in zip(results, weighed, strict=True)}
-            return self._finish(results, vector, labels)
-        standings: dict[int, Standing] = {}
-        results = self._collect(query, vector, lambda hits: self._curate(hits, query, standings))
+        else:
+            results = self._collect(
+                query, vector, lambda hits: self._curate(hits, query, standings)
+            )
+        # every result carries its standing, also one from beyond the weighed pool
+        unweighed = [r.fact for r in results if r.fact.id not in standings]
+        if unweighed:
+            weighed = self._standing([FactRef(f.cid, f.contributor) for f in unweighed])
+            standings.update((f.id, s) for f, s in zip(unweighed, weighed, strict=True))
         return self._finish(results, vector, standings)
 
     def pool_depth(self, query: Query) -> int:
@@ -199,15 +204,23 @@ class Retriever:
         found = [ScoredFact(rows[i], 0.0) for i in ids if i in rows]
         return {r.fact.id: r for r in self._finish(found, vector)}
 
-    def _curate(self, hits: list[Hit], query: Query, standings: dict[int, Standing]) -> list[Hit]:
+    def _curate(
+        self, hits: list[Hit], query: Query, standings: dict[int, Standing]
+    ) -> tuple[list[Hit], bool]:
         """The first ``k + REPUTATION_POOL`` hits weighed by curation (``node.curation``):
         re-ordered by ``rank_by_reputation`` (rank reputation), without the facts below
         ``min_reputation``, below ``min_score`` left out first (the order is no longer by
         score); each hit's standing lands in ``standings``. One narrow catalog read (CID and
-        contributor per hit), no rows."""
-        head = hits[: query.k + REPUTATION_POOL]
+        contributor per hit), no rows. Also whether a deeper search could change the answer
+        no more: ``min_score`` cut the hits (deeper ones score lower), or a floor keeps to a
+        full pool (it never takes a hit from beyond it)."""
+        pool = query.k + REPUTATION_POOL
+        head = hits[:pool]
+        settled = query.min_reputation is not None and len(hits) >= pool
         if query.min_score is not None:
-            head = [h for h in head if h.score >= query.min_score]
+            floor = query.min_score
+            settled = settled or any(h.score < floor for h in head)
+            head = [h for h in head if h.score >= floor]
         refs = self._catalog.fact_refs([h.id for h in head])
         head = [h for h in head if h.id in refs]
         assert self._standing is not None
@@ -216,17 +229,17 @@ class Retriever:
         standings.update((head[n].id, weighed[n]) for n in order)
         # Beyond the pool, in the ranker's order (reached only when de-duplication eats the
         # pool); with a floor, nothing unweighed may pass.
-        rest = [] if query.min_reputation is not None else hits[query.k + REPUTATION_POOL :]
-        return [head[n] for n in order] + rest
+        rest = [] if query.min_reputation is not None else hits[pool:]
+        return [head[n] for n in order] + rest, settled
 
     def _collect(
         self,
         query: Query,
         vector: np.ndarray | None,
-        curate: Callable[[list[Hit]], list[Hit]] | None = None,
+        curate: Callable[[list[Hit]], tuple[list[Hit], bool]] | None = None,
     ) -> list[ScoredFact]:
         """The first k distinct results in the mode's order, or in the order ``curate`` gives
-        the hits (no relevance yet)."""
+        the hits (no relevance yet); deeper searches only while they could add a result."""
         # Fusion needs a deep pool from each ranker; a single ranker needs only a margin for
         # identical texts, and searches deeper when de-duplication eats it.
         hybrid = query.mode is SearchMode.HYBRID
@@ -237,9 +250,11 @@ class Retriever:
             return []
         while True:
             hits = self._candidates(query, vector, pool, allowed, excluded)
-            chosen = hits if curate is None else curate(hits)
+            chosen, settled = (hits, False) if curate is None else curate(hits)
             results, below_min_score = self._materialize(chosen, query)
-            if len(results) >= query.k or below_min_score or len(hits) < pool or pool >= total:
+            if len(results) >= query.k or below_min_score or settled:
+                return results
+            if len(hits) < pool or pool >= total:
                 return results
             pool *= 4
 
@@ -399,7 +414,7 @@ def check_query(query: Query) -> None:
     _check_collections(query.collections)
     ef = query.ef
     if ef is not None and (type(ef) is not int or not 1 <= ef <= MAX_EF):
-        raise InvalidQuery(f"ef must be a whole number from 1 to {MAX_EF}, got {ef!r}", field="ef")
+        raise InvalidQuery(f"ef must be a whole number from 1 to {MAX_EF}", field="ef")
     floor = query.min_reputation
     if floor is not None and not (math.isfinite(floor) and 0.0 <= floor <= 1.0):
         raise InvalidQuery(f"min_reputation must be between 0 and 1, got {floor}")

@@ -289,6 +289,49 @@ def test_a_pool_eaten_by_repeated_texts_still_gives_k_results(tmp_path: Path) ->
         query = Query("repeated claim", k=2, mode=SearchMode.KEYWORD, rank=rank)
         results = retriever.rank(query, embedder.embed([query.text])[0])
         assert [r.fact.text for r in results] == [texts[0], texts[-1]], rank
+        # the second comes from beyond the weighed pool, and carries its standing too
+        assert all(r.standing is not None for r in results), rank
+    catalog.close()
+
+
+def test_a_search_goes_deeper_only_while_a_deeper_hit_could_be_a_result(tmp_path: Path) -> None:
+    """A floor keeps to the first k + REPUTATION_POOL hits, and min_score cuts lower scores:
+    once either has decided, searching the index deeper (up to all of it) cannot add a result.
+    A floor nobody reaches used to deepen until the pool held the whole index."""
+    catalog = SqliteCatalog(tmp_path / "c.sqlite3")
+    embedder = HashEmbedder()
+    texts = [f"claim number {n} about cells and tissue {n % 7}" for n in range(600)]
+    vectors = embedder.embed(texts)
+    facts = [make_fact(t, {}, ALICE.address) for t in texts]
+    rows = catalog.insert([NewFact(f, v) for f, v in zip(facts, vectors, strict=True)])
+    ids = np.array([row for row, _ in rows], dtype=np.int64)
+    pools: list[int] = []
+
+    class Spy(MemoryVectorIndex):
+        def search(self, vector: Any, k: int, *args: Any, **kwargs: Any) -> Any:
+            pools.append(k)
+            return super().search(vector, k, *args, **kwargs)
+
+    keywords, index = MemoryKeywordIndex(), Spy(embedder.dimension)
+    keywords.add(ids, texts)
+    index.add(ids, vectors)
+    curation = Curation(catalog, {ROOT.address})  # Alice has no reputation
+    retriever = Retriever(catalog, index, keywords, embedder, standing=curation.standing)
+    vector = embedder.embed(["claim about cells"])[0]
+    best = retriever.rank(Query("claim about cells", k=5, mode=SearchMode.DENSE), vector)
+    assert len(pools) == 1 and len(best) == 5
+
+    pools.clear()  # a floor: 20 candidates (< k + 40), then 80, which holds the whole pool
+    floor = Query("claim about cells", k=5, mode=SearchMode.DENSE, min_reputation=0.5)
+    assert retriever.rank(floor, vector) == []
+    assert pools == [20, 80]
+
+    for rank in RankBy:  # min_score lets one hit through: the first search decides
+        pools.clear()
+        cut = best[0].score - 1e-6
+        query = Query("claim about cells", k=5, mode=SearchMode.DENSE, min_score=cut, rank=rank)
+        assert [r.fact.cid for r in retriever.rank(query, vector)] == [best[0].fact.cid]
+        assert pools == [20], rank
     catalog.close()
 
 
