@@ -142,10 +142,11 @@ class QueryIn(BaseModel):
         le=MAX_EF,
         description="Search breadth of the node's approximate vector index (HNSW efSearch: "
         "the candidates its graph walk keeps): higher finds more of the exact nearest "
-        "neighbours and costs more time, about linearly. Default: the node's "
-        "(KNOWHUB_HNSW_EF_SEARCH, 192). Never narrower than the candidates the query needs; "
-        "ignored while the index is exact (flat, small collections); peers of a network query "
-        "search at their own.",
+        "neighbours and takes longer. Default: the node's (KNOWHUB_HNSW_EF_SEARCH). Never "
+        "narrower than the candidates the query needs. Ignored where the search is exact "
+        "anyway: while the node's index is flat (below KNOWHUB_HNSW_THRESHOLD vectors), when "
+        "a filter or collections leave at most KNOWHUB_EXACT_FILTER_LIMIT facts, and in "
+        "keyword mode; peers of a network query search at their own.",
         examples=[100],
     )
     include: list[QueryField] | None = Field(

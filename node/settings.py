@@ -13,7 +13,7 @@ from node.collections import Collections
 from node.errors import ConfigError
 from node.federation import MAX_PEERS_PER_QUERY
 from node.ingest import NEAR_DUPLICATE_COSINE
-from node.limits import MAX_QUERY_BUDGET_SECONDS
+from node.limits import MAX_EF, MAX_QUERY_BUDGET_SECONDS
 from node.quotas import GOSSIP_BURST, GOSSIP_RATE
 from node.search import DEFAULT_MIN_RELEVANCE
 
@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     )
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree.")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW build beam width.")
-    hnsw_ef_search: int = Field(192, ge=8, description="HNSW query beam width (recall knob).")
+    hnsw_ef_search: int = Field(
+        192, ge=8, le=MAX_EF, description="HNSW query beam width (recall knob; a query's `ef`)."
+    )
     vector_compression: Literal["none", "sq8"] = Field(
         "sq8",
         description="How the HNSW graph holds vectors: 'sq8' keeps 8-bit codes in RAM (a "

@@ -122,17 +122,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_quiet(pids: Sequence[int], share: float = 0.05, deadline: float = 180.0) -> float:
+def wait_quiet(
+    pids: Sequence[int], share: float = 0.05, deadline: float = 180.0
+) -> tuple[float, bool]:
     """Wait until none of ``pids`` uses more than ``share`` of a core over a second (a server's
     background work after a bulk load, say, would otherwise land in whatever is timed next);
-    the seconds waited (``deadline`` at most)."""
+    the seconds waited and whether they did go quiet (not when ``deadline`` passed first)."""
     started = time.monotonic()
     while time.monotonic() - started < deadline:
         before = [cpu_seconds(p) for p in pids]
         time.sleep(1.0)
         if all(cpu_seconds(p) - b <= share for p, b in zip(pids, before, strict=True)):
-            break
-    return round(time.monotonic() - started, 1)
+            return round(time.monotonic() - started, 1), True
+    return round(time.monotonic() - started, 1), False
 
 
 @contextmanager

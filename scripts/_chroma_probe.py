@@ -29,7 +29,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--node-url", help="a running node to compare with, interleaved")
     parser.add_argument("--node", action="append", default=[], help="NAME=query bodies (jsonl)")
-    parser.add_argument("--rounds", type=int, help="default: two per system")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="default: two per system; rounded up to a multiple of the systems",
+    )
     parser.add_argument("--load-only", action="store_true", help="load the vectors and stop")
     args = parser.parse_args()
     data = np.load(args.data)
@@ -52,7 +56,8 @@ def main() -> None:
             name, _, path = named.partition("=")
             with open(path, "rb") as fh:
                 nodes[name] = [orjson.loads(line) for line in fh if line.strip()]
-        rounds = args.rounds or 2 * (len(nodes) + 1)
+        systems = len(nodes) + 1  # every system in every place of the order equally often
+        rounds = -(-(args.rounds or 2 * systems) // systems) * systems
         out["interleaved"] = interleaved(collection, queries, args.node_url, nodes, rounds)
     else:
         for q in queries[:30]:  # warm up

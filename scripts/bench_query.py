@@ -235,9 +235,9 @@ def chroma(
                 time.sleep(0.2)
         load_s = probe("--load-only")["load_s"]
         # Chroma indexes a bulk load in the background for a while: time nothing meanwhile
-        quiet_s = wait_quiet([server.pid, node_pid])
+        quiet_s, quiet = wait_quiet([server.pid, node_pid])
         result = probe()
-        result.update(load_s=load_s, quiet_after_load_s=quiet_s)
+        result.update(load_s=load_s, quiet_after_load_s=quiet_s, quiet_after_load=quiet)
         named = []
         for name, bodies in node_systems(result["found"]).items():
             lines = OUT / f"chroma-{tag}-{name}-bodies.jsonl"
