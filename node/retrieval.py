@@ -218,9 +218,9 @@ class Retriever:
         head = hits[:pool]
         settled = query.min_reputation is not None and len(hits) >= pool
         if query.min_score is not None:
-            floor = query.min_score
-            settled = settled or any(h.score < floor for h in head)
-            head = [h for h in head if h.score >= floor]
+            lowest = query.min_score
+            settled = settled or any(h.score < lowest for h in head)
+            head = [h for h in head if h.score >= lowest]
         refs = self._catalog.fact_refs([h.id for h in head])
         head = [h for h in head if h.id in refs]
         assert self._standing is not None
