@@ -17,7 +17,8 @@
 #   query finds the fact; the process runs as a non-root uid; /metrics answers; SIGTERM exits 0
 #   within the stop grace period; the fact survives a restart on the same volume.
 # It removes the containers and volumes it made and keeps the images (the next build reuses
-# their layers). Settings (environment): KNOWHUB_SMOKE_TAG (knowhub:smoke),
+# their layers), but not the untagged ones that earlier builds left (dangling: nothing uses
+# them; about 50 GB of them had piled up here after a day of test runs). Settings (environment): KNOWHUB_SMOKE_TAG (knowhub:smoke),
 # KNOWHUB_TORCH_INDEX_URL (passed as TORCH_INDEX_URL; by default PyTorch's CPU index, or
 # PyPI's when that index cannot be reached and the host's pip has a local +cpu torch wheel).
 set -euo pipefail
@@ -172,8 +173,13 @@ EOF
   while read -r mount; do MOUNTS+=(-v "$mount"); done <"$WORK/mounts"
   MOUNTS+=(-v "$WORK/pip.conf:/etc/pip.conf:ro")
 fi
+BUILD_STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 "${BUILD[@]}" "${BUILD_ARGS[@]}" "${MOUNTS[@]}" -f docker/Dockerfile -t "$TAG" . \
   >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; fail "docker build"; }
+# Each build that changed leaves the previous image and its build stage untagged (~5.7 GB
+# here): remove the untagged images older than this build, and keep this build's layers.
+$ENGINE image prune -f --filter "until=$BUILD_STARTED" >/dev/null \
+  || echo "could not remove the untagged images of earlier builds" >&2
 SIZE=$($ENGINE image inspect "$TAG" --format '{{.Size}}')
 echo "image $TAG: $((SIZE / 1024 / 1024)) MiB"
 
