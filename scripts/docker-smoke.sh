@@ -18,7 +18,8 @@
 #   within the stop grace period; the fact survives a restart on the same volume.
 # It removes the containers and volumes it made and keeps the images (the next build reuses
 # their layers), but not the untagged ones that earlier builds left (dangling: nothing uses
-# them; about 50 GB of them had piled up here after a day of test runs). Settings (environment): KNOWHUB_SMOKE_TAG (knowhub:smoke),
+# them; about 50 GB of them had piled up here after a day of test runs).
+# Settings (environment): KNOWHUB_SMOKE_TAG (knowhub:smoke),
 # KNOWHUB_TORCH_INDEX_URL (passed as TORCH_INDEX_URL; by default PyTorch's CPU index, or
 # PyPI's when that index cannot be reached and the host's pip has a local +cpu torch wheel).
 set -euo pipefail
