@@ -83,8 +83,11 @@ async def scenario(kind: str, work: Path) -> dict[str, Any]:
     report: dict[str, Any] = {}
     try:
         await c.start(c_sink)
+        # B's catch-up on connect first: a record A gained before that sync ran would reach B
+        # by sync, not gossip (on a loaded machine B's connection can come after C's)
+        held = (first, in_a, in_b)
+        await wait_for(lambda: all(b_sink.has(r.cid) for r in held), "B's catch-up on connect")
         report.update(await partial_replication(a, b, c, a_sink, b_sink, c_sink))
-        await wait_for(lambda: b_sink.has(first.cid), "catch-up on connect")
         report["catch_up_origin"] = b_sink.origins[first.cid]
         a_sink.add(second)
         await wait_for(lambda: b_sink.has(second.cid), "gossip", lambda: a.publish([second]))
