@@ -210,15 +210,17 @@ def test_a_reader_thread_sees_a_new_supersession_at_once(tmp_path: Path) -> None
     v1 = make_fact("Pluto is a planet.", None, ALICE.address)
     v2 = make_fact("Pluto is a dwarf planet.", None, ALICE.address, v1.cid)
     seen: list[list[int]] = []
+
+    def read_on_another_thread() -> None:
+        reader = threading.Thread(target=lambda: seen.append(catalog.superseded_ids().tolist()))
+        reader.start()
+        reader.join()
+
     try:
         [(v1_id, _)] = catalog.insert([NewFact(v1, zero)])
-        reader = threading.Thread(target=lambda: seen.append(catalog.superseded_ids().tolist()))
-        reader.start()
-        reader.join()
+        read_on_another_thread()
         catalog.insert([NewFact(v2, zero)])
-        reader = threading.Thread(target=lambda: seen.append(catalog.superseded_ids().tolist()))
-        reader.start()
-        reader.join()
+        read_on_another_thread()
         assert seen == [[], [v1_id]]
     finally:
         catalog.close()
