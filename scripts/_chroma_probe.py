@@ -48,9 +48,7 @@ def main() -> None:
             collection.add(ids=ids[start : start + step], embeddings=vectors[start : start + step])
     load_s = time.perf_counter() - started
     out: dict[str, Any] = {"load_s": load_s, "chromadb": chromadb.__version__}
-    if args.load_only:
-        pass
-    elif args.node_url and args.node:
+    if args.node_url and args.node:
         nodes = {}
         for named in args.node:
             name, _, path = named.partition("=")
@@ -59,7 +57,7 @@ def main() -> None:
         systems = len(nodes) + 1  # every system in every place of the order equally often
         rounds = -(-(args.rounds or 2 * systems) // systems) * systems
         out["interleaved"] = interleaved(collection, queries, args.node_url, nodes, rounds)
-    else:
+    elif not args.load_only:
         for q in queries[:30]:  # warm up
             collection.query(query_embeddings=[q], n_results=10)
         latencies, found = [], []
